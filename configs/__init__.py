@@ -1,0 +1,1 @@
+"""Packaged configuration: SPANet event files, detector cards and model configs (read with importlib.resources)."""
