@@ -1,0 +1,65 @@
+"""The ``unfold`` command line: one subcommand per module in :mod:`unfold.commands`.
+
+Each command module exposes ``add_parser(subparsers)`` (which sets ``func`` on its parser)
+and raises the library's exceptions for user mistakes; :func:`main` turns those into one line
+on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from recon.event_topology import TopologyError
+from unfold.errors import UnfoldError
+
+__all__ = ["main"]
+
+# In the order `unfold --help` lists them; a module missing here is a command not built yet.
+COMMANDS = ("generate", "inspect", "train", "evaluate", "predict", "sample", "report")
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [UnfoldError, TopologyError, FileNotFoundError]
+    try:
+        from evaluation.errors import ReportError
+
+        errors.append(ReportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unfold",
+        description="Jet-parton assignment and generative unfolding of collider events.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"unfold.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"unfold.commands.{name}":
+                continue
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as error:
+        print(f"unfold {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"unfold {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
