@@ -1,0 +1,191 @@
+"""The detector card: every number of the parametrised detector, read from YAML and validated.
+
+The card mirrors ``configs/detector/cms_like.yaml`` key for key. Loading checks that every
+parameter is present, numeric and non-negative, and that binned parameters have one value per
+|eta| bin, so a typo fails at once with the file and the key named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from unfold.errors import UnfoldError
+
+__all__ = [
+    "DEFAULT_CARD",
+    "BTagCard",
+    "DetectorCard",
+    "JetCard",
+    "LeptonCard",
+    "load_detector_card",
+]
+
+DEFAULT_CARD = "cms_like.yaml"
+
+
+@dataclass(frozen=True)
+class NSCResolution:
+    """sigma/pT = sqrt((N/pT)^2 + S^2/pT + C^2) in bins of |eta|."""
+
+    eta_edges: list[float]
+    noise: list[float]
+    stochastic: list[float]
+    constant: list[float]
+
+
+@dataclass(frozen=True)
+class TrackResolution:
+    """sigma/pT = sqrt(a^2 + (b pT)^2) in bins of |eta| (Delphes MomentumSmearing form)."""
+
+    eta_edges: list[float]
+    a: list[float]
+    b: list[float]
+
+
+@dataclass(frozen=True)
+class BinnedEfficiency:
+    eta_edges: list[float]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class JetCard:
+    cluster_radius: float
+    cluster_pt_min: float
+    calorimeter_eta_max: float
+    efficiency: float
+    energy_scale: float
+    resolution: NSCResolution
+    eta_resolution: float
+    phi_resolution: float
+    pt_min: float
+    eta_max: float
+    max_jets: int
+    met_pt_min: float
+
+
+@dataclass(frozen=True)
+class TanhEfficiency:
+    """a * tanh(k pT) * c / (1 + d pT), the Delphes CMS b- and c-tag form."""
+
+    a: float
+    k: float
+    c: float
+    d: float
+
+
+@dataclass(frozen=True)
+class LinearEfficiency:
+    """a + b pT, the Delphes CMS light-jet mistag form."""
+
+    a: float
+    b: float
+
+
+@dataclass(frozen=True)
+class BTagCard:
+    b: TanhEfficiency
+    c: TanhEfficiency
+    light: LinearEfficiency
+    label_radius: float
+    label_hadron_pt_min: float
+    eta_max: float
+
+
+@dataclass(frozen=True)
+class LeptonCard:
+    efficiency: BinnedEfficiency
+    resolution: TrackResolution
+    pt_min: float
+    eta_max: float
+
+
+@dataclass(frozen=True)
+class MatchingCard:
+    delta_r_max: float
+
+
+@dataclass(frozen=True)
+class DetectorCard:
+    """The whole detector: jets, b-tagging, electrons, muons and truth matching."""
+
+    jets: JetCard
+    btag: BTagCard
+    electrons: LeptonCard
+    muons: LeptonCard
+    matching: MatchingCard
+    path: str = "<memory>"
+    text: str = ""
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DetectorCard:
+        path = Path(path)
+        if not path.is_file():
+            raise UnfoldError(f"{path}: detector card not found")
+        text = path.read_text()
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise UnfoldError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        built = _build(cls, raw, "", str(path), skip={"path", "text"})
+        return dataclasses.replace(built, path=str(path), text=text)
+
+
+def load_detector_card(path: str | Path | None = None) -> DetectorCard:
+    """Read a detector card; ``None`` gives the packaged CMS-like default."""
+    if path is None:
+        with resources.as_file(resources.files("configs.detector") / DEFAULT_CARD) as default:
+            return DetectorCard.from_yaml(default)
+    return DetectorCard.from_yaml(path)
+
+
+def _build(cls: type, raw: object, key: str, origin: str, skip: frozenset[str] | set[str] = frozenset()):
+    """Build dataclass ``cls`` from a YAML mapping, naming ``origin`` and the key path on error."""
+    where = f"{origin}: {key or 'top level'}"
+    if not isinstance(raw, dict):
+        raise UnfoldError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        sub = f"{key}.{field.name}" if key else field.name
+        if field.name not in raw:
+            raise UnfoldError(f"{origin}: missing parameter {sub!r}")
+        values[field.name] = _value(hints[field.name], raw[field.name], sub, origin)
+    if "eta_edges" in values:
+        edges = values["eta_edges"]
+        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise UnfoldError(f"{origin}: {key}.eta_edges must rise strictly, got {edges}")
+        for name, value in values.items():
+            if name != "eta_edges" and isinstance(value, list) and len(value) != len(edges) - 1:
+                raise UnfoldError(
+                    f"{origin}: {key}.{name} has {len(value)} values; expected {len(edges) - 1}, one per |eta| bin"
+                )
+    return cls(**values)
+
+
+def _value(hint: object, raw: object, key: str, origin: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, raw, key, origin)
+    if typing.get_origin(hint) is list:
+        if not isinstance(raw, list) or not raw:
+            raise UnfoldError(f"{origin}: parameter {key!r} must be a non-empty list of numbers")
+        return [_number(float, x, f"{key}[{i}]", origin) for i, x in enumerate(raw)]
+    return _number(hint, raw, key, origin)
+
+
+def _number(kind: object, raw: object, key: str, origin: str) -> float | int:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise UnfoldError(f"{origin}: parameter {key!r} must be a number, got {raw!r}")
+    if raw < 0:
+        raise UnfoldError(f"{origin}: parameter {key!r} must be non-negative, got {raw}")
+    if kind is int and int(raw) != raw:
+        raise UnfoldError(f"{origin}: parameter {key!r} must be an integer, got {raw}")
+    return int(raw) if kind is int else float(raw)

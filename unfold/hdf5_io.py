@@ -1,0 +1,51 @@
+"""Writing HDF5 files whole or not at all, and opening them with clear errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from unfold.errors import UnfoldError
+
+__all__ = ["atomic_output", "open_h5", "write_arrays"]
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    A failure (or Ctrl-C) removes the temporary file, so no half-written output is ever left
+    under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def open_h5(path: str | Path) -> h5py.File:
+    """Open an HDF5 file for reading, or raise a one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnfoldError(f"{path}: file not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        raise UnfoldError(f"{path}: not a readable HDF5 file") from None
+
+
+def write_arrays(file: h5py.File, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, object] | None = None) -> None:
+    """Write datasets by path (``GROUP/sub/name``) and root attributes into an open file."""
+    for key, value in arrays.items():
+        file.create_dataset(key, data=value, compression="gzip", compression_opts=4, shuffle=True)
+    for key, value in (attrs or {}).items():
+        file.attrs[key] = value

@@ -1,0 +1,38 @@
+"""Four-vector conversions and angular distances on numpy arrays (last axis = components).
+
+Four-vectors are (px, py, pz, E); cylindrical coordinates are (pt, eta, phi, mass), GeV and
+radians. Masses of slightly space-like vectors (rounding) are clipped to zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["delta_phi", "delta_r", "to_cartesian", "to_cylindrical"]
+
+
+def to_cylindrical(four: np.ndarray) -> np.ndarray:
+    """(..., 4) (px, py, pz, E) -> (..., 4) (pt, eta, phi, mass)."""
+    px, py, pz, energy = np.moveaxis(np.asarray(four, dtype=np.float64), -1, 0)
+    pt = np.hypot(px, py)
+    eta = np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0))
+    mass = np.sqrt(np.clip(energy**2 - px**2 - py**2 - pz**2, 0.0, None))
+    return np.stack([pt, eta, np.arctan2(py, px), mass], axis=-1)
+
+
+def to_cartesian(cylindrical: np.ndarray) -> np.ndarray:
+    """(..., 4) (pt, eta, phi, mass) -> (..., 4) (px, py, pz, E)."""
+    pt, eta, phi, mass = np.moveaxis(np.asarray(cylindrical, dtype=np.float64), -1, 0)
+    pz = pt * np.sinh(eta)
+    energy = np.sqrt(pt**2 + pz**2 + mass**2)
+    return np.stack([pt * np.cos(phi), pt * np.sin(phi), pz, energy], axis=-1)
+
+
+def delta_phi(phi_a: np.ndarray, phi_b: np.ndarray) -> np.ndarray:
+    """phi_a - phi_b wrapped into [-pi, pi)."""
+    return (np.asarray(phi_a) - np.asarray(phi_b) + np.pi) % (2 * np.pi) - np.pi
+
+
+def delta_r(eta_a: np.ndarray, phi_a: np.ndarray, eta_b: np.ndarray, phi_b: np.ndarray) -> np.ndarray:
+    """Angular distance sqrt(d_eta^2 + d_phi^2) with phi wrapping; broadcasts."""
+    return np.hypot(np.asarray(eta_a) - np.asarray(eta_b), delta_phi(phi_a, phi_b))

@@ -1,0 +1,131 @@
+"""The physics processes ``unfold generate`` simulates: Pythia settings, partons and selection.
+
+Both are top-quark pair production at 13 TeV (hard processes gg -> ttbar and qqbar -> ttbar)
+with ISR/FSR, hadronisation and, by default, multi-parton interactions. They differ in how the
+two W bosons decay:
+
+* ``ttbar-semileptonic``: one W -> e nu or mu nu, the other W -> q q' (taus are not generated).
+  Pythia forces decays by W charge, so each shard of events fixes which top decays
+  hadronically; consecutive shards alternate, giving equal t and tbar shares.
+* ``ttbar-allhadronic``: both W -> q q'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from unfold.errors import UnfoldError
+
+__all__ = ["PROCESSES", "ProcessName", "Process", "get_process"]
+
+ProcessName = Literal["ttbar-semileptonic", "ttbar-allhadronic"]
+
+# Pythia 8 settings common to every process; beam energy of LHC Run 2.
+BASE_SETTINGS = (
+    "Beams:eCM = 13000.",
+    "Top:gg2ttbar = on",
+    "Top:qqbar2ttbar = on",
+    "Print:quiet = on",
+    "Next:numberCount = 0",
+)
+HADRONIC_W = "1 2 3 4 5"
+LEPTONIC_W = "11 13"
+
+
+Side = Literal["hadronic", "leptonic", "top", "antitop"]
+
+
+@dataclass(frozen=True)
+class PartonSlot:
+    """One parton-level object: which top it comes from and which decay product it is.
+
+    ``role`` is one of ``b`` (the top's b quark), ``q1``/``q2`` (the W's quarks, q1 the harder),
+    ``lepton`` and ``neutrino`` (the W's leptons).
+    """
+
+    name: str
+    top: Side
+    role: Literal["b", "q1", "q2", "lepton", "neutrino"]
+    resonance: str | None  # the event-file resonance this parton is a daughter of, if jet-matched
+    daughter: str | None
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process: event file, Pythia decay settings, parton slots and detector selection."""
+
+    name: ProcessName
+    event_file: str
+    partons: tuple[PartonSlot, ...]
+    composites: dict[str, tuple[str, ...]]
+    record_objects: tuple[tuple[str, Side, Literal["t", "W"]], ...]
+    min_jets: int
+    leptons: int
+
+    def decay_settings(self, shard: int) -> tuple[str, ...]:
+        """W decay settings for a shard (semi-leptonic alternates the hadronic W's charge)."""
+        if self.leptons == 0:
+            return ("24:onMode = off", f"24:onIfAny = {HADRONIC_W}")
+        plus, minus = (HADRONIC_W, LEPTONIC_W) if shard % 2 == 0 else (LEPTONIC_W, HADRONIC_W)
+        return ("24:onMode = off", f"24:onPosIfAny = {plus}", f"24:onNegIfAny = {minus}")
+
+
+PROCESSES: dict[str, Process] = {
+    "ttbar-semileptonic": Process(
+        name="ttbar-semileptonic",
+        event_file="ttbar_semileptonic.yaml",
+        partons=(
+            PartonSlot("b_had", "hadronic", "b", "ht", "b"),
+            PartonSlot("q1", "hadronic", "q1", "ht", "q1"),
+            PartonSlot("q2", "hadronic", "q2", "ht", "q2"),
+            PartonSlot("b_lep", "leptonic", "b", "lt", "b"),
+            PartonSlot("lepton", "leptonic", "lepton", "lt", "l"),
+            PartonSlot("neutrino", "leptonic", "neutrino", None, None),
+        ),
+        composites={
+            "W_had": ("q1", "q2"),
+            "t_had": ("b_had", "q1", "q2"),
+            "W_lep": ("lepton", "neutrino"),
+            "t_lep": ("b_lep", "lepton", "neutrino"),
+            "ttbar": ("b_had", "q1", "q2", "b_lep", "lepton", "neutrino"),
+        },
+        record_objects=(
+            ("t_had", "hadronic", "t"),
+            ("W_had", "hadronic", "W"),
+            ("t_lep", "leptonic", "t"),
+            ("W_lep", "leptonic", "W"),
+        ),
+        min_jets=4,
+        leptons=1,
+    ),
+    "ttbar-allhadronic": Process(
+        name="ttbar-allhadronic",
+        event_file="ttbar_allhadronic.yaml",
+        partons=(
+            PartonSlot("t1_b", "top", "b", "t1", "b"),
+            PartonSlot("t1_q1", "top", "q1", "t1", "q1"),
+            PartonSlot("t1_q2", "top", "q2", "t1", "q2"),
+            PartonSlot("t2_b", "antitop", "b", "t2", "b"),
+            PartonSlot("t2_q1", "antitop", "q1", "t2", "q1"),
+            PartonSlot("t2_q2", "antitop", "q2", "t2", "q2"),
+        ),
+        composites={
+            "W1": ("t1_q1", "t1_q2"),
+            "t1": ("t1_b", "t1_q1", "t1_q2"),
+            "W2": ("t2_q1", "t2_q2"),
+            "t2": ("t2_b", "t2_q1", "t2_q2"),
+            "ttbar": ("t1_b", "t1_q1", "t1_q2", "t2_b", "t2_q1", "t2_q2"),
+        },
+        record_objects=(("t1", "top", "t"), ("W1", "top", "W"), ("t2", "antitop", "t"), ("W2", "antitop", "W")),
+        min_jets=6,
+        leptons=0,
+    ),
+}
+
+
+def get_process(name: str) -> Process:
+    """The process called ``name``, or an error listing the choices."""
+    if name not in PROCESSES:
+        raise UnfoldError(f"unknown process {name!r}; expected one of {list(get_args(ProcessName))}")
+    return PROCESSES[name]
