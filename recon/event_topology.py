@@ -11,36 +11,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import yaml
+
+from encoders.sources import InputSource, Normalization, SourceKind
 
 __all__ = [
     "EventTopology",
     "InputSource",
     "Normalization",
     "Resonance",
+    "SourceKind",
     "TopologyError",
     "generate_group",
 ]
 
-Normalization = Literal["log_normalize", "normalize", "none"]
-SourceKind = Literal["SEQUENTIAL", "GLOBAL"]
 Permutation = tuple[int, ...]
 
 
 class TopologyError(ValueError):
     """An event file that does not describe a valid topology."""
-
-
-@dataclass(frozen=True)
-class InputSource:
-    """One detector input: a set of objects (SEQUENTIAL) or one event-level vector (GLOBAL)."""
-
-    name: str
-    kind: SourceKind
-    features: tuple[str, ...]
-    normalizations: tuple[Normalization, ...]
 
 
 @dataclass(frozen=True)

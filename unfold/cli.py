@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from encoders.errors import EncoderError
+from recon.errors import ReconError
 from recon.event_topology import TopologyError
 from unfold.errors import UnfoldError
 
@@ -22,7 +24,7 @@ COMMANDS = ("generate", "inspect", "train", "evaluate", "predict", "sample", "re
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [UnfoldError, TopologyError, FileNotFoundError]
+    errors: list[type[Exception]] = [UnfoldError, TopologyError, ReconError, EncoderError, FileNotFoundError]
     try:
         from evaluation.errors import ReportError
 

@@ -1,0 +1,145 @@
+"""Inference throughput and peak memory of the assignment network on the semi-leptonic ttbar topology.
+
+Random detector inputs with N objects per event (default 12) go through the default
+AssignmentNetwork and the greedy decoding at batch sizes 1, 64 and 1024. CPU peak memory is
+the growth of the resident set (ru_maxrss) during inference, measured in a fresh process per
+batch size; GPU peak memory is torch.cuda.max_memory_allocated. Published reference (SPANet
+arXiv 2106.03898, semi-leptonic ttbar): 705 events/s on CPU, 4407 events/s on GPU.
+
+    python benchmarks/bench_recon_model.py [--objects 12] [--threads 1] [--pair-bias]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import time
+from importlib.resources import files
+from typing import NamedTuple
+
+import torch
+
+from encoders import EncoderInputs
+from encoders.kinematics import to_cartesian
+from recon import AssignmentNetwork, EventTopology, decode_assignments
+
+BATCH_SIZES = (1, 64, 1024)
+
+
+class Measurement(NamedTuple):
+    device: str
+    batch: int
+    events_per_second: float
+    peak_memory_mb: float
+
+
+def random_inputs(batch: int, objects: int, device: torch.device) -> EncoderInputs:
+    """Plausible raw Momenta (mass, pt, eta, sin_phi, cos_phi, 4 flags) and Met (met, sin_phi, cos_phi)."""
+    generator = torch.Generator().manual_seed(batch)
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        return low + (high - low) * torch.rand(shape, generator=generator)
+
+    mass, pt = uniform(0, 20, batch, objects), uniform(20, 300, batch, objects)
+    eta, phi = uniform(-2.5, 2.5, batch, objects), uniform(-3.14, 3.14, batch, objects)
+    flags = (uniform(0, 1, batch, objects, 4) < 0.3).float()
+    momenta = torch.cat([torch.stack([mass, pt, eta, phi.sin(), phi.cos()], -1), flags], -1)
+    met_phi = uniform(-3.14, 3.14, batch)
+    met = torch.stack([uniform(0, 200, batch), met_phi.sin(), met_phi.cos()], -1)
+    mask = uniform(0, 1, batch, objects) < 0.85
+    mask[:, :6] = True
+    return EncoderInputs(
+        (momenta.to(device),),
+        (mask.to(device),),
+        (met.to(device),),
+        to_cartesian(pt, eta, phi, mass).to(device),
+    )
+
+
+def build_model(pair_bias: bool, device: torch.device) -> AssignmentNetwork:
+    topology = EventTopology.from_yaml(files("configs") / "events" / "ttbar_semileptonic.yaml")
+    torch.manual_seed(0)
+    return AssignmentNetwork(topology=topology, pair_bias=pair_bias).to(device).eval()
+
+
+def time_inference(
+    model: AssignmentNetwork, inputs: EncoderInputs, seconds: float, device: torch.device
+) -> float:
+    """Events per second of forward pass plus decoding, repeated for at least ``seconds``."""
+    batch = inputs.sequential_masks[0].shape[0]
+    with torch.inference_mode():
+        decode_assignments(model(inputs))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        repeats, start = 0, time.perf_counter()
+        while repeats < 3 or time.perf_counter() - start < seconds:
+            decode_assignments(model(inputs))
+            repeats += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return repeats * batch / (time.perf_counter() - start)
+
+
+def measure_cpu(
+    batch: int, objects: int, threads: int, pair_bias: bool, seconds: float
+) -> Measurement:
+    """Run in a fresh process, so ru_maxrss growth is this batch size's inference memory alone."""
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    model = build_model(pair_bias, device)
+    inputs = random_inputs(batch, objects, device)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rate = time_inference(model, inputs, seconds, device)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return Measurement("cpu", batch, rate, (after - before) / 1024)
+
+
+def measure_gpu(batch: int, objects: int, pair_bias: bool, seconds: float) -> Measurement:
+    device = torch.device("cuda")
+    model = build_model(pair_bias, device)
+    inputs = random_inputs(batch, objects, device)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated()
+    rate = time_inference(model, inputs, seconds, device)
+    return Measurement("cuda", batch, rate, (torch.cuda.max_memory_allocated() - baseline) / 2**20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=12, help="objects N per event (default 12)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (default 1)")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="minimum timing per point (default 2)"
+    )
+    parser.add_argument(
+        "--pair-bias", action="store_true", help="use the Lorentz-invariant pair bias"
+    )
+    args = parser.parse_args()
+
+    context = multiprocessing.get_context("spawn")
+    measurements = []
+    for batch in BATCH_SIZES:
+        with context.Pool(1) as pool:
+            measurements.append(
+                pool.apply(
+                    measure_cpu, (batch, args.objects, args.threads, args.pair_bias, args.seconds)
+                )
+            )
+    if torch.cuda.is_available():
+        measurements += [
+            measure_gpu(b, args.objects, args.pair_bias, args.seconds) for b in BATCH_SIZES
+        ]
+
+    print(
+        f"AssignmentNetwork defaults, semi-leptonic ttbar, N={args.objects}, "
+        f"pair_bias={args.pair_bias}, CPU threads={args.threads}; forward + decoding"
+    )
+    print(f"{'device':>6} {'batch':>6} {'events/s':>12} {'peak memory MB':>15}")
+    for m in measurements:
+        print(f"{m.device:>6} {m.batch:>6} {m.events_per_second:>12.0f} {m.peak_memory_mb:>15.1f}")
+
+
+if __name__ == "__main__":
+    main()

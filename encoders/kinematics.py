@@ -1,0 +1,94 @@
+"""Relativistic kinematics on torch tensors: small pure functions, broadcasting over any batch shape.
+
+Four-momenta are stored energy first, ``(..., 4) = (E, px, py, pz)``, in GeV; angles in radians.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "azimuth",
+    "delta_phi",
+    "delta_r",
+    "invariant_mass",
+    "invariant_mass_squared",
+    "pair_mass_squared",
+    "pseudorapidity",
+    "rapidity",
+    "to_cartesian",
+    "to_cylindrical",
+    "transverse_momentum",
+    "wrap_phi",
+]
+
+
+def wrap_phi(phi: Tensor) -> Tensor:
+    """Azimuthal angle wrapped into [-pi, pi)."""
+    return torch.remainder(phi + math.pi, 2 * math.pi) - math.pi
+
+
+def delta_phi(phi_a: Tensor, phi_b: Tensor) -> Tensor:
+    """Signed azimuthal difference phi_a - phi_b, wrapped into [-pi, pi)."""
+    return wrap_phi(phi_a - phi_b)
+
+
+def delta_r(eta_a: Tensor, phi_a: Tensor, eta_b: Tensor, phi_b: Tensor) -> Tensor:
+    r"""Angular distance :math:`\Delta R = \sqrt{\Delta\eta^2 + \Delta\phi^2}` with phi wrapped.
+
+    Pass rapidities instead of pseudorapidities for the rapidity-based distance.
+    """
+    return torch.sqrt((eta_a - eta_b) ** 2 + delta_phi(phi_a, phi_b) ** 2)
+
+
+def to_cartesian(pt: Tensor, eta: Tensor, phi: Tensor, mass: Tensor) -> Tensor:
+    """Four-momentum (..., 4) = (E, px, py, pz) from transverse momentum, pseudorapidity, azimuth, mass."""
+    px = pt * torch.cos(phi)
+    py = pt * torch.sin(phi)
+    pz = pt * torch.sinh(eta)
+    energy = torch.sqrt(mass**2 + px**2 + py**2 + pz**2)
+    return torch.stack([energy, px, py, pz], dim=-1)
+
+
+def transverse_momentum(p4: Tensor) -> Tensor:
+    """pT = sqrt(px^2 + py^2) of (..., 4) four-momenta; shape (...)."""
+    return torch.hypot(p4[..., 1], p4[..., 2])
+
+
+def azimuth(p4: Tensor) -> Tensor:
+    """Azimuth phi = atan2(py, px) in (-pi, pi] of (..., 4) four-momenta."""
+    return torch.atan2(p4[..., 2], p4[..., 1])
+
+
+def pseudorapidity(p4: Tensor) -> Tensor:
+    """Pseudorapidity eta = asinh(pz / pT); infinite along the beam axis."""
+    return torch.asinh(p4[..., 3] / transverse_momentum(p4))
+
+
+def rapidity(p4: Tensor, eps: float = 1e-12) -> Tensor:
+    """Rapidity y = 0.5 ln((E + pz) / (E - pz)); numerator and denominator clamped at ``eps``."""
+    energy, pz = p4[..., 0], p4[..., 3]
+    return 0.5 * torch.log((energy + pz).clamp_min(eps) / (energy - pz).clamp_min(eps))
+
+
+def invariant_mass_squared(p4: Tensor) -> Tensor:
+    """m^2 = E^2 - |p|^2 (negative for space-like vectors or from rounding)."""
+    return p4[..., 0] ** 2 - (p4[..., 1:] ** 2).sum(-1)
+
+
+def invariant_mass(p4: Tensor) -> Tensor:
+    """m = sqrt(max(m^2, 0)): the mass of a time-like four-momentum, 0 for rounding below zero."""
+    return torch.sqrt(invariant_mass_squared(p4).clamp_min(0.0))
+
+
+def pair_mass_squared(p4_a: Tensor, p4_b: Tensor) -> Tensor:
+    """Invariant mass squared of the pair, (E_a + E_b)^2 - |p_a + p_b|^2."""
+    return invariant_mass_squared(p4_a + p4_b)
+
+
+def to_cylindrical(p4: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(pt, eta, phi, mass) of (..., 4) four-momenta, each of shape (...)."""
+    return transverse_momentum(p4), pseudorapidity(p4), azimuth(p4), invariant_mass(p4)

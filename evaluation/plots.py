@@ -1,0 +1,325 @@
+"""Publication plots in HEP style (mplhep's CMS style without an experiment label), Agg backend.
+
+Each function draws one figure and writes it to every path given (PNG for the HTML, PDF for
+papers); units in GeV, axis labels in LaTeX (mathtext).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
+from matplotlib.figure import Figure
+
+from evaluation.calibration import CalibrationResult
+
+__all__ = [
+    "PlotJob",
+    "Series",
+    "axis_label",
+    "plot_calibration",
+    "plot_correlation",
+    "plot_distribution",
+    "plot_migration",
+    "plot_recon_masses",
+]
+
+DPI = 80
+TRUTH_COLOUR = "black"
+DETECTOR_COLOUR = "0.55"
+# Okabe-Ito colour-blind-safe palette for the unfoldings.
+UNFOLDING_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+STYLE = {**mplhep.style.CMS, "font.size": 18, "axes.labelsize": 20, "legend.fontsize": 14}
+# Panels without a 1-D spectrum drop the minor ticks: they are most of the drawing time.
+PANEL_STYLE = {**STYLE, "xtick.minor.visible": False, "ytick.minor.visible": False}
+
+
+@dataclass(frozen=True)
+class PlotJob:
+    """One figure to draw: its file stem and the drawing function taking the output paths."""
+
+    stem: str
+    draw: Callable[[Sequence[Path]], None]
+
+
+class Series(NamedTuple):
+    """One unfolding's values for a plot: its label and (R, n) draws."""
+
+    label: str
+    draws: np.ndarray
+
+
+def axis_label(label: str, unit: str) -> str:
+    """Label with its unit in brackets, HEP style: '$m(t)$ [GeV]'."""
+    return f"{label} [{unit}]" if unit else label
+
+
+def _save(figure: Figure, paths: Sequence[Path]) -> None:
+    """Write and close; margins are fixed per figure (a tight bounding box costs a second draw)."""
+    for path in paths:
+        figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def _simulation_label(axis: matplotlib.axes.Axes) -> None:
+    """The HEP 'Simulation' tag above the top-left corner (mplhep's exp_label costs a full draw)."""
+    axis.text(
+        0.0, 1.01, "Simulation", transform=axis.transAxes, ha="left", va="bottom", style="italic"
+    )
+
+
+def _density(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Histogram normalised to unit area over all finite values (out-of-range ones included)."""
+    finite = values[np.isfinite(values)]
+    counts, _ = np.histogram(finite, bins=edges)
+    return counts / max(finite.size, 1) / np.diff(edges)
+
+
+def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
+
+
+def plot_distribution(
+    paths: Sequence[Path],
+    *,
+    label: str,
+    unit: str,
+    edges: np.ndarray,
+    truth: np.ndarray,
+    reference: np.ndarray | None,
+    unfoldings: Sequence[Series],
+) -> None:
+    """Truth, detector level and each unfolding (bin-wise mean over draws, band of +- 1 std),
+    with a ratio-to-truth panel.
+
+    Args:
+        paths: files to write.
+        label: x-axis label (LaTeX); unit: its unit.
+        edges: (B + 1,) bin edges.
+        truth: (R,) truth values; reference: (R',) detector level or None.
+        unfoldings: each with (R_s, n) draws.
+    """
+    with plt.style.context(STYLE):
+        figure, (main, ratio) = plt.subplots(
+            2, 1, figsize=(8, 8), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05}
+        )
+        figure.subplots_adjust(left=0.16, right=0.97, top=0.95, bottom=0.1)
+        truth_density = _density(truth, edges)
+        main.stairs(truth_density, edges, color=TRUTH_COLOUR, linewidth=2, label="Truth")
+        ratio.axhline(1.0, color=TRUTH_COLOUR, linewidth=1)
+        if reference is not None and np.isfinite(reference).any():
+            detector = _density(reference, edges)
+            main.stairs(
+                detector,
+                edges,
+                color=DETECTOR_COLOUR,
+                linestyle="--",
+                linewidth=2,
+                label="Detector",
+            )
+            ratio.stairs(
+                _safe_ratio(detector, truth_density),
+                edges,
+                color=DETECTOR_COLOUR,
+                linestyle="--",
+                linewidth=2,
+            )
+        for colour, series in zip(itertools.cycle(UNFOLDING_COLOURS), unfoldings, strict=False):
+            per_draw = np.array([_density(d, edges) for d in series.draws.T])
+            mean, spread = per_draw.mean(axis=0), per_draw.std(axis=0)
+            main.stairs(
+                mean,
+                edges,
+                color=colour,
+                linewidth=2,
+                label=f"{series.label} (mean $\\pm$ std, n={series.draws.shape[1]})",
+            )
+            main.stairs(
+                mean + spread,
+                edges,
+                baseline=mean - spread,
+                fill=True,
+                color=colour,
+                alpha=0.3,
+                linewidth=0,
+            )
+            ratio.stairs(_safe_ratio(mean, truth_density), edges, color=colour, linewidth=2)
+            ratio.stairs(
+                _safe_ratio(mean + spread, truth_density),
+                edges,
+                baseline=_safe_ratio(mean - spread, truth_density),
+                fill=True,
+                color=colour,
+                alpha=0.3,
+                linewidth=0,
+            )
+        main.set_ylabel("Normalised events / bin width" if unit else "Normalised events")
+        main.set_ylim(bottom=0)
+        main.legend(loc="best", frameon=False)
+        _simulation_label(main)
+        ratio.set_ylim(0.5, 1.5)
+        ratio.set_ylabel("Ratio to truth")
+        ratio.set_xlabel(axis_label(label, unit))
+        ratio.set_xlim(edges[0], edges[-1])
+        _save(figure, paths)
+
+
+def plot_calibration(
+    paths: Sequence[Path], *, label: str, results: Sequence[tuple[str, CalibrationResult]]
+) -> None:
+    """Rank histogram (flat when calibrated, band = binomial +- 1 std) and coverage curve
+    (on the diagonal when calibrated) of one observable for each unfolding."""
+    with plt.style.context(PANEL_STYLE):
+        figure, (rank_axis, coverage_axis) = plt.subplots(1, 2, figsize=(14, 6.5))
+        figure.subplots_adjust(left=0.08, right=0.98, top=0.95, bottom=0.13, wspace=0.25)
+        for colour, (name, result) in zip(
+            itertools.cycle(UNFOLDING_COLOURS), results, strict=False
+        ):
+            counts = result.rank_counts
+            n_ranks = counts.size
+            total = counts.sum()
+            rank_edges = np.arange(n_ranks + 1) - 0.5
+            rank_axis.stairs(
+                counts * n_ranks / total,
+                rank_edges,
+                color=colour,
+                linewidth=2,
+                label=f"{name} ($p_{{\\chi^2}}$ = {result.flatness_p_value:.2g})",
+            )
+            coverage_axis.plot(
+                result.expected_levels, result.observed_levels, "o-", color=colour, label=name
+            )
+        if results:
+            n_ranks = results[0][1].rank_counts.size
+            total = results[0][1].rank_counts.sum()
+            band = np.sqrt(total * (1 / n_ranks) * (1 - 1 / n_ranks)) * n_ranks / total
+            rank_axis.axhspan(
+                1 - band, 1 + band, color="0.85", zorder=0, label="Calibrated ($\\pm 1\\sigma$)"
+            )
+            rank_axis.axhline(1.0, color=TRUTH_COLOUR, linestyle=":")
+            rank_axis.set_xlim(-0.5, n_ranks - 0.5)
+        rank_axis.set_ylim(bottom=0)
+        rank_axis.set_xlabel(f"Rank of truth among draws, {label}")
+        rank_axis.set_ylabel("Events / expected")
+        rank_axis.legend(loc="lower center", frameon=False)
+        coverage_axis.plot([0, 1], [0, 1], color=TRUTH_COLOUR, linestyle=":", label="Calibrated")
+        coverage_axis.set_xlim(0, 1)
+        coverage_axis.set_ylim(0, 1)
+        coverage_axis.set_xlabel("Expected coverage of central interval")
+        coverage_axis.set_ylabel("Observed coverage")
+        coverage_axis.legend(loc="upper left", frameon=False)
+        _save(figure, paths)
+
+
+def plot_migration(
+    paths: Sequence[Path],
+    *,
+    label: str,
+    unit: str,
+    edges: np.ndarray,
+    truth: np.ndarray,
+    panels: Sequence[tuple[str, np.ndarray]],
+) -> None:
+    """Migration matrices P(other bin | truth bin): each row (truth bin) normalised to one.
+
+    Args:
+        edges: (B + 1,) bin edges used on both axes.
+        truth: (E,) per-event truth.
+        panels: (title, (E,) per-event values) pairs, e.g. detector level and one draw.
+    """
+    with plt.style.context(PANEL_STYLE):
+        figure, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 6.5), squeeze=False)
+        figure.subplots_adjust(
+            left=0.12 / len(panels), right=0.98, top=0.92, bottom=0.14, wspace=0.35
+        )
+        for axis, (title, values) in zip(axes[0], panels, strict=True):
+            both = np.isfinite(truth) & np.isfinite(values)
+            counts, _, _ = np.histogram2d(
+                np.clip(truth[both], edges[0], edges[-1]),
+                np.clip(values[both], edges[0], edges[-1]),
+                bins=(edges, edges),
+            )
+            rows = counts.sum(axis=1, keepdims=True)
+            matrix = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+            image = axis.pcolormesh(edges, edges, matrix.T, cmap="Blues", vmin=0, vmax=1)
+            diagonal = np.trace(matrix) / max(int((rows > 0).sum()), 1)
+            axis.set_title(f"{title} (mean diagonal {diagonal:.2f})", fontsize=16)
+            axis.set_xlabel(f"Truth {axis_label(label, unit)}")
+            axis.set_ylabel(f"{title} {axis_label(label, unit)}")
+            figure.colorbar(image, ax=axis, label="Fraction of truth bin")
+        _save(figure, paths)
+
+
+def plot_correlation(
+    paths: Sequence[Path],
+    *,
+    x_label: str,
+    y_label: str,
+    x_edges: np.ndarray,
+    y_edges: np.ndarray,
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+) -> None:
+    """2-D densities of an observable pair, one panel per source (truth, each unfolding's draws
+    pooled), with Pearson's correlation coefficient in the title."""
+    with plt.style.context(PANEL_STYLE):
+        figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6.5), squeeze=False)
+        figure.subplots_adjust(
+            left=0.12 / len(panels), right=0.98, top=0.92, bottom=0.14, wspace=0.3
+        )
+        for axis, (title, x, y) in zip(axes[0], panels, strict=True):
+            both = np.isfinite(x) & np.isfinite(y)
+            counts, _, _ = np.histogram2d(x[both], y[both], bins=(x_edges, y_edges), density=True)
+            axis.pcolormesh(x_edges, y_edges, counts.T, cmap="viridis")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rho = np.corrcoef(x[both], y[both])[0, 1] if both.sum() > 1 else float("nan")
+            axis.set_title(f"{title} ($\\rho$ = {rho:.2f})", fontsize=16)
+            axis.set_xlabel(x_label)
+            axis.set_ylabel(y_label)
+        _save(figure, paths)
+
+
+def plot_recon_masses(
+    paths: Sequence[Path],
+    *,
+    label: str,
+    edges: np.ndarray,
+    correct: np.ndarray,
+    wrong: np.ndarray,
+) -> None:
+    """Reconstructed mass of the predicted daughters' jets, correct vs wrong assignments."""
+    with plt.style.context(STYLE):
+        figure, axis = plt.subplots(figsize=(8, 6.5))
+        figure.subplots_adjust(left=0.15, right=0.97, top=0.94, bottom=0.14)
+        axis.hist(
+            correct,
+            bins=edges,
+            histtype="step",
+            linewidth=2,
+            color=UNFOLDING_COLOURS[0],
+            label=f"Correct ({correct.size})",
+        )
+        axis.hist(
+            wrong,
+            bins=edges,
+            histtype="step",
+            linewidth=2,
+            color=UNFOLDING_COLOURS[1],
+            linestyle="--",
+            label=f"Wrong ({wrong.size})",
+        )
+        axis.set_xlabel(axis_label(label, "GeV"))
+        axis.set_ylabel("Events / bin")
+        axis.legend(loc="best", frameon=False)
+        _simulation_label(axis)
+        _save(figure, paths)

@@ -1,0 +1,294 @@
+"""Report of a recon predictions file: efficiency tables and reconstructed resonance masses.
+
+Reads ``PREDICTIONS/<resonance>/<daughter>`` (E,) predicted jet indices,
+``TARGETS/<resonance>/<daughter>`` (E,) truth indices (-1 unmatched),
+``INPUTS/Momenta/{pt, eta, sin_phi, cos_phi, mass, MASK}`` (E, N) and the root attributes
+``efficiency`` (JSON tables computed by recon) and ``event_file_yaml``.
+
+An assignment counts as correct when the predicted daughters equal the truth daughters with the
+q daughters compared as a set (the W's q1 <-> q2 symmetry), or equal those of another resonance
+with the same daughter names (the t1 <-> t2 symmetry of all-hadronic ttbar). Only resonances
+whose truth is fully matched enter the correct / wrong mass histograms.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from evaluation import html
+from evaluation.errors import ReportError
+from evaluation.kinematics import from_pt_eta_phi_m, invariant_mass, sum_momenta
+from evaluation.metrics import histogram_edges
+from evaluation.observables import latex_name
+from evaluation.plots import PlotJob, plot_recon_masses
+
+__all__ = ["ReconReport", "build_recon_report", "canonical_assignment", "correct_assignments"]
+
+PREDICTION_SCORES = frozenset(
+    {"assignment_probability", "detection_probability", "marginal_probability", "entropy"}
+)
+MOMENTA = ("pt", "eta", "sin_phi", "cos_phi", "mass", "MASK")
+
+
+@dataclass(frozen=True)
+class ReconReport:
+    """The recon report's content, ready to be written.
+
+    Attributes:
+        jobs: the mass plots.
+        headline: efficiency tables as text.
+        metrics: what goes to metrics.json.
+        render_page: builds index.html from stem -> (PNG, PDF link or None).
+    """
+
+    jobs: list[PlotJob]
+    headline: str
+    metrics: dict
+    render_page: Callable[[Mapping[str, tuple[str, str | None]]], str]
+
+
+def canonical_assignment(indices: np.ndarray, daughters: tuple[str, ...]) -> np.ndarray:
+    """Indices with the q daughters sorted, so q1 <-> q2 swaps compare equal.
+
+    Args:
+        indices: (E, K) daughter indices in the order of ``daughters``.
+        daughters: the K daughter names.
+    """
+    q_columns = [i for i, d in enumerate(daughters) if d.startswith("q")]
+    out = indices.copy()
+    if len(q_columns) > 1:
+        out[:, q_columns] = np.sort(indices[:, q_columns], axis=1)
+    return out
+
+
+def correct_assignments(
+    predictions: Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray],
+    daughters: Mapping[str, tuple[str, ...]],
+) -> dict[str, np.ndarray]:
+    """Per resonance, (E,) True where the prediction matches a fully matched truth tuple.
+
+    Args:
+        predictions: resonance -> (E, K) predicted indices.
+        targets: resonance -> (E, K) truth indices, -1 where unmatched.
+        daughters: resonance -> its K daughter names.
+    """
+    out = {}
+    for name, predicted in predictions.items():
+        mine = canonical_assignment(predicted, daughters[name])
+        correct = np.zeros(predicted.shape[0], dtype=bool)
+        for other, truth in targets.items():
+            if daughters[other] != daughters[name]:
+                continue
+            complete = (truth >= 0).all(axis=1)
+            same = (mine == canonical_assignment(truth, daughters[other])).all(axis=1)
+            correct |= complete & same
+        out[name] = correct
+    return out
+
+
+def _read(file: h5py.File, path: Path, key: str) -> np.ndarray:
+    node = file.get(key)
+    if not isinstance(node, h5py.Dataset):
+        raise ReportError(f"{path}: {key}: expected a dataset, found none")
+    return node[()]
+
+
+def _resonance_masses(momenta: Mapping[str, np.ndarray], indices: np.ndarray) -> np.ndarray:
+    """Invariant mass of the jets at ``indices`` (E, K); NaN where one is missing or padding."""
+    n_objects = momenta["pt"].shape[1]
+    valid = ((indices >= 0) & (indices < n_objects)).all(axis=1)
+    safe = np.where(indices >= 0, np.minimum(indices, n_objects - 1), 0)
+    mask = np.take_along_axis(momenta["MASK"], safe, axis=1).all(axis=1)
+
+    def gather(feature: str) -> np.ndarray:
+        return np.take_along_axis(momenta[feature], safe, axis=1)
+
+    phi = np.arctan2(gather("sin_phi"), gather("cos_phi"))
+    vectors = from_pt_eta_phi_m(gather("pt"), gather("eta"), phi, gather("mass"))
+    total = sum_momenta(
+        [type(vectors)(*(c[:, k] for c in vectors)) for k in range(indices.shape[1])]
+    )
+    return np.where(valid & mask, invariant_mass(total), np.nan)
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (int, float, str, bool))
+
+
+def _grid(table: Mapping) -> list[tuple[str, Mapping]] | None:
+    """Rows of an efficiency table, or None if it is not one.
+
+    Recon writes ``{"event": f, "fraction": f, "<resonance>": f, "by_jets": {"==4": {...}}}``:
+    the scalars form the "inclusive" row and each mapping of rows adds its rows.
+    """
+    scalars = {k: v for k, v in table.items() if _is_scalar(v)}
+    rows: list[tuple[str, Mapping]] = [("inclusive", scalars)] if scalars else []
+    for key, value in table.items():
+        if _is_scalar(value):
+            continue
+        if not isinstance(value, Mapping):
+            return None
+        if not value:
+            continue
+        if all(_is_scalar(v) for v in value.values()):
+            rows.append((str(key), value))
+        elif all(
+            isinstance(v, Mapping) and all(_is_scalar(x) for x in v.values())
+            for v in value.values()
+        ):
+            rows += [(str(name), row) for name, row in value.items()]
+        else:
+            return None
+    return rows or None
+
+
+def _columns(rows: list[tuple[str, Mapping]]) -> list[str]:
+    return list(dict.fromkeys(c for _, row in rows for c in row))
+
+
+def _text_tables(tables: Mapping, prefix: str = "") -> list[str]:
+    """Efficiency tables as fixed-width text, one grid per category."""
+    lines = []
+    for key, value in tables.items():
+        title = f"{prefix}{key}"
+        rows = _grid(value) if isinstance(value, Mapping) else None
+        if rows is not None:
+            columns = _columns(rows)
+            cells = [[name, *(_fmt(row.get(c)) for c in columns)] for name, row in rows]
+            header = [title, *columns]
+            widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
+            lines += [
+                "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                for r in [header, *cells]
+            ]
+            lines.append("")
+        elif isinstance(value, Mapping):
+            lines += _text_tables(value, f"{title} / ")
+        else:
+            lines.append(f"{title}: {_fmt(value)}")
+    return lines
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def _html_tables(tables: Mapping, level: int = 3) -> list[str]:
+    """Efficiency tables as HTML: headings for the nesting, a grid per category."""
+    parts = []
+    for key, value in tables.items():
+        parts.append(f"<h{level}>{escape(str(key))}</h{level}>")
+        rows = _grid(value) if isinstance(value, Mapping) else None
+        if rows is not None:
+            columns = _columns(rows)
+            cells = [
+                [(escape(name), "name"), *((escape(_fmt(row.get(c))), "") for c in columns)]
+                for name, row in rows
+            ]
+            parts.append(html.table(["", *columns], cells))
+        elif isinstance(value, Mapping):
+            parts += _html_tables(value, min(level + 1, 6))
+        else:
+            parts.append(f"<p>{escape(_fmt(value))}</p>")
+    return parts
+
+
+def build_recon_report(path: Path, *, bins: int) -> ReconReport:
+    """Read a predictions file and plan its report (tables, correct vs wrong masses)."""
+    with h5py.File(path, "r") as file:
+        resonances = [
+            n for n in file["PREDICTIONS"] if isinstance(file["PREDICTIONS"][n], h5py.Group)
+        ]
+        if not resonances:
+            raise ReportError(f"{path}: PREDICTIONS: holds no resonance groups")
+        daughters = {
+            r: tuple(d for d in file["PREDICTIONS"][r] if d not in PREDICTION_SCORES)
+            for r in resonances
+        }
+        predictions = {
+            r: np.stack(
+                [_read(file, path, f"PREDICTIONS/{r}/{d}") for d in daughters[r]], axis=1
+            ).astype(np.int64)
+            for r in resonances
+        }
+        targets = {
+            r: np.stack(
+                [_read(file, path, f"TARGETS/{r}/{d}") for d in daughters[r]], axis=1
+            ).astype(np.int64)
+            for r in resonances
+        }
+        momenta = {f: _read(file, path, f"INPUTS/Momenta/{f}") for f in MOMENTA}
+        try:
+            efficiency = json.loads(file.attrs.get("efficiency", "{}"))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise ReportError(f"{path}: attribute 'efficiency': not valid JSON ({error})") from None
+        event_file = str(file.attrs.get("event_file_yaml", ""))
+    n_events = momenta["pt"].shape[0]
+    for name, array in [*predictions.items(), *targets.items()]:
+        if array.shape[0] != n_events:
+            raise ReportError(
+                f"{path}: {name}: {array.shape[0]} events, INPUTS/Momenta has {n_events}"
+            )
+    momenta["MASK"] = momenta["MASK"].astype(bool)
+    correct = correct_assignments(predictions, targets, daughters)
+    jobs, counts = [], {}
+    for name in resonances:
+        complete = (targets[name] >= 0).all(axis=1)
+        q_columns = [i for i, d in enumerate(daughters[name]) if d.startswith("q")]
+        systems = [("all", list(range(len(daughters[name]))))]
+        if len(q_columns) > 1 and len(q_columns) < len(daughters[name]):
+            systems.append(("q", q_columns))
+        for system, columns in systems:
+            masses = _resonance_masses(momenta, predictions[name][:, columns])
+            good = masses[complete & correct[name] & np.isfinite(masses)]
+            bad = masses[complete & ~correct[name] & np.isfinite(masses)]
+            parts = [daughters[name][c] for c in columns]
+            label = f"$m({latex_name(name)}: {', '.join(latex_name(p) for p in parts)})$"
+            counts[f"{name}/{system}"] = {"correct": int(good.size), "wrong": int(bad.size)}
+            edges = histogram_edges(np.concatenate([good, bad]), bins)
+            jobs.append(
+                PlotJob(
+                    f"mass_{name}_{system}",
+                    lambda paths, label=label, edges=edges, good=good, bad=bad: plot_recon_masses(
+                        paths, label=label, edges=edges, correct=good, wrong=bad
+                    ),
+                )
+            )
+    headline = (
+        "\n".join(_text_tables(efficiency)) if efficiency else f"{path}: no efficiency tables"
+    )
+    metrics = {
+        "mode": "recon",
+        "file": str(path),
+        "n_events": n_events,
+        "efficiency": efficiency,
+        "mass_counts": counts,
+    }
+
+    def render_page(images: Mapping[str, tuple[str, str | None]]) -> str:
+        figures = [
+            html.figure(png, stem.removeprefix("mass_"), link)
+            for stem, (png, link) in images.items()
+        ]
+        body = [
+            html.value_table({"file": path, "events": n_events}),
+            html.section(
+                "Efficiencies", _html_tables(efficiency) or ["<p>No efficiency tables.</p>"]
+            ),
+            html.section(
+                "Reconstructed masses, correct vs wrong assignments",
+                ['<div class="figures">' + "".join(figures) + "</div>"],
+            ),
+            html.section("Event file", [f"<pre>{escape(event_file)}</pre>"]),
+        ]
+        return html.page(f"Reconstruction report: {path.name}", body)
+
+    return ReconReport(jobs, headline, metrics, render_page)

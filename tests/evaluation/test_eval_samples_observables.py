@@ -1,0 +1,130 @@
+"""Reading samples files and deriving observables: composites, leading objects, multiplicities."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from matplotlib import mathtext
+
+from evaluation.errors import ReportError
+from evaluation.kinematics import from_pt_eta_phi_m, invariant_mass, sum_momenta
+from evaluation.observables import compute_observables, correlation_pairs, latex_name
+from evaluation.samples_file import read_samples_file
+
+
+def test_reader_accepts_the_schema_and_skips_non_kinematic_features(make_samples_file):
+    samples = read_samples_file(make_samples_file(n_events=50, n_draws=4))
+    assert (samples.n_events, samples.n_draws) == (50, 4)
+    assert "pdgid" not in samples.partons.truth["b_had"]
+    assert samples.partons.draws["q1"]["pt"].shape == (50, 4)
+    assert samples.particles.draws["jets"].mask.shape == (50, 4, 8)
+    assert samples.particles.truth["met"].mask is None
+    assert samples.composites["t_had"] == ("b_had", "q1", "q2")
+    assert samples.attrs["sampler"] == "ddim"
+
+
+def test_composite_mass_is_the_mass_of_the_summed_constituents(make_samples_file):
+    samples = read_samples_file(make_samples_file(n_events=50, n_draws=4, particles=False))
+    observables = {o.name: o for o in compute_observables(samples)}
+    truth = samples.partons.truth
+    expected = invariant_mass(
+        sum_momenta(
+            [
+                from_pt_eta_phi_m(*(truth[p][k] for k in ("pt", "eta", "phi", "mass")))
+                for p in ("b_had", "q1", "q2")
+            ]
+        )
+    )
+    np.testing.assert_allclose(observables["parton/t_had/mass"].truth, expected)
+    assert observables["parton/t_had/mass"].draws.shape == (50, 4)
+    # The reference is NaN wherever one constituent had no detector match.
+    reference = observables["parton/t_had/mass"].reference
+    missing = np.isnan(samples.partons.reference["q1"]["pt"])
+    assert np.isnan(reference[missing]).all()
+    dphi = observables["parton/t_had+t_lep/dphi"].truth
+    assert ((dphi >= 0) & (dphi <= np.pi)).all()
+    assert observables["parton/t_had/mass"].key
+    assert not observables["parton/t_had/y"].key
+
+
+def test_partial_parton_sets_drop_the_composites_they_cannot_build(tmp_path, make_samples_file):
+    path = make_samples_file(particles=False)
+    with h5py.File(path, "a") as file:
+        del (
+            file["PARTONS/neutrino"],
+            file["SAMPLES/PARTONS/neutrino"],
+            file["REFERENCE/PARTONS/neutrino"],
+        )
+    names = {o.name for o in compute_observables(read_samples_file(path))}
+    assert "parton/t_had/mass" in names
+    assert "parton/t_lep/mass" not in names
+    assert "parton/ttbar/mass" not in names
+
+
+def test_particle_level_multiplicities_and_leading_objects(make_samples_file):
+    samples = read_samples_file(make_samples_file(n_events=40, n_draws=3, partons=False))
+    observables = {o.name: o for o in compute_observables(samples)}
+    jets = samples.particles.truth["jets"]
+    np.testing.assert_array_equal(
+        observables["particle/jets/multiplicity"].truth, jets.mask.sum(axis=1)
+    )
+    expected_b = (jets.mask & (jets.features["btag"] > 0.5)).sum(axis=1)
+    np.testing.assert_array_equal(observables["particle/jets/b_multiplicity"].truth, expected_b)
+    leading = np.where(jets.mask, jets.features["pt"], -np.inf).max(axis=1)
+    np.testing.assert_allclose(observables["particle/jets1/pt"].truth, leading)
+    assert observables["particle/jets1/pt"].draws.shape == (40, 3)
+    every_jet = observables["particle/jets/pt"]
+    assert not every_jet.per_event
+    assert np.isfinite(every_jet.truth).sum() == jets.mask.sum()
+    assert every_jet.draws.shape == (40 * 8, 3)
+    assert not observables["particle/lepton/multiplicity"].key  # one slot: always one lepton
+    assert ("particle/jets/multiplicity", "particle/jets1/pt") in correlation_pairs(
+        set(observables)
+    )
+
+
+def test_latex_names_render_as_mathtext():
+    assert latex_name("t_had") == r"t_{\mathrm{had}}"
+    assert latex_name("q1") == "q_{1}"
+    assert latex_name("ttbar") == r"t\bar{t}"
+    assert latex_name("t1_q1") == r"t_{1,\mathrm{q1}}"
+    parser = mathtext.MathTextParser("agg")
+    for name in ("t1_b", "t2_q2", "W_had", "b_lep", "jets", "lepton", "neutrino", "t_had_extra"):
+        parser.parse(f"${latex_name(name)}$")  # raises on invalid mathtext
+
+
+def test_file_without_truth_names_file_and_expected_groups(tmp_path):
+    path = tmp_path / "no_truth.h5"
+    with h5py.File(path, "w") as file:
+        file["SAMPLES/PARTONS/b/pt"] = np.zeros((3, 2))
+    with pytest.raises(ReportError, match=r"no_truth\.h5: no truth: expected a 'PARTONS'"):
+        read_samples_file(path)
+
+
+def test_missing_samples_group_names_the_key(make_samples_file):
+    path = make_samples_file(particles=False)
+    with h5py.File(path, "a") as file:
+        del file["SAMPLES/PARTONS/q2"]
+    with pytest.raises(
+        ReportError, match=r"SAMPLES/PARTONS/q2/\w+: expected a dataset, found none"
+    ):
+        read_samples_file(path)
+
+
+def test_wrong_shape_names_key_and_expected_shape(make_samples_file):
+    path = make_samples_file(particles=False, n_events=20, n_draws=4)
+    with h5py.File(path, "a") as file:
+        del file["SAMPLES/PARTONS/q2/eta"]
+        file["SAMPLES/PARTONS/q2/eta"] = np.zeros(20)
+    with pytest.raises(
+        ReportError, match=r"SAMPLES/PARTONS/q2/eta: expected shape \(E, n\), found \(20,\)"
+    ):
+        read_samples_file(path)
+
+
+def test_non_hdf5_file_is_refused(tmp_path):
+    path = tmp_path / "text.h5"
+    path.write_text("not hdf5")
+    with pytest.raises(ReportError, match="not a readable HDF5 file"):
+        read_samples_file(path)

@@ -1,0 +1,109 @@
+"""`unfold train/evaluate/predict recon` as a user runs them, on real generated events."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from recon.event_topology import EventTopology
+from tests.conftest import EVENT_FILES
+from unfold.cli import main
+from unfold.errors import UnfoldError
+from unfold.hdf5_schema import read_spanet
+from unfold.recon_task import AssignmentModel, ReconConfig, train_recon
+from unfold.training import TrainerOptions
+
+
+@pytest.fixture(scope="module")
+def recon_run(semileptonic_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    train, _ = semileptonic_files
+    code = main(["train", "recon", "--data", str(train), "--out", str(out), "--epochs", "2", "--batch-size", "64",
+                 "--accelerator", "cpu"])
+    assert code == 0
+    (run,) = (out / "recon").iterdir()
+    return run
+
+
+def test_a_run_folder_holds_everything(recon_run):
+    assert (recon_run / "checkpoints" / "best.ckpt").is_file()
+    assert (recon_run / "checkpoints" / "last.ckpt").is_file()
+    assert "val_event_efficiency" in (recon_run / "metrics" / "metrics.csv").read_text()
+    assert any((recon_run / "tensorboard").iterdir())
+    assert "event_file" in (recon_run / "config.yaml").read_text()
+
+
+def test_evaluate_writes_spanet_tables_for_model_and_baseline(recon_run, semileptonic_files, tmp_path):
+    train, test = semileptonic_files
+    out = tmp_path / "eff.json"
+    assert main(["evaluate", "recon", "--checkpoint", str(recon_run), "--data", str(test), "--train", str(train),
+                 "--json", str(out)]) == 0
+    tables = json.loads(out.read_text())
+    assert set(tables) == {"model", "chi-square"}
+    for table in tables.values():
+        for category in ("all", "complete"):
+            assert {"event", "fraction", "lt", "ht", "by_jets"} <= set(table[category])
+            assert set(table[category]["by_jets"]) == {"==4", "==5", ">=6"}
+    # the chi-square baseline on semi-leptonic ttbar reaches tens of percent, not zero
+    assert tables["chi-square"]["complete"]["event"] > 0.15
+
+
+def test_predict_writes_assignments_and_probabilities(recon_run, semileptonic_files, tmp_path):
+    _, test = semileptonic_files
+    out = tmp_path / "predictions.h5"
+    assert main(["predict", "recon", "--checkpoint", str(recon_run), "--data", str(test), "--out", str(out)]) == 0
+    with h5py.File(out) as file:
+        n = len(file["TARGETS/ht/b"])
+        for key in ("b", "q1", "q2", "assignment_probability", "detection_probability", "marginal_probability", "entropy"):
+            assert file[f"PREDICTIONS/ht/{key}"].shape == (n,)
+        jets = np.stack([file[f"PREDICTIONS/ht/{d}"][...] for d in ("b", "q1", "q2")] + [file["PREDICTIONS/lt/b"][...]], 1)
+        assert all(len(set(row)) == 4 for row in jets.tolist()), "decoding never reuses a jet"
+        marginal = file["PREDICTIONS/ht/marginal_probability"][...]
+        assert np.allclose(marginal, file["PREDICTIONS/ht/assignment_probability"][...] * file["PREDICTIONS/ht/detection_probability"][...], atol=1e-5)
+        assert "model" in json.loads(file.attrs["efficiency"])
+
+
+def test_the_python_api_needs_only_the_checkpoint(recon_run, semileptonic_files, tmp_path, monkeypatch):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(recon_run, moved)
+    monkeypatch.chdir(tmp_path)
+    model = AssignmentModel.load(moved)
+    data = read_spanet(semileptonic_files[1], model.topology, limit=50)
+    result = model.predict(data)
+    assert result["ht"]["indices"].shape == (50, 3)
+    assert ((result["ht"]["entropy"] >= 0) & np.isfinite(result["ht"]["entropy"])).all()
+
+
+def test_fine_tuning_refuses_another_topology(recon_run, spanet_example, tmp_path):
+    config = ReconConfig(data=spanet_example[0], event_file=spanet_example[1], out=tmp_path, init_from=recon_run,
+                         trainer=TrainerOptions(epochs=1, accelerator="cpu"))
+    with pytest.raises(UnfoldError, match="trained for another topology"):
+        train_recon(config)
+
+
+def test_trains_unmodified_on_the_real_spanet_file(spanet_example, tmp_path):
+    data, event_file = spanet_example
+    run = train_recon(ReconConfig(data=data, event_file=event_file, out=tmp_path, limit=300,
+                                  trainer=TrainerOptions(epochs=1, batch_size=100, accelerator="cpu")))
+    model = AssignmentModel.load(run)
+    assert model.topology.resonance_names == ("lt", "ht", "h")
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(semileptonic_files, tmp_path):
+    """Multi-device training without a GPU: two gloo processes (Lightning's ddp_spawn)."""
+    run = train_recon(ReconConfig(
+        data=semileptonic_files[0], event_file=EVENT_FILES["ttbar-semileptonic"], out=tmp_path, limit=200,
+        trainer=TrainerOptions(epochs=1, batch_size=50, accelerator="cpu", devices="2", strategy="ddp_spawn"),
+    ))
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    AssignmentModel.load(run)
+
+
+def test_unknown_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main(["evaluate", "recon", "--checkpoint", str(tmp_path), "--data", str(tmp_path / "x.h5")]) == 2
+    assert "no checkpoint found" in capsys.readouterr().err
