@@ -20,9 +20,9 @@ from recon.event_topology import EventTopology
 from unfold.errors import UnfoldError
 from unfold.hdf5_io import atomic_output, write_arrays
 from unfold.hdf5_schema import SpanetData, read_spanet
-from unfold.recon_data import AssignmentTensors, detector_events, jet_multiplicity
+from unfold.recon_data import assignment_tensors, detector_events, jet_multiplicity
 from unfold.recon_module import ReconModule
-from unfold.training import TrainerOptions, build_trainer, find_checkpoint, new_run_dir, write_config
+from unfold.training import TrainerOptions, build_trainer, find_checkpoint, new_run_dir, split_loaders, write_config
 
 __all__ = ["AssignmentModel", "ReconConfig", "evaluate_recon", "predict_recon", "train_recon"]
 
@@ -42,25 +42,15 @@ class ReconConfig:
     limit: int | None = None
 
 
-def _loaders(data: SpanetData, topology: EventTopology, config: ReconConfig):
-    tensors = AssignmentTensors(data, topology)
-    n_val = max(1, int(len(tensors) * config.validation_fraction))
-    generator = torch.Generator().manual_seed(config.trainer.seed)
-    order = torch.randperm(len(tensors), generator=generator).tolist()
-    train = torch.utils.data.Subset(tensors, order[n_val:])
-    val = torch.utils.data.Subset(tensors, order[:n_val])
-    make = lambda subset, shuffle: torch.utils.data.DataLoader(  # noqa: E731
-        subset, batch_size=config.trainer.batch_size, shuffle=shuffle, collate_fn=tensors.collate
-    )
-    return tensors, order[n_val:], make(train, True), make(val, False)
-
-
 def train_recon(config: ReconConfig) -> Path:
     """Train an assignment network; returns the run folder."""
     topology = EventTopology.from_yaml(config.event_file)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     data = read_spanet(config.data, topology, limit=config.limit)
-    tensors, train_rows, train_loader, val_loader = _loaders(data, topology, config)
+    tensors = assignment_tensors(data, topology)
+    train_rows, train_loader, val_loader = split_loaders(
+        tensors, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
+    )
     if config.resume is not None:
         checkpoint = find_checkpoint(config.resume)
         run = checkpoint.parent.parent
@@ -80,9 +70,8 @@ def train_recon(config: ReconConfig) -> Path:
         else:
             batch = tensors.collate(train_rows)
             module.network.fit_normalization(batch.inputs, batch.targets.regressions)
-        present = resonance_presence(
-            [t[rows] for t in tensors.targets.indices], [m[rows] for m in tensors.targets.resonance_masks]
-        )
+        targets = tensors.tensors.targets
+        present = resonance_presence([t[rows] for t in targets.indices], [m[rows] for m in targets.resonance_masks])
         module.pattern_weights.copy_(pattern_balance_weights(present, topology.event_group))
         write_config(run, {
             "task": "recon", "data": str(config.data), "event_file": str(config.event_file),
@@ -118,7 +107,7 @@ class AssignmentModel:
     def predict(self, data: SpanetData, batch_size: int = 1024, progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
         """Per resonance: ``indices`` (E, K), ``assignment_probability``, ``detection_probability``,
         ``marginal_probability`` and ``entropy`` (E,)."""
-        tensors = AssignmentTensors(data, self.topology)
+        tensors = assignment_tensors(data, self.topology)
         parts = []
         for start in tqdm(range(0, len(tensors), batch_size), desc="predict", disable=not progress, unit="batch"):
             batch = tensors.collate(list(range(start, min(start + batch_size, len(tensors)))))

@@ -15,7 +15,16 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from unfold.errors import UnfoldError
 
-__all__ = ["TrainerOptions", "build_trainer", "default_precision", "find_checkpoint", "new_run_dir", "newest_run", "write_config"]
+__all__ = [
+    "TrainerOptions",
+    "build_trainer",
+    "default_precision",
+    "find_checkpoint",
+    "new_run_dir",
+    "newest_run",
+    "split_loaders",
+    "write_config",
+]
 
 
 @dataclass(frozen=True)
@@ -111,3 +120,23 @@ def newest_run(root: Path, task: str) -> Path:
     if not runs:
         raise UnfoldError(f"no trained {task} run under {root / task}; run `unfold train {task}` first or pass --checkpoint")
     return runs[-1]
+
+
+def split_loaders(dataset, *, batch_size: int, validation_fraction: float, seed: int):
+    """Shuffled train and fixed validation loaders of an :class:`~unfold.event_tensors.IndexedTensors`.
+
+    Returns the training rows too, so statistics (normalisations, class weights) are fitted on
+    training events only.
+    """
+    n_val = max(1, int(len(dataset) * validation_fraction))
+    if len(dataset) - n_val < 1:
+        raise UnfoldError(f"{len(dataset)} events are too few to split into training and validation")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    train_rows, val_rows = order[n_val:], order[:n_val]
+
+    def loader(rows: list[int], shuffle: bool) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, rows), batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate
+        )
+
+    return train_rows, loader(train_rows, True), loader(val_rows, False)

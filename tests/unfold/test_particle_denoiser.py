@@ -1,0 +1,155 @@
+"""SetDenoiser and ObjectVAE contracts: equivariance, padding inert, gradients, KL oracle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from unfold.errors import UnfoldError
+from unfold.particle.set_denoiser import SetDenoiser
+from unfold.particle.set_vae import ObjectVAE
+
+BATCH, PARTICLES, OBJECTS, LATENT, CONDITION = 3, 7, 5, 6, 10
+
+
+def make_denoiser() -> SetDenoiser:
+    torch.manual_seed(0)
+    return SetDenoiser(
+        latent_dim=LATENT, condition_dim=CONDITION, hidden_dim=32, num_layers=2, num_heads=4
+    ).eval()
+
+
+def make_inputs() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    particle_mask = torch.rand(BATCH, PARTICLES, generator=generator) < 0.6
+    particle_mask[:, 0] = True
+    particle_mask[2] = False
+    object_mask = torch.rand(BATCH, OBJECTS, generator=generator) < 0.7
+    object_mask[:, 0] = True
+    return {
+        "particles": torch.randn(BATCH, PARTICLES, LATENT, generator=generator),
+        "particle_mask": particle_mask,
+        "event_slot": torch.randn(BATCH, LATENT, generator=generator),
+        "timesteps": torch.tensor([0, 500, 999]),
+        "objects": torch.randn(BATCH, OBJECTS, CONDITION, generator=generator),
+        "object_mask": object_mask,
+        "event": torch.randn(BATCH, CONDITION, generator=generator),
+    }
+
+
+@pytest.mark.parametrize("grad_enabled", [False, True])
+def test_permuting_particles_permutes_outputs(grad_enabled: bool) -> None:
+    denoiser, inputs = make_denoiser(), make_inputs()
+    permutation = torch.randperm(PARTICLES, generator=torch.Generator().manual_seed(2))
+    permuted = dict(
+        inputs,
+        particles=inputs["particles"][:, permutation],
+        particle_mask=inputs["particle_mask"][:, permutation],
+    )
+    with torch.set_grad_enabled(grad_enabled):
+        reference = denoiser(**inputs)
+        output = denoiser(**permuted)
+    torch.testing.assert_close(
+        output.particles, reference.particles[:, permutation], atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(output.event_slot, reference.event_slot, atol=1e-5, rtol=1e-5)
+
+
+def test_permuting_detector_objects_changes_nothing() -> None:
+    denoiser, inputs = make_denoiser(), make_inputs()
+    permutation = torch.randperm(OBJECTS, generator=torch.Generator().manual_seed(3))
+    permuted = dict(
+        inputs,
+        objects=inputs["objects"][:, permutation],
+        object_mask=inputs["object_mask"][:, permutation],
+    )
+    reference, output = denoiser(**inputs), denoiser(**permuted)
+    torch.testing.assert_close(output.particles, reference.particles, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.event_slot, reference.event_slot, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grad_enabled", [False, True])
+def test_padding_never_leaks(grad_enabled: bool) -> None:
+    denoiser, inputs = make_denoiser(), make_inputs()
+    particle_pad = ~inputs["particle_mask"]
+    object_pad = ~inputs["object_mask"]
+    changed = dict(
+        inputs,
+        particles=torch.where(particle_pad.unsqueeze(-1), 1e3, inputs["particles"]),
+        objects=torch.where(object_pad.unsqueeze(-1), -1e3, inputs["objects"]),
+    )
+    extra = 4
+    widened = dict(
+        inputs,
+        particles=torch.cat([inputs["particles"], torch.randn(BATCH, extra, LATENT)], dim=1),
+        particle_mask=torch.cat(
+            [inputs["particle_mask"], torch.zeros(BATCH, extra, dtype=torch.bool)], dim=1
+        ),
+    )
+    with torch.set_grad_enabled(grad_enabled):
+        reference = denoiser(**inputs)
+        after_change = denoiser(**changed)
+        after_widening = denoiser(**widened)
+    real = inputs["particle_mask"]
+    assert (reference.particles[particle_pad] == 0).all()
+    assert (after_change.particles[particle_pad] == 0).all()
+    assert reference.particles[real].abs().min() > 0
+    for output in (after_change, after_widening):
+        torch.testing.assert_close(
+            output.particles[:, :PARTICLES][real], reference.particles[real], atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(output.event_slot, reference.event_slot, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(reference.event_slot[2]).all()
+
+
+def test_gradients_reach_every_parameter_and_the_condition() -> None:
+    denoiser, inputs = make_denoiser(), make_inputs()
+    objects = inputs["objects"].requires_grad_()
+    event = inputs["event"].requires_grad_()
+    output = denoiser(**inputs)
+    (output.particles.square().sum() + output.event_slot.square().sum()).backward()
+    for name, parameter in denoiser.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+    assert objects.grad[inputs["object_mask"]].abs().sum() > 0
+    assert (objects.grad[~inputs["object_mask"]] == 0).all()
+    assert event.grad.abs().sum() > 0
+
+
+def test_heads_must_divide_width() -> None:
+    with pytest.raises(UnfoldError, match="divisible"):
+        SetDenoiser(latent_dim=4, condition_dim=4, hidden_dim=30, num_heads=4)
+
+
+def test_object_vae_is_per_object_and_masked() -> None:
+    torch.manual_seed(0)
+    vae = ObjectVAE(num_features=5, num_types=4, latent_dim=6, hidden_dim=16, num_layers=2)
+    features = torch.randn(2, 4, 5)
+    types = torch.randint(0, 4, (2, 4))
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    posterior = vae.encode(features, types, mask)
+    assert (posterior.mean[~mask] == 0).all()
+    assert (posterior.log_var[~mask] == 0).all()
+    changed = features.clone()
+    changed[:, 1] += 10.0
+    other = vae.encode(changed, types, mask)
+    torch.testing.assert_close(other.mean[:, [0, 2, 3]], posterior.mean[:, [0, 2, 3]])
+    decoded = vae.decode(posterior.sample(torch.Generator().manual_seed(1)), mask)
+    assert decoded.features.shape == (2, 4, 5)
+    assert decoded.type_logits.shape == (2, 4, 4)
+    assert (decoded.features[~mask] == 0).all()
+    assert (decoded.type_logits[~mask] == 0).all()
+    oracle = kl_divergence(
+        Normal(posterior.mean, (0.5 * posterior.log_var).exp()), Normal(0.0, 1.0)
+    ).sum(-1)
+    torch.testing.assert_close(posterior.kl(), oracle)
+
+
+def test_untyped_object_vae_has_no_type_logits() -> None:
+    vae = ObjectVAE(num_features=2, num_types=0, latent_dim=3, hidden_dim=8, num_layers=1)
+    mask = torch.ones(4, 1, dtype=torch.bool)
+    posterior = vae.encode(torch.randn(4, 1, 2), torch.zeros(4, 1, dtype=torch.long), mask)
+    decoded = vae.decode(posterior.mean, mask)
+    assert decoded.features.shape == (4, 1, 2)
+    assert decoded.type_logits.shape == (4, 1, 0)

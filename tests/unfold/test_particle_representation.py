@@ -1,0 +1,181 @@
+"""ParticleRepresentation: physics of the features, round trip, standardisation, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import vector
+
+from unfold.errors import UnfoldError
+from unfold.particle.representation import (
+    B_JET,
+    ELECTRON,
+    LIGHT_JET,
+    MUON,
+    ParticleRepresentation,
+)
+
+
+def make_particles(
+    rng: np.random.Generator, num_events: int = 200, max_jets: int = 9
+) -> dict[str, dict[str, np.ndarray]]:
+    """Random particle-level events: 2..max_jets jets (holes in the mask allowed), 0 or 1 lepton."""
+    shape = (num_events, max_jets)
+    jet_mask = np.zeros(shape, dtype=bool)
+    for event, count in enumerate(rng.integers(2, max_jets + 1, num_events)):
+        jet_mask[event, rng.choice(max_jets, count, replace=False)] = True
+    lepton_mask = rng.random((num_events, 1)) < 0.9
+    jets = {
+        "pt": rng.uniform(20, 300, shape),
+        "eta": rng.uniform(-2.5, 2.5, shape),
+        "phi": rng.uniform(-np.pi, np.pi, shape),
+        "mass": rng.uniform(2, 40, shape),
+        "btag": (rng.random(shape) < 0.3).astype(np.float32),
+        "MASK": jet_mask,
+    }
+    lepton = {
+        "pt": rng.uniform(25, 200, (num_events, 1)),
+        "eta": rng.uniform(-2.4, 2.4, (num_events, 1)),
+        "phi": rng.uniform(-np.pi, np.pi, (num_events, 1)),
+        "mass": np.full((num_events, 1), 0.105),
+        "pdgid": rng.choice([-13, -11, 11, 13], (num_events, 1)),
+        "MASK": lepton_mask,
+    }
+    met = {"met": rng.uniform(0, 200, num_events), "phi": rng.uniform(-np.pi, np.pi, num_events)}
+    return {"jets": jets, "lepton": lepton, "met": met}
+
+
+def test_features_match_vector_kinematics(rng: np.random.Generator) -> None:
+    particles = make_particles(rng)
+    representation = ParticleRepresentation(max_particles=12).fit(particles)
+    batch = representation.encode(particles)
+    physical = (batch.features * representation.feature_std + representation.feature_mean).double()
+    jets = particles["jets"]
+    first = np.argmax(jets["MASK"], axis=1)
+    rows = np.arange(len(first))
+    oracle = vector.array({name: jets[name][rows, first] for name in ("pt", "eta", "phi", "mass")})
+    expected = np.stack(
+        [oracle.px, oracle.py, oracle.pz, np.log1p(oracle.E), np.log1p(oracle.mass)], axis=-1
+    )
+    np.testing.assert_allclose(physical[:, 0].numpy(), expected, rtol=1e-5, atol=1e-4)
+    assert (
+        batch.types[:, 0]
+        == torch.from_numpy(np.where(jets["btag"][rows, first] > 0.5, B_JET, LIGHT_JET))
+    ).all()
+
+
+def test_mask_is_prefix_with_counts_and_padding_zero(rng: np.random.Generator) -> None:
+    particles = make_particles(rng)
+    representation = ParticleRepresentation(max_particles=12).fit(particles)
+    batch = representation.encode(particles)
+    counts = particles["jets"]["MASK"].sum(1) + particles["lepton"]["MASK"].sum(1)
+    assert batch.features.shape == (200, 12, 5)
+    assert batch.event_features.shape == (200, 2)
+    np.testing.assert_array_equal(batch.multiplicity.numpy(), counts)
+    prefix = torch.arange(12) < batch.multiplicity.unsqueeze(-1)
+    assert torch.equal(batch.mask, prefix)
+    assert (batch.features[~batch.mask] == 0).all()
+    assert (batch.types[~batch.mask] == 0).all()
+
+
+def test_standardised_objects_have_zero_mean_unit_std(rng: np.random.Generator) -> None:
+    particles = make_particles(rng)
+    batch = ParticleRepresentation(max_particles=12).fit(particles).encode(particles)
+    objects = batch.features[batch.mask].double()
+    torch.testing.assert_close(
+        objects.mean(0), torch.zeros(5, dtype=torch.double), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        objects.std(0, correction=0), torch.ones(5, dtype=torch.double), atol=1e-5, rtol=0
+    )
+
+
+def test_decode_inverts_encode_per_collection(rng: np.random.Generator) -> None:
+    particles = make_particles(rng)
+    representation = ParticleRepresentation(max_particles=12).fit(particles)
+    batch = representation.encode(particles)
+    decoded = representation.decode(batch.features, batch.types, batch.mask, batch.event_features)
+
+    for name, label in (("jets", "btag"), ("lepton", "pdgid")):
+        truth, out = particles[name], decoded[name]
+        np.testing.assert_array_equal(out["MASK"].sum(1), truth["MASK"].sum(1))
+        assert out["pt"].shape == (200, 12)
+        for event in range(20):
+            order = np.argsort(-np.where(truth["MASK"][event], truth["pt"][event], -np.inf))
+            count = truth["MASK"][event].sum()
+            real = order[:count]
+            for feature in ("pt", "eta", "phi", "mass"):
+                np.testing.assert_allclose(
+                    out[feature][event, :count], truth[feature][event, real], rtol=1e-4, atol=1e-4
+                )
+            expected = truth[label][event, real]
+            if label == "pdgid":
+                expected = np.abs(expected)
+            np.testing.assert_array_equal(out[label][event, :count], expected)
+            assert (out["pt"][event, count:] == 0).all()
+    np.testing.assert_allclose(decoded["met"]["met"], particles["met"]["met"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(decoded["met"]["phi"], particles["met"]["phi"], atol=1e-4)
+
+
+def test_lepton_flavour_becomes_type(rng: np.random.Generator) -> None:
+    particles = make_particles(rng)
+    batch = ParticleRepresentation(max_particles=12).fit(particles).encode(particles)
+    has_lepton = particles["lepton"]["MASK"][:, 0]
+    lepton_slot = batch.multiplicity - 1
+    types = batch.types[torch.arange(200), lepton_slot].numpy()
+    flavour = np.abs(particles["lepton"]["pdgid"][:, 0])
+    np.testing.assert_array_equal(
+        types[has_lepton], np.where(flavour == 13, MUON, ELECTRON)[has_lepton]
+    )
+
+
+def test_state_dict_restores_standardisation(rng: np.random.Generator) -> None:
+    particles = make_particles(rng)
+    fitted = ParticleRepresentation(max_particles=12).fit(particles)
+    restored = ParticleRepresentation(max_particles=12)
+    restored.load_state_dict(fitted.state_dict())
+    torch.testing.assert_close(
+        restored.encode(particles).features, fitted.encode(particles).features
+    )
+
+
+def test_more_objects_than_slots_names_key_and_numbers(rng: np.random.Generator) -> None:
+    particles = make_particles(rng, max_jets=6)
+    particles["jets"]["MASK"][:] = False
+    particles["jets"]["MASK"][:, :2] = True
+    particles["jets"]["MASK"][5] = True
+    particles["lepton"]["MASK"][5] = True
+    with pytest.raises(
+        UnfoldError, match=r"PARTICLES/jets.*event 5 has 7 objects.*max_particles=6"
+    ):
+        ParticleRepresentation(max_particles=6).fit(particles)
+    ParticleRepresentation(max_particles=7).fit(particles)
+
+
+def test_missing_collection_and_feature_are_named(rng: np.random.Generator) -> None:
+    particles = make_particles(rng)
+    without_lepton = {key: value for key, value in particles.items() if key != "lepton"}
+    with pytest.raises(UnfoldError, match="missing PARTICLES/lepton"):
+        ParticleRepresentation().fit(without_lepton)
+    del particles["jets"]["btag"]
+    with pytest.raises(UnfoldError, match="PARTICLES/jets lacks btag"):
+        ParticleRepresentation().fit(particles)
+
+
+def test_bad_values_and_unfitted_use_raise(rng: np.random.Generator) -> None:
+    particles = make_particles(rng)
+    with pytest.raises(UnfoldError, match="not fitted"):
+        ParticleRepresentation().encode(particles)
+    particles["lepton"]["pdgid"][:] = 22
+    particles["lepton"]["MASK"][0] = True
+    with pytest.raises(UnfoldError, match="pdgid: expected ±11 or ±13"):
+        ParticleRepresentation().fit(particles)
+    particles = make_particles(rng)
+    particles["met"] = {name: values[:-1] for name, values in particles["met"].items()}
+    with pytest.raises(UnfoldError, match="disagree on the number of events"):
+        ParticleRepresentation().fit(particles)
+    particles = make_particles(rng)
+    particles["jets"]["pt"][particles["jets"]["MASK"]] = np.nan
+    with pytest.raises(UnfoldError, match="NaN"):
+        ParticleRepresentation().fit(particles)

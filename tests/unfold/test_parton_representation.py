@@ -1,0 +1,158 @@
+"""Parton representation: round trips against the `vector` package, standardisation, consistency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import vector
+
+from unfold.errors import UnfoldError
+from unfold.parton import PartonRepresentation
+
+SEMILEPTONIC_MASSES = {
+    "b_had": 4.8,
+    "q1": 0.33,
+    "q2": 0.5,
+    "b_lep": 4.8,
+    "lepton": 0.000511,
+    "neutrino": 0.0,
+}
+
+
+def synthetic_truth(
+    rng: np.random.Generator, events: int, names=tuple(SEMILEPTONIC_MASSES)
+) -> dict:
+    """Random decay products (pt, eta, phi, mass) in GeV; masses per slot as Pythia's."""
+    return {
+        name: {
+            "pt": rng.exponential(60.0, events) + 20.0,
+            "eta": rng.normal(0.0, 1.5, events),
+            "phi": rng.uniform(-np.pi, np.pi, events),
+            "mass": np.full(events, SEMILEPTONIC_MASSES.get(name, 0.33)),
+        }
+        for name in names
+    }
+
+
+@pytest.fixture
+def representation(rng) -> PartonRepresentation:
+    module = PartonRepresentation.for_process("ttbar-semileptonic")
+    module.fit(synthetic_truth(rng, 500))
+    return module
+
+
+@pytest.mark.parametrize("process", ["ttbar-semileptonic", "ttbar-allhadronic"])
+def test_both_topologies_store_eleven_objects_of_five_features(process):
+    module = PartonRepresentation.for_process(process)
+    assert len(module.daughters) == 6
+    assert len(module.composites) == 5
+    assert module.features == 55
+    assert set(module.composites["ttbar"]) == set(module.daughters)
+
+
+def test_standardised_training_data_has_zero_mean_and_unit_width(rng):
+    truth = synthetic_truth(rng, 400)
+    module = PartonRepresentation.for_process("ttbar-semileptonic")
+    module.fit(truth)
+    x = module.encode(truth)
+    assert x.shape == (400, 55)
+    assert x.dtype == torch.float32
+    varying = module.scale != 1.0
+    torch.testing.assert_close(x.mean(0), torch.zeros(55), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std(0)[varying], torch.ones(int(varying.sum())), atol=1e-5, rtol=0)
+    neutrino_mass = module.objects.index("neutrino") * 5 + 4
+    assert not varying[neutrino_mass]
+    assert torch.all(x[:, neutrino_mass] == 0)
+
+
+def test_round_trip_recovers_the_decay_products(rng, representation):
+    truth = synthetic_truth(rng, 300)
+    decoded = representation.decode(representation.encode(truth))
+    assert list(decoded) == list(SEMILEPTONIC_MASSES)
+    for name, features in truth.items():
+        np.testing.assert_allclose(decoded[name]["pt"].numpy(), features["pt"], rtol=1e-5)
+        np.testing.assert_allclose(decoded[name]["eta"].numpy(), features["eta"], atol=1e-4)
+        np.testing.assert_allclose(decoded[name]["phi"].numpy(), features["phi"], atol=1e-4)
+        np.testing.assert_allclose(decoded[name]["mass"].numpy(), features["mass"], atol=1e-4)
+
+
+def test_composites_are_the_four_vector_sums_of_their_daughters(rng, representation):
+    truth = synthetic_truth(rng, 300)
+    composites = representation.decode_composites(representation.encode(truth))
+    daughters = {
+        name: vector.array({key: truth[name][key] for key in ("pt", "eta", "phi", "mass")})
+        for name in truth
+    }
+    for name, parts in representation.composites.items():
+        summed = daughters[parts[0]]
+        for part in parts[1:]:
+            summed = summed + daughters[part]
+        np.testing.assert_allclose(composites[name]["mass"].numpy(), summed.mass, rtol=1e-4)
+        np.testing.assert_allclose(composites[name]["pt"].numpy(), summed.pt, rtol=1e-4)
+
+
+def test_consistency_is_zero_for_consistent_events(rng, representation):
+    x = representation.encode(synthetic_truth(rng, 200))
+    terms = representation.consistency(x)
+    assert terms.shape == (200, 5)
+    assert terms.max() < 1e-6
+
+
+def test_consistency_grows_when_a_daughter_is_perturbed(rng, representation):
+    x = representation.encode(synthetic_truth(rng, 200))
+    q1_px = representation.objects.index("q1") * 5
+    perturbed = x.clone()
+    perturbed[:, q1_px] += 2.0
+    terms = representation.consistency(perturbed)
+    names = list(representation.composites)
+    contains_q1 = [name for name in names if "q1" in representation.composites[name]]
+    for name in names:
+        column = terms[:, names.index(name)]
+        if name in contains_q1:
+            assert column.mean() > 1e-4
+        else:
+            assert column.max() < 1e-6
+
+
+def test_consistency_passes_gradients(rng, representation):
+    x = representation.encode(synthetic_truth(rng, 50)) + 0.1
+    x.requires_grad_(True)
+    representation.consistency(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert x.grad.abs().sum() > 0
+
+
+def test_statistics_survive_a_state_dict_round_trip(representation):
+    fresh = PartonRepresentation.for_process("ttbar-semileptonic")
+    fresh.load_state_dict(representation.state_dict())
+    torch.testing.assert_close(fresh.mean, representation.mean)
+    torch.testing.assert_close(fresh.scale, representation.scale)
+
+
+def test_missing_parton_group_is_reported(rng, representation):
+    truth = synthetic_truth(rng, 10)
+    del truth["neutrino"]
+    with pytest.raises(UnfoldError, match="neutrino"):
+        representation.encode(truth)
+
+
+def test_missing_feature_and_bad_values_are_reported(rng, representation):
+    truth = synthetic_truth(rng, 10)
+    del truth["q1"]["eta"]
+    with pytest.raises(UnfoldError, match="eta"):
+        representation.encode(truth)
+    truth = synthetic_truth(rng, 10)
+    truth["q2"]["pt"][3] = np.nan
+    with pytest.raises(UnfoldError, match="NaN"):
+        representation.encode(truth)
+
+
+def test_wrong_tensor_width_is_reported(representation):
+    with pytest.raises(UnfoldError, match="55"):
+        representation.decode(torch.zeros(3, 54))
+
+
+def test_composite_of_unknown_daughters_is_rejected():
+    with pytest.raises(UnfoldError, match="W"):
+        PartonRepresentation(daughters=["a", "b"], composites={"W": ["a", "c"]})

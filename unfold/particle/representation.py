@@ -1,0 +1,339 @@
+"""Particle-level events as one padded set of typed objects plus event-level missing pT.
+
+Representation (after Shmakov et al., arXiv 2404.14332):
+
+* Objects: the particle-level jets and the prompt lepton(s) are pooled into one set of at most
+  ``max_particles`` slots (M), valid objects first (jets, then leptons, in file order), padding
+  after. Each object carries the continuous features (px, py, pz, log(E+1), log(m+1)) [GeV],
+  standardised with a per-feature mean and standard deviation fitted on the training objects,
+  and one discrete type: 0 light jet, 1 b jet (truth b label ``btag``), 2 electron, 3 muon.
+* The lepton's charge is not modelled: ``pdgid`` is reduced to its magnitude (11 or 13), and the
+  inverse returns the positive code.
+* Event features: the missing transverse momentum as (MET_x, MET_y) [GeV], standardised the same
+  way.
+* Inverse: pt, eta, phi from (px, py, pz); the mass from the log(m+1) feature (the energy feature
+  is redundant with it and is not used); jets are the objects typed light or b (``btag`` = 1 for
+  b), leptons those typed electron or muon. Each inverse collection has width M, is ordered by
+  descending pt within the collection and carries its own MASK.
+
+Padded slots hold zero features and type 0 and are ignored wherever the mask is False.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from encoders.kinematics import azimuth, pseudorapidity, to_cartesian, transverse_momentum
+from unfold.errors import UnfoldError
+
+__all__ = [
+    "B_JET",
+    "ELECTRON",
+    "EVENT_FEATURE_NAMES",
+    "LIGHT_JET",
+    "MUON",
+    "OBJECT_FEATURE_NAMES",
+    "TYPE_NAMES",
+    "ParticleBatch",
+    "ParticleRepresentation",
+]
+
+LIGHT_JET: Final = 0
+B_JET: Final = 1
+ELECTRON: Final = 2
+MUON: Final = 3
+TYPE_NAMES: Final = ("light jet", "b jet", "electron", "muon")
+OBJECT_FEATURE_NAMES: Final = ("px", "py", "pz", "log_energy_plus_1", "log_mass_plus_1")
+EVENT_FEATURE_NAMES: Final = ("met_x", "met_y")
+
+_JET_FEATURES: Final = ("pt", "eta", "phi", "mass", "btag", "MASK")
+_LEPTON_FEATURES: Final = ("pt", "eta", "phi", "mass", "pdgid", "MASK")
+_MET_FEATURES: Final = ("met", "phi")
+_PDGID_OF_TYPE: Final = {ELECTRON: 11, MUON: 13}
+
+ParticleArrays = Mapping[str, Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ParticleBatch:
+    """Standardised particle-level events ready for the model.
+
+    Attributes:
+        features: (E, M, F) standardised (px, py, pz, log(E+1), log(m+1)), zero at padding.
+        types: (E, M) long object types (see ``TYPE_NAMES``), zero at padding.
+        mask: (E, M) bool, True for real objects; always a prefix of the slots.
+        event_features: (E, G) standardised (MET_x, MET_y).
+    """
+
+    features: Tensor
+    types: Tensor
+    mask: Tensor
+    event_features: Tensor
+
+    @property
+    def multiplicity(self) -> Tensor:
+        """(E,) long number of real objects per event."""
+        return self.mask.sum(dim=-1)
+
+    def to(self, device: torch.device | str) -> ParticleBatch:
+        """The same batch on ``device``."""
+        return ParticleBatch(
+            self.features.to(device),
+            self.types.to(device),
+            self.mask.to(device),
+            self.event_features.to(device),
+        )
+
+
+class ParticleRepresentation(nn.Module):
+    """Maps ``PARTICLES/<collection>/<feature>`` arrays to a typed object set and back.
+
+    The standardisation statistics are buffers, so they travel with a checkpoint; call
+    :meth:`fit` once on the training events before :meth:`encode` or :meth:`decode`.
+    See the module docstring for the representation (arXiv 2404.14332).
+
+    Args:
+        max_particles: number of object slots M; an event with more jets + leptons is an error.
+        jet_collection: PARTICLES group of the jets (pt, eta, phi, mass, btag, MASK), each (E, M_j).
+        lepton_collection: PARTICLES group of the leptons (pt, eta, phi, mass, pdgid, MASK), (E, M_l).
+        met_collection: PARTICLES group of the missing pT (met, phi), each (E,).
+    """
+
+    feature_mean: Tensor
+    feature_std: Tensor
+    event_mean: Tensor
+    event_std: Tensor
+    is_fitted: Tensor
+    num_types: Final = len(TYPE_NAMES)
+    num_features: Final = len(OBJECT_FEATURE_NAMES)
+    num_event_features: Final = len(EVENT_FEATURE_NAMES)
+
+    def __init__(
+        self,
+        *,
+        max_particles: int = 16,
+        jet_collection: str = "jets",
+        lepton_collection: str = "lepton",
+        met_collection: str = "met",
+    ) -> None:
+        super().__init__()
+        if max_particles < 1:
+            raise UnfoldError(f"max_particles must be at least 1, got {max_particles}")
+        self.max_particles = max_particles
+        self.jet_collection = jet_collection
+        self.lepton_collection = lepton_collection
+        self.met_collection = met_collection
+        self.register_buffer("feature_mean", torch.zeros(self.num_features))
+        self.register_buffer("feature_std", torch.ones(self.num_features))
+        self.register_buffer("event_mean", torch.zeros(self.num_event_features))
+        self.register_buffer("event_std", torch.ones(self.num_event_features))
+        self.register_buffer("is_fitted", torch.tensor(False))
+
+    def fit(self, particles: ParticleArrays) -> ParticleRepresentation:
+        """Fit the per-feature means and standard deviations on training events; returns self."""
+        features, _, mask, event_features = self._physical(particles)
+        objects = features[mask]
+        if objects.shape[0] < 2:
+            raise UnfoldError(
+                f"PARTICLES/{self.jet_collection} + PARTICLES/{self.lepton_collection}: "
+                f"need at least 2 objects to fit the standardisation, got {objects.shape[0]}"
+            )
+        self.feature_mean.copy_(torch.from_numpy(objects.mean(axis=0)))
+        self.feature_std.copy_(torch.from_numpy(_safe_std(objects)))
+        self.event_mean.copy_(torch.from_numpy(event_features.mean(axis=0)))
+        self.event_std.copy_(torch.from_numpy(_safe_std(event_features)))
+        self.is_fitted.fill_(True)
+        return self
+
+    def encode(self, particles: ParticleArrays) -> ParticleBatch:
+        """Physical arrays -> standardised :class:`ParticleBatch` (CPU tensors)."""
+        self._require_fitted()
+        features, types, mask, event_features = self._physical(particles)
+        mean, std = self.feature_mean.cpu().numpy(), self.feature_std.cpu().numpy()
+        standardised = np.where(mask[..., None], (features - mean) / std, 0.0)
+        event_mean, event_std = self.event_mean.cpu().numpy(), self.event_std.cpu().numpy()
+        return ParticleBatch(
+            features=torch.from_numpy(standardised.astype(np.float32)),
+            types=torch.from_numpy(types),
+            mask=torch.from_numpy(mask),
+            event_features=torch.from_numpy(
+                ((event_features - event_mean) / event_std).astype(np.float32)
+            ),
+        )
+
+    def decode(
+        self, features: Tensor, types: Tensor, mask: Tensor, event_features: Tensor
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Standardised model outputs -> physical arrays per collection.
+
+        Args:
+            features: (..., M, F) standardised object features.
+            types: (..., M) long object types.
+            mask: (..., M) bool real objects.
+            event_features: (..., G) standardised (MET_x, MET_y).
+
+        Returns:
+            ``{jets: {pt, eta, phi, mass, btag, MASK}, lepton: {pt, eta, phi, mass, pdgid, MASK},
+            met: {met, phi}}`` with object arrays of shape (..., M), ordered by descending pt
+            within each collection, and MET arrays of shape (...).
+        """
+        self._require_fitted()
+        physical = _unstandardise(features, self.feature_mean, self.feature_std)
+        types_np = types.detach().cpu().numpy()
+        mask_np = mask.detach().cpu().numpy().astype(bool)
+        momentum = torch.from_numpy(physical[..., :3])
+        mass = torch.from_numpy(np.expm1(np.maximum(physical[..., 4], 0.0)))
+        energy = torch.sqrt(momentum.square().sum(-1) + mass.square())
+        p4 = torch.cat([energy.unsqueeze(-1), momentum], dim=-1)
+        kinematics = {
+            "pt": transverse_momentum(p4).numpy(),
+            "eta": pseudorapidity(p4).numpy(),
+            "phi": azimuth(p4).numpy(),
+            "mass": mass.numpy(),
+        }
+        is_jet = mask_np & ((types_np == LIGHT_JET) | (types_np == B_JET))
+        is_lepton = mask_np & ((types_np == ELECTRON) | (types_np == MUON))
+        pdgid = np.where(types_np == MUON, _PDGID_OF_TYPE[MUON], _PDGID_OF_TYPE[ELECTRON])
+        jets = _collection(kinematics, is_jet, "btag", (types_np == B_JET).astype(np.float32))
+        leptons = _collection(kinematics, is_lepton, "pdgid", pdgid.astype(np.int64))
+        event = _unstandardise(event_features, self.event_mean, self.event_std)
+        met = {
+            "met": np.hypot(event[..., 0], event[..., 1]).astype(np.float32),
+            "phi": np.arctan2(event[..., 1], event[..., 0]).astype(np.float32),
+        }
+        return {
+            self.jet_collection: jets,
+            self.lepton_collection: leptons,
+            self.met_collection: met,
+        }
+
+    def _require_fitted(self) -> None:
+        if not bool(self.is_fitted):
+            raise UnfoldError(
+                "ParticleRepresentation is not fitted: call fit() on the training events "
+                "or load its state from a checkpoint"
+            )
+
+    def _physical(
+        self, particles: ParticleArrays
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Validated physical features (E, M, F), types (E, M), prefix mask (E, M), MET (E, 2)."""
+        jets = self._read(particles, self.jet_collection, _JET_FEATURES, ndim=2)
+        leptons = self._read(particles, self.lepton_collection, _LEPTON_FEATURES, ndim=2)
+        met = self._read(particles, self.met_collection, _MET_FEATURES, ndim=1)
+        num_events = {len(array) for group in (jets, leptons, met) for array in group.values()}
+        if len(num_events) != 1:
+            raise UnfoldError(
+                f"PARTICLES/{self.jet_collection}, /{self.lepton_collection} and "
+                f"/{self.met_collection} disagree on the number of events: {sorted(num_events)}"
+            )
+        lepton_mask = leptons["MASK"].astype(bool)
+        flavour = np.abs(leptons["pdgid"]).astype(np.int64)
+        bad = lepton_mask & ~np.isin(flavour, (11, 13))
+        if bad.any():
+            event, slot = np.argwhere(bad)[0]
+            raise UnfoldError(
+                f"PARTICLES/{self.lepton_collection}/pdgid: expected ±11 or ±13 for real leptons, "
+                f"got {leptons['pdgid'][event, slot]} in event {event}, slot {slot}"
+            )
+        jet_types = np.where(jets["btag"] > 0.5, B_JET, LIGHT_JET)
+        lepton_types = np.where(flavour == _PDGID_OF_TYPE[MUON], MUON, ELECTRON)
+        features = np.concatenate([_object_features(jets), _object_features(leptons)], axis=1)
+        types = np.concatenate([jet_types, lepton_types], axis=1).astype(np.int64)
+        mask = np.concatenate([jets["MASK"].astype(bool), lepton_mask], axis=1)
+        counts = mask.sum(axis=1)
+        if counts.max(initial=0) > self.max_particles:
+            event = int(np.argmax(counts))
+            raise UnfoldError(
+                f"PARTICLES/{self.jet_collection} + PARTICLES/{self.lepton_collection}: event "
+                f"{event} has {counts[event]} objects, more than max_particles="
+                f"{self.max_particles}; raise max_particles to at least {counts.max()}"
+            )
+        if not np.isfinite(features[mask]).all():
+            raise UnfoldError(
+                f"PARTICLES/{self.jet_collection} or /{self.lepton_collection}: NaN or inf in "
+                "the kinematics of a real object"
+            )
+        width = min(self.max_particles, mask.shape[1])
+        order = np.argsort(~mask, axis=1, kind="stable")[:, :width]
+        padded = np.zeros((len(mask), self.max_particles), dtype=bool)
+        padded[:, :width] = np.take_along_axis(mask, order, axis=1)
+        features_out = np.zeros((len(mask), self.max_particles, self.num_features))
+        features_out[:, :width] = np.take_along_axis(features, order[..., None], axis=1)
+        types_out = np.zeros((len(mask), self.max_particles), dtype=np.int64)
+        types_out[:, :width] = np.take_along_axis(types, order, axis=1)
+        features_out[~padded] = 0.0
+        types_out[~padded] = 0
+        met_xy = np.stack([met["met"] * np.cos(met["phi"]), met["met"] * np.sin(met["phi"])], -1)
+        if not np.isfinite(met_xy).all():
+            raise UnfoldError(f"PARTICLES/{self.met_collection}: NaN or inf in met or phi")
+        return features_out, types_out, padded, met_xy
+
+    @staticmethod
+    def _read(
+        particles: ParticleArrays, collection: str, names: tuple[str, ...], *, ndim: int
+    ) -> dict[str, np.ndarray]:
+        if collection not in particles:
+            raise UnfoldError(
+                f"missing PARTICLES/{collection}: expected a group with {', '.join(names)}"
+            )
+        group = particles[collection]
+        missing = [name for name in names if name not in group]
+        if missing:
+            raise UnfoldError(
+                f"PARTICLES/{collection} lacks {', '.join(missing)}; expected {', '.join(names)}"
+            )
+        arrays = {name: np.asarray(group[name]) for name in names}
+        shapes = {array.shape for array in arrays.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != ndim:
+            expected = "(E, M)" if ndim == 2 else "(E,)"
+            found = ", ".join(f"{name} {array.shape}" for name, array in arrays.items())
+            raise UnfoldError(
+                f"PARTICLES/{collection}: expected every feature {expected}, got {found}"
+            )
+        return arrays
+
+
+def _object_features(group: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(E, M, 5) (px, py, pz, log(E+1), log(m+1)) from pt, eta, phi, mass [GeV]."""
+    pt, eta, phi, mass = (
+        torch.from_numpy(np.asarray(group[name], dtype=np.float64))
+        for name in ("pt", "eta", "phi", "mass")
+    )
+    mass = mass.clamp_min(0.0)
+    p4 = to_cartesian(pt, eta, phi, mass)
+    return torch.cat([p4[..., 1:], p4[..., :1].log1p(), mass.log1p().unsqueeze(-1)], -1).numpy()
+
+
+def _unstandardise(values: Tensor, mean: Tensor, std: Tensor) -> np.ndarray:
+    """values * std + mean as a float64 numpy array on the CPU."""
+    cpu = values.detach().cpu().double()
+    return (cpu * std.detach().cpu().double() + mean.detach().cpu().double()).numpy()
+
+
+def _safe_std(values: np.ndarray) -> np.ndarray:
+    """Per-column standard deviation, 1 where a column is constant."""
+    std = values.std(axis=0)
+    return np.where(std > 1e-12, std, 1.0)
+
+
+def _collection(
+    kinematics: Mapping[str, np.ndarray], selected: np.ndarray, label: str, values: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The ``selected`` objects (..., M) as a pt-ordered collection with ``label`` and MASK."""
+    sort_key = np.where(selected, kinematics["pt"], -np.inf)
+    order = np.argsort(-sort_key, axis=-1, kind="stable")
+    mask = np.take_along_axis(selected, order, axis=-1)
+    out = {
+        name: np.where(mask, np.take_along_axis(array, order, axis=-1), 0.0).astype(np.float32)
+        for name, array in kinematics.items()
+    }
+    out[label] = np.where(mask, np.take_along_axis(values, order, axis=-1), 0).astype(values.dtype)
+    out["MASK"] = mask
+    return out
