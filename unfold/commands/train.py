@@ -16,7 +16,8 @@ def add_trainer_options(parser: argparse.ArgumentParser) -> None:
     """Options every task shares, named as Lightning users expect."""
     parser.add_argument("--data", type=Path, default=None,
                         help="training file (default: data/ttbar_semileptonic_train.h5, generated on first use)")
-    parser.add_argument("--config", type=Path, default=None, help="YAML of model options (constructor keywords)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML of constructor keywords: model: {...}, encoder: {...} (unfoldings) and module options")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="root folder of runs/<task>/<id>/")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs")
     parser.add_argument("--max-time", default=None, help="wall-clock limit, Lightning's DD:HH:MM:SS (e.g. 00:00:10:00)")
@@ -48,6 +49,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     recon.add_argument("--init-from", type=Path, default=None, help="start from another run's weights (same topology), for fine-tuning")
     recon.add_argument("--pair-bias", action="store_true", help="Lorentz-invariant pairwise attention bias (pair mass, Delta R)")
     recon.set_defaults(func=run_recon)
+    for task, summary in (
+        ("parton", "parton-level unfolding: latent variational diffusion (VLD) conditioned on the event vector"),
+        ("particle", "particle-level unfolding: multiplicity predictor + set denoiser for variable-length events"),
+    ):
+        unfolding = tasks.add_parser(
+            task, help=summary, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            description=f"Train the {summary}; writes checkpoints (best by validation loss, and last), the resolved "
+            f"config, metrics CSV and TensorBoard logs to runs/{task}/<id>/.",
+        )
+        add_trainer_options(unfolding)
+        unfolding.add_argument("--event-file", type=Path, default=None,
+                               help="SPANet event file of the detector inputs (default: the packaged semi-leptonic one)")
+        unfolding.add_argument("--encoder-from", type=Path, default=None,
+                               help="start the shared encoder from a recon (or parton/particle) run or checkpoint")
+        unfolding.add_argument("--freeze-encoder", action="store_true", help="keep the encoder's weights fixed")
+        unfolding.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW learning rate")
+        if task == "parton":
+            unfolding.add_argument("--plain", action="store_true",
+                                   help="the non-latent conditional diffusion baseline instead of the VLD")
+        unfolding.set_defaults(func=run_unfolding)
 
 
 def model_options(path: Path | None) -> dict:
@@ -58,7 +79,7 @@ def model_options(path: Path | None) -> dict:
     options = yaml.safe_load(path.read_text()) or {}
     if not isinstance(options, dict):
         raise UnfoldError(f"{path}: expected a mapping of model options")
-    return options.get("model", options)
+    return options
 
 
 def default_data(data: Path | None, test: Path | None) -> tuple[Path, Path | None]:
@@ -83,7 +104,8 @@ def run_recon(args: argparse.Namespace) -> int:
     from unfold.recon_task import ReconConfig, evaluate_recon, train_recon
 
     data, test = default_data(args.data, args.test)
-    model = model_options(args.config)
+    options = model_options(args.config)
+    model = dict(options.get("model", options))
     if args.pair_bias:
         model["pair_bias"] = True
     config = ReconConfig(
@@ -95,4 +117,22 @@ def run_recon(args: argparse.Namespace) -> int:
     if test is not None and test.is_file():
         _, text = evaluate_recon(run, test, data)
         print(f"efficiency on {test}:\n{text}")
+    return 0
+
+
+def run_unfolding(args: argparse.Namespace) -> int:
+    from unfold.unfolding_task import UnfoldingConfig, train_unfolding
+
+    data, _ = default_data(args.data, None)
+    options = model_options(args.config)
+    model, encoder = dict(options.get("model", {})), dict(options.get("encoder", {}))
+    module = {k: v for k, v in options.items() if k not in ("model", "encoder")}
+    if getattr(args, "plain", False):
+        model["latent"] = False
+    config = UnfoldingConfig(
+        task=args.task, data=data, event_file=args.event_file or DEFAULT_EVENT_FILE, out=args.out, encoder=encoder,
+        model=model, module=module, trainer=trainer_options(args, default_epochs=20), learning_rate=args.learning_rate,
+        encoder_from=args.encoder_from, freeze_encoder=args.freeze_encoder, resume=args.resume, limit=args.limit,
+    )
+    print(f"run written to {train_unfolding(config)}")
     return 0

@@ -1,0 +1,114 @@
+"""`unfold train parton|particle` and `unfold sample` as a user runs them, on real generated events."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from unfold.cli import main
+
+
+def _train(task, files, out, *extra) -> object:
+    assert main(["train", task, "--data", str(files[0]), "--out", str(out), "--epochs", "1", "--batch-size", "100",
+                 "--accelerator", "cpu", *extra]) == 0
+    (run,) = (out / task).iterdir()
+    return run
+
+
+@pytest.fixture(scope="module")
+def parton_run(semileptonic_files, tmp_path_factory):
+    return _train("parton", semileptonic_files, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def particle_run(semileptonic_files, tmp_path_factory):
+    return _train("particle", semileptonic_files, tmp_path_factory.mktemp("runs"))
+
+
+def _sample(run, files, out, task, *extra) -> int:
+    return main(["sample", task, "--checkpoint", str(run), "--data", str(files[1]), "--out", str(out), "--steps", "4",
+                 "--n", "3", "--limit", "40", *extra])
+
+
+def test_parton_samples_follow_the_schema(parton_run, semileptonic_files, tmp_path):
+    out = tmp_path / "samples.h5"
+    assert _sample(parton_run, semileptonic_files, out, "parton") == 0
+    with h5py.File(out) as file:
+        for parton in ("b_had", "q1", "q2", "b_lep", "lepton", "neutrino"):
+            for feature in ("pt", "eta", "phi", "mass"):
+                assert file[f"SAMPLES/PARTONS/{parton}/{feature}"].shape == (40, 3)
+                assert file[f"PARTONS/{parton}/{feature}"].shape == (40,)
+                assert file[f"REFERENCE/PARTONS/{parton}/{feature}"].shape == (40,)
+        assert np.isfinite(file["SAMPLES/PARTONS/q1/pt"][...]).all()
+        assert (file["SAMPLES/PARTONS/q1/pt"][...] >= 0).all()
+        assert file["INPUTS/Momenta/MASK"].shape[0] == 40
+        assert json.loads(file.attrs["composites"])["t_had"] == ["b_had", "q1", "q2"]
+        truth_lepton = file["PARTONS/lepton/pt"][...]
+        reference_lepton = file["REFERENCE/PARTONS/lepton/pt"][...]
+        # the detector-level lepton is the truth lepton smeared by a few percent
+        assert np.median(np.abs(reference_lepton / truth_lepton - 1)) < 0.05
+
+
+def test_sampling_is_reproducible_with_a_seed(parton_run, semileptonic_files, tmp_path):
+    paths = [tmp_path / f"{name}.h5" for name in ("a", "b", "c")]
+    for path, seed in zip(paths, ("1", "1", "2")):
+        assert _sample(parton_run, semileptonic_files, path, "parton", "--seed", seed) == 0
+    draws = [h5py.File(p)["SAMPLES/PARTONS/b_had/pt"][...] for p in paths]
+    assert np.array_equal(draws[0], draws[1])
+    assert not np.array_equal(draws[0], draws[2])
+
+
+@pytest.mark.parametrize("n", ["0", "-2"])
+def test_nonpositive_draws_are_refused_and_nothing_is_written(parton_run, semileptonic_files, tmp_path, capsys, n):
+    out = tmp_path / "samples.h5"
+    assert main(["sample", "parton", "--checkpoint", str(parton_run), "--data", str(semileptonic_files[1]),
+                 "--out", str(out), "--n", n]) == 2
+    assert "--n must be a positive number" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_of_another_kind_is_refused(particle_run, semileptonic_files, tmp_path, capsys):
+    assert _sample(particle_run, semileptonic_files, tmp_path / "s.h5", "parton") == 2
+    assert "not a parton unfolding checkpoint" in capsys.readouterr().err
+
+
+def test_training_data_without_partons_is_refused(spanet_example, tmp_path, capsys):
+    data, event_file = spanet_example
+    code = main(["train", "parton", "--data", str(data), "--event-file", str(event_file), "--out", str(tmp_path),
+                 "--epochs", "1", "--accelerator", "cpu"])
+    assert code == 2
+    assert "no 'process' root attribute" in capsys.readouterr().err
+
+
+def test_particle_samples_have_exactly_the_sampled_multiplicity(particle_run, semileptonic_files, tmp_path):
+    out = tmp_path / "samples.h5"
+    assert _sample(particle_run, semileptonic_files, out, "particle") == 0
+    with h5py.File(out) as file:
+        jets, lepton = file["SAMPLES/PARTICLES/jets/MASK"][...], file["SAMPLES/PARTICLES/lepton/MASK"][...]
+        assert jets.shape == (40, 3, 16)
+        assert np.array_equal(jets.sum(-1) + lepton.sum(-1), file["SAMPLES/PARTICLE_MULTIPLICITY"][...])
+        assert file["SAMPLES/PARTICLES/met/met"].shape == (40, 3)
+        assert file["PARTICLES/jets/MASK"].shape == (40, 16)
+        assert file["REFERENCE/PARTICLES/jets/pt"].shape == (40, 16)
+
+
+def test_too_few_particle_slots_is_a_clear_error(semileptonic_files, tmp_path, capsys):
+    config = tmp_path / "small.yaml"
+    config.write_text("max_particles: 3\n")
+    code = main(["train", "particle", "--data", str(semileptonic_files[0]), "--out", str(tmp_path / "runs"),
+                 "--config", str(config), "--epochs", "1", "--accelerator", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "3" in err and err.count("\n") == 1
+
+
+def test_report_reads_the_samples_file(parton_run, particle_run, semileptonic_files, tmp_path):
+    out = tmp_path / "samples.h5"
+    assert main(["sample", "--checkpoint", str(parton_run), "parton", "--data", str(semileptonic_files[1]),
+                 "--out", str(out), "--steps", "3", "--n", "4", "--limit", "60"]) == 0
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert any("t_had" in key for key in json.dumps(metrics).split('"'))

@@ -1,0 +1,253 @@
+"""Parton- and particle-level unfolding end to end: train, then draw n unfoldings per event.
+
+The samples file keeps the schema of ``ARCHITECTURE.md``: ``SAMPLES/PARTONS/<parton>/<feature>``
+(E, n), ``SAMPLES/PARTICLES/<collection>/<feature>`` (E, n, M) with MASK, the truth groups
+beside them, ``REFERENCE/`` detector-level counterparts and the detector inputs, so
+``unfold report`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import lightning as L
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recon.event_topology import EventTopology
+from unfold.errors import UnfoldError
+from unfold.event_tensors import IndexedTensors, encoder_inputs, take_events
+from unfold.hdf5_io import atomic_output, open_h5, write_arrays
+from unfold.hdf5_schema import SpanetData, read_spanet, read_truth
+from unfold.processes import get_process
+from unfold.recon_data import detector_events
+from unfold.training import TrainerOptions, build_trainer, find_checkpoint, new_run_dir, split_loaders, write_config
+from unfold.unfolding_modules import ParticleModule, PartonModule
+
+__all__ = ["UnfoldingConfig", "particle_reference", "parton_reference", "sample_unfoldings", "train_unfolding"]
+
+Task = Literal["parton", "particle"]
+MODULES = {"parton": PartonModule, "particle": ParticleModule}
+
+
+@dataclass(frozen=True)
+class UnfoldingConfig:
+    """A parton or particle unfolding run."""
+
+    task: Task
+    data: Path
+    event_file: Path
+    out: Path = Path("runs")
+    encoder: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    module: dict = field(default_factory=dict)
+    trainer: TrainerOptions = TrainerOptions()
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.1
+    encoder_from: Path | None = None
+    freeze_encoder: bool = False
+    resume: Path | None = None
+    limit: int | None = None
+
+
+def _process_of(path: Path) -> str:
+    with open_h5(path) as file:
+        process = file.attrs.get("process")
+    if process is None:
+        raise UnfoldError(f"{path}: no 'process' root attribute; expected a file written by `unfold generate`")
+    return str(process)
+
+
+def _truth_tensors(module, task: Task, path: Path, rows: list[int], limit: int | None):
+    """Fit the truth representation on the training rows and encode every event."""
+    group = "PARTONS" if task == "parton" else "PARTICLES"
+    truth = read_truth(path, group, limit=limit)
+    train = {name: {f: np.asarray(v)[rows] for f, v in features.items()} for name, features in truth.items()}
+    module.representation.fit(train)
+    encoded = module.representation.encode(truth)
+    return encoded if task == "parton" else (encoded.features, encoded.types, encoded.mask, encoded.event_features)
+
+
+def train_unfolding(config: UnfoldingConfig) -> Path:
+    """Train a parton or particle unfolding; returns the run folder."""
+    if config.task not in MODULES:
+        raise UnfoldError(f"unknown unfolding task {config.task!r}; expected one of {list(MODULES)}")
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    topology = EventTopology.from_yaml(config.event_file)
+    data = read_spanet(config.data, topology, limit=config.limit)
+    inputs = encoder_inputs(data, topology)
+    n_val = max(1, int(data.n_events * config.validation_fraction))
+    order = torch.randperm(data.n_events, generator=torch.Generator().manual_seed(config.trainer.seed)).tolist()
+    train_rows = order[n_val:]
+    if config.resume is not None:
+        checkpoint = find_checkpoint(config.resume)
+        run = checkpoint.parent.parent
+        module = MODULES[config.task].load_from_checkpoint(checkpoint, map_location="cpu")
+    else:
+        run = new_run_dir(config.out, config.task)
+        options = {"model": config.model, "encoder": config.encoder, "learning_rate": config.learning_rate,
+                   "freeze_encoder": config.freeze_encoder, **config.module}
+        if config.task == "parton":
+            options["process"] = _process_of(config.data)
+        module = MODULES[config.task](event_file_yaml=Path(config.event_file).read_text(), **options)
+        if config.encoder_from is not None:
+            module.load_encoder(find_checkpoint(config.encoder_from))
+        else:
+            module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)))
+    truth = _truth_tensors(module, config.task, config.data, train_rows, config.limit)
+    dataset = IndexedTensors((inputs, truth), data.n_events)
+    _, train_loader, val_loader = split_loaders(
+        dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
+    )
+    if config.resume is None:
+        write_config(run, {
+            "task": config.task, "data": str(config.data), "event_file": str(config.event_file),
+            "model": dict(module.hparams), "trainer": asdict(config.trainer),
+            "encoder_from": str(config.encoder_from) if config.encoder_from else None,
+        })
+    trainer = build_trainer(run, config.trainer, monitor="val_loss", mode="min")
+    trainer.fit(module, train_loader, val_loader, ckpt_path=find_checkpoint(config.resume) if config.resume else None)
+    return run
+
+
+def parton_reference(data: SpanetData, topology: EventTopology, process: str) -> dict[str, dict[str, np.ndarray]]:
+    """Detector-level counterparts of the partons: the truth-matched jet or lepton of each
+    parton (NaN where unmatched), and for the neutrino the MET with pz from the W-mass constraint."""
+    events = detector_events(data, topology)
+    cylindrical = {"pt": events.pt, "eta": events.eta, "phi": events.phi, "mass": events.mass}
+    reference = {}
+    for slot in get_process(process).partons:
+        if slot.resonance is None:
+            energy, px, py, pz = np.moveaxis(events.neutrino(), -1, 0)
+            pt = np.hypot(px, py)
+            reference[slot.name] = {"pt": pt, "eta": np.arcsinh(pz / np.maximum(pt, 1e-9)), "phi": np.arctan2(py, px),
+                                    "mass": np.zeros_like(pt)}
+            continue
+        resonance = topology.resonance(slot.resonance)
+        index = data.targets[slot.resonance][:, resonance.daughters.index(slot.daughter)]
+        rows = np.arange(len(index))
+        reference[slot.name] = {
+            f: np.where(index >= 0, values[rows, np.clip(index, 0, None)], np.nan) for f, values in cylindrical.items()
+        }
+    return reference
+
+
+def particle_reference(data: SpanetData, topology: EventTopology, slots: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
+    """Detector-level counterparts of the particle-level collections: reconstructed jets (with
+    their b-tags) and lepton, hardest first, padded to the truth's ``slots``, and the MET."""
+    events = detector_events(data, topology)
+    kinematics = {"pt": events.pt, "eta": events.eta, "phi": events.phi, "mass": events.mass}
+    reference = {}
+    for name, selected, extra in (
+        ("jets", events.is_jet, {"btag": events.btag.astype(np.int64)}),
+        ("lepton", events.is_lepton, {}),
+    ):
+        if name not in slots:
+            continue
+        order = np.argsort(np.where(selected, -events.pt, np.inf), axis=1, kind="stable")[:, : slots[name]]
+        mask = np.take_along_axis(selected, order, axis=1)
+        collection = {f: np.where(mask, np.take_along_axis(v, order, axis=1), 0.0) for f, v in {**kinematics, **extra}.items()}
+        pad = slots[name] - mask.shape[1]
+        reference[name] = {f: np.pad(v, ((0, 0), (0, max(pad, 0)))) for f, v in {**collection, "MASK": mask}.items()}
+    reference["met"] = {"met": events.met, "phi": events.met_phi}
+    return reference
+
+
+def sample_unfoldings(
+    checkpoints: dict[str, Path],
+    data_path: Path,
+    out: Path,
+    *,
+    n: int = 33,
+    sampler: str = "dpm-solver",
+    steps: int = 25,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "auto",
+    limit: int | None = None,
+) -> Path:
+    """Draw n unfoldings of every event of ``data_path`` with each trained task and write them, with
+    the truth, detector-level references and inputs, to ``out`` (atomically)."""
+    if n < 1:
+        raise UnfoldError(f"--n must be a positive number of unfoldings per event, got {n}")
+    if batch_size < 1:
+        raise UnfoldError(f"--batch-size must be positive, got {batch_size}")
+    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    modules = {task: _load(task, path, target) for task, path in checkpoints.items()}
+    topology = next(iter(modules.values())).topology
+    process = _process_of(data_path)
+    for task, module in modules.items():
+        trained_for = getattr(module.hparams, "process", process)
+        if trained_for != process:
+            raise UnfoldError(f"{checkpoints[task]}: trained for {trained_for}, but {data_path} holds {process} events")
+    data = read_spanet(data_path, topology, limit=limit)
+    inputs = encoder_inputs(data, topology)
+    arrays: dict[str, np.ndarray] = {}
+    attrs: dict[str, object] = {"n": n, "sampler": sampler, "steps": steps, "seed": seed, "inputs": str(data_path),
+                                "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()})}
+    generator = torch.Generator(device=target).manual_seed(seed)
+    for task, module in modules.items():
+        if module.topology.sources != topology.sources:
+            raise UnfoldError(f"{checkpoints[task]}: trained on other detector inputs than the {list(checkpoints)[0]} run")
+        parts = []
+        for start in tqdm(range(0, data.n_events, batch_size), desc=f"sample {task} (n={n}, {sampler}, {steps} steps)", unit="batch"):
+            batch = take_events(inputs, torch.arange(start, min(start + batch_size, data.n_events)))
+            batch = type(batch)(*(tuple(t.to(target) for t in v) if isinstance(v, tuple) else (v.to(target) if v is not None else None)
+                                  for v in batch))
+            parts.append(module.sample(batch, n, sampler=sampler, steps=steps, generator=generator))
+        if task == "parton":
+            _parton_arrays(arrays, parts, data, topology, module, data_path, limit)
+            attrs["composites"] = json.dumps(module.representation.composites)
+            attrs["process"] = module.hparams.process
+        else:
+            _particle_arrays(arrays, parts, data, topology, data_path, limit)
+    source = topology.sequential[0]
+    for i, feature in enumerate(source.features):
+        arrays[f"INPUTS/{source.name}/{feature}"] = data.sequential[source.name][..., i]
+    arrays[f"INPUTS/{source.name}/MASK"] = data.masks[source.name]
+    with atomic_output(out) as partial, h5py.File(partial, "w") as file:
+        write_arrays(file, arrays, attrs)
+    return out
+
+
+def _load(task: str, path: Path, device: torch.device):
+    checkpoint = find_checkpoint(path)
+    try:
+        return MODULES[task].load_from_checkpoint(checkpoint, map_location=device).eval()
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise UnfoldError(f"{checkpoint}: not a {task} unfolding checkpoint ({str(error).splitlines()[0][:120]})") from None
+
+
+def _parton_arrays(arrays, parts, data, topology, module, data_path, limit) -> None:
+    for name, features in parts[0].items():
+        for feature in features:
+            arrays[f"SAMPLES/PARTONS/{name}/{feature}"] = torch.cat([p[name][feature] for p in parts]).cpu().numpy().astype(np.float32)
+    truth = read_truth(data_path, "PARTONS", limit=limit)
+    for name in module.representation.daughters:
+        for feature in ("pt", "eta", "phi", "mass"):
+            arrays[f"PARTONS/{name}/{feature}"] = truth[name][feature]
+    for name, features in parton_reference(data, topology, module.hparams.process).items():
+        for feature, values in features.items():
+            arrays[f"REFERENCE/PARTONS/{name}/{feature}"] = values.astype(np.float32)
+
+
+def _particle_arrays(arrays, parts, data, topology, data_path, limit) -> None:
+    decoded = [collections for _, collections in parts]
+    for name, features in decoded[0].items():
+        for feature in features:
+            arrays[f"SAMPLES/PARTICLES/{name}/{feature}"] = np.concatenate([d[name][feature] for d in decoded])
+    arrays["SAMPLES/PARTICLE_MULTIPLICITY"] = torch.cat([draws.multiplicity for draws, _ in parts]).cpu().numpy()
+    truth = read_truth(data_path, "PARTICLES", limit=limit)
+    for name, features in decoded[0].items():
+        for feature in features:
+            arrays[f"PARTICLES/{name}/{feature}"] = truth[name][feature]
+    slots = {name: truth[name]["MASK"].shape[1] for name in decoded[0] if "MASK" in truth[name]}
+    for name, features in particle_reference(data, topology, slots).items():
+        for feature, values in features.items():
+            if f"PARTICLES/{name}/{feature}" in arrays:
+                arrays[f"REFERENCE/PARTICLES/{name}/{feature}"] = values
