@@ -47,7 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="SPANet event file (default: the packaged semi-leptonic ttbar one)")
     recon.add_argument("--test", type=Path, default=None, help="file for the final efficiency table (default: the default test file)")
     recon.add_argument("--init-from", type=Path, default=None, help="start from another run's weights (same topology), for fine-tuning")
-    recon.add_argument("--pair-bias", action="store_true", help="Lorentz-invariant pairwise attention bias (pair mass, Delta R)")
+    recon.add_argument("--pair-bias", action=argparse.BooleanOptionalAction, default=None,
+                       help="Lorentz-invariant pairwise attention bias (ParT features: pair mass, Delta, kT, z); "
+                       "default: on whenever the inputs give four-momenta (pt, eta, phi, mass)")
     recon.set_defaults(func=run_recon)
     for task, summary in (
         ("parton", "parton-level unfolding: latent variational diffusion (VLD) conditioned on the event vector"),
@@ -106,11 +108,11 @@ def run_recon(args: argparse.Namespace) -> int:
     data, test = default_data(args.data, args.test)
     options = model_options(args.config)
     model = dict(options.get("model", options))
-    if args.pair_bias:
-        model["pair_bias"] = True
+    if args.pair_bias is not None:
+        model["pair_bias"] = args.pair_bias
     config = ReconConfig(
         data=data, event_file=args.event_file or DEFAULT_EVENT_FILE, out=args.out, model=model,
-        trainer=trainer_options(args, default_epochs=12), init_from=args.init_from, resume=args.resume, limit=args.limit,
+        trainer=trainer_options(args, default_epochs=20), init_from=args.init_from, resume=args.resume, limit=args.limit,
     )
     run = train_recon(config)
     print(f"run written to {run}")
