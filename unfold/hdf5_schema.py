@@ -117,13 +117,22 @@ def read_spanet(path: str | Path, topology: EventTopology, *, limit: int | None 
                 f"{file.filename}: {int(empty.sum())} events have no objects (first: event {int(np.argmax(empty))}); "
                 "expected at least one unmasked object per event"
             )
+        offsets = dict(zip(masks, np.cumsum([0] + [m.shape[1] for m in masks.values()])))
         targets, target_masks, weights = {}, {}, {}
         for resonance in topology.resonances:
             columns = []
-            for daughter in resonance.daughters:
+            for daughter, source in zip(resonance.daughters, resonance.sources or (None,) * resonance.order):
                 key = f"TARGETS/{resonance.name}/{daughter}"
                 index = _dataset(file, key, f"(events,) int daughter indices for {topology.path}")[events].astype(np.int64)
                 _check_events(file, key, index, (n_events,))
+                if source is not None:
+                    if source not in offsets:
+                        raise UnfoldError(f"{topology.path}: EVENT/{resonance.name}/{daughter} names source {source!r}; "
+                                          f"expected one of the sequential inputs {list(offsets)}")
+                    size = masks[source].shape[1]
+                    if ((index < -1) | (index >= size)).any():
+                        raise UnfoldError(f"{file.filename}: {key!r} indexes source {source!r} of {size} objects out of range")
+                    index = np.where(index >= 0, index + offsets[source], -1)
                 out_of_range = (index < -1) | (index >= n_objects)
                 if out_of_range.any():
                     raise UnfoldError(

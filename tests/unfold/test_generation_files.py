@@ -129,3 +129,21 @@ def test_inspect_prints_structure_and_physics(semileptonic_files, capsys):
     text = capsys.readouterr().out
     assert "INPUTS/" in text and "(300, 16)" in text
     assert "fully matched events" in text and "parton m(t_had)" in text
+
+
+def test_daughters_naming_their_source_index_into_that_source(tmp_path):
+    """SPANet's convention: an index points into the concatenated objects unless the daughter names its source."""
+    path = tmp_path / "two_sources.h5"
+    with h5py.File(path, "w") as file:
+        for source, n in (("Leptons", 1), ("Jets", 3)):
+            file[f"INPUTS/{source}/pt"] = np.full((2, n), 40.0, np.float32)
+            file[f"INPUTS/{source}/MASK"] = np.ones((2, n), bool)
+        file["TARGETS/t/b"] = np.array([0, 2])
+        file["TARGETS/t/l"] = np.array([0, -1])
+    topology = EventTopology.from_dict(
+        {"INPUTS": {"SEQUENTIAL": {"Leptons": {"pt": "log_normalize"}, "Jets": {"pt": "log_normalize"}}},
+         "EVENT": {"t": [{"b": "Jets"}, "l"]}},
+        origin="two_sources.yaml",
+    )
+    data = read_spanet(path, topology)
+    assert data.targets["t"].tolist() == [[1, 0], [3, -1]]
