@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -9,7 +11,7 @@ from encoders import EncoderInputs
 from recon.event_topology import EventTopology
 from unfold.hdf5_schema import SpanetData
 
-__all__ = ["IndexedTensors", "encoder_inputs", "take_events"]
+__all__ = ["IndexedTensors", "encoder_inputs", "map_tensors", "take_events"]
 
 
 def encoder_inputs(data: SpanetData, topology: EventTopology) -> EncoderInputs:
@@ -22,15 +24,20 @@ def encoder_inputs(data: SpanetData, topology: EventTopology) -> EncoderInputs:
     )
 
 
+def map_tensors(function: Callable[[Tensor], Tensor], value):
+    """Apply ``function`` to every tensor inside nested NamedTuples/tuples (None stays None)."""
+    if isinstance(value, Tensor):
+        return function(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(map_tensors(function, v) for v in value))
+    if isinstance(value, tuple):
+        return tuple(map_tensors(function, v) for v in value)
+    return value
+
+
 def take_events(value, rows: Tensor):
     """Index every tensor inside nested NamedTuples/tuples by ``rows`` along the event axis."""
-    if isinstance(value, Tensor):
-        return value[rows]
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(take_events(v, rows) for v in value))
-    if isinstance(value, tuple):
-        return tuple(take_events(v, rows) for v in value)
-    return value
+    return map_tensors(lambda tensor: tensor[rows], value)
 
 
 class IndexedTensors(torch.utils.data.Dataset):

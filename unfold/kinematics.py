@@ -1,4 +1,5 @@
-"""Four-vector conversions and angular distances on numpy arrays (last axis = components).
+"""Four-vector conversions on stacked numpy arrays (last axis = components), and the angular
+distances of :mod:`evaluation.kinematics`.
 
 Four-vectors are (px, py, pz, E); cylindrical coordinates are (pt, eta, phi, mass), GeV and
 radians. Masses of slightly space-like vectors (rounding) are clipped to zero.
@@ -7,6 +8,8 @@ radians. Masses of slightly space-like vectors (rounding) are clipped to zero.
 from __future__ import annotations
 
 import numpy as np
+
+from evaluation.kinematics import delta_phi, delta_r
 
 __all__ = ["delta_phi", "delta_r", "to_cartesian", "to_cylindrical"]
 
@@ -26,13 +29,3 @@ def to_cartesian(cylindrical: np.ndarray) -> np.ndarray:
     pz = pt * np.sinh(eta)
     energy = np.sqrt(pt**2 + pz**2 + mass**2)
     return np.stack([pt * np.cos(phi), pt * np.sin(phi), pz, energy], axis=-1)
-
-
-def delta_phi(phi_a: np.ndarray, phi_b: np.ndarray) -> np.ndarray:
-    """phi_a - phi_b wrapped into [-pi, pi)."""
-    return (np.asarray(phi_a) - np.asarray(phi_b) + np.pi) % (2 * np.pi) - np.pi
-
-
-def delta_r(eta_a: np.ndarray, phi_a: np.ndarray, eta_b: np.ndarray, phi_b: np.ndarray) -> np.ndarray:
-    """Angular distance sqrt(d_eta^2 + d_phi^2) with phi wrapping; broadcasts."""
-    return np.hypot(np.asarray(eta_a) - np.asarray(eta_b), delta_phi(phi_a, phi_b))

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from recon.event_topology import EventTopology
 from unfold.errors import UnfoldError
-from unfold.event_tensors import IndexedTensors, encoder_inputs, take_events
+from unfold.event_tensors import IndexedTensors, encoder_inputs, map_tensors, take_events
 from unfold.hdf5_io import atomic_output, open_h5, write_arrays
 from unfold.hdf5_schema import SpanetData, read_spanet, read_truth
 from unfold.processes import get_process
@@ -196,9 +196,8 @@ def sample_unfoldings(
             raise UnfoldError(f"{checkpoints[task]}: trained on other detector inputs than the {list(checkpoints)[0]} run")
         parts = []
         for start in tqdm(range(0, data.n_events, batch_size), desc=f"sample {task} (n={n}, {sampler}, {steps} steps)", unit="batch"):
-            batch = take_events(inputs, torch.arange(start, min(start + batch_size, data.n_events)))
-            batch = type(batch)(*(tuple(t.to(target) for t in v) if isinstance(v, tuple) else (v.to(target) if v is not None else None)
-                                  for v in batch))
+            rows = torch.arange(start, min(start + batch_size, data.n_events))
+            batch = map_tensors(lambda tensor: tensor.to(target), take_events(inputs, rows))
             parts.append(module.sample(batch, n, sampler=sampler, steps=steps, generator=generator))
         if task == "parton":
             _parton_arrays(arrays, parts, data, topology, module, data_path, limit)
