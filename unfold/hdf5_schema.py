@@ -167,7 +167,7 @@ def _event_targets(file, group, names, events, n_events, dtype, missing) -> np.n
     columns = []
     for name in names:
         key = f"{group}/EVENT/{name}"
-        values = _dataset(file, key, f"(events,) event-level target named in the event file")[events].astype(dtype)
+        values = _dataset(file, key, "(events,) event-level target named in the event file")[events].astype(dtype)
         _check_events(file, key, values, (n_events,))
         columns.append(values)
     return np.stack(columns, axis=1) if columns else np.full((n_events, 0), missing, dtype)

@@ -80,4 +80,4 @@ def describe(path: str | Path) -> str:
     """The structure of an HDF5 event file and a physics summary, as text."""
     with open_h5(path) as file:
         header = [f"{path}"] + [f"  @{k} = {str(v).splitlines()[0][:80]}" for k, v in file.attrs.items()]
-        return "\n".join([*header, "", *_structure(file), "", "physics summary:", *("  " + l for l in _physics(file))])
+        return "\n".join([*header, "", *_structure(file), "", "physics summary:", *("  " + line for line in _physics(file))])

@@ -17,7 +17,7 @@ from typing import Literal, get_args
 
 from unfold.errors import UnfoldError
 
-__all__ = ["PROCESSES", "ProcessName", "Process", "get_process"]
+__all__ = ["PROCESSES", "Process", "ProcessName", "get_process"]
 
 ProcessName = Literal["ttbar-semileptonic", "ttbar-allhadronic"]
 

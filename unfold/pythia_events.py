@@ -17,7 +17,7 @@ import pythia8mc
 from unfold.errors import UnfoldError
 from unfold.processes import BASE_SETTINGS, Process
 
-__all__ = ["TruthEvent", "pythia_settings", "generate_truth"]
+__all__ = ["TruthEvent", "generate_truth", "pythia_settings"]
 
 LEPTONS = (11, 13, 15)
 NEUTRINOS = (12, 14, 16)

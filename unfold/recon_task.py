@@ -22,7 +22,14 @@ from unfold.hdf5_io import atomic_output, write_arrays
 from unfold.hdf5_schema import SpanetData, read_spanet
 from unfold.recon_data import assignment_tensors, detector_events, jet_multiplicity
 from unfold.recon_module import ReconModule
-from unfold.training import TrainerOptions, build_trainer, find_checkpoint, new_run_dir, split_loaders, write_config
+from unfold.training import (
+    TrainerOptions,
+    build_trainer,
+    find_checkpoint,
+    new_run_dir,
+    split_loaders,
+    write_config,
+)
 
 __all__ = ["AssignmentModel", "ReconConfig", "evaluate_recon", "predict_recon", "train_recon"]
 

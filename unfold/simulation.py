@@ -17,7 +17,7 @@ from unfold.particle_level import BOTTOM, cluster_jets, flavour_labels
 from unfold.processes import Process
 from unfold.pythia_events import TruthEvent
 
-__all__ = ["PARTICLE_JET_ETA_MAX", "PARTICLE_JET_PT_MIN", "momenta_slots", "match_partons", "simulate_event"]
+__all__ = ["PARTICLE_JET_ETA_MAX", "PARTICLE_JET_PT_MIN", "match_partons", "momenta_slots", "simulate_event"]
 
 # Particle-level jet definition of the issue and of the ATLAS/CMS top fiducial regions.
 PARTICLE_JET_PT_MIN = 20.0

@@ -18,8 +18,8 @@ from torch import Tensor
 from encoders import EncoderInputs, EventEncoder
 from recon.event_topology import EventTopology
 from unfold.errors import UnfoldError
-from unfold.parton import PartonRepresentation, VariationalLatentDiffusion
 from unfold.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
+from unfold.parton import PartonRepresentation, VariationalLatentDiffusion
 
 __all__ = ["ParticleModule", "PartonModule", "encoder_state_from"]
 

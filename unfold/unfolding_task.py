@@ -26,7 +26,14 @@ from unfold.hdf5_io import atomic_output, open_h5, write_arrays
 from unfold.hdf5_schema import SpanetData, read_spanet, read_truth
 from unfold.processes import get_process
 from unfold.recon_data import detector_events
-from unfold.training import TrainerOptions, build_trainer, find_checkpoint, new_run_dir, split_loaders, write_config
+from unfold.training import (
+    TrainerOptions,
+    build_trainer,
+    find_checkpoint,
+    new_run_dir,
+    split_loaders,
+    write_config,
+)
 from unfold.unfolding_modules import ParticleModule, PartonModule
 
 __all__ = ["UnfoldingConfig", "particle_reference", "parton_reference", "sample_unfoldings", "train_unfolding"]
@@ -123,7 +130,7 @@ def parton_reference(data: SpanetData, topology: EventTopology, process: str) ->
     reference = {}
     for slot in get_process(process).partons:
         if slot.resonance is None:
-            energy, px, py, pz = np.moveaxis(events.neutrino(), -1, 0)
+            _, px, py, pz = np.moveaxis(events.neutrino(), -1, 0)
             pt = np.hypot(px, py)
             reference[slot.name] = {"pt": pt, "eta": np.arcsinh(pz / np.maximum(pt, 1e-9)), "phi": np.arctan2(py, px),
                                     "mass": np.zeros_like(pt)}
@@ -193,7 +200,7 @@ def sample_unfoldings(
     generator = torch.Generator(device=target).manual_seed(seed)
     for task, module in modules.items():
         if module.topology.sources != topology.sources:
-            raise UnfoldError(f"{checkpoints[task]}: trained on other detector inputs than the {list(checkpoints)[0]} run")
+            raise UnfoldError(f"{checkpoints[task]}: trained on other detector inputs than the {next(iter(checkpoints))} run")
         parts = []
         for start in tqdm(range(0, data.n_events, batch_size), desc=f"sample {task} (n={n}, {sampler}, {steps} steps)", unit="batch"):
             rows = torch.arange(start, min(start + batch_size, data.n_events))

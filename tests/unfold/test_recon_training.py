@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 import pytest
 
-from recon.event_topology import EventTopology
 from tests.conftest import EVENT_FILES
 from unfold.cli import main
 from unfold.errors import UnfoldError
