@@ -27,6 +27,7 @@ from unfold.training import (
     build_trainer,
     find_checkpoint,
     new_run_dir,
+    resumed_run,
     split_loaders,
     write_config,
 )
@@ -58,9 +59,9 @@ def train_recon(config: ReconConfig) -> Path:
     train_rows, train_loader, val_loader = split_loaders(
         tensors, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
     )
+    checkpoint = None
     if config.resume is not None:
-        checkpoint = find_checkpoint(config.resume)
-        run = checkpoint.parent.parent
+        run, checkpoint = resumed_run(config.resume)
         module = ReconModule.load_from_checkpoint(checkpoint, map_location="cpu")
     else:
         run = new_run_dir(config.out, "recon")
@@ -89,7 +90,7 @@ def train_recon(config: ReconConfig) -> Path:
             "init_from": str(config.init_from) if config.init_from else None,
         })
     trainer = build_trainer(run, config.trainer, monitor="val_event_efficiency", mode="max")
-    trainer.fit(module, train_loader, val_loader, ckpt_path=find_checkpoint(config.resume) if config.resume else None)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=checkpoint)
     return run
 
 

@@ -22,7 +22,9 @@ __all__ = [
     "find_checkpoint",
     "new_run_dir",
     "newest_run",
+    "resumed_run",
     "split_loaders",
+    "split_rows",
     "write_config",
 ]
 
@@ -93,7 +95,9 @@ def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str
         precision=precision,
         logger=[CSVLogger(run, name="metrics", version=""), TensorBoardLogger(run, name="tensorboard", version="")],
         callbacks=[
-            ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True),
+            ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor, mode=mode),
+            # No monitor: overwritten at every epoch's end (save_last=True would only follow "best").
+            ModelCheckpoint(dirpath=run / "checkpoints", filename="last", enable_version_counter=False),
             TQDMProgressBar(refresh_rate=10),
             EventThroughput(),
         ],
@@ -122,17 +126,32 @@ def newest_run(root: Path, task: str) -> Path:
     return runs[-1]
 
 
+def split_rows(n_events: int, *, validation_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded random split of event indices into training and validation rows."""
+    n_val = max(1, int(n_events * validation_fraction))
+    if n_events - n_val < 1:
+        raise UnfoldError(f"{n_events} events are too few to split into training and validation")
+    order = torch.randperm(n_events, generator=torch.Generator().manual_seed(seed)).tolist()
+    return order[n_val:], order[:n_val]
+
+
+def resumed_run(path: Path) -> tuple[Path, Path]:
+    """The run folder and checkpoint that ``--resume PATH`` continues: a checkpoint file, or a
+    run folder's latest epoch (``last.ckpt``, not the best one)."""
+    path = Path(path)
+    checkpoint = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    if not checkpoint.is_file():
+        raise UnfoldError(f"{path}: nothing to resume (expected a .ckpt file or a run folder with checkpoints/last.ckpt)")
+    return checkpoint.parent.parent, checkpoint
+
+
 def split_loaders(dataset, *, batch_size: int, validation_fraction: float, seed: int):
     """Shuffled train and fixed validation loaders of an :class:`~unfold.event_tensors.IndexedTensors`.
 
     Returns the training rows too, so statistics (normalisations, class weights) are fitted on
-    training events only.
+    training events only; they are the rows :func:`split_rows` gives for the same seed.
     """
-    n_val = max(1, int(len(dataset) * validation_fraction))
-    if len(dataset) - n_val < 1:
-        raise UnfoldError(f"{len(dataset)} events are too few to split into training and validation")
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    train_rows, val_rows = order[n_val:], order[:n_val]
+    train_rows, val_rows = split_rows(len(dataset), validation_fraction=validation_fraction, seed=seed)
 
     def loader(rows: list[int], shuffle: bool) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(

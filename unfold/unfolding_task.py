@@ -31,7 +31,9 @@ from unfold.training import (
     build_trainer,
     find_checkpoint,
     new_run_dir,
+    resumed_run,
     split_loaders,
+    split_rows,
     write_config,
 )
 from unfold.unfolding_modules import ParticleModule, PartonModule
@@ -70,12 +72,13 @@ def _process_of(path: Path) -> str:
     return str(process)
 
 
-def _truth_tensors(module, task: Task, path: Path, rows: list[int], limit: int | None):
-    """Fit the truth representation on the training rows and encode every event."""
+def _truth_tensors(module, task: Task, path: Path, rows: list[int] | None, limit: int | None):
+    """Encode every event's truth, first fitting the representation on the training ``rows``
+    (None keeps the statistics a resumed checkpoint brought)."""
     group = "PARTONS" if task == "parton" else "PARTICLES"
     truth = read_truth(path, group, limit=limit)
-    train = {name: {f: np.asarray(v)[rows] for f, v in features.items()} for name, features in truth.items()}
-    module.representation.fit(train)
+    if rows is not None:
+        module.representation.fit({name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()})
     encoded = module.representation.encode(truth)
     return encoded if task == "parton" else (encoded.features, encoded.types, encoded.mask, encoded.event_features)
 
@@ -88,12 +91,10 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
     topology = EventTopology.from_yaml(config.event_file)
     data = read_spanet(config.data, topology, limit=config.limit)
     inputs = encoder_inputs(data, topology)
-    n_val = max(1, int(data.n_events * config.validation_fraction))
-    order = torch.randperm(data.n_events, generator=torch.Generator().manual_seed(config.trainer.seed)).tolist()
-    train_rows = order[n_val:]
+    train_rows, _ = split_rows(data.n_events, validation_fraction=config.validation_fraction, seed=config.trainer.seed)
+    checkpoint = None
     if config.resume is not None:
-        checkpoint = find_checkpoint(config.resume)
-        run = checkpoint.parent.parent
+        run, checkpoint = resumed_run(config.resume)
         module = MODULES[config.task].load_from_checkpoint(checkpoint, map_location="cpu")
     else:
         run = new_run_dir(config.out, config.task)
@@ -106,7 +107,7 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
             module.load_encoder(find_checkpoint(config.encoder_from))
         else:
             module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)))
-    truth = _truth_tensors(module, config.task, config.data, train_rows, config.limit)
+    truth = _truth_tensors(module, config.task, config.data, None if checkpoint else train_rows, config.limit)
     dataset = IndexedTensors((inputs, truth), data.n_events)
     _, train_loader, val_loader = split_loaders(
         dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
@@ -118,7 +119,7 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
             "encoder_from": str(config.encoder_from) if config.encoder_from else None,
         })
     trainer = build_trainer(run, config.trainer, monitor="val_loss", mode="min")
-    trainer.fit(module, train_loader, val_loader, ckpt_path=find_checkpoint(config.resume) if config.resume else None)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=checkpoint)
     return run
 
 

@@ -106,3 +106,14 @@ def test_ddp_with_two_cpu_processes(semileptonic_files, tmp_path):
 def test_unknown_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["evaluate", "recon", "--checkpoint", str(tmp_path), "--data", str(tmp_path / "x.h5")]) == 2
     assert "no checkpoint found" in capsys.readouterr().err
+
+
+def test_resume_continues_a_recon_run(recon_run, semileptonic_files, tmp_path):
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(recon_run, run)
+    before = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+    assert main(["train", "recon", "--data", str(semileptonic_files[0]), "--resume", str(run), "--epochs", "3",
+                 "--batch-size", "64", "--accelerator", "cpu", "--test", str(tmp_path / "none.h5")]) == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == before + 1

@@ -112,3 +112,19 @@ def test_report_reads_the_samples_file(parton_run, particle_run, semileptonic_fi
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert any("t_had" in key for key in json.dumps(metrics).split('"'))
+
+
+def test_resume_continues_the_run_and_keeps_its_statistics(parton_run, semileptonic_files, tmp_path):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(parton_run, run)
+    before = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert main(["train", "parton", "--data", str(semileptonic_files[0]), "--resume", str(run), "--epochs", "2",
+                 "--batch-size", "100", "--accelerator", "cpu"]) == 0
+    after = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert after["epoch"] == before["epoch"] + 1
+    for key in ("vld.representation.mean", "vld.representation.scale"):
+        assert torch.equal(after["state_dict"][key], before["state_dict"][key])
