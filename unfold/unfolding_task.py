@@ -8,7 +8,10 @@ beside them, ``REFERENCE/`` detector-level counterparts and the detector inputs,
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -38,7 +41,15 @@ from unfold.training import (
 )
 from unfold.unfolding_modules import ParticleModule, PartonModule
 
-__all__ = ["UnfoldingConfig", "particle_reference", "parton_reference", "sample_unfoldings", "train_unfolding"]
+__all__ = [
+    "UnfoldingConfig",
+    "batch_generator",
+    "parse_devices",
+    "particle_reference",
+    "parton_reference",
+    "sample_unfoldings",
+    "train_unfolding",
+]
 
 Task = Literal["parton", "particle"]
 MODULES = {"parton": PartonModule, "particle": ParticleModule}
@@ -176,43 +187,53 @@ def sample_unfoldings(
     steps: int = 25,
     batch_size: int = 256,
     seed: int = 0,
-    device: str = "auto",
+    devices: str = "auto",
     limit: int | None = None,
 ) -> Path:
     """Draw n unfoldings of every event of ``data_path`` with each trained task and write them, with
-    the truth, detector-level references and inputs, to ``out`` (atomically)."""
+    the truth, detector-level references and inputs, to ``out`` (atomically).
+
+    Batches go round-robin to ``devices`` (see :func:`parse_devices`), one model copy and thread per
+    device; each batch draws from its own generator (:func:`batch_generator`), so the samples depend
+    on ``seed`` and ``batch_size`` but not on the devices.
+    """
     if n < 1:
         raise UnfoldError(f"--n must be a positive number of unfoldings per event, got {n}")
     if batch_size < 1:
         raise UnfoldError(f"--batch-size must be positive, got {batch_size}")
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    modules = {task: _load(task, path, target) for task, path in checkpoints.items()}
+    if seed < 0:
+        raise UnfoldError(f"--seed must be a non-negative integer, got {seed}")
+    targets = parse_devices(devices)
+    copies = {task: [_load(task, path, target) for target in targets] for task, path in checkpoints.items()}
+    modules = {task: models[0] for task, models in copies.items()}
     topology = next(iter(modules.values())).topology
     process = _process_of(data_path)
     for task, module in modules.items():
         trained_for = getattr(module.hparams, "process", process)
         if trained_for != process:
             raise UnfoldError(f"{checkpoints[task]}: trained for {trained_for}, but {data_path} holds {process} events")
+        if module.topology.sources != topology.sources:
+            raise UnfoldError(
+                f"{checkpoints[task]}: trained on other detector inputs than the {next(iter(checkpoints))} run"
+            )
     data = read_spanet(data_path, topology, limit=limit)
     inputs = encoder_inputs(data, topology)
+    batches = list(torch.arange(data.n_events).split(batch_size))
     arrays: dict[str, np.ndarray] = {}
-    attrs: dict[str, object] = {"n": n, "sampler": sampler, "steps": steps, "seed": seed, "inputs": str(data_path),
+    attrs: dict[str, object] = {"n": n, "sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size,
+                                "inputs": str(data_path), "devices": ",".join(map(str, targets)),
                                 "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()})}
-    generator = torch.Generator(device=target).manual_seed(seed)
-    for task, module in modules.items():
-        if module.topology.sources != topology.sources:
-            raise UnfoldError(f"{checkpoints[task]}: trained on other detector inputs than the {next(iter(checkpoints))} run")
-        parts = []
-        for start in tqdm(range(0, data.n_events, batch_size), desc=f"sample {task} (n={n}, {sampler}, {steps} steps)", unit="batch"):
-            rows = torch.arange(start, min(start + batch_size, data.n_events))
-            batch = map_tensors(lambda tensor: tensor.to(target), take_events(inputs, rows))
-            parts.append(module.sample(batch, n, sampler=sampler, steps=steps, generator=generator))
-        if task == "parton":
-            _parton_arrays(arrays, parts, data, topology, module, data_path, limit)
-            attrs["composites"] = json.dumps(module.representation.composites)
-            attrs["process"] = module.hparams.process
-        else:
-            _particle_arrays(arrays, parts, data, topology, data_path, limit)
+    description = f"sample {'+'.join(copies)} (n={n}, {sampler}, {steps} steps, {attrs['devices']})"
+    with tqdm(total=len(batches) * len(copies), desc=description, unit="batch") as progress:
+        for task, models in copies.items():
+            draw = functools.partial(_draw, task, inputs, batches, n=n, sampler=sampler, steps=steps, seed=seed)
+            parts = _round_robin(draw, models, len(batches), progress)
+            if task == "parton":
+                _parton_arrays(arrays, parts, data, topology, modules[task], data_path, limit)
+                attrs["composites"] = json.dumps(modules[task].representation.composites)
+                attrs["process"] = modules[task].hparams.process
+            else:
+                _particle_arrays(arrays, parts, data, topology, data_path, limit)
     source = topology.sequential[0]
     for i, feature in enumerate(source.features):
         arrays[f"INPUTS/{source.name}/{feature}"] = data.sequential[source.name][..., i]
@@ -220,6 +241,68 @@ def sample_unfoldings(
     with atomic_output(out) as partial, h5py.File(partial, "w") as file:
         write_arrays(file, arrays, attrs)
     return out
+
+
+def parse_devices(devices: str) -> list[torch.device]:
+    """The devices of ``--devices``: ``auto`` (cuda:0 when torch sees a GPU, else cpu), N (the first N
+    GPUs) or comma-separated torch devices (``cpu``, ``cuda:1``, ``cuda:0,cuda:1``; repeats such as
+    ``cpu,cpu`` give one model copy each). Raises a one-line :class:`UnfoldError` for anything else."""
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if devices == "auto":
+        return [torch.device("cuda:0" if visible else "cpu")]
+    if devices.lstrip("+-").isdecimal():
+        count = int(devices)
+        if count < 1:
+            raise UnfoldError(f"--devices {devices}: a number of GPUs must be positive")
+        if count > visible:
+            raise UnfoldError(f"--devices {devices} asks for {count} GPUs but torch sees {visible}")
+        return [torch.device("cuda", index) for index in range(count)]
+    try:
+        parsed = [torch.device(name.strip()) for name in devices.split(",")]
+    except RuntimeError:
+        raise UnfoldError(f"--devices {devices}: expected auto, a number of GPUs or comma-separated torch devices "
+                          "such as cpu or cuda:0,cuda:1") from None
+    for device in parsed:
+        if device.type == "cuda" and (device.index or 0) >= visible:
+            raise UnfoldError(f"--devices {devices}: {device} is not one of the {visible} GPUs torch sees")
+    return parsed
+
+
+def batch_generator(seed: int, task: str, index: int, device: torch.device) -> torch.Generator:
+    """The generator of batch ``index`` of ``task`` on ``device``, seeded with the ``(task, index)``
+    child of ``numpy.random.SeedSequence(seed)``: independent streams per batch and task, whichever
+    device draws the batch."""
+    stream = np.random.SeedSequence(seed, spawn_key=(list(MODULES).index(task), index))
+    return torch.Generator(device=device).manual_seed(int(stream.generate_state(1, np.uint64)[0]))
+
+
+def _draw(task: str, inputs, batches: list[torch.Tensor], module, index: int, *, n: int, sampler: str, steps: int,
+          seed: int):
+    """Batch ``index``'s draws with ``module`` on its device, moved to the CPU: parton -> name -> feature
+    -> (E, n); particle -> ((E, n) multiplicities, decoded collections)."""
+    batch = map_tensors(lambda tensor: tensor.to(module.device), take_events(inputs, batches[index]))
+    generator = batch_generator(seed, task, index, module.device)
+    result = module.sample(batch, n, sampler=sampler, steps=steps, generator=generator)
+    if task == "particle":
+        draws, collections = result
+        return draws.multiplicity.cpu(), collections
+    return {name: {feature: values.cpu() for feature, values in features.items()} for name, features in result.items()}
+
+
+def _round_robin(draw: Callable, models: list, count: int, progress: tqdm) -> list:
+    """``draw(model, index)`` for batches 0..count-1, batch i on ``models[i % len(models)]`` in that
+    model's own thread; the results in batch order. A failure cancels the batches not yet started."""
+    pools = [ThreadPoolExecutor(max_workers=1) for _ in models]
+    try:
+        futures = [pools[i % len(models)].submit(draw, models[i % len(models)], i) for i in range(count)]
+        parts = []
+        for future in futures:
+            parts.append(future.result())
+            progress.update()
+        return parts
+    finally:
+        for pool in pools:
+            pool.shutdown(cancel_futures=True)
 
 
 def _load(task: str, path: Path, device: torch.device):
@@ -233,7 +316,7 @@ def _load(task: str, path: Path, device: torch.device):
 def _parton_arrays(arrays, parts, data, topology, module, data_path, limit) -> None:
     for name, features in parts[0].items():
         for feature in features:
-            arrays[f"SAMPLES/PARTONS/{name}/{feature}"] = torch.cat([p[name][feature] for p in parts]).cpu().numpy().astype(np.float32)
+            arrays[f"SAMPLES/PARTONS/{name}/{feature}"] = torch.cat([p[name][feature] for p in parts]).numpy().astype(np.float32)
     truth = read_truth(data_path, "PARTONS", limit=limit)
     for name in module.representation.daughters:
         for feature in ("pt", "eta", "phi", "mass"):
@@ -248,7 +331,7 @@ def _particle_arrays(arrays, parts, data, topology, data_path, limit) -> None:
     for name, features in decoded[0].items():
         for feature in features:
             arrays[f"SAMPLES/PARTICLES/{name}/{feature}"] = np.concatenate([d[name][feature] for d in decoded])
-    arrays["SAMPLES/PARTICLE_MULTIPLICITY"] = torch.cat([draws.multiplicity for draws, _ in parts]).cpu().numpy()
+    arrays["SAMPLES/PARTICLE_MULTIPLICITY"] = torch.cat([multiplicity for multiplicity, _ in parts]).numpy()
     truth = read_truth(data_path, "PARTICLES", limit=limit)
     for name, features in decoded[0].items():
         for feature in features:

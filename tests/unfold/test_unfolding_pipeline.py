@@ -128,3 +128,49 @@ def test_resume_continues_the_run_and_keeps_its_statistics(parton_run, semilepto
     assert after["epoch"] == before["epoch"] + 1
     for key in ("vld.representation.mean", "vld.representation.scale"):
         assert torch.equal(after["state_dict"][key], before["state_dict"][key])
+
+
+@pytest.mark.parametrize("task", ["parton", "particle"])
+def test_draws_do_not_depend_on_the_devices(task, request, semileptonic_files, tmp_path):
+    run = request.getfixturevalue(f"{task}_run")
+    paths = {devices: tmp_path / f"{devices}.h5" for devices in ("cpu", "cpu,cpu")}
+    for devices, path in paths.items():  # 40 events in batches of 8: five batches, three on one copy, two on the other
+        assert _sample(run, semileptonic_files, path, task, "--batch-size", "8", "--devices", devices) == 0
+    with h5py.File(paths["cpu"]) as one, h5py.File(paths["cpu,cpu"]) as two:
+        names = []
+        one["SAMPLES"].visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        assert names
+        for name in names:
+            assert np.array_equal(one["SAMPLES"][name][...], two["SAMPLES"][name][...], equal_nan=True), name
+        assert (one.attrs["devices"], two.attrs["devices"]) == ("cpu", "cpu,cpu")
+
+
+@pytest.mark.parametrize(("devices", "message"), [
+    ("2", "--devices 2 asks for 2 GPUs but torch sees 0"),
+    ("0", "--devices 0: a number of GPUs must be positive"),
+    ("foo", "--devices foo: expected auto, a number of GPUs or comma-separated torch devices"),
+    ("cpu,", "--devices cpu,: expected auto"),
+    ("cuda:0", "--devices cuda:0: cuda:0 is not one of the 0 GPUs torch sees"),
+])
+def test_bad_devices_are_refused_and_nothing_is_written(parton_run, semileptonic_files, tmp_path, capsys, monkeypatch,
+                                                        devices, message):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    out = tmp_path / "samples.h5"
+    assert _sample(parton_run, semileptonic_files, out, "parton", "--devices", devices) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_devices_name_gpus_by_number_or_by_name(monkeypatch):
+    import torch
+
+    from unfold.unfolding_task import parse_devices
+
+    assert parse_devices("auto") == [torch.device("cuda:0" if torch.cuda.is_available() else "cpu")]
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert parse_devices("auto") == [torch.device("cuda:0")]
+    assert parse_devices("2") == [torch.device("cuda:0"), torch.device("cuda:1")]
+    assert parse_devices("cuda:1, cpu,cpu") == [torch.device("cuda:1"), torch.device("cpu"), torch.device("cpu")]

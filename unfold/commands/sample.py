@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Draw n unfoldings of every event with the newest parton run (and the newest particle run, when "
         "there is one) or the given checkpoint; writes SAMPLES/PARTONS/<parton>/<feature> (E, n) and "
         "SAMPLES/PARTICLES/<collection>/<feature> (E, n, M) with MASK, the truth, detector-level references and the "
-        "inputs beside them. Streams in batches; nothing is written unless the whole file is.",
+        "inputs beside them. Streams in batches over the --devices; nothing is written unless the whole file is.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("task", nargs="?", choices=("parton", "particle"), default=None,
@@ -27,8 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=25, help="denoising steps")
     parser.add_argument("--sampler", choices=get_args(SamplerName), default="dpm-solver", help="diffusers sampler")
     parser.add_argument("--batch-size", type=int, default=256, help="events per batch")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (same seed, same samples)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the draws (same seed and batch size, same samples on any devices)")
+    parser.add_argument("--devices", default="auto",
+                        help="auto (cuda:0 if there is a GPU, else cpu), N (the first N GPUs) or comma-separated "
+                        "torch devices (cpu, cuda:1, cuda:0,cuda:1); batches go round-robin, one thread per device")
     parser.add_argument("--limit", type=int, default=None, help="unfold only the first N events")
     parser.set_defaults(func=run)
 
@@ -51,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
             checkpoints["particle"] = newest_run(Path("runs"), "particle")
     data = args.data or ensure_default_data()[1]
     out = sample_unfoldings(checkpoints, data, args.out, n=args.n, sampler=args.sampler, steps=args.steps,
-                            batch_size=args.batch_size, seed=args.seed, device=args.device, limit=args.limit)
+                            batch_size=args.batch_size, seed=args.seed, devices=args.devices, limit=args.limit)
     print(f"{args.n} unfoldings per event ({', '.join(checkpoints)}) written to {out}")
     return 0
