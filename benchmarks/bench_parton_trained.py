@@ -19,7 +19,10 @@ from scipy.stats import wasserstein_distance
 from unfold.kinematics import to_cartesian, to_cylindrical
 from unfold.unfolding_task import sample_unfoldings
 
-OBSERVABLES = (("b_had", "pt"), ("neutrino", "pt"), ("W_had", "mass"), ("t_had", "mass"))
+OBSERVABLES = (
+    ("b_had", "pt"), ("neutrino", "pt"), ("W_had", "mass"), ("t_had", "mass"), ("t_had", "pt"), ("ttbar", "mass"),
+)
+SETTINGS = [(sampler, steps) for sampler in ("ddpm", "ddim", "dpm-solver") for steps in (10, 25, 50, 100)]
 
 
 def observable(group: h5py.Group, composites: dict, name: str, feature: str) -> np.ndarray:
@@ -39,7 +42,7 @@ def main() -> None:
     header = f"{'sampler':>10} {'steps':>5} {'unfoldings/s':>12} " + " ".join(f"{'W1 ' + n + ' ' + f:>18}" for n, f in OBSERVABLES)
     print(header)
     with tempfile.TemporaryDirectory() as folder:
-        for sampler, steps in [(s, k) for s in ("ddim", "dpm-solver") for k in (10, 25, 50, 100)] + [("ddpm", 100)]:
+        for sampler, steps in SETTINGS:
             out = Path(folder) / f"{sampler}-{steps}.h5"
             start = time.perf_counter()
             sample_unfoldings({"parton": args.checkpoint}, args.data, out, n=args.n, sampler=sampler, steps=steps,
@@ -52,7 +55,7 @@ def main() -> None:
                     truth = observable(file["PARTONS"], composites, name, feature)
                     draws = observable(file["SAMPLES/PARTONS"], composites, name, feature)
                     distances.append(np.mean([wasserstein_distance(truth, draws[:, i]) for i in range(args.n)]))
-                if sampler == "ddpm":
+                if (sampler, steps) == SETTINGS[0]:
                     reference = [observable(file["REFERENCE/PARTONS"], composites, n, f) for n, f in OBSERVABLES]
                     detector = [wasserstein_distance(truth_values[np.isfinite(r)], r[np.isfinite(r)]) for truth_values, r in
                                 zip((observable(file["PARTONS"], composites, n, f) for n, f in OBSERVABLES), reference)]

@@ -16,6 +16,7 @@ __all__ = [
     "delta_r",
     "invariant_mass",
     "invariant_mass_squared",
+    "lorentz_boost",
     "pair_mass_squared",
     "pseudorapidity",
     "rapidity",
@@ -87,6 +88,26 @@ def invariant_mass(p4: Tensor) -> Tensor:
 def pair_mass_squared(p4_a: Tensor, p4_b: Tensor) -> Tensor:
     """Invariant mass squared of the pair, (E_a + E_b)^2 - |p_a + p_b|^2."""
     return invariant_mass_squared(p4_a + p4_b)
+
+
+def lorentz_boost(p4: Tensor, velocity: Tensor) -> Tensor:
+    r"""Four-momenta (..., 4) as seen from a frame moving with ``velocity`` (..., 3) (units of c).
+
+    .. math::  E' = \gamma (E - \vec\beta\cdot\vec p), \qquad
+               \vec p\,' = \vec p + \left(\frac{\gamma^2}{\gamma + 1}\,\vec\beta\cdot\vec p
+               - \gamma E\right)\vec\beta
+
+    (the form with :math:`\gamma^2/(\gamma+1) = (\gamma-1)/\beta^2` has no 0/0 at rest). The rest
+    frame of a four-momentum P moves with :math:`\vec\beta = \vec P / E_P`; boosting back uses
+    :math:`-\vec\beta`. Use float64 for strongly boosted frames.
+    """
+    gamma = 1.0 / torch.sqrt((1.0 - (velocity**2).sum(-1)).clamp_min(1e-12))
+    energy, momentum = p4[..., 0], p4[..., 1:]
+    beta_dot_p = (velocity * momentum).sum(-1)
+    boosted_energy = gamma * (energy - beta_dot_p)
+    coefficient = gamma**2 / (gamma + 1.0) * beta_dot_p - gamma * energy
+    boosted_momentum = momentum + coefficient[..., None] * velocity
+    return torch.cat([boosted_energy[..., None], boosted_momentum], dim=-1)
 
 
 def to_cylindrical(p4: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
-from scipy import stats
+from scipy import ndimage, stats
 
 from evaluation.errors import ReportError
 
@@ -25,6 +25,7 @@ __all__ = [
     "distance",
     "histogram_edges",
     "kl_divergence",
+    "peak_position",
     "summarise_draws",
     "triangular_discrimination",
 ]
@@ -153,6 +154,31 @@ def distance(metric: Metric, truth: np.ndarray, other: np.ndarray, edges: np.nda
     if metric == "kl":
         return kl_divergence(p, q)
     return 1e3 * triangular_discrimination(p, q)
+
+
+def peak_position(values: np.ndarray, grid_points: int = 4001) -> float:
+    """Most probable value of a sample: the maximum of its Gaussian kernel density estimate.
+
+    The density is a fine histogram over the central 98 % smoothed by a Gaussian of Silverman's
+    robust bandwidth, 0.9 min(sigma, IQR / 1.34) n^(-1/5), so a narrow peak on broad tails (a
+    Breit-Wigner resonance, a mass reconstructed with resolution tails) is located by its core.
+    NaN values are ignored.
+
+    Raises:
+        ReportError: With fewer than two finite values.
+    """
+    finite = np.asarray(values, dtype=np.float64).ravel()
+    finite = finite[np.isfinite(finite)]
+    if finite.size < 2:
+        raise ReportError(f"a peak position needs at least 2 finite values, got {finite.size}")
+    low, high = np.percentile(finite, [1.0, 99.0])
+    quartiles = np.subtract(*np.percentile(finite, [75.0, 25.0]))
+    spread = min(finite.std(), quartiles / 1.34) or finite.std() or 1.0
+    bandwidth = 0.9 * spread * finite.size ** (-0.2)
+    counts, edges = np.histogram(finite, bins=grid_points, range=(low, high))
+    density = ndimage.gaussian_filter1d(counts.astype(np.float64), bandwidth / (edges[1] - edges[0]), mode="constant")
+    peak = int(np.argmax(density))
+    return float(0.5 * (edges[peak] + edges[peak + 1]))
 
 
 def summarise_draws(

@@ -30,6 +30,7 @@ from evaluation.metrics import (
     METRICS,
     DistanceSummary,
     histogram_edges,
+    peak_position,
     summarise_draws,
 )
 from evaluation.observables import Observable, compute_observables, correlation_pairs
@@ -287,12 +288,38 @@ def _headline(results: Sequence[_ObservableResult], labels: Sequence[str]) -> st
         rows.append([name, "detector", *(f"{reference[m].reference:.3g}" for m in METRICS)])
         for label, distances in zip(labels, result.distances, strict=True):
             rows.append(["", label, *(_format_summary(distances[m]) for m in METRICS)])
+    peaks = [
+        [result.truth.name, *(f"{value:.1f}" if value is not None else "-" for value in _mass_peaks(result, labels).values())]
+        for result in results
+        if _is_mass(result.truth)
+    ]
+    table = _fixed_width(header, rows)
+    if not peaks:
+        return table
+    return table + "\n\nmass peaks (GeV)\n" + _fixed_width(["observable", "truth", "detector", *labels], peaks)
+
+
+def _fixed_width(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
         for row in [header, *rows]
     ]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def _is_mass(observable: Observable) -> bool:
+    return observable.per_event and observable.unit == "GeV" and observable.name.endswith("/mass")
+
+
+def _mass_peaks(result: _ObservableResult, labels: Sequence[str]) -> dict[str, float | None]:
+    """Most probable value of the truth, the detector reference and each unfolding's draws."""
+    truth = result.truth
+    reference = truth.reference if truth.reference is not None else np.array([])
+    peaks = {"truth": peak_position(truth.truth),
+             "detector": peak_position(reference) if np.isfinite(reference).sum() >= 2 else None}
+    peaks.update({label: peak_position(o.draws) for label, o in zip(labels, result.unfoldings, strict=True)})
+    return peaks
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -313,6 +340,7 @@ def _metrics_json(
             "unit": obs.unit,
             "per_event": obs.per_event,
             "reference": {m: _finite_or_none(result.distances[0][m].reference) for m in METRICS},
+            **({"peaks": _mass_peaks(result, labels)} if _is_mass(obs) else {}),
             "distances": {
                 label: {
                     m: {

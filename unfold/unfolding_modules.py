@@ -19,7 +19,7 @@ from encoders import EncoderInputs, EventEncoder
 from recon.event_topology import EventTopology
 from unfold.errors import UnfoldError
 from unfold.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
-from unfold.parton import PartonRepresentation, VariationalLatentDiffusion
+from unfold.parton import REPRESENTATIONS, PartonRepresentation, VariationalLatentDiffusion
 
 __all__ = ["ParticleModule", "PartonModule", "encoder_state_from"]
 
@@ -78,6 +78,8 @@ class PartonModule(ConditionedModule):
     Args:
         event_file_yaml: the SPANet event file's text (the encoder's inputs).
         process: the process whose partons are unfolded (``unfold.processes``).
+        representation: the parton features, ``"decay-chain"`` (masses and rest-frame decay
+            directions, consistent by construction) or ``"objects"`` (the VLD code's 11 x 5).
         encoder: EventEncoder keywords (width, depth, heads, pair_bias, ...).
         model: VariationalLatentDiffusion keywords (latent, latent_width, hidden_width, ...).
         learning_rate: AdamW learning rate (1e-3 as the VLD code).
@@ -89,6 +91,7 @@ class PartonModule(ConditionedModule):
         *,
         event_file_yaml: str,
         process: str = "ttbar-semileptonic",
+        representation: str = "decay-chain",
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
@@ -96,9 +99,12 @@ class PartonModule(ConditionedModule):
     ) -> None:
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, learning_rate=learning_rate, freeze_encoder=freeze_encoder)
         self.save_hyperparameters()
-        representation = PartonRepresentation.for_process(process)
+        if representation not in REPRESENTATIONS:
+            raise UnfoldError(f"unknown parton representation {representation!r}; expected one of {list(REPRESENTATIONS)}")
+        parton_features = REPRESENTATIONS[representation].for_process(process)
         self.vld = VariationalLatentDiffusion(
-            features=representation.features, condition_width=self.encoder.width, representation=representation, **(model or {})
+            features=parton_features.features, condition_width=self.encoder.width, representation=parton_features,
+            **(model or {}),
         )
 
     @property

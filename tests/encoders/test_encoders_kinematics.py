@@ -74,3 +74,23 @@ def test_delta_phi_wraps_across_pi() -> None:
     torch.testing.assert_close(kinematics.delta_phi(phi_a, phi_b), expected, atol=1e-5, rtol=0)
     wrapped = kinematics.wrap_phi(torch.linspace(-20, 20, 101))
     assert bool(((wrapped >= -math.pi) & (wrapped < math.pi)).all())
+
+
+def test_lorentz_boost_matches_vector(momenta: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    particles = vector.array(momenta)
+    frames = vector.array({key: rng.permutation(values) for key, values in momenta.items()})
+    expected = particles.boostCM_of_p4(frames)
+    p4 = torch.stack([_torch(particles.E), _torch(particles.px), _torch(particles.py), _torch(particles.pz)], -1)
+    frame_p4 = torch.stack([_torch(frames.E), _torch(frames.px), _torch(frames.py), _torch(frames.pz)], -1)
+    boosted = kinematics.lorentz_boost(p4, frame_p4[:, 1:] / frame_p4[:, :1]).numpy()
+    for column, name in enumerate(("E", "px", "py", "pz")):
+        np.testing.assert_allclose(boosted[:, column], getattr(expected, name), rtol=1e-8, atol=1e-6)
+
+
+def test_lorentz_boost_into_the_rest_frame_and_back(momenta: dict[str, np.ndarray]) -> None:
+    p4 = kinematics.to_cartesian(*(_torch(momenta[k]) for k in ("pt", "eta", "phi", "mass")))
+    velocity = p4[:, 1:] / p4[:, :1]
+    at_rest = kinematics.lorentz_boost(p4, velocity)
+    torch.testing.assert_close(at_rest[:, 1:], torch.zeros_like(at_rest[:, 1:]), atol=1e-7, rtol=0)
+    torch.testing.assert_close(at_rest[:, 0], _torch(momenta["mass"]), atol=1e-7, rtol=1e-9)
+    torch.testing.assert_close(kinematics.lorentz_boost(at_rest, -velocity), p4, atol=1e-7, rtol=1e-9)

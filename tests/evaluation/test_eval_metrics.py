@@ -13,6 +13,7 @@ from evaluation.metrics import (
     distance,
     histogram_edges,
     kl_divergence,
+    peak_position,
     summarise_draws,
     triangular_discrimination,
 )
@@ -94,3 +95,23 @@ def test_discrete_edges_put_one_integer_per_bin():
 def test_unknown_metric_is_refused():
     with pytest.raises(ReportError, match="choose from"):
         distance("chi2", np.zeros(3), np.zeros(3), np.linspace(0, 1, 3))
+
+
+def test_peak_position_finds_a_breit_wigner_core_under_broad_tails():
+    rng = np.random.default_rng(3)
+    # W-like resonance: Cauchy in m with Gamma = 2.1 GeV, plus a flat combinatorial background
+    resonance = 80.4 + 1.05 * rng.standard_cauchy(4000)
+    background = rng.uniform(20.0, 200.0, 4000)
+    assert peak_position(np.concatenate([resonance, background])) == pytest.approx(80.4, abs=0.3)
+
+
+def test_peak_position_of_a_skewed_distribution_is_its_mode_not_its_mean():
+    values = np.random.default_rng(4).gamma(shape=3.0, scale=10.0, size=20000)  # mode 20, mean 30
+    assert peak_position(values) == pytest.approx(20.0, abs=1.5)
+
+
+def test_peak_position_ignores_nan_and_needs_two_values():
+    values = np.array([np.nan, 1.0, 1.1, 0.9, 1.0, np.nan])
+    assert peak_position(values) == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(ReportError, match="at least 2 finite"):
+        peak_position(np.array([np.nan, 3.0]))

@@ -62,6 +62,9 @@ def test_report_writes_every_promised_file(full_report):
     assert set(t_had["distances"]["samples"]) == {"wasserstein", "energy", "ks", "kl", "triangular"}
     assert t_had["reference"]["wasserstein"] > 0
     assert {c["nominal"] for c in t_had["calibration"]["samples"]["coverage"]} == {0.68, 0.95}
+    assert set(t_had["peaks"]) == {"truth", "detector", "samples"}
+    assert 150 < t_had["peaks"]["truth"] < 200, t_had["peaks"]
+    assert "peaks" not in metrics["observables"]["parton/t_had/pt"]
     assert "particle/jets/multiplicity" in metrics["observables"]
     assert metrics["files"][0]["attrs"]["model"] == "synthetic"
     assert 'class="better"' in index or 'class="worse"' in index

@@ -8,7 +8,7 @@ import torch
 import vector
 
 from unfold.errors import UnfoldError
-from unfold.parton import PartonRepresentation
+from unfold.parton import ObjectRepresentation
 
 SEMILEPTONIC_MASSES = {
     "b_had": 4.8,
@@ -36,15 +36,15 @@ def synthetic_truth(
 
 
 @pytest.fixture
-def representation(rng) -> PartonRepresentation:
-    module = PartonRepresentation.for_process("ttbar-semileptonic")
+def representation(rng) -> ObjectRepresentation:
+    module = ObjectRepresentation.for_process("ttbar-semileptonic")
     module.fit(synthetic_truth(rng, 500))
     return module
 
 
 @pytest.mark.parametrize("process", ["ttbar-semileptonic", "ttbar-allhadronic"])
 def test_both_topologies_store_eleven_objects_of_five_features(process):
-    module = PartonRepresentation.for_process(process)
+    module = ObjectRepresentation.for_process(process)
     assert len(module.daughters) == 6
     assert len(module.composites) == 5
     assert module.features == 55
@@ -53,7 +53,7 @@ def test_both_topologies_store_eleven_objects_of_five_features(process):
 
 def test_standardised_training_data_has_zero_mean_and_unit_width(rng):
     truth = synthetic_truth(rng, 400)
-    module = PartonRepresentation.for_process("ttbar-semileptonic")
+    module = ObjectRepresentation.for_process("ttbar-semileptonic")
     module.fit(truth)
     x = module.encode(truth)
     assert x.shape == (400, 55)
@@ -124,7 +124,7 @@ def test_consistency_passes_gradients(rng, representation):
 
 
 def test_statistics_survive_a_state_dict_round_trip(representation):
-    fresh = PartonRepresentation.for_process("ttbar-semileptonic")
+    fresh = ObjectRepresentation.for_process("ttbar-semileptonic")
     fresh.load_state_dict(representation.state_dict())
     torch.testing.assert_close(fresh.mean, representation.mean)
     torch.testing.assert_close(fresh.scale, representation.scale)
@@ -155,4 +155,4 @@ def test_wrong_tensor_width_is_reported(representation):
 
 def test_composite_of_unknown_daughters_is_rejected():
     with pytest.raises(UnfoldError, match="W"):
-        PartonRepresentation(daughters=["a", "b"], composites={"W": ["a", "c"]})
+        ObjectRepresentation(daughters=["a", "b"], composites={"W": ["a", "c"]})

@@ -70,6 +70,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if task == "parton":
             unfolding.add_argument("--plain", action="store_true",
                                    help="the non-latent conditional diffusion baseline instead of the VLD")
+            unfolding.add_argument("--representation", choices=("decay-chain", "objects"), default=None,
+                                   help="parton features: masses and rest-frame decay directions (decay-chain, the "
+                                   "default) or every object's (px, py, pz, log(E+1), m) as the VLD code (objects)")
         unfolding.set_defaults(func=run_unfolding)
 
 
@@ -131,6 +134,8 @@ def run_unfolding(args: argparse.Namespace) -> int:
     module = {k: v for k, v in options.items() if k not in ("model", "encoder")}
     if getattr(args, "plain", False):
         model["latent"] = False
+    if getattr(args, "representation", None) is not None:
+        module["representation"] = args.representation
     config = UnfoldingConfig(
         task=args.task, data=data, event_file=args.event_file or DEFAULT_EVENT_FILE, out=args.out, encoder=encoder,
         model=model, module=module, trainer=trainer_options(args, default_epochs=20), learning_rate=args.learning_rate,

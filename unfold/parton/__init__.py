@@ -1,13 +1,29 @@
 """Parton-level unfolding: the parton representation, the consistency term and the VLD model."""
 
 from unfold.parton.consistency import squared_mass_consistency
-from unfold.parton.representation import OBJECT_FEATURES, PHYSICAL_FEATURES, PartonRepresentation
+from unfold.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
+from unfold.parton.representation import (
+    OBJECT_FEATURES,
+    PHYSICAL_FEATURES,
+    ObjectRepresentation,
+    PartonRepresentation,
+)
 from unfold.parton.vld import VariationalLatentDiffusion, VLDLoss
+
+# The parton representations a model can be trained on, by their config name.
+REPRESENTATIONS: dict[str, type[PartonRepresentation]] = {
+    "decay-chain": DecayChainRepresentation,
+    "objects": ObjectRepresentation,
+}
 
 __all__ = [
     "OBJECT_FEATURES",
     "PHYSICAL_FEATURES",
+    "REPRESENTATIONS",
+    "DecayChainRepresentation",
+    "ObjectRepresentation",
     "PartonRepresentation",
+    "TwoBodyDecay",
     "VLDLoss",
     "VariationalLatentDiffusion",
     "squared_mass_consistency",

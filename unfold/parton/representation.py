@@ -1,20 +1,21 @@
 """Parton-level truth as one standardised tensor per event, and back.
 
-Every object (the six top decay products and the composites built from them) is stored as five
-numbers, as in the public VLD code (arXiv 2305.10399):
+:class:`PartonRepresentation` holds what every choice of features shares: the decay products
+(daughters) and the composites summed from them, reading truth, and a per-feature standardisation
+fitted on training data. Two representations build on it:
 
-.. math::  (p_x,\\ p_y,\\ p_z,\\ \\log(E + 1),\\ m)
-
-in GeV. The composites (W bosons, tops, the ttbar system) are the four-vector sums of their
-daughters, so encoded truth is exactly consistent; a generative model must learn to keep it so
-(see :mod:`unfold.parton.consistency`). Daughters come first, composites after, in the order of
-the constructor arguments; each of the 5 x (daughters + composites) features is standardised
-with a mean and width fitted on training data.
+* :class:`ObjectRepresentation`, the public VLD code's (arXiv 2305.10399): every object, daughters
+  and composites, as :math:`(p_x, p_y, p_z, \\log(E + 1), m)` in GeV. Composites are redundant,
+  so generated events are consistent only as far as the model learns it (the consistency term).
+* :class:`unfold.parton.decay_chain.DecayChainRepresentation`: the decay tree, with masses and
+  rest-frame directions, consistent by construction.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from unfold.errors import UnfoldError
 from unfold.parton.consistency import squared_mass_consistency
 from unfold.processes import get_process
 
-__all__ = ["OBJECT_FEATURES", "PHYSICAL_FEATURES", "PartonRepresentation"]
+__all__ = ["OBJECT_FEATURES", "PHYSICAL_FEATURES", "ObjectRepresentation", "PartonRepresentation"]
 
 OBJECT_FEATURES: tuple[str, ...] = ("px", "py", "pz", "log_energy", "mass")
 PHYSICAL_FEATURES: tuple[str, ...] = ("pt", "eta", "phi", "mass")
@@ -36,10 +37,15 @@ _CONSTANT_FEATURE_TOLERANCE = 1e-6
 _MAX_LOG_ENERGY = 12.0
 
 PartonTruth = Mapping[str, Mapping[str, np.ndarray | Tensor]]
+DecodedPartons = dict[str, dict[str, Tensor]]
 
 
-class PartonRepresentation(nn.Module):
-    """Standardised (E, F) tensor of the decay products and their composites, F = 5 (K + m).
+class PartonRepresentation(nn.Module, ABC):
+    """Standardised (E, F) tensor of the decay products and their composites.
+
+    Subclasses name their F features (:attr:`feature_names`), compute them from truth
+    (:meth:`physical_features`) and turn a standardised tensor back into decay products
+    (:meth:`decode`).
 
     Args:
         daughters: Names of the K decay products, e.g. ``("b_had", "q1", "q2", "b_lep",
@@ -63,13 +69,13 @@ class PartonRepresentation(nn.Module):
         self.composites: dict[str, tuple[str, ...]] = {
             name: tuple(parts) for name, parts in composites.items()
         }
-        self.register_buffer("mean", torch.zeros(self.features))
-        self.register_buffer("scale", torch.ones(self.features))
         membership = torch.zeros(len(self.composites), len(self.daughters))
         for row, parts in enumerate(self.composites.values()):
             for part in parts:
                 membership[row, self.daughters.index(part)] = 1.0
         self.register_buffer("membership", membership, persistent=False)
+        self.register_buffer("mean", torch.zeros(self.features))
+        self.register_buffer("scale", torch.ones(self.features))
 
     @classmethod
     def for_process(cls, process: str) -> PartonRepresentation:
@@ -80,44 +86,30 @@ class PartonRepresentation(nn.Module):
         )
 
     @property
-    def objects(self) -> tuple[str, ...]:
-        """Daughters then composites: the object order of the tensor."""
-        return self.daughters + tuple(self.composites)
+    @abstractmethod
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the F features, in tensor order (``"<object>:<quantity>"``)."""
 
     @property
     def features(self) -> int:
         """Width F of the standardised tensor."""
-        return len(OBJECT_FEATURES) * len(self.objects)
+        return len(self.feature_names)
 
-    def object_features(self, partons: PartonTruth) -> Tensor:
-        """Physical (E, K + m, 5) features from truth ``name -> feature -> (E,)`` (float64).
+    @abstractmethod
+    def physical_features(self, partons: PartonTruth) -> Tensor:
+        """Unstandardised float64 (E, F) features of truth ``name -> feature -> (E,)``."""
 
-        Raises:
-            UnfoldError: If a daughter or one of its features is missing, shapes differ or a
-                value is not finite.
-        """
-        four_momenta = torch.stack(
-            [self._daughter_four_momenta(partons, name) for name in self.daughters], dim=1
-        )
-        composite_four_momenta = torch.einsum(
-            "mk,ekc->emc", self.membership.to(four_momenta), four_momenta
-        )
-        everything = torch.cat([four_momenta, composite_four_momenta], dim=1)
-        daughter_masses = torch.stack(
-            [
-                torch.as_tensor(partons[name]["mass"], dtype=torch.float64)
-                for name in self.daughters
-            ],
-            dim=1,
-        )
-        composite_masses = to_cylindrical(composite_four_momenta)[3]
-        energy, px, py, pz = everything.unbind(-1)
-        masses = torch.cat([daughter_masses, composite_masses], dim=1)
-        return torch.stack([px, py, pz, torch.log1p(energy), masses], dim=-1)
+    @abstractmethod
+    def decode(self, x: Tensor) -> DecodedPartons:
+        """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor."""
+
+    @abstractmethod
+    def consistency(self, x: Tensor) -> Tensor:
+        """Physics-consistency terms (..., m) of a standardised (..., F) tensor; zero when consistent."""
 
     def fit(self, partons: PartonTruth) -> None:
         """Fit the per-feature mean and width on training truth."""
-        flat = self.object_features(partons).flatten(1)
+        flat = self.physical_features(partons)
         if flat.shape[0] < 2:
             raise UnfoldError(
                 f"fitting the parton standardisation needs at least 2 events, got {flat.shape[0]}"
@@ -130,16 +122,92 @@ class PartonRepresentation(nn.Module):
 
     def encode(self, partons: PartonTruth) -> Tensor:
         """Standardised float32 (E, F) tensor from truth ``name -> feature -> (E,)``."""
-        flat = self.object_features(partons).flatten(1)
+        flat = self.physical_features(partons)
         return ((flat - self.mean.double()) / self.scale.double()).to(torch.float32)
+
+    def physical(self, x: Tensor) -> Tensor:
+        """Unstandardised (..., F) features of a standardised (..., F) tensor."""
+        if x.shape[-1] != self.features:
+            raise UnfoldError(
+                f"parton tensor must have last dimension {self.features}, got shape {tuple(x.shape)}"
+            )
+        return x * self.scale.to(x) + self.mean.to(x)
+
+    def daughter_four_momenta(self, partons: PartonTruth) -> Tensor:
+        """Float64 (E, K, 4) = (E, px, py, pz) of the daughters, validating the truth.
+
+        Raises:
+            UnfoldError: If a daughter or one of its features is missing, shapes differ or a
+                value is not finite.
+        """
+        return torch.stack([self._daughter_four_momenta(partons, name) for name in self.daughters], dim=1)
+
+    def daughter_masses(self, partons: PartonTruth) -> Tensor:
+        """Float64 (E, K) truth masses of the daughters."""
+        return torch.stack(
+            [torch.as_tensor(np.asarray(partons[name]["mass"]), dtype=torch.float64) for name in self.daughters],
+            dim=1,
+        )
+
+    def _daughter_four_momenta(self, partons: PartonTruth, name: str) -> Tensor:
+        if name not in partons:
+            raise UnfoldError(
+                f"parton truth has no group {name!r}; expected {list(self.daughters)}"
+            )
+        group = partons[name]
+        missing = [feature for feature in PHYSICAL_FEATURES if feature not in group]
+        if missing:
+            raise UnfoldError(
+                f"parton truth group {name!r} lacks {missing}; expected {list(PHYSICAL_FEATURES)}"
+            )
+        values = [
+            torch.as_tensor(np.asarray(group[feature]), dtype=torch.float64)
+            for feature in PHYSICAL_FEATURES
+        ]
+        if any(value.ndim != 1 or value.shape != values[0].shape for value in values):
+            raise UnfoldError(
+                f"parton truth group {name!r} must hold 1-D arrays of one length (E,), got "
+                f"{[tuple(value.shape) for value in values]}"
+            )
+        if not all(bool(torch.isfinite(value).all()) for value in values):
+            raise UnfoldError(f"parton truth group {name!r} holds NaN or infinite values")
+        return to_cartesian(*values)
+
+
+class ObjectRepresentation(PartonRepresentation):
+    """Every object as :math:`(p_x, p_y, p_z, \\log(E + 1), m)`, F = 5 (K + m), as the VLD code.
+
+    Daughters come first, composites after, in the order of the constructor arguments. The
+    composites are the four-vector sums of their daughters, so encoded truth is exactly
+    consistent; a generative model must learn to keep it so (:meth:`consistency`).
+    """
+
+    @property
+    def objects(self) -> tuple[str, ...]:
+        """Daughters then composites: the object order of the tensor."""
+        return self.daughters + tuple(self.composites)
+
+    @cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f"{name}:{feature}" for name in self.objects for feature in OBJECT_FEATURES)
+
+    def physical_features(self, partons: PartonTruth) -> Tensor:
+        """Float64 (E, 5 (K + m)): each object's (px, py, pz, log(E + 1), m)."""
+        four_momenta = self.daughter_four_momenta(partons)
+        composite_four_momenta = torch.einsum(
+            "mk,ekc->emc", self.membership.to(four_momenta), four_momenta
+        )
+        everything = torch.cat([four_momenta, composite_four_momenta], dim=1)
+        composite_masses = to_cylindrical(composite_four_momenta)[3]
+        energy, px, py, pz = everything.unbind(-1)
+        masses = torch.cat([self.daughter_masses(partons), composite_masses], dim=1)
+        return torch.stack([px, py, pz, torch.log1p(energy), masses], dim=-1).flatten(1)
 
     def unstandardise(self, x: Tensor) -> Tensor:
         """Physical (..., K + m, 5) object features from a standardised (..., F) tensor."""
-        self._check_width(x)
-        physical = x * self.scale.to(x) + self.mean.to(x)
-        return physical.unflatten(-1, (len(self.objects), len(OBJECT_FEATURES)))
+        return self.physical(x).unflatten(-1, (len(self.objects), len(OBJECT_FEATURES)))
 
-    def decode(self, x: Tensor) -> dict[str, dict[str, Tensor]]:
+    def decode(self, x: Tensor) -> DecodedPartons:
         """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor.
 
         Momenta come from (px, py, pz); the mass is the stored mass, clipped at zero (the energy
@@ -147,7 +215,7 @@ class PartonRepresentation(nn.Module):
         """
         return self._to_physical(x, self.daughters, offset=0)
 
-    def decode_composites(self, x: Tensor) -> dict[str, dict[str, Tensor]]:
+    def decode_composites(self, x: Tensor) -> DecodedPartons:
         """The stored composites ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor."""
         return self._to_physical(x, tuple(self.composites), offset=len(self.daughters))
 
@@ -188,33 +256,3 @@ class PartonRepresentation(nn.Module):
                 "mass": mass.clamp_min(0.0),
             }
         return decoded
-
-    def _daughter_four_momenta(self, partons: PartonTruth, name: str) -> Tensor:
-        if name not in partons:
-            raise UnfoldError(
-                f"parton truth has no group {name!r}; expected {list(self.daughters)}"
-            )
-        group = partons[name]
-        missing = [feature for feature in PHYSICAL_FEATURES if feature not in group]
-        if missing:
-            raise UnfoldError(
-                f"parton truth group {name!r} lacks {missing}; expected {list(PHYSICAL_FEATURES)}"
-            )
-        values = [
-            torch.as_tensor(np.asarray(group[feature]), dtype=torch.float64)
-            for feature in PHYSICAL_FEATURES
-        ]
-        if any(value.ndim != 1 or value.shape != values[0].shape for value in values):
-            raise UnfoldError(
-                f"parton truth group {name!r} must hold 1-D arrays of one length (E,), got "
-                f"{[tuple(value.shape) for value in values]}"
-            )
-        if not all(bool(torch.isfinite(value).all()) for value in values):
-            raise UnfoldError(f"parton truth group {name!r} holds NaN or infinite values")
-        return to_cartesian(*values)
-
-    def _check_width(self, x: Tensor) -> None:
-        if x.shape[-1] != self.features:
-            raise UnfoldError(
-                f"parton tensor must have last dimension {self.features}, got shape {tuple(x.shape)}"
-            )

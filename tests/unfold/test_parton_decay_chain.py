@@ -1,0 +1,148 @@
+"""Decay-chain parton representation: exact round trips, tree building, consistency by construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import vector
+from scipy import stats
+
+from tests.unfold.test_parton_representation import SEMILEPTONIC_MASSES, synthetic_truth
+from unfold.errors import UnfoldError
+from unfold.parton import DecayChainRepresentation, TwoBodyDecay
+
+
+@pytest.fixture
+def chain(rng) -> DecayChainRepresentation:
+    module = DecayChainRepresentation.for_process("ttbar-semileptonic")
+    module.fit(synthetic_truth(rng, 500))
+    return module
+
+
+def _vectors(truth: dict) -> dict:
+    return {name: vector.array({k: np.asarray(v[k], dtype=np.float64) for k in ("pt", "eta", "phi", "mass")})
+            for name, v in truth.items()}
+
+
+def _sum(vectors: dict, parts) -> vector.MomentumNumpy4D:
+    total = vectors[parts[0]]
+    for part in parts[1:]:
+        total = total + vectors[part]
+    return total
+
+
+def test_semileptonic_tree_is_the_ttbar_decay_chain():
+    module = DecayChainRepresentation.for_process("ttbar-semileptonic")
+    assert module.roots == ("t_had", "t_lep")
+    assert module.decays == (
+        TwoBodyDecay("t_had", "W_had", "b_had"),
+        TwoBodyDecay("t_lep", "W_lep", "b_lep"),
+        TwoBodyDecay("W_had", "q1", "q2"),
+        TwoBodyDecay("W_lep", "lepton", "neutrino"),
+    )
+    # (px, py, pz, m) per top + 3 per decay + the masses of the 8 decay products
+    assert module.features == 2 * 4 + 3 * 4 + 8
+    assert module.resonances == ("t_had", "t_lep", "W_had", "W_lep")
+    assert "W_had:breit_wigner_angle" in module.feature_names
+    assert "b_had:mass" in module.feature_names
+
+
+def test_allhadronic_tree_has_the_same_shape():
+    module = DecayChainRepresentation.for_process("ttbar-allhadronic")
+    assert module.roots == ("t1", "t2")
+    assert module.features == 28
+
+
+def test_round_trip_recovers_every_decay_product(rng, chain):
+    truth = synthetic_truth(rng, 300)
+    chain.fit(truth)  # masses outside the fitted range would be clipped to it
+    decoded = chain.decode(chain.encode(truth).double())
+    assert list(decoded) == list(SEMILEPTONIC_MASSES)
+    for name, features in truth.items():
+        # float32 standardised features, and these random "resonances" sit far in the Breit-Wigner
+        # tails where tan() amplifies rounding: 1e-4 relative
+        np.testing.assert_allclose(decoded[name]["pt"].numpy(), features["pt"], rtol=1e-4)
+        np.testing.assert_allclose(decoded[name]["eta"].numpy(), features["eta"], atol=1e-4)
+        np.testing.assert_allclose(decoded[name]["phi"].numpy(), features["phi"], atol=1e-4)
+        np.testing.assert_allclose(decoded[name]["mass"].numpy(), features["mass"], atol=1e-4)
+
+
+def test_stored_masses_are_those_of_the_summed_daughters(rng, chain):
+    truth = synthetic_truth(rng, 300)
+    chain.fit(truth)
+    features = chain.physical_features(truth).numpy()
+    masses = chain.node_masses(chain.encode(truth).double())
+    vectors = _vectors(truth)
+    for name in chain.resonances:
+        np.testing.assert_allclose(masses[name].numpy(), _sum(vectors, chain.composites[name]).mass, rtol=1e-4)
+    top = _sum(vectors, chain.composites["t_had"])
+    direction = features[:, [chain.feature_names.index(f"W_had_in_t_had:direction_{a}") for a in "xyz"]]
+    w_at_rest = _sum(vectors, chain.composites["W_had"]).boostCM_of_p4(top)
+    expected = np.stack([w_at_rest.px, w_at_rest.py, w_at_rest.pz], 1) / w_at_rest.p[:, None]
+    np.testing.assert_allclose(direction, expected, atol=1e-9)
+
+
+def test_any_tensor_decodes_to_an_exactly_consistent_event(rng, chain):
+    """Generated (not encoded) values: masses are those asked for, composites the daughters' sums."""
+    x = chain.encode(synthetic_truth(rng, 400)).double() + 0.1 * torch.randn(400, chain.features, dtype=torch.float64)
+    masses = {name: value.numpy() for name, value in chain.node_masses(x).items()}
+    allowed = np.all([masses[name] > 1.0 for name in chain.resonances], axis=0)
+    for decay in chain.decays:
+        allowed &= masses[decay.parent] > masses[decay.first] + masses[decay.second]
+    assert 0.2 < allowed.mean() < 1.0  # both kinds of event are exercised
+    nodes = chain.decode_four_momenta(x)
+    decoded = chain.decode(x)
+    vectors = _vectors({name: {k: v.numpy() for k, v in values.items()} for name, values in decoded.items()})
+    for name in ("W_had", "t_had", "W_lep", "t_lep"):
+        summed = _sum(vectors, chain.composites[name]).mass
+        np.testing.assert_allclose(summed[allowed], masses[name][allowed], rtol=1e-6, atol=1e-5)
+        assert np.all(np.isfinite(summed))
+    for decay in chain.decays:
+        torch.testing.assert_close(nodes[decay.first] + nodes[decay.second], nodes[decay.parent], rtol=1e-9, atol=1e-6)
+    assert torch.all(chain.consistency(x) == 0)
+
+
+def test_composite_that_is_not_a_two_body_decay_is_rejected():
+    with pytest.raises(UnfoldError, match=r"two-body.*'X'"):
+        DecayChainRepresentation(daughters=["a", "b", "c", "d"], composites={"X": ["a", "b", "c"]})
+
+
+def test_daughter_outside_every_composite_is_a_root_of_its_own():
+    module = DecayChainRepresentation(daughters=["a", "b", "c"], composites={"W": ["a", "b"]})
+    assert module.roots == ("W", "c")
+    assert module.decays == (TwoBodyDecay("W", "a", "b"),)
+
+
+def test_breit_wigner_angles_of_a_resonance_are_uniform(rng):
+    """m^2 ~ Cauchy(M^2, M Gamma), as a Breit-Wigner, maps to a uniform angle (the point of the mapping)."""
+    events = 4000
+    truth = synthetic_truth(rng, events)
+    w_mass = np.sqrt(np.clip(80.4**2 + 80.4 * 2.1 * rng.standard_cauchy(events), 1.0, None))
+    # q1 and q2 back to back in the W frame, then boosted: a W of exactly that mass
+    energy = w_mass / 2
+    q1 = vector.array({"px": energy, "py": np.zeros(events), "pz": np.zeros(events), "E": energy})
+    q2 = vector.array({"px": -energy, "py": np.zeros(events), "pz": np.zeros(events), "E": energy})
+    frame = vector.array({"pt": truth["q1"]["pt"], "eta": truth["q1"]["eta"], "phi": truth["q1"]["phi"], "mass": w_mass})
+    for name, quark in (("q1", q1.boost_p4(frame)), ("q2", q2.boost_p4(frame))):
+        truth[name] = {"pt": quark.pt, "eta": quark.eta, "phi": quark.phi, "mass": np.zeros(events)}
+    module = DecayChainRepresentation.for_process("ttbar-semileptonic")
+    module.fit(truth)
+    index = module.resonances.index("W_had")
+    assert np.sqrt(module.pole_mass_squared[index].item()) == pytest.approx(80.4, abs=0.3)
+    assert module.pole_width_term[index].item() / 80.4 == pytest.approx(2.1, rel=0.1)
+    angles = module.physical_features(truth)[:, module.feature_names.index("W_had:breit_wigner_angle")].numpy()
+    assert stats.kstest(angles, stats.uniform(-np.pi / 2, np.pi).cdf).pvalue > 1e-3
+
+
+def test_generated_resonance_masses_stay_within_the_training_range(rng, chain):
+    """An angle past the edge of (-pi/2, pi/2) would be an arbitrarily heavy top; it is clipped."""
+    truth = synthetic_truth(rng, 500)
+    chain.fit(truth)
+    trained = {name: value.max() for name, value in chain.node_masses(chain.encode(truth).double()).items()}
+    x = chain.encode(truth).double()
+    for name in chain.resonances:
+        x[:, chain.feature_names.index(f"{name}:breit_wigner_angle")] = 50.0
+    masses = chain.node_masses(x)
+    for name in chain.resonances:
+        assert torch.all(masses[name] <= trained[name] * (1 + 1e-4)), name  # float32 encoding of the edge
