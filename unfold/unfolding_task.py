@@ -305,6 +305,20 @@ def _round_robin(draw: Callable, models: list, count: int, progress: tqdm) -> li
             pool.shutdown(cancel_futures=True)
 
 
+def checkpoint_task(path: Path) -> Task:
+    """Which unfolding (parton or particle) a run folder or checkpoint holds, from its saved hyperparameters."""
+    checkpoint = find_checkpoint(path)
+    try:
+        hyperparameters = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    except Exception as error:  # torch raises many kinds for a file that is not a checkpoint
+        raise UnfoldError(f"{checkpoint}: not a readable checkpoint ({str(error).splitlines()[0][:120]})") from None
+    if "max_particles" in hyperparameters:
+        return "particle"
+    if "process" in hyperparameters:
+        return "parton"
+    raise UnfoldError(f"{checkpoint}: not a parton or particle unfolding checkpoint (a recon run?)")
+
+
 def _load(task: str, path: Path, device: torch.device):
     checkpoint = find_checkpoint(path)
     try:

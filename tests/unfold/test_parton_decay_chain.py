@@ -44,7 +44,7 @@ def test_semileptonic_tree_is_the_ttbar_decay_chain():
     # (px, py, pz, m) per top + 3 per decay + the masses of the 8 decay products
     assert module.features == 2 * 4 + 3 * 4 + 8
     assert module.resonances == ("t_had", "t_lep", "W_had", "W_lep")
-    assert "W_had:breit_wigner_angle" in module.feature_names
+    assert "W_had:breit_wigner_coordinate" in module.feature_names
     assert "b_had:mass" in module.feature_names
 
 
@@ -114,7 +114,7 @@ def test_daughter_outside_every_composite_is_a_root_of_its_own():
     assert module.decays == (TwoBodyDecay("W", "a", "b"),)
 
 
-def test_breit_wigner_angles_of_a_resonance_are_uniform(rng):
+def test_breit_wigner_coordinates_of_a_resonance_are_uniform(rng):
     """m^2 ~ Cauchy(M^2, M Gamma), as a Breit-Wigner, maps to a uniform angle (the point of the mapping)."""
     events = 4000
     truth = synthetic_truth(rng, events)
@@ -131,18 +131,19 @@ def test_breit_wigner_angles_of_a_resonance_are_uniform(rng):
     index = module.resonances.index("W_had")
     assert np.sqrt(module.pole_mass_squared[index].item()) == pytest.approx(80.4, abs=0.3)
     assert module.pole_width_term[index].item() / 80.4 == pytest.approx(2.1, rel=0.1)
-    angles = module.physical_features(truth)[:, module.feature_names.index("W_had:breit_wigner_angle")].numpy()
-    assert stats.kstest(angles, stats.uniform(-np.pi / 2, np.pi).cdf).pvalue > 1e-3
+    coordinates = module.physical_features(truth)[:, module.feature_names.index("W_had:breit_wigner_coordinate")]
+    assert stats.kstest(coordinates.numpy(), stats.hypsecant.cdf).pvalue > 1e-3
+    assert stats.kstest(coordinates.numpy(), stats.norm.cdf).pvalue < 1e-3  # the test can tell
 
 
 def test_generated_resonance_masses_stay_within_the_training_range(rng, chain):
-    """An angle past the edge of (-pi/2, pi/2) would be an arbitrarily heavy top; it is clipped."""
+    """A generated outlier coordinate would decode to an arbitrarily heavy top; it is clipped."""
     truth = synthetic_truth(rng, 500)
     chain.fit(truth)
     trained = {name: value.max() for name, value in chain.node_masses(chain.encode(truth).double()).items()}
     x = chain.encode(truth).double()
     for name in chain.resonances:
-        x[:, chain.feature_names.index(f"{name}:breit_wigner_angle")] = 50.0
+        x[:, chain.feature_names.index(f"{name}:breit_wigner_coordinate")] = 50.0
     masses = chain.node_masses(x)
     for name in chain.resonances:
         assert torch.all(masses[name] <= trained[name] * (1 + 1e-4)), name  # float32 encoding of the edge

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -72,7 +73,37 @@ def test_nonpositive_draws_are_refused_and_nothing_is_written(parton_run, semile
 
 def test_a_checkpoint_of_another_kind_is_refused(particle_run, semileptonic_files, tmp_path, capsys):
     assert _sample(particle_run, semileptonic_files, tmp_path / "s.h5", "parton") == 2
-    assert "not a parton unfolding checkpoint" in capsys.readouterr().err
+    assert "a particle run, but `unfold sample parton` was asked for" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_task_of_a_checkpoint_is_read_from_it(parton_run, semileptonic_files, tmp_path, capsys):
+    out = tmp_path / "samples.h5"
+    assert main(["sample", "--checkpoint", str(parton_run), "--data", str(semileptonic_files[1]), "--out", str(out),
+                 "--steps", "2", "--n", "2", "--limit", "5"]) == 0
+    with h5py.File(out) as file:
+        assert "SAMPLES/PARTONS" in file and "SAMPLES/PARTICLES" not in file
+
+
+def test_a_recon_checkpoint_is_refused(semileptonic_files, tmp_path, capsys):
+    run = tmp_path / "runs"
+    assert main(["train", "recon", "--data", str(semileptonic_files[0]), "--out", str(run), "--epochs", "1",
+                 "--limit", "50"]) == 0
+    out = tmp_path / "samples.h5"
+    assert main(["sample", "--checkpoint", str(next((run / "recon").iterdir())), "--data", str(semileptonic_files[1]),
+                 "--out", str(out)]) == 2
+    assert "not a parton or particle unfolding checkpoint" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_checkpoint_of_another_topology_is_refused(parton_run, semileptonic_files, tmp_path, capsys):
+    data = tmp_path / "allhadronic.h5"
+    shutil.copy(semileptonic_files[1], data)
+    with h5py.File(data, "a") as file:
+        file.attrs["process"] = "ttbar-allhadronic"
+    assert _sample(parton_run, (None, data), tmp_path / "s.h5", "parton") == 2
+    assert "trained for ttbar-semileptonic" in capsys.readouterr().err
+    assert not (tmp_path / "s.h5").exists()
 
 
 def test_training_data_without_partons_is_refused(spanet_example, tmp_path, capsys):
@@ -115,8 +146,6 @@ def test_report_reads_the_samples_file(parton_run, particle_run, semileptonic_fi
 
 
 def test_resume_continues_the_run_and_keeps_its_statistics(parton_run, semileptonic_files, tmp_path):
-    import shutil
-
     import torch
 
     run = tmp_path / "run"

@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("task", nargs="?", choices=("parton", "particle"), default=None,
                         help="unfold only this level (default: every level with a trained run)")
     parser.add_argument("--n", type=int, default=33, help="unfoldings per event")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="run folder or .ckpt of the task (needs TASK)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="run folder or .ckpt of a parton or particle run (the task is read from it)")
     parser.add_argument("--data", type=Path, default=None, help="detector-level file (default: the default test file)")
     parser.add_argument("--out", type=Path, default=Path("samples.h5"), help="output samples file")
     parser.add_argument("--steps", type=int, default=25, help="denoising steps")
@@ -40,12 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from unfold.errors import UnfoldError
     from unfold.generation import ensure_default_data
     from unfold.training import newest_run
-    from unfold.unfolding_task import sample_unfoldings
+    from unfold.unfolding_task import checkpoint_task, sample_unfoldings
 
     if args.checkpoint is not None:
-        if args.task is None:
-            raise UnfoldError("--checkpoint needs the task it belongs to: `unfold sample parton --checkpoint ...`")
-        checkpoints = {args.task: args.checkpoint}
+        task = checkpoint_task(args.checkpoint)
+        if args.task not in (None, task):
+            raise UnfoldError(f"{args.checkpoint}: a {task} run, but `unfold sample {args.task}` was asked for")
+        checkpoints = {task: args.checkpoint}
     elif args.task is not None:
         checkpoints = {args.task: newest_run(Path("runs"), args.task)}
     else:

@@ -7,7 +7,8 @@ An event is stored as
   holding every daughter (ttbar) is their sum, not a decay, so top momenta are generated directly;
 * for every two-body decay P -> A B: the unit vector of A's momentum in P's rest frame, reached
   from the lab by a pure boost, in lab axes (three numbers, normalised again on decoding);
-* the mass of every decay product, composites (W) and daughters alike.
+* the mass of every decay product, composites (W) and daughters alike; resonance masses (tops,
+  W) as the Breit-Wigner coordinate :math:`\\operatorname{asinh}((m^2 - M^2) / M\\Gamma)`.
 
 Decoding walks each tree from its root: A gets the two-body momentum
 :math:`p^* = \\sqrt{\\lambda(M^2, m_A^2, m_B^2)} / 2M` along its direction, is boosted back to the
@@ -38,8 +39,6 @@ _DIRECTION = ("x", "y", "z")
 # Lightest composite mass decoded (GeV): a generated mass at or below zero still gives its
 # daughters a finite boost and non-zero momenta.
 _MIN_COMPOSITE_MASS = 1e-3
-# Largest |Breit-Wigner angle| decoded: tan(pi/2 - 1e-6) = 1e6 widths, far beyond any tail.
-_MAX_ANGLE = math.pi / 2 - 1e-6
 
 
 @dataclass(frozen=True)
@@ -72,8 +71,8 @@ class DecayChainRepresentation(PartonRepresentation):
         super().__init__(daughters=daughters, composites=composites)
         self.register_buffer("pole_mass_squared", torch.zeros(len(self.resonances), dtype=torch.float64))
         self.register_buffer("pole_width_term", torch.ones(len(self.resonances), dtype=torch.float64))
-        limits = torch.tensor([-_MAX_ANGLE, _MAX_ANGLE], dtype=torch.float64).repeat(len(self.resonances), 1)
-        self.register_buffer("angle_limits", limits)
+        limits = torch.tensor([-math.inf, math.inf], dtype=torch.float64).repeat(len(self.resonances), 1)
+        self.register_buffer("coordinate_limits", limits)
 
     @cached_property
     def _contents(self) -> dict[str, frozenset[str]]:
@@ -115,7 +114,7 @@ class DecayChainRepresentation(PartonRepresentation):
 
     @cached_property
     def resonances(self) -> tuple[str, ...]:
-        """Composites whose mass is a feature (tops, W bosons), stored as Breit-Wigner angles."""
+        """Composites whose mass is a feature (tops, W bosons), stored as Breit-Wigner coordinates."""
         return tuple(name for name in (*self.roots, *self.massive_nodes) if name in self.composites)
 
     @cached_property
@@ -133,8 +132,8 @@ class DecayChainRepresentation(PartonRepresentation):
 
         For a Breit-Wigner in :math:`m^2` (a Cauchy distribution) the median is :math:`M^2` and
         the quartiles lie at :math:`M^2 \\pm M\\Gamma`, so both come from quantiles, unaffected by tails.
-        The angles seen in training bound the decoded ones: a generated angle past the edge of the
-        interval would otherwise give an arbitrarily heavy resonance.
+        The coordinates seen in training bound the decoded ones, so a generated outlier cannot
+        decode to a resonance heavier (or lighter) than any in the training truth.
         """
         nodes = self.node_four_momenta(partons)
         quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
@@ -143,15 +142,15 @@ class DecayChainRepresentation(PartonRepresentation):
             low, median, high = torch.quantile(mass**2, quartiles)
             self.pole_mass_squared[index] = median
             self.pole_width_term[index] = ((high - low) / 2).clamp_min(1e-6)
-            angles = self._breit_wigner_angle(name, mass)
-            self.angle_limits[index] = torch.stack([angles.min(), angles.max()])
+            coordinates = self._breit_wigner_coordinate(name, mass)
+            self.coordinate_limits[index] = torch.stack([coordinates.min(), coordinates.max()])
         super().fit(partons)
 
     def physical_features(self, partons: PartonTruth) -> Tensor:
         """Float64 (E, F): root momenta and masses, decay directions, decay products' masses."""
         four_momenta = self.node_four_momenta(partons)
         masses = dict(zip(self.daughters, self.daughter_masses(partons).unbind(1), strict=True))
-        masses.update({name: self._breit_wigner_angle(name, invariant_mass(four_momenta[name])) for name in self.resonances})
+        masses.update({name: self._breit_wigner_coordinate(name, invariant_mass(four_momenta[name])) for name in self.resonances})
         roots = [torch.cat([four_momenta[name][:, 1:], masses[name][:, None]], 1) for name in self.roots]
         directions = []
         for decay in self.decays:
@@ -232,21 +231,23 @@ class DecayChainRepresentation(PartonRepresentation):
         return x.new_zeros((*x.shape[:-1], len(self.composites)))
 
     def _mass_feature(self, name: str) -> str:
-        return f"{name}:breit_wigner_angle" if name in self.composites else f"{name}:mass"
+        return f"{name}:breit_wigner_coordinate" if name in self.composites else f"{name}:mass"
 
-    def _breit_wigner_angle(self, name: str, mass: Tensor) -> Tensor:
-        r"""The angle :math:`\\arctan((m^2 - M^2) / M\\Gamma)` in (-pi/2, pi/2), uniform for a Breit-Wigner.
+    def _breit_wigner_coordinate(self, name: str, mass: Tensor) -> Tensor:
+        r"""The coordinate :math:`u = \\operatorname{asinh}((m^2 - M^2) / M\\Gamma)` of a resonance mass.
 
-        The mapping of phase-space generators (e.g. MadGraph's and Sherpa's channels for
-        resonances): the narrow peak spreads over the whole interval, so the model resolves it.
+        A Breit-Wigner (Cauchy in :math:`m^2`) becomes the smooth hyperbolic-secant density
+        :math:`1 / (\\pi \\cosh u)`: the peak (:math:`\\pm\\Gamma`) spans about one standard deviation
+        instead of a sliver of the range, and the power-law tails fall exponentially, with no
+        hard edges for the diffusion to learn (as the arctan mapping of phase-space generators has).
         """
         index = self.resonances.index(name)
-        return torch.atan((mass**2 - self.pole_mass_squared[index].to(mass)) / self.pole_width_term[index].to(mass))
+        return torch.asinh((mass**2 - self.pole_mass_squared[index].to(mass)) / self.pole_width_term[index].to(mass))
 
-    def _resonance_mass(self, name: str, angle: Tensor) -> Tensor:
+    def _resonance_mass(self, name: str, coordinate: Tensor) -> Tensor:
         index = self.resonances.index(name)
-        low, high = self.angle_limits[index].to(angle)
-        squared = self.pole_mass_squared[index].to(angle) + self.pole_width_term[index].to(angle) * torch.tan(
-            angle.clamp(low, high)
+        low, high = self.coordinate_limits[index].to(coordinate)
+        squared = self.pole_mass_squared[index].to(coordinate) + self.pole_width_term[index].to(coordinate) * torch.sinh(
+            coordinate.clamp(low, high)
         )
         return torch.sqrt(squared.clamp_min(_MIN_COMPOSITE_MASS**2))
