@@ -84,6 +84,7 @@ class _ObservableResult:
     edges: np.ndarray
     distances: tuple[Mapping[str, DistanceSummary], ...]
     calibrations: tuple[CalibrationResult | None, ...]
+    peaks: tuple[float | None, ...] | None  # masses: truth, detector, then each unfolding (GeV)
 
 
 def _slug(name: str) -> str:
@@ -186,7 +187,8 @@ def _analyse(
         calibrations = tuple(
             calibrate(truth.truth, o.draws, rng) if truth.per_event else None for o in per_file
         )
-        results.append(_ObservableResult(truth, per_file, edges, distances, calibrations))
+        peaks = _mass_peaks(truth, per_file) if _is_mass(truth) else None
+        results.append(_ObservableResult(truth, per_file, edges, distances, calibrations, peaks))
     return results
 
 
@@ -289,9 +291,7 @@ def _headline(results: Sequence[_ObservableResult], labels: Sequence[str]) -> st
         for label, distances in zip(labels, result.distances, strict=True):
             rows.append(["", label, *(_format_summary(distances[m]) for m in METRICS)])
     peaks = [
-        [result.truth.name, *(f"{value:.1f}" if value is not None else "-" for value in _mass_peaks(result, labels).values())]
-        for result in results
-        if _is_mass(result.truth)
+        [result.truth.name, *(_format_peak(value) for value in result.peaks)] for result in results if result.peaks
     ]
     table = _fixed_width(header, rows)
     if not peaks:
@@ -312,14 +312,15 @@ def _is_mass(observable: Observable) -> bool:
     return observable.per_event and observable.unit == "GeV" and observable.name.endswith("/mass")
 
 
-def _mass_peaks(result: _ObservableResult, labels: Sequence[str]) -> dict[str, float | None]:
-    """Most probable value of the truth, the detector reference and each unfolding's draws."""
-    truth = result.truth
+def _mass_peaks(truth: Observable, unfoldings: Sequence[Observable]) -> tuple[float | None, ...]:
+    """Most probable value of the truth, the detector reference (None without one) and each unfolding."""
     reference = truth.reference if truth.reference is not None else np.array([])
-    peaks = {"truth": peak_position(truth.truth),
-             "detector": peak_position(reference) if np.isfinite(reference).sum() >= 2 else None}
-    peaks.update({label: peak_position(o.draws) for label, o in zip(labels, result.unfoldings, strict=True)})
-    return peaks
+    detector = peak_position(reference) if np.isfinite(reference).sum() >= 2 else None
+    return (peak_position(truth.truth), detector, *(peak_position(o.draws) for o in unfoldings))
+
+
+def _format_peak(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -340,7 +341,7 @@ def _metrics_json(
             "unit": obs.unit,
             "per_event": obs.per_event,
             "reference": {m: _finite_or_none(result.distances[0][m].reference) for m in METRICS},
-            **({"peaks": _mass_peaks(result, labels)} if _is_mass(obs) else {}),
+            **({"peaks": dict(zip(["truth", "detector", *labels], result.peaks, strict=True))} if result.peaks else {}),
             "distances": {
                 label: {
                     m: {
@@ -422,6 +423,20 @@ def _html_page(
             ],
         )
     )
+    peak_rows = [
+        [(escape(r.truth.name), "name"), *((_format_peak(v), "") for v in r.peaks)] for r in results if r.peaks
+    ]
+    if peak_rows:
+        body.append(
+            html.section(
+                "Mass peaks",
+                [
+                    "<p>Most probable value (GeV): the maximum of a kernel density estimate with a "
+                    "robust bandwidth, so a resonance peak is located by its core, not its tails.</p>",
+                    html.table(["observable", "truth", "detector", *labels], peak_rows),
+                ],
+            )
+        )
     calibration_rows = []
     for result in results:
         for label, c in zip(labels, result.calibrations, strict=True):

@@ -65,6 +65,7 @@ def test_report_writes_every_promised_file(full_report):
     assert set(t_had["peaks"]) == {"truth", "detector", "samples"}
     assert 150 < t_had["peaks"]["truth"] < 200, t_had["peaks"]
     assert "peaks" not in metrics["observables"]["parton/t_had/pt"]
+    assert "Mass peaks" in index
     assert "particle/jets/multiplicity" in metrics["observables"]
     assert metrics["files"][0]["attrs"]["model"] == "synthetic"
     assert 'class="better"' in index or 'class="worse"' in index
