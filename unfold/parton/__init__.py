@@ -1,4 +1,4 @@
-"""Parton-level unfolding: the parton representation, the consistency term and the VLD model."""
+"""Parton-level unfolding: the parton representations (decay chain, objects), the consistency term and the VLD."""
 
 from unfold.parton.consistency import squared_mass_consistency
 from unfold.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
