@@ -216,15 +216,12 @@ class DecayChainRepresentation(PartonRepresentation):
         return nodes
 
     def decode(self, x: Tensor) -> DecodedPartons:
-        """The decay products ``name -> {pt, eta, phi, mass}`` (dtype of x); masses as generated."""
+        """The decay products ``name -> {pt, eta, phi, mass}`` (dtype of x) of their decoded four-momenta."""
         nodes = self.decode_four_momenta(x)
-        masses = self.node_masses(x)
-        decoded = {}
-        for name in self.daughters:
-            pt, eta, phi, _ = to_cylindrical(nodes[name])
-            values = (pt, eta, phi, masses[name])
-            decoded[name] = {key: value.to(x.dtype) for key, value in zip(("pt", "eta", "phi", "mass"), values, strict=True)}
-        return decoded
+        return {
+            name: dict(zip(("pt", "eta", "phi", "mass"), (v.to(x.dtype) for v in to_cylindrical(nodes[name])), strict=True))
+            for name in self.daughters
+        }
 
     def consistency(self, x: Tensor) -> Tensor:
         """Zeros (..., m): composites are built as sums of their daughters, so always consistent."""
