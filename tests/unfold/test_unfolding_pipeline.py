@@ -47,6 +47,7 @@ def test_parton_samples_follow_the_schema(parton_run, semileptonic_files, tmp_pa
         assert (file["SAMPLES/PARTONS/q1/pt"][...] >= 0).all()
         assert file["INPUTS/Momenta/MASK"].shape[0] == 40
         assert json.loads(file.attrs["composites"])["t_had"] == ["b_had", "q1", "q2"]
+        assert file.attrs["sampler"] == "ddpm"  # the parton default
         truth_lepton = file["PARTONS/lepton/pt"][...]
         reference_lepton = file["REFERENCE/PARTONS/lepton/pt"][...]
         # the detector-level lepton is the truth lepton smeared by a few percent
@@ -80,9 +81,11 @@ def test_a_checkpoint_of_another_kind_is_refused(particle_run, semileptonic_file
 def test_the_task_of_a_checkpoint_is_read_from_it(parton_run, semileptonic_files, tmp_path, capsys):
     out = tmp_path / "samples.h5"
     assert main(["sample", "--checkpoint", str(parton_run), "--data", str(semileptonic_files[1]), "--out", str(out),
-                 "--steps", "2", "--n", "2", "--limit", "5"]) == 0
+                 "--steps", "2", "--n", "2", "--limit", "5", "--sampler", "ddim"]) == 0
     with h5py.File(out) as file:
-        assert "SAMPLES/PARTONS" in file and "SAMPLES/PARTICLES" not in file
+        assert "SAMPLES/PARTONS" in file
+        assert "SAMPLES/PARTICLES" not in file
+        assert file.attrs["sampler"] == "ddim"
 
 
 def test_a_recon_checkpoint_is_refused(semileptonic_files, tmp_path, capsys):
