@@ -147,3 +147,15 @@ def test_generated_resonance_masses_stay_within_the_training_range(rng, chain):
     masses = chain.node_masses(x)
     for name in chain.resonances:
         assert torch.all(masses[name] <= trained[name] * (1 + 1e-4)), name  # float32 encoding of the edge
+
+
+def test_parton_module_builds_either_representation_and_refuses_others():
+    from tests.conftest import EVENT_FILES
+    from unfold.parton import ObjectRepresentation
+    from unfold.unfolding_modules import PartonModule
+
+    event_file = EVENT_FILES["ttbar-semileptonic"].read_text()
+    assert isinstance(PartonModule(event_file_yaml=event_file).representation, DecayChainRepresentation)
+    assert isinstance(PartonModule(event_file_yaml=event_file, representation="objects").representation, ObjectRepresentation)
+    with pytest.raises(UnfoldError, match=r"unknown parton representation 'polar'.*decay-chain"):
+        PartonModule(event_file_yaml=event_file, representation="polar")
