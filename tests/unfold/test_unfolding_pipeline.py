@@ -47,7 +47,7 @@ def test_parton_samples_follow_the_schema(parton_run, semileptonic_files, tmp_pa
         assert (file["SAMPLES/PARTONS/q1/pt"][...] >= 0).all()
         assert file["INPUTS/Momenta/MASK"].shape[0] == 40
         assert json.loads(file.attrs["composites"])["t_had"] == ["b_had", "q1", "q2"]
-        assert file.attrs["sampler"] == "ddpm"  # the parton default
+        assert file.attrs["sampler"] == "ddpm"  # the default
         truth_lepton = file["PARTONS/lepton/pt"][...]
         reference_lepton = file["REFERENCE/PARTONS/lepton/pt"][...]
         # the detector-level lepton is the truth lepton smeared by a few percent
