@@ -164,7 +164,9 @@ class DecayChainRepresentation(PartonRepresentation):
 
         Daughter masses are clipped at zero, resonance masses kept above 1 MeV.
         """
-        features = self.physical(x.double())
+        return self._node_masses(self.physical(x.double()))
+
+    def _node_masses(self, features: Tensor) -> dict[str, Tensor]:
         masses = {}
         for name in (*self.roots, *self.massive_nodes):
             value = features[..., self.feature_names.index(self._mass_feature(name))]
@@ -188,7 +190,7 @@ class DecayChainRepresentation(PartonRepresentation):
         daughters.
         """
         features = self.physical(x.double())
-        masses = self.node_masses(x)
+        masses = self._node_masses(features)
         nodes = {}
         for index, name in enumerate(self.roots):
             momentum = features[..., 4 * index : 4 * index + 3]
