@@ -13,7 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from unfold.generation import GenerationConfig, generate
+from unfold.generation.pipeline import GenerationConfig, generate
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Particle-level unfoldings per second vs denoising steps, per sampler (arXiv 2404.14332 model).
 
-An untrained :class:`~unfold.particle.SetLatentDiffusion` of the default CPU size samples n
+An untrained :class:`~unfold.models.particle.SetLatentDiffusion` of the default CPU size samples n
 draws for E random detector conditions; one unfolding is one sampled particle-level event. Runs
 on the GPU when there is one, else on CPU with one thread (the figure per core).
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from unfold.diffusion.sampler import SAMPLER_NAMES
-from unfold.particle import SetLatentDiffusion
+from unfold.models.diffusion.sampler import SAMPLER_NAMES
+from unfold.models.particle import SetLatentDiffusion
 
 STEPS = (10, 25, 100)
 

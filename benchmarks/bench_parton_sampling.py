@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from scipy.stats import norm, wasserstein_distance
 
-from unfold.diffusion import SAMPLER_NAMES
-from unfold.parton import VariationalLatentDiffusion
+from unfold.models.diffusion import SAMPLER_NAMES
+from unfold.models.parton import VariationalLatentDiffusion
 
 SMEARING = 0.5
 STEPS = (10, 25, 50, 100)

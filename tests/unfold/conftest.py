@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from unfold.generation import GenerationConfig, generate
+from unfold.generation.pipeline import GenerationConfig, generate
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from unfold.diffusion import (
+from unfold.models.diffusion import (
     SAMPLER_NAMES,
     add_noise,
     denoise,

@@ -11,8 +11,8 @@ from recon.event_topology import EventTopology
 from tests.conftest import EVENT_FILES
 from unfold.cli import main
 from unfold.errors import UnfoldError
-from unfold.generation import GenerationConfig, generate
-from unfold.hdf5_schema import read_spanet, read_truth
+from unfold.generation.pipeline import GenerationConfig, generate
+from unfold.data.hdf5_schema import read_spanet, read_truth
 
 
 def _contents(path) -> dict[str, np.ndarray]:

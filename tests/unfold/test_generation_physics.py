@@ -6,10 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
-from unfold.detector import btag_efficiency, jet_resolution, reconstruct_jets
-from unfold.detector_card import load_detector_card
-from unfold.generation import GenerationConfig, generate
-from unfold.kinematics import delta_r, to_cartesian, to_cylindrical
+from unfold.generation.detector import btag_efficiency, jet_resolution, reconstruct_jets
+from unfold.generation.detector_card import load_detector_card
+from unfold.generation.pipeline import GenerationConfig, generate
+from unfold.generation.kinematics import delta_r, to_cartesian, to_cylindrical
 
 # Pythia 8 defaults (ParticleData 6:m0 and 24:m0).
 TOP_MASS, W_MASS = 172.5, 80.385

@@ -7,8 +7,8 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from unfold.errors import UnfoldError
-from unfold.particle.set_denoiser import SetDenoiser
-from unfold.particle.set_vae import ObjectVAE
+from unfold.models.particle.set_denoiser import SetDenoiser
+from unfold.models.particle.set_vae import ObjectVAE
 
 BATCH, PARTICLES, OBJECTS, LATENT, CONDITION = 3, 7, 5, 6, 10
 

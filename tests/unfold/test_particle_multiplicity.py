@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from unfold.errors import UnfoldError
-from unfold.particle.multiplicity import (
+from unfold.models.particle.multiplicity import (
     MULTIPLICITY_DISTRIBUTIONS,
     MultiplicityPredictor,
     empirical_log_probs,

@@ -8,7 +8,7 @@ import torch
 import vector
 
 from unfold.errors import UnfoldError
-from unfold.particle.representation import (
+from unfold.models.particle.representation import (
     B_JET,
     ELECTRON,
     LIGHT_JET,

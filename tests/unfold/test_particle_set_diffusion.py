@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from unfold.diffusion.sampler import SAMPLER_NAMES
+from unfold.models.diffusion.sampler import SAMPLER_NAMES
 from unfold.errors import UnfoldError
-from unfold.particle.representation import ParticleBatch, ParticleRepresentation
-from unfold.particle.set_diffusion import SetLatentDiffusion
+from unfold.models.particle.representation import ParticleBatch, ParticleRepresentation
+from unfold.models.particle.set_diffusion import SetLatentDiffusion
 
 EVENTS, OBJECTS, CONDITION, SLOTS = 3, 6, 16, 9
 

@@ -10,7 +10,7 @@ from scipy import stats
 
 from tests.unfold.test_parton_representation import SEMILEPTONIC_MASSES, synthetic_truth
 from unfold.errors import UnfoldError
-from unfold.parton import DecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton import DecayChainRepresentation, TwoBodyDecay
 
 
 @pytest.fixture
@@ -151,8 +151,8 @@ def test_generated_resonance_masses_stay_within_the_training_range(rng, chain):
 
 def test_parton_module_builds_either_representation_and_refuses_others():
     from tests.conftest import EVENT_FILES
-    from unfold.parton import ObjectRepresentation
-    from unfold.unfolding_modules import PartonModule
+    from unfold.models.parton import ObjectRepresentation
+    from unfold.training.unfolding_modules import PartonModule
 
     event_file = EVENT_FILES["ttbar-semileptonic"].read_text()
     assert isinstance(PartonModule(event_file_yaml=event_file).representation, DecayChainRepresentation)

@@ -13,9 +13,9 @@ from evaluation.metrics import peak_position
 from evaluation.observables import compute_observables
 from evaluation.samples_file import read_samples_file
 from tests.conftest import EVENT_FILES
-from unfold.generation import GenerationConfig, generate
-from unfold.training import TrainerOptions
-from unfold.unfolding_task import UnfoldingConfig, sample_unfoldings, train_unfolding
+from unfold.generation.pipeline import GenerationConfig, generate
+from unfold.training.trainer import TrainerOptions
+from unfold.tasks.unfolding import UnfoldingConfig, sample_unfoldings, train_unfolding
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 import vector
 
 from unfold.errors import UnfoldError
-from unfold.parton import ObjectRepresentation
+from unfold.models.parton import ObjectRepresentation
 
 SEMILEPTONIC_MASSES = {
     "b_had": 4.8,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unfold.errors import UnfoldError
-from unfold.parton import ObjectRepresentation, VariationalLatentDiffusion, VLDLoss
+from unfold.models.parton import ObjectRepresentation, VariationalLatentDiffusion, VLDLoss
 
 SMALL = {"latent_width": 4, "hidden_width": 32, "depth": 1, "time_embedding_width": 16}
 

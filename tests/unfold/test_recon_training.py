@@ -12,9 +12,9 @@ import pytest
 from tests.conftest import EVENT_FILES
 from unfold.cli import main
 from unfold.errors import UnfoldError
-from unfold.hdf5_schema import read_spanet
-from unfold.recon_task import AssignmentModel, ReconConfig, train_recon
-from unfold.training import TrainerOptions
+from unfold.data.hdf5_schema import read_spanet
+from unfold.tasks.recon import AssignmentModel, ReconConfig, train_recon
+from unfold.training.trainer import TrainerOptions
 
 
 @pytest.fixture(scope="module")

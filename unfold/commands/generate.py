@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import get_args
 
-from unfold.generation import GenerationConfig
-from unfold.processes import ProcessName
+from unfold.generation.pipeline import GenerationConfig
+from unfold.generation.processes import ProcessName
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unfold.generation import generate
+    from unfold.generation.pipeline import generate
 
     config = GenerationConfig(
         process=args.process, events=args.events, out=args.out, seed=args.seed, workers=args.workers,

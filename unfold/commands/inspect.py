@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unfold.inspection import describe
+    from unfold.generation.inspection import describe
 
     print(describe(args.file))
     return 0

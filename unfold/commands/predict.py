@@ -24,9 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unfold.generation import ensure_default_data
-    from unfold.recon_task import predict_recon
-    from unfold.training import newest_run
+    from unfold.generation.pipeline import ensure_default_data
+    from unfold.tasks.recon import predict_recon
+    from unfold.training.trainer import newest_run
 
     checkpoint = args.checkpoint or newest_run(Path("runs"), "recon")
     train = args.train

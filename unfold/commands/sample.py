@@ -8,7 +8,7 @@ from typing import get_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from unfold.diffusion.sampler import SamplerName
+    from unfold.models.diffusion.sampler import SamplerName
 
     parser = subparsers.add_parser(
         "sample", help="draw n unfoldings per event into samples.h5 (truth kept beside them)",
@@ -39,9 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from unfold.errors import UnfoldError
-    from unfold.generation import ensure_default_data
-    from unfold.training import newest_run
-    from unfold.unfolding_task import checkpoint_task, sample_unfoldings
+    from unfold.generation.pipeline import ensure_default_data
+    from unfold.training.trainer import newest_run
+    from unfold.tasks.unfolding import checkpoint_task, sample_unfoldings
 
     if args.checkpoint is not None:
         task = checkpoint_task(args.checkpoint)

@@ -90,14 +90,14 @@ def model_options(path: Path | None) -> dict:
 def default_data(data: Path | None, test: Path | None) -> tuple[Path, Path | None]:
     if data is not None:
         return data, test
-    from unfold.generation import ensure_default_data
+    from unfold.generation.pipeline import ensure_default_data
 
     train, default_test = ensure_default_data()
     return train, test or default_test
 
 
 def trainer_options(args: argparse.Namespace, default_epochs: int):
-    from unfold.training import TrainerOptions
+    from unfold.training.trainer import TrainerOptions
 
     return TrainerOptions(
         epochs=args.epochs or default_epochs, max_time=args.max_time, accelerator=args.accelerator, devices=args.devices,
@@ -106,7 +106,7 @@ def trainer_options(args: argparse.Namespace, default_epochs: int):
 
 
 def run_recon(args: argparse.Namespace) -> int:
-    from unfold.recon_task import ReconConfig, evaluate_recon, train_recon
+    from unfold.tasks.recon import ReconConfig, evaluate_recon, train_recon
 
     data, test = default_data(args.data, args.test)
     options = model_options(args.config)
@@ -126,7 +126,7 @@ def run_recon(args: argparse.Namespace) -> int:
 
 
 def run_unfolding(args: argparse.Namespace) -> int:
-    from unfold.unfolding_task import UnfoldingConfig, train_unfolding
+    from unfold.tasks.unfolding import UnfoldingConfig, train_unfolding
 
     data, _ = default_data(args.data, None)
     options = model_options(args.config)

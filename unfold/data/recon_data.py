@@ -1,0 +1,59 @@
+"""Tensors for the assignment network from a SPANet-layout file, batched by index."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from encoders import EncoderInputs
+from recon.assignment_loss import AssignmentTargets
+from recon.chi_square import DetectorEvents
+from recon.event_topology import EventTopology
+from unfold.data.event_tensors import IndexedTensors, encoder_inputs
+from unfold.data.hdf5_schema import SpanetData
+
+__all__ = ["AssignmentBatch", "assignment_tensors", "detector_events", "jet_multiplicity"]
+
+
+class AssignmentBatch(NamedTuple):
+    inputs: EncoderInputs
+    targets: AssignmentTargets
+
+
+def assignment_tensors(data: SpanetData, topology: EventTopology) -> IndexedTensors:
+    """Encoder inputs and SPANet targets of every event, batched as :class:`AssignmentBatch`."""
+    names = topology.resonance_names
+    targets = AssignmentTargets(
+        indices=tuple(torch.from_numpy(data.targets[n]) for n in names),
+        regressions=torch.from_numpy(data.regressions) if data.regressions.shape[1] else None,
+        classifications=torch.from_numpy(data.classifications) if data.classifications.shape[1] else None,
+        resonance_masks=tuple(torch.from_numpy(data.target_masks[n]) for n in names),
+        resonance_weights=tuple(torch.from_numpy(data.weights[n]) for n in names),
+    )
+    return IndexedTensors(AssignmentBatch(encoder_inputs(data, topology), targets), data.n_events)
+
+
+def detector_events(data: SpanetData, topology: EventTopology) -> DetectorEvents:
+    """The chi-square baseline's view of the first sequential source and the first global source."""
+    source = topology.sequential[0]
+    momenta = {f: data.sequential[source.name][..., i] for i, f in enumerate(source.features)}
+    momenta["MASK"] = data.masks[source.name]
+    for tag in ("etag", "utag"):
+        momenta.setdefault(tag, np.zeros_like(momenta["pt"]))
+    met_source = next((s for s in topology.globals), None)
+    met = {f: data.globals[met_source.name][:, i] for i, f in enumerate(met_source.features)} if met_source else {}
+    return DetectorEvents.from_spanet(momenta, met, origin=data.path)
+
+
+def jet_multiplicity(data: SpanetData, topology: EventTopology) -> np.ndarray:
+    """(E,) number of real objects that are not leptons (etag/utag) in the sequential sources."""
+    count = np.zeros(data.n_events, dtype=np.int64)
+    for source in topology.sequential:
+        real = data.masks[source.name].copy()
+        for tag in ("etag", "utag"):
+            if tag in source.features:
+                real &= data.sequential[source.name][..., source.features.index(tag)] <= 0
+        count += real.sum(axis=1)
+    return count

@@ -1,0 +1,83 @@
+"""``unfold inspect``: a file's structure and a short physics summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from unfold.data.hdf5_io import open_h5
+from unfold.generation.kinematics import to_cartesian, to_cylindrical
+
+__all__ = ["describe"]
+
+
+def _structure(file: h5py.File) -> list[str]:
+    lines = []
+
+    def visit(name: str, obj) -> None:
+        depth = name.count("/")
+        if isinstance(obj, h5py.Group):
+            lines.append(f"{'  ' * depth}{name.rsplit('/', 1)[-1]}/")
+        else:
+            lines.append(f"{'  ' * depth}{name.rsplit('/', 1)[-1]:<24} {obj.dtype!s:<8} {obj.shape}")
+
+    file.visititems(visit)
+    return lines
+
+
+def _mass_peak(masses: np.ndarray, low: float, high: float) -> str:
+    """Mode (histogram of 1 GeV bins in [low, high]) and median of a mass distribution."""
+    counts, edges = np.histogram(masses, bins=int(high - low), range=(low, high))
+    mode = 0.5 * (edges[np.argmax(counts)] + edges[np.argmax(counts) + 1])
+    return f"peak {mode:6.1f} GeV, median {np.median(masses):6.1f} GeV"
+
+
+def _composite_mass(file: h5py.File, names: list[str]) -> np.ndarray:
+    total = 0
+    for name in names:
+        group = file[f"PARTONS/{name}"]
+        total = total + to_cartesian(np.stack([group[f][...] for f in ("pt", "eta", "phi", "mass")], axis=-1))
+    return to_cylindrical(total)[:, 3]
+
+
+def _physics(file: h5py.File) -> list[str]:
+    lines = []
+    if "INPUTS/Momenta/MASK" in file:
+        mask = file["INPUTS/Momenta/MASK"][...]
+        leptons = [file[f"INPUTS/Momenta/{tag}"][...] > 0 for tag in ("etag", "utag") if f"INPUTS/Momenta/{tag}" in file]
+        jets = mask & ~np.any(leptons, axis=0) if leptons else mask
+        n_jets = jets.sum(axis=1)
+        values, counts = np.unique(n_jets, return_counts=True)
+        share = ", ".join(f"{v}: {c / len(n_jets):.1%}" for v, c in zip(values, counts))
+        lines.append(f"events: {len(mask)}; jets per event: mean {n_jets.mean():.2f} ({share})")
+        if "INPUTS/Momenta/btag" in file:
+            lines.append(f"b-tagged jets per event: mean {(file['INPUTS/Momenta/btag'][...] * jets).sum(axis=1).mean():.2f}")
+    if "TARGETS" in file:
+        complete = np.ones(len(file["INPUTS/Momenta/MASK"]), dtype=bool)
+        for name, group in file["TARGETS"].items():
+            matched = np.all([group[d][...] >= 0 for d in group if d not in ("MASK", "WEIGHT")], axis=0)
+            complete &= matched
+            lines.append(f"resonance {name}: fully matched in {matched.mean():.1%} of events")
+        lines.append(f"fully matched events (every resonance): {complete.mean():.1%}")
+    if "PARTONS" in file:
+        composites = {"W_had": ["q1", "q2"], "t_had": ["b_had", "q1", "q2"], "W1": ["t1_q1", "t1_q2"], "t1": ["t1_b", "t1_q1", "t1_q2"]}
+        for name, daughters in composites.items():
+            if all(f"PARTONS/{d}" in file for d in daughters):
+                lines.append(f"parton m({name}) from its decay products: {_mass_peak(_composite_mass(file, daughters), 0, 300)}")
+        for name in ("t_had", "t_lep", "W_had", "W_lep", "t1", "t2"):
+            if f"PARTONS/{name}/mass" in file:
+                lines.append(f"parton m({name}) in the event record:     {_mass_peak(file[f'PARTONS/{name}/mass'][...], 0, 300)}")
+    if "PARTICLES/jets/MASK" in file:
+        n = file["PARTICLES/jets/MASK"][...].sum(axis=1)
+        nb = (file["PARTICLES/jets/btag"][...] * file["PARTICLES/jets/MASK"][...]).sum(axis=1)
+        lines.append(f"particle-level jets per event: mean {n.mean():.2f}, b-labelled {nb.mean():.2f}")
+    return lines
+
+
+def describe(path: str | Path) -> str:
+    """The structure of an HDF5 event file and a physics summary, as text."""
+    with open_h5(path) as file:
+        header = [f"{path}"] + [f"  @{k} = {str(v).splitlines()[0][:80]}" for k, v in file.attrs.items()]
+        return "\n".join([*header, "", *_structure(file), "", "physics summary:", *("  " + line for line in _physics(file))])

@@ -1,0 +1,19 @@
+"""Diffusion utilities shared by the parton- and particle-level unfolding models."""
+
+from unfold.models.diffusion.sampler import (
+    SAMPLER_NAMES,
+    SamplerName,
+    add_noise,
+    denoise,
+    make_sampling_scheduler,
+    make_training_scheduler,
+)
+
+__all__ = [
+    "SAMPLER_NAMES",
+    "SamplerName",
+    "add_noise",
+    "denoise",
+    "make_sampling_scheduler",
+    "make_training_scheduler",
+]

@@ -1,0 +1,331 @@
+"""Variable-length latent diffusion of particle-level events: multiplicity, then a denoised set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from unfold.models.diffusion.sampler import SamplerName, add_noise, denoise, make_training_scheduler
+from unfold.errors import UnfoldError
+from unfold.models.particle.multiplicity import MultiplicityDistribution, MultiplicityPredictor
+from unfold.models.particle.representation import ParticleBatch
+from unfold.models.particle.set_denoiser import SetDenoiser
+from unfold.models.particle.set_vae import ObjectVAE
+
+__all__ = ["ParticleLoss", "ParticleSample", "SetLatentDiffusion"]
+
+
+@dataclass(frozen=True)
+class ParticleLoss:
+    """Training loss terms of :class:`SetLatentDiffusion` (each a scalar tensor).
+
+    Attributes:
+        multiplicity: mean -log p(M | event) [nats per event].
+        reconstruction: masked mean squared error of the decoded object features.
+        type_cross_entropy: masked mean cross-entropy of the decoded object types.
+        event_reconstruction: mean squared error of the decoded event features (MET_x, MET_y).
+        kl: KL(q(z | x) || N(0, 1)) per real object plus per event slot, averaged.
+        diffusion: epsilon mean squared error on the real latent slots.
+        total: the weighted sum that is minimised.
+    """
+
+    multiplicity: Tensor
+    reconstruction: Tensor
+    type_cross_entropy: Tensor
+    event_reconstruction: Tensor
+    kl: Tensor
+    diffusion: Tensor
+    total: Tensor
+
+
+@dataclass(frozen=True)
+class ParticleSample:
+    """n unfoldings per detector event, in the standardised space of ``ParticleRepresentation``.
+
+    Attributes:
+        features: (E, n, M_max, F) object features, zero at padded slots.
+        types: (E, n, M_max) long object types (argmax of the decoded logits), zero at padding.
+        mask: (E, n, M_max) bool; the first ``multiplicity`` slots of each draw are True.
+        multiplicity: (E, n) long sampled number of objects.
+        event_features: (E, n, G) event features (MET_x, MET_y).
+    """
+
+    features: Tensor
+    types: Tensor
+    mask: Tensor
+    multiplicity: Tensor
+    event_features: Tensor
+
+
+class SetLatentDiffusion(nn.Module):
+    """Particle-level unfolding by variable-length latent diffusion (arXiv 2404.14332).
+
+    p(event | detector) = p(M | detector) p(objects, event features | M, detector): the
+    multiplicity M is drawn first; then M per-object latents (from a per-object VAE) and one
+    event-slot latent (from a VAE of the event features) are denoised jointly by a transformer
+    that attends to the detector object embeddings, and decoded to features and type logits.
+    Noise schedule and samplers come from ``diffusers`` via :mod:`unfold.models.diffusion.sampler`.
+    Training is end to end: the diffusion loss back-propagates into the VAE encoders and, like
+    every term, into the conditioning tensors (the shared encoder).
+
+    Args:
+        condition_dim: width D of the shared encoder's object embeddings and event vector.
+        max_particles: number of object slots M_max.
+        num_features: continuous features per object F.
+        num_types: object types T.
+        num_event_features: event-level features G.
+        latent_dim: latent width L per object and for the event slot.
+        hidden_dim: width of every network.
+        num_layers: transformer layers of the denoiser.
+        num_heads: attention heads of the denoiser.
+        vae_layers: hidden layers of each VAE encoder and decoder.
+        multiplicity_distribution: ``"categorical"`` or ``"negative-binomial"``.
+        multiplicity_layers: hidden layers of the multiplicity MLP.
+        num_train_timesteps: diffusion steps T of the training schedule.
+        beta_schedule: ``diffusers`` beta schedule.
+        dropout: dropout in the denoiser.
+        multiplicity_weight: weight of the multiplicity NLL.
+        reconstruction_weight: weight of the feature, type and event reconstruction terms.
+        kl_weight: weight of the VAE KL term.
+        diffusion_weight: weight of the epsilon MSE.
+    """
+
+    def __init__(
+        self,
+        *,
+        condition_dim: int,
+        max_particles: int = 16,
+        num_features: int = 5,
+        num_types: int = 4,
+        num_event_features: int = 2,
+        latent_dim: int = 12,
+        hidden_dim: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        vae_layers: int = 3,
+        multiplicity_distribution: MultiplicityDistribution = "categorical",
+        multiplicity_layers: int = 2,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
+        dropout: float = 0.0,
+        multiplicity_weight: float = 1.0,
+        reconstruction_weight: float = 1.0,
+        kl_weight: float = 1e-3,
+        diffusion_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.max_particles = max_particles
+        self.latent_dim = latent_dim
+        self.num_train_timesteps = num_train_timesteps
+        self.multiplicity_weight = multiplicity_weight
+        self.reconstruction_weight = reconstruction_weight
+        self.kl_weight = kl_weight
+        self.diffusion_weight = diffusion_weight
+        self.multiplicity = MultiplicityPredictor(
+            event_dim=condition_dim,
+            max_particles=max_particles,
+            distribution=multiplicity_distribution,
+            hidden_dim=hidden_dim,
+            num_layers=multiplicity_layers,
+        )
+        self.particle_vae = ObjectVAE(
+            num_features=num_features,
+            num_types=num_types,
+            latent_dim=latent_dim,
+            hidden_dim=hidden_dim,
+            num_layers=vae_layers,
+        )
+        self.event_vae = ObjectVAE(
+            num_features=num_event_features,
+            num_types=0,
+            latent_dim=latent_dim,
+            hidden_dim=hidden_dim,
+            num_layers=vae_layers,
+        )
+        self.denoiser = SetDenoiser(
+            latent_dim=latent_dim,
+            condition_dim=condition_dim,
+            hidden_dim=hidden_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            dropout=dropout,
+        )
+        self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule)
+
+    def loss(
+        self,
+        batch: ParticleBatch,
+        objects: Tensor,
+        object_mask: Tensor,
+        event: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> ParticleLoss:
+        """All training loss terms for one batch.
+
+        Args:
+            batch: standardised particle-level truth with M_max slots.
+            objects: (E, N, D) detector object embeddings.
+            object_mask: (E, N) bool real detector objects.
+            event: (E, D) detector event vector.
+            generator: source of the VAE, noise and timestep draws.
+        """
+        self._check_condition(objects, object_mask, event)
+        if batch.features.shape[:2] != (event.shape[0], self.max_particles):
+            raise UnfoldError(
+                f"particle batch has shape {tuple(batch.features.shape)}, expected "
+                f"({event.shape[0]}, {self.max_particles}, F) to match the events and max_particles"
+            )
+        mask = batch.mask.bool()
+        keep = mask.unsqueeze(-1).to(event.dtype)
+        num_objects = mask.sum().clamp(min=1)
+        num_events = event.shape[0]
+
+        posterior = self.particle_vae.encode(batch.features, batch.types, mask)
+        latents = posterior.sample(generator) * keep
+        decoded = self.particle_vae.decode(latents, mask)
+        squared = (decoded.features - batch.features) ** 2
+        reconstruction = (squared.mean(dim=-1) * mask).sum() / num_objects
+        cross_entropy = nn.functional.cross_entropy(
+            decoded.type_logits.flatten(0, 1), batch.types.flatten().long(), reduction="none"
+        )
+        type_cross_entropy = (cross_entropy * mask.flatten()).sum() / num_objects
+
+        slot_mask = torch.ones(num_events, 1, dtype=torch.bool, device=event.device)
+        slot_types = torch.zeros(num_events, 1, dtype=torch.long, device=event.device)
+        event_posterior = self.event_vae.encode(
+            batch.event_features.unsqueeze(1), slot_types, slot_mask
+        )
+        event_latents = event_posterior.sample(generator)
+        event_decoded = self.event_vae.decode(event_latents, slot_mask).features.squeeze(1)
+        event_reconstruction = ((event_decoded - batch.event_features) ** 2).mean()
+        kl = (posterior.kl() * mask).sum() / num_objects + event_posterior.kl().mean()
+
+        clean = torch.cat([event_latents, latents], dim=1)
+        keep_all = torch.cat([slot_mask, mask], dim=1).unsqueeze(-1).to(event.dtype)
+        noise = _randn_like(clean, generator) * keep_all
+        timesteps = torch.randint(
+            0,
+            self.num_train_timesteps,
+            (num_events,),
+            generator=generator,
+            device=event.device,
+        )
+        noisy = add_noise(self.training_scheduler, clean, noise, timesteps) * keep_all
+        prediction = self.denoiser(
+            noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event
+        )
+        predicted = torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles], dim=1)
+        diffusion = ((predicted - noise) ** 2 * keep_all).sum() / (keep_all.sum() * self.latent_dim)
+
+        multiplicity = -self.multiplicity.log_prob(event, batch.multiplicity).mean()
+        total = (
+            self.multiplicity_weight * multiplicity
+            + self.reconstruction_weight
+            * (reconstruction + type_cross_entropy + event_reconstruction)
+            + self.kl_weight * kl
+            + self.diffusion_weight * diffusion
+        )
+        return ParticleLoss(
+            multiplicity=multiplicity,
+            reconstruction=reconstruction,
+            type_cross_entropy=type_cross_entropy,
+            event_reconstruction=event_reconstruction,
+            kl=kl,
+            diffusion=diffusion,
+            total=total,
+        )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        objects: Tensor,
+        object_mask: Tensor,
+        event: Tensor,
+        n: int,
+        *,
+        sampler: SamplerName = "dpm-solver",
+        steps: int = 25,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> ParticleSample:
+        """Draw n particle-level unfoldings per detector event.
+
+        Args:
+            objects: (E, N, D) detector object embeddings.
+            object_mask: (E, N) bool real detector objects.
+            event: (E, D) detector event vector.
+            n: draws per event.
+            sampler: ``"ddpm"``, ``"ddim"`` or ``"dpm-solver"``.
+            steps: denoising steps.
+            generator: seeded generator on the tensors' device for reproducible draws.
+            progress: show a progress bar over the steps.
+        """
+        self._check_condition(objects, object_mask, event)
+        num_events, slots, width = event.shape[0], self.max_particles, self.latent_dim
+        multiplicity = self.multiplicity.sample(event, n, generator)
+        slot_index = torch.arange(slots, device=event.device)
+        mask = slot_index < multiplicity.unsqueeze(-1)
+        flat_mask = mask.flatten(0, 1)
+        keep = flat_mask.unsqueeze(-1).to(event.dtype)
+        repeated_objects = objects.repeat_interleave(n, dim=0)
+        repeated_object_mask = object_mask.repeat_interleave(n, dim=0)
+        repeated_event = event.repeat_interleave(n, dim=0)
+
+        def predict_noise(noisy: Tensor, timesteps: Tensor) -> Tensor:
+            prediction = self.denoiser(
+                noisy[:, 1:] * keep,
+                flat_mask,
+                noisy[:, 0],
+                timesteps,
+                repeated_objects,
+                repeated_object_mask,
+                repeated_event,
+            )
+            particles = prediction.particles * keep
+            return torch.cat([prediction.event_slot.unsqueeze(1), particles], dim=1)
+
+        latents = denoise(
+            predict_noise,
+            (num_events * n, 1 + slots, width),
+            training_scheduler=self.training_scheduler,
+            sampler=sampler,
+            steps=steps,
+            generator=generator,
+            device=event.device,
+            dtype=event.dtype,
+            progress=progress,
+        )
+        decoded = self.particle_vae.decode(latents[:, 1:] * keep, flat_mask)
+        types = torch.where(flat_mask, decoded.type_logits.argmax(dim=-1), 0)
+        slot_mask = torch.ones(num_events * n, 1, dtype=torch.bool, device=event.device)
+        event_features = self.event_vae.decode(latents[:, :1], slot_mask).features.squeeze(1)
+        return ParticleSample(
+            features=decoded.features.unflatten(0, (num_events, n)),
+            types=types.unflatten(0, (num_events, n)),
+            mask=mask,
+            multiplicity=multiplicity,
+            event_features=event_features.unflatten(0, (num_events, n)),
+        )
+
+    @staticmethod
+    def _check_condition(objects: Tensor, object_mask: Tensor, event: Tensor) -> None:
+        if (
+            objects.dim() != 3
+            or object_mask.shape != objects.shape[:2]
+            or event.dim() != 2
+            or event.shape[0] != objects.shape[0]
+            or event.shape[1] != objects.shape[2]
+        ):
+            raise UnfoldError(
+                "conditioning must be objects (E, N, D), object_mask (E, N) and event (E, D); got "
+                f"{tuple(objects.shape)}, {tuple(object_mask.shape)}, {tuple(event.shape)}"
+            )
+
+
+def _randn_like(reference: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(
+        reference.shape, generator=generator, device=reference.device, dtype=reference.dtype
+    )

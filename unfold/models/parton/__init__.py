@@ -1,0 +1,30 @@
+"""Parton-level unfolding: the parton representations (decay chain, objects), the consistency term and the VLD."""
+
+from unfold.models.parton.consistency import squared_mass_consistency
+from unfold.models.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton.representation import (
+    OBJECT_FEATURES,
+    PHYSICAL_FEATURES,
+    ObjectRepresentation,
+    PartonRepresentation,
+)
+from unfold.models.parton.vld import VariationalLatentDiffusion, VLDLoss
+
+# The parton representations a model can be trained on, by their config name.
+REPRESENTATIONS: dict[str, type[PartonRepresentation]] = {
+    "decay-chain": DecayChainRepresentation,
+    "objects": ObjectRepresentation,
+}
+
+__all__ = [
+    "OBJECT_FEATURES",
+    "PHYSICAL_FEATURES",
+    "REPRESENTATIONS",
+    "DecayChainRepresentation",
+    "ObjectRepresentation",
+    "PartonRepresentation",
+    "TwoBodyDecay",
+    "VLDLoss",
+    "VariationalLatentDiffusion",
+    "squared_mass_consistency",
+]

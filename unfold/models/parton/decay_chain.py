@@ -1,0 +1,252 @@
+"""The partons as a decay chain: masses and rest-frame decay directions, consistent by construction.
+
+Each composite decays into two children (``t_had -> W_had b_had``, ``W_had -> q1 q2``, ...).
+An event is stored as
+
+* every root, a node no decay produces (the tops): its lab :math:`p_x, p_y, p_z, m`; a composite
+  holding every daughter (ttbar) is their sum, not a decay, so top momenta are generated directly;
+* for every two-body decay P -> A B: the unit vector of A's momentum in P's rest frame, reached
+  from the lab by a pure boost, in lab axes (three numbers, normalised again on decoding);
+* the mass of every decay product, composites (W) and daughters alike; resonance masses (tops,
+  W) as the Breit-Wigner coordinate :math:`\\operatorname{asinh}((m^2 - M^2) / M\\Gamma)`.
+
+Decoding walks each tree from its root: A gets the two-body momentum
+:math:`p^* = \\sqrt{\\lambda(M^2, m_A^2, m_B^2)} / 2M` along its direction, is boosted back to the
+lab, and B is P - A. Every composite is then exactly the sum of its daughters, and each mass,
+the W and top Breit-Wigner peaks included, is a feature the model generates directly instead
+of a cancellation between daughter momenta (the sharp-feature problem of arXiv 2305.10399,
+which that paper attacks with a consistency loss). It is the sequential two-body parametrisation
+that phase-space generators use for resonance chains.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from encoders.kinematics import invariant_mass, lorentz_boost, to_cylindrical
+from unfold.errors import UnfoldError
+from unfold.models.parton.representation import DecodedPartons, PartonRepresentation, PartonTruth
+
+__all__ = ["DecayChainRepresentation", "TwoBodyDecay"]
+
+_DIRECTION = ("x", "y", "z")
+# Lightest composite mass decoded (GeV): a generated mass at or below zero still gives its
+# daughters a finite boost and non-zero momenta.
+_MIN_COMPOSITE_MASS = 1e-3
+
+
+@dataclass(frozen=True)
+class TwoBodyDecay:
+    """Node ``parent`` decaying to ``first`` (whose rest-frame direction is stored) and ``second``."""
+
+    parent: str
+    first: str
+    second: str
+
+
+def _kallen(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """Källén function lambda(a, b, c) = a^2 + b^2 + c^2 - 2ab - 2ac - 2bc."""
+    return a**2 + b**2 + c**2 - 2 * (a * b + a * c + b * c)
+
+
+class DecayChainRepresentation(PartonRepresentation):
+    """Root momenta, rest-frame decay directions and node masses; F = 4 r + 3 d + (children of decays).
+
+    The roots are the top-level nodes (the tops), stored in the lab; a composite holding every
+    daughter (ttbar) is not a decay but the sum of the roots, so each top's momentum is generated
+    directly rather than through the ttbar rest frame.
+
+    Raises:
+        UnfoldError: If a composite does not split into exactly two children (composites or
+            daughters).
+    """
+
+    def __init__(self, *, daughters: Sequence[str], composites: Mapping[str, Sequence[str]]) -> None:
+        super().__init__(daughters=daughters, composites=composites)
+        self.register_buffer("pole_mass_squared", torch.zeros(len(self.resonances), dtype=torch.float64))
+        self.register_buffer("pole_width_term", torch.ones(len(self.resonances), dtype=torch.float64))
+        limits = torch.tensor([-math.inf, math.inf], dtype=torch.float64).repeat(len(self.resonances), 1)
+        self.register_buffer("coordinate_limits", limits)
+
+    @cached_property
+    def _contents(self) -> dict[str, frozenset[str]]:
+        """Each node (composites, then daughters) -> the daughters it holds."""
+        contents = {name: frozenset(parts) for name, parts in self.composites.items()}
+        contents.update({name: frozenset([name]) for name in self.daughters})
+        return contents
+
+    @cached_property
+    def decays(self) -> tuple[TwoBodyDecay, ...]:
+        """The two-body decays of the roots, parents before their children."""
+        contents = self._contents
+        decays = []
+        for parent in sorted(self.composites, key=lambda name: -len(contents[name])):
+            if contents[parent] == frozenset(self.daughters):
+                continue
+            inside = [name for name in contents if contents[name] < contents[parent]]
+            children = [name for name in inside if not any(contents[name] < contents[other] for other in inside)]
+            if len(children) != 2 or contents[children[0]] | contents[children[1]] != contents[parent]:
+                raise UnfoldError(
+                    f"the decay-chain representation needs two-body decays, but composite {parent!r} "
+                    f"splits into {children}"
+                )
+            first, second = sorted(children, key=lambda name: (name not in self.composites, list(contents).index(name)))
+            decays.append(TwoBodyDecay(parent, first, second))
+        return tuple(decays)
+
+    @cached_property
+    def roots(self) -> tuple[str, ...]:
+        """Nodes no decay produces (e.g. ``t_had``, ``t_lep``): their lab momenta are features."""
+        produced = {name for decay in self.decays for name in (decay.first, decay.second)}
+        systems = {name for name in self.composites if self._contents[name] == frozenset(self.daughters)}
+        return tuple(name for name in self._contents if name not in produced | systems)
+
+    @cached_property
+    def massive_nodes(self) -> tuple[str, ...]:
+        """The children of every decay, in the decay order: their masses are features."""
+        return tuple(child for decay in self.decays for child in (decay.first, decay.second))
+
+    @cached_property
+    def resonances(self) -> tuple[str, ...]:
+        """Composites whose mass is a feature (tops, W bosons), stored as Breit-Wigner coordinates."""
+        return tuple(name for name in (*self.roots, *self.massive_nodes) if name in self.composites)
+
+    @cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        roots = tuple(
+            feature for name in self.roots for feature in (f"{name}:px", f"{name}:py", f"{name}:pz", self._mass_feature(name))
+        )
+        directions = tuple(
+            f"{decay.first}_in_{decay.parent}:direction_{axis}" for decay in self.decays for axis in _DIRECTION
+        )
+        return roots + directions + tuple(self._mass_feature(name) for name in self.massive_nodes)
+
+    def fit(self, partons: PartonTruth) -> None:
+        """Fit each resonance's Breit-Wigner location and width, then the standardisation.
+
+        For a Breit-Wigner in :math:`m^2` (a Cauchy distribution) the median is :math:`M^2` and
+        the quartiles lie at :math:`M^2 \\pm M\\Gamma`, so both come from quantiles, unaffected by tails.
+        The coordinates seen in training bound the decoded ones, so a generated outlier cannot
+        decode to a resonance heavier (or lighter) than any in the training truth.
+        """
+        nodes = self.node_four_momenta(partons)
+        quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+        for index, name in enumerate(self.resonances):
+            mass = invariant_mass(nodes[name])
+            low, median, high = torch.quantile(mass**2, quartiles)
+            self.pole_mass_squared[index] = median
+            self.pole_width_term[index] = ((high - low) / 2).clamp_min(1e-6)
+            coordinates = self._breit_wigner_coordinate(name, mass)
+            self.coordinate_limits[index] = torch.stack([coordinates.min(), coordinates.max()])
+        super().fit(partons)
+
+    def physical_features(self, partons: PartonTruth) -> Tensor:
+        """Float64 (E, F): root momenta and masses, decay directions, decay products' masses."""
+        four_momenta = self.node_four_momenta(partons)
+        masses = dict(zip(self.daughters, self.daughter_masses(partons).unbind(1), strict=True))
+        masses.update({name: self._breit_wigner_coordinate(name, invariant_mass(four_momenta[name])) for name in self.resonances})
+        roots = [torch.cat([four_momenta[name][:, 1:], masses[name][:, None]], 1) for name in self.roots]
+        directions = []
+        for decay in self.decays:
+            parent = four_momenta[decay.parent]
+            momentum = lorentz_boost(four_momenta[decay.first], parent[:, 1:] / parent[:, :1])[:, 1:]
+            directions.append(momentum / momentum.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        return torch.cat([*roots, *directions, torch.stack([masses[n] for n in self.massive_nodes], 1)], dim=1)
+
+    def node_masses(self, x: Tensor) -> dict[str, Tensor]:
+        """Float64 masses (GeV) of the roots and decay products of a standardised (..., F) tensor.
+
+        Daughter masses are clipped at zero, resonance masses kept above 1 MeV.
+        """
+        return self._node_masses(self.physical(x.double()))
+
+    def _node_masses(self, features: Tensor) -> dict[str, Tensor]:
+        masses = {}
+        for name in (*self.roots, *self.massive_nodes):
+            value = features[..., self.feature_names.index(self._mass_feature(name))]
+            masses[name] = self._resonance_mass(name, value) if name in self.composites else value.clamp_min(0.0)
+        return masses
+
+    def node_four_momenta(self, partons: PartonTruth) -> dict[str, Tensor]:
+        """Float64 (E, 4) four-momenta of every daughter and composite of truth."""
+        daughters = self.daughter_four_momenta(partons)
+        nodes = dict(zip(self.daughters, daughters.unbind(1), strict=True))
+        composites = torch.einsum("mk,ekc->emc", self.membership.to(daughters), daughters)
+        nodes.update(zip(self.composites, composites.unbind(1), strict=True))
+        return nodes
+
+    def decode_four_momenta(self, x: Tensor) -> dict[str, Tensor]:
+        """Float64 (..., 4) four-momenta of every node of a standardised (..., F) tensor.
+
+        Masses are those of :meth:`node_masses`. Where a parent is lighter than its children's
+        masses (a generated tail), both children's masses are scaled down to sum to half the
+        parent's, so they still move in its frame; every composite stays the exact sum of its
+        daughters.
+        """
+        features = self.physical(x.double())
+        masses = self._node_masses(features)
+        nodes = {}
+        for index, name in enumerate(self.roots):
+            momentum = features[..., 4 * index : 4 * index + 3]
+            energy = torch.sqrt(masses[name] ** 2 + (momentum**2).sum(-1))
+            nodes[name] = torch.cat([energy[..., None], momentum], -1)
+        offset = 4 * len(self.roots)
+        for index, decay in enumerate(self.decays):
+            parent = nodes[decay.parent]
+            direction = features[..., offset + 3 * index : offset + 3 * index + 3]
+            direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            parent_mass = invariant_mass(parent).clamp_min(_MIN_COMPOSITE_MASS)
+            children_mass = masses[decay.first] + masses[decay.second]
+            closed = children_mass >= parent_mass
+            shrink = torch.where(closed, 0.5 * parent_mass / children_mass.clamp_min(1e-12), 1.0)
+            first_mass, second_mass = masses[decay.first] * shrink, masses[decay.second] * shrink
+            squared = _kallen(parent_mass**2, first_mass**2, second_mass**2).clamp_min(0.0)
+            rest_momentum = torch.sqrt(squared) / (2 * parent_mass)
+            first_at_rest = torch.cat(
+                [torch.sqrt(rest_momentum**2 + first_mass**2)[..., None], rest_momentum[..., None] * direction], -1
+            )
+            nodes[decay.first] = lorentz_boost(first_at_rest, -parent[..., 1:] / parent[..., :1])
+            nodes[decay.second] = parent - nodes[decay.first]
+        for name, parts in self.composites.items():
+            nodes.setdefault(name, sum(nodes[part] for part in parts))
+        return nodes
+
+    def decode(self, x: Tensor) -> DecodedPartons:
+        """The decay products ``name -> {pt, eta, phi, mass}`` (dtype of x) of their decoded four-momenta."""
+        nodes = self.decode_four_momenta(x)
+        return {
+            name: dict(zip(("pt", "eta", "phi", "mass"), (v.to(x.dtype) for v in to_cylindrical(nodes[name])), strict=True))
+            for name in self.daughters
+        }
+
+    def consistency(self, x: Tensor) -> Tensor:
+        """Zeros (..., m): composites are built as sums of their daughters, so always consistent."""
+        return x.new_zeros((*x.shape[:-1], len(self.composites)))
+
+    def _mass_feature(self, name: str) -> str:
+        return f"{name}:breit_wigner_coordinate" if name in self.composites else f"{name}:mass"
+
+    def _breit_wigner_coordinate(self, name: str, mass: Tensor) -> Tensor:
+        r"""The coordinate :math:`u = \\operatorname{asinh}((m^2 - M^2) / M\\Gamma)` of a resonance mass.
+
+        A Breit-Wigner (Cauchy in :math:`m^2`) becomes the smooth hyperbolic-secant density
+        :math:`1 / (\\pi \\cosh u)`: the peak (:math:`\\pm\\Gamma`) spans about one standard deviation
+        instead of a sliver of the range, and the power-law tails fall exponentially, with no
+        hard edges for the diffusion to learn (as the arctan mapping of phase-space generators has).
+        """
+        index = self.resonances.index(name)
+        return torch.asinh((mass**2 - self.pole_mass_squared[index].to(mass)) / self.pole_width_term[index].to(mass))
+
+    def _resonance_mass(self, name: str, coordinate: Tensor) -> Tensor:
+        index = self.resonances.index(name)
+        low, high = self.coordinate_limits[index].to(coordinate)
+        squared = self.pole_mass_squared[index].to(coordinate) + self.pole_width_term[index].to(coordinate) * torch.sinh(
+            coordinate.clamp(low, high)
+        )
+        return torch.sqrt(squared.clamp_min(_MIN_COMPOSITE_MASS**2))

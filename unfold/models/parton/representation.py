@@ -1,0 +1,258 @@
+"""Parton-level truth as one standardised tensor per event, and back.
+
+:class:`PartonRepresentation` holds what every choice of features shares: the decay products
+(daughters) and the composites summed from them, reading truth, and a per-feature standardisation
+fitted on training data. Two representations build on it:
+
+* :class:`ObjectRepresentation`, the public VLD code's (arXiv 2305.10399): every object, daughters
+  and composites, as :math:`(p_x, p_y, p_z, \\log(E + 1), m)` in GeV. Composites are redundant,
+  so generated events are consistent only as far as the model learns it (the consistency term).
+* :class:`unfold.models.parton.decay_chain.DecayChainRepresentation`: the decay tree, with masses and
+  rest-frame directions, consistent by construction.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from encoders.kinematics import to_cartesian, to_cylindrical
+from unfold.errors import UnfoldError
+from unfold.models.parton.consistency import squared_mass_consistency
+from unfold.generation.processes import get_process
+
+__all__ = ["OBJECT_FEATURES", "PHYSICAL_FEATURES", "ObjectRepresentation", "PartonRepresentation"]
+
+OBJECT_FEATURES: tuple[str, ...] = ("px", "py", "pz", "log_energy", "mass")
+PHYSICAL_FEATURES: tuple[str, ...] = ("pt", "eta", "phi", "mass")
+# A feature whose training spread is below this fraction of its scale (e.g. the neutrino's mass,
+# always zero) is only shifted, not divided: dividing would blow rounding up to O(1) values.
+_CONSTANT_FEATURE_TOLERANCE = 1e-6
+# exp(12) - 1 ~ 160 TeV: far above any parton energy at 13 TeV, so only runaway values are clamped.
+_MAX_LOG_ENERGY = 12.0
+
+PartonTruth = Mapping[str, Mapping[str, np.ndarray | Tensor]]
+DecodedPartons = dict[str, dict[str, Tensor]]
+
+
+class PartonRepresentation(nn.Module, ABC):
+    """Standardised (E, F) tensor of the decay products and their composites.
+
+    Subclasses name their F features (:attr:`feature_names`), compute them from truth
+    (:meth:`physical_features`) and turn a standardised tensor back into decay products
+    (:meth:`decode`).
+
+    Args:
+        daughters: Names of the K decay products, e.g. ``("b_had", "q1", "q2", "b_lep",
+            "lepton", "neutrino")``; their truth is read from ``PARTONS/<name>/{pt,eta,phi,mass}``.
+        composites: Name -> daughters summed into it, e.g. ``{"W_had": ("q1", "q2"), ...}``.
+    """
+
+    def __init__(
+        self, *, daughters: Sequence[str], composites: Mapping[str, Sequence[str]]
+    ) -> None:
+        super().__init__()
+        if len(daughters) == 0 or len(set(daughters)) != len(daughters):
+            raise UnfoldError(f"daughters must be distinct and non-empty, got {list(daughters)}")
+        for name, parts in composites.items():
+            unknown = sorted(set(parts) - set(daughters))
+            if len(parts) < 2 or unknown:
+                raise UnfoldError(
+                    f"composite {name!r} must sum at least two of the daughters {list(daughters)}, got {list(parts)}"
+                )
+        self.daughters: tuple[str, ...] = tuple(daughters)
+        self.composites: dict[str, tuple[str, ...]] = {
+            name: tuple(parts) for name, parts in composites.items()
+        }
+        membership = torch.zeros(len(self.composites), len(self.daughters))
+        for row, parts in enumerate(self.composites.values()):
+            for part in parts:
+                membership[row, self.daughters.index(part)] = 1.0
+        self.register_buffer("membership", membership, persistent=False)
+        self.register_buffer("mean", torch.zeros(self.features))
+        self.register_buffer("scale", torch.ones(self.features))
+
+    @classmethod
+    def for_process(cls, process: str) -> PartonRepresentation:
+        """The representation of a process of :mod:`unfold.generation.processes`, e.g. ``"ttbar-semileptonic"``."""
+        definition = get_process(process)
+        return cls(
+            daughters=[slot.name for slot in definition.partons], composites=definition.composites
+        )
+
+    @property
+    @abstractmethod
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the F features, in tensor order (``"<object>:<quantity>"``)."""
+
+    @property
+    def features(self) -> int:
+        """Width F of the standardised tensor."""
+        return len(self.feature_names)
+
+    @abstractmethod
+    def physical_features(self, partons: PartonTruth) -> Tensor:
+        """Unstandardised float64 (E, F) features of truth ``name -> feature -> (E,)``."""
+
+    @abstractmethod
+    def decode(self, x: Tensor) -> DecodedPartons:
+        """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor."""
+
+    @abstractmethod
+    def consistency(self, x: Tensor) -> Tensor:
+        """Physics-consistency terms (..., m) of a standardised (..., F) tensor; zero when consistent."""
+
+    def fit(self, partons: PartonTruth) -> None:
+        """Fit the per-feature mean and width on training truth."""
+        flat = self.physical_features(partons)
+        if flat.shape[0] < 2:
+            raise UnfoldError(
+                f"fitting the parton standardisation needs at least 2 events, got {flat.shape[0]}"
+            )
+        mean = flat.mean(0)
+        spread = flat.std(0)
+        constant = spread <= _CONSTANT_FEATURE_TOLERANCE * (mean.abs() + 1.0)
+        self.mean.copy_(mean.to(self.mean))
+        self.scale.copy_(torch.where(constant, torch.ones_like(spread), spread).to(self.scale))
+
+    def encode(self, partons: PartonTruth) -> Tensor:
+        """Standardised float32 (E, F) tensor from truth ``name -> feature -> (E,)``."""
+        flat = self.physical_features(partons)
+        return ((flat - self.mean.double()) / self.scale.double()).to(torch.float32)
+
+    def physical(self, x: Tensor) -> Tensor:
+        """Unstandardised (..., F) features of a standardised (..., F) tensor."""
+        if x.shape[-1] != self.features:
+            raise UnfoldError(
+                f"parton tensor must have last dimension {self.features}, got shape {tuple(x.shape)}"
+            )
+        return x * self.scale.to(x) + self.mean.to(x)
+
+    def daughter_four_momenta(self, partons: PartonTruth) -> Tensor:
+        """Float64 (E, K, 4) = (E, px, py, pz) of the daughters, validating the truth.
+
+        Raises:
+            UnfoldError: If a daughter or one of its features is missing, shapes differ or a
+                value is not finite.
+        """
+        return torch.stack([self._daughter_four_momenta(partons, name) for name in self.daughters], dim=1)
+
+    def daughter_masses(self, partons: PartonTruth) -> Tensor:
+        """Float64 (E, K) truth masses of the daughters."""
+        return torch.stack(
+            [torch.as_tensor(np.asarray(partons[name]["mass"]), dtype=torch.float64) for name in self.daughters],
+            dim=1,
+        )
+
+    def _daughter_four_momenta(self, partons: PartonTruth, name: str) -> Tensor:
+        if name not in partons:
+            raise UnfoldError(
+                f"parton truth has no group {name!r}; expected {list(self.daughters)}"
+            )
+        group = partons[name]
+        missing = [feature for feature in PHYSICAL_FEATURES if feature not in group]
+        if missing:
+            raise UnfoldError(
+                f"parton truth group {name!r} lacks {missing}; expected {list(PHYSICAL_FEATURES)}"
+            )
+        values = [
+            torch.as_tensor(np.asarray(group[feature]), dtype=torch.float64)
+            for feature in PHYSICAL_FEATURES
+        ]
+        if any(value.ndim != 1 or value.shape != values[0].shape for value in values):
+            raise UnfoldError(
+                f"parton truth group {name!r} must hold 1-D arrays of one length (E,), got "
+                f"{[tuple(value.shape) for value in values]}"
+            )
+        if not all(bool(torch.isfinite(value).all()) for value in values):
+            raise UnfoldError(f"parton truth group {name!r} holds NaN or infinite values")
+        return to_cartesian(*values)
+
+
+class ObjectRepresentation(PartonRepresentation):
+    """Every object as :math:`(p_x, p_y, p_z, \\log(E + 1), m)`, F = 5 (K + m), as the VLD code.
+
+    Daughters come first, composites after, in the order of the constructor arguments. The
+    composites are the four-vector sums of their daughters, so encoded truth is exactly
+    consistent; a generative model must learn to keep it so (:meth:`consistency`).
+    """
+
+    @property
+    def objects(self) -> tuple[str, ...]:
+        """Daughters then composites: the object order of the tensor."""
+        return self.daughters + tuple(self.composites)
+
+    @cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f"{name}:{feature}" for name in self.objects for feature in OBJECT_FEATURES)
+
+    def physical_features(self, partons: PartonTruth) -> Tensor:
+        """Float64 (E, 5 (K + m)): each object's (px, py, pz, log(E + 1), m)."""
+        four_momenta = self.daughter_four_momenta(partons)
+        composite_four_momenta = torch.einsum(
+            "mk,ekc->emc", self.membership.to(four_momenta), four_momenta
+        )
+        everything = torch.cat([four_momenta, composite_four_momenta], dim=1)
+        composite_masses = to_cylindrical(composite_four_momenta)[3]
+        energy, px, py, pz = everything.unbind(-1)
+        masses = torch.cat([self.daughter_masses(partons), composite_masses], dim=1)
+        return torch.stack([px, py, pz, torch.log1p(energy), masses], dim=-1).flatten(1)
+
+    def unstandardise(self, x: Tensor) -> Tensor:
+        """Physical (..., K + m, 5) object features from a standardised (..., F) tensor."""
+        return self.physical(x).unflatten(-1, (len(self.objects), len(OBJECT_FEATURES)))
+
+    def decode(self, x: Tensor) -> DecodedPartons:
+        """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor.
+
+        Momenta come from (px, py, pz); the mass is the stored mass, clipped at zero (the energy
+        feature is redundant and not used).
+        """
+        return self._to_physical(x, self.daughters, offset=0)
+
+    def decode_composites(self, x: Tensor) -> DecodedPartons:
+        """The stored composites ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor."""
+        return self._to_physical(x, tuple(self.composites), offset=len(self.daughters))
+
+    def consistency(self, x: Tensor) -> Tensor:
+        """Physics-consistency terms (..., m) of a standardised (..., F) tensor; zero when consistent.
+
+        See :func:`unfold.models.parton.consistency.squared_mass_consistency`. Daughter energies come
+        from the log-energy feature, clamped so an untrained decoder cannot overflow the
+        exponential; each composite's mass scale is its mean training mass (at least 1 GeV).
+        """
+        objects = self.unstandardise(x)
+        daughters = objects[..., : len(self.daughters), :]
+        energy = torch.expm1(daughters[..., 3].clamp(max=_MAX_LOG_ENERGY))
+        four_momenta = torch.stack(
+            [energy, daughters[..., 0], daughters[..., 1], daughters[..., 2]], dim=-1
+        )
+        stored_masses = objects[..., len(self.daughters) :, 4]
+        mass_index = (
+            torch.arange(len(self.daughters), len(self.objects), device=x.device)
+            * len(OBJECT_FEATURES)
+            + 4
+        )
+        mass_scales = self.mean[mass_index].abs().clamp_min(1.0)
+        return squared_mass_consistency(four_momenta, stored_masses, self.membership, mass_scales)
+
+    def _to_physical(
+        self, x: Tensor, names: tuple[str, ...], offset: int
+    ) -> dict[str, dict[str, Tensor]]:
+        objects = self.unstandardise(x)
+        decoded = {}
+        for index, name in enumerate(names, start=offset):
+            px, py, pz, _, mass = objects[..., index, :].unbind(-1)
+            pt = torch.hypot(px, py)
+            decoded[name] = {
+                "pt": pt,
+                "eta": torch.asinh(pz / pt),
+                "phi": torch.atan2(py, px),
+                "mass": mass.clamp_min(0.0),
+            }
+        return decoded

@@ -1,0 +1,1 @@
+"""One module per job a user runs: train, evaluate, predict and sample."""

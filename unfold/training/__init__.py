@@ -1,0 +1,1 @@
+"""Lightning modules wrapping the networks, trainer construction, run folders and checkpoints."""

@@ -1,0 +1,169 @@
+"""Lightning modules of the two unfoldings: the shared encoder conditioning a generative head.
+
+:class:`PartonModule` conditions the latent variational diffusion of the partons on the
+encoder's event vector (VLD, arXiv 2305.10399); :class:`ParticleModule` conditions the
+multiplicity predictor and set denoiser on the event vector and the object embeddings
+(arXiv 2404.14332). Both train end to end through the encoder unless it is frozen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from torch import Tensor
+
+from encoders import EncoderInputs, EventEncoder
+from recon.event_topology import EventTopology
+from unfold.errors import UnfoldError
+from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
+from unfold.models.parton import REPRESENTATIONS, PartonRepresentation, VariationalLatentDiffusion
+
+__all__ = ["ParticleModule", "PartonModule", "encoder_state_from"]
+
+DEFAULT_ENCODER = {"width": 64, "depth": 4, "heads": 4}
+# Prefixes under which a checkpoint of each task stores the shared encoder.
+ENCODER_PREFIXES = ("network.encoder.", "encoder.")
+
+
+def encoder_state_from(checkpoint: Path) -> dict[str, Tensor]:
+    """The shared encoder's weights (and normalisation buffers) from any task's checkpoint."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    for prefix in ENCODER_PREFIXES:
+        encoder = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if encoder:
+            return encoder
+    raise UnfoldError(f"{checkpoint}: holds no shared encoder (no keys under {ENCODER_PREFIXES})")
+
+
+class ConditionedModule(L.LightningModule):
+    """The shared encoder, its optional freezing, and the optimiser common to the unfoldings."""
+
+    def __init__(self, *, event_file_yaml: str, encoder: dict | None, learning_rate: float, freeze_encoder: bool) -> None:
+        super().__init__()
+        self.topology = EventTopology.from_dict(yaml.safe_load(event_file_yaml), origin="the checkpoint's event file")
+        self.encoder_options = {**DEFAULT_ENCODER, **(encoder or {})}
+        self.encoder = EventEncoder(sources=self.topology.sources, **self.encoder_options)
+        self.encoder.requires_grad_(not freeze_encoder)
+
+    def load_encoder(self, checkpoint: Path) -> None:
+        """Start the encoder from another run (recon, parton or particle) of the same inputs."""
+        state = encoder_state_from(checkpoint)
+        missing, unexpected = self.encoder.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise UnfoldError(
+                f"{checkpoint}: its encoder does not fit this one (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                "expected the same event-file inputs and encoder width/depth/heads"
+            )
+
+    def configure_optimizers(self):
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=self.hparams.learning_rate, weight_decay=1e-5)
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=0.05 * self.hparams.learning_rate)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _log_terms(self, stage: str, loss, size: int) -> Tensor:
+        for name, value in vars(loss).items():
+            self.log(f"{stage}_{name}" if name != "total" else f"{stage}_loss", value, prog_bar=name == "total",
+                     batch_size=size, sync_dist=stage == "val")
+        return loss.total
+
+
+class PartonModule(ConditionedModule):
+    """Parton-level unfolding: VLD conditioned on the encoder's event vector.
+
+    Args:
+        event_file_yaml: the SPANet event file's text (the encoder's inputs).
+        process: the process whose partons are unfolded (``unfold.generation.processes``).
+        representation: the parton features, ``"decay-chain"`` (masses and rest-frame decay
+            directions, consistent by construction) or ``"objects"`` (the VLD code's 11 x 5).
+        encoder: EventEncoder keywords (width, depth, heads, pair_bias, ...).
+        model: VariationalLatentDiffusion keywords (latent, latent_width, hidden_width, ...).
+        learning_rate: AdamW learning rate (1e-3 as the VLD code).
+        freeze_encoder: keep the encoder's weights fixed (e.g. when started from a recon run).
+    """
+
+    def __init__(
+        self,
+        *,
+        event_file_yaml: str,
+        process: str = "ttbar-semileptonic",
+        representation: str = "decay-chain",
+        encoder: dict | None = None,
+        model: dict | None = None,
+        learning_rate: float = 1e-3,
+        freeze_encoder: bool = False,
+    ) -> None:
+        super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, learning_rate=learning_rate, freeze_encoder=freeze_encoder)
+        self.save_hyperparameters()
+        if representation not in REPRESENTATIONS:
+            raise UnfoldError(f"unknown parton representation {representation!r}; expected one of {list(REPRESENTATIONS)}")
+        parton_features = REPRESENTATIONS[representation].for_process(process)
+        self.vld = VariationalLatentDiffusion(
+            features=parton_features.features, condition_width=self.encoder.width, representation=parton_features,
+            **(model or {}),
+        )
+
+    @property
+    def representation(self) -> PartonRepresentation:
+        return self.vld.representation
+
+    def training_step(self, batch: tuple[EncoderInputs, Tensor], batch_idx: int) -> Tensor:
+        inputs, partons = batch
+        return self._log_terms("train", self.vld(partons, self.encoder(inputs).event), len(partons))
+
+    def validation_step(self, batch: tuple[EncoderInputs, Tensor], batch_idx: int) -> None:
+        inputs, partons = batch
+        self._log_terms("val", self.vld(partons, self.encoder(inputs).event), len(partons))
+
+    @torch.no_grad()
+    def sample(self, inputs: EncoderInputs, n: int, **options) -> dict[str, dict[str, Tensor]]:
+        """n unfoldings per event: parton name -> feature (pt, eta, phi, mass) -> (E, n)."""
+        draws = self.vld.sample(self.encoder(inputs).event, n, **options)
+        return self.representation.decode(draws)
+
+
+class ParticleModule(ConditionedModule):
+    """Particle-level unfolding: multiplicity predictor + set denoiser conditioned on the encoder.
+
+    Args:
+        event_file_yaml, encoder, learning_rate, freeze_encoder: as :class:`PartonModule`.
+        max_particles: M_max, slots of the unfolded set (jets and the lepton).
+        model: SetLatentDiffusion keywords (latent_dim, hidden_dim, multiplicity_distribution, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        event_file_yaml: str,
+        max_particles: int = 16,
+        encoder: dict | None = None,
+        model: dict | None = None,
+        learning_rate: float = 1e-3,
+        freeze_encoder: bool = False,
+    ) -> None:
+        super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, learning_rate=learning_rate, freeze_encoder=freeze_encoder)
+        self.save_hyperparameters()
+        self.representation = ParticleRepresentation(max_particles=max_particles)
+        self.diffusion = SetLatentDiffusion(condition_dim=self.encoder.width, max_particles=max_particles, **(model or {}))
+
+    def _loss(self, batch):
+        inputs, truth = batch
+        encoded = self.encoder(inputs)
+        return self.diffusion.loss(ParticleBatch(*truth), encoded.objects, encoded.object_mask, encoded.event)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        return self._log_terms("train", self._loss(batch), len(batch[1][0]))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._log_terms("val", self._loss(batch), len(batch[1][0]))
+
+    @torch.no_grad()
+    def sample(self, inputs: EncoderInputs, n: int, **options):
+        """n unfoldings per event, decoded to collections: name -> feature -> (E, n, M) (global: (E, n))."""
+        encoded = self.encoder(inputs)
+        draws = self.diffusion.sample(encoded.objects, encoded.object_mask, encoded.event, n, **options)
+        return draws, self.representation.decode(draws.features, draws.types, draws.mask, draws.event_features)
