@@ -17,7 +17,7 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from unfold.generation.kinematics import to_cartesian, to_cylindrical
-from unfold.tasks.unfolding import sample_unfoldings
+from unfold.tasks.sample import sample_unfoldings
 
 OBSERVABLES = (
     ("b_had", "pt"), ("neutrino", "pt"), ("W_had", "mass"), ("t_had", "mass"), ("t_had", "pt"), ("ttbar", "mass"),

@@ -15,7 +15,8 @@ from evaluation.samples_file import read_samples_file
 from tests.conftest import EVENT_FILES
 from unfold.generation.pipeline import GenerationConfig, generate
 from unfold.training.trainer import TrainerOptions
-from unfold.tasks.unfolding import UnfoldingConfig, sample_unfoldings, train_unfolding
+from unfold.tasks.sample import sample_unfoldings
+from unfold.tasks.train_unfolding import UnfoldingConfig, train_unfolding
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from tests.conftest import EVENT_FILES
 from unfold.cli import main
 from unfold.errors import UnfoldError
 from unfold.data.hdf5_schema import read_spanet
-from unfold.tasks.recon import AssignmentModel, ReconConfig, train_recon
+from unfold.tasks.assignment_model import AssignmentModel
+from unfold.tasks.train_recon import ReconConfig, train_recon
 from unfold.training.trainer import TrainerOptions
 
 

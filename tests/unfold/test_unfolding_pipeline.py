@@ -198,7 +198,7 @@ def test_bad_devices_are_refused_and_nothing_is_written(parton_run, semileptonic
 def test_devices_name_gpus_by_number_or_by_name(monkeypatch):
     import torch
 
-    from unfold.tasks.unfolding import parse_devices
+    from unfold.tasks.sample import parse_devices
 
     assert parse_devices("auto") == [torch.device("cuda:0" if torch.cuda.is_available() else "cpu")]
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from recon.event_topology import EventTopology
     from unfold.errors import UnfoldError
     from unfold.generation.pipeline import ensure_default_data
-    from unfold.tasks.recon import AssignmentModel, evaluate_recon
+    from unfold.tasks.assignment_model import AssignmentModel
+    from unfold.tasks.evaluate_recon import evaluate_recon
     from unfold.training.trainer import newest_run
 
     checkpoint = args.checkpoint or newest_run(Path("runs"), "recon")

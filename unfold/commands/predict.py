@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from unfold.generation.pipeline import ensure_default_data
-    from unfold.tasks.recon import predict_recon
+    from unfold.tasks.predict_recon import predict_recon
     from unfold.training.trainer import newest_run
 
     checkpoint = args.checkpoint or newest_run(Path("runs"), "recon")

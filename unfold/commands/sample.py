@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from unfold.errors import UnfoldError
     from unfold.generation.pipeline import ensure_default_data
     from unfold.training.trainer import newest_run
-    from unfold.tasks.unfolding import checkpoint_task, sample_unfoldings
+    from unfold.tasks.sample import checkpoint_task, sample_unfoldings
 
     if args.checkpoint is not None:
         task = checkpoint_task(args.checkpoint)

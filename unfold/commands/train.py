@@ -106,7 +106,8 @@ def trainer_options(args: argparse.Namespace, default_epochs: int):
 
 
 def run_recon(args: argparse.Namespace) -> int:
-    from unfold.tasks.recon import ReconConfig, evaluate_recon, train_recon
+    from unfold.tasks.evaluate_recon import evaluate_recon
+    from unfold.tasks.train_recon import ReconConfig, train_recon
 
     data, test = default_data(args.data, args.test)
     options = model_options(args.config)
@@ -126,7 +127,7 @@ def run_recon(args: argparse.Namespace) -> int:
 
 
 def run_unfolding(args: argparse.Namespace) -> int:
-    from unfold.tasks.unfolding import UnfoldingConfig, train_unfolding
+    from unfold.tasks.train_unfolding import UnfoldingConfig, train_unfolding
 
     data, _ = default_data(args.data, None)
     options = model_options(args.config)

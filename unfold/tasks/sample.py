@@ -1,6 +1,6 @@
-"""Parton- and particle-level unfolding end to end: train, then draw n unfoldings per event.
+"""``unfold sample``: n unfoldings per event, streamed in batches over one or more devices.
 
-The samples file keeps the schema of ``ARCHITECTURE.md``: ``SAMPLES/PARTONS/<parton>/<feature>``
+The samples file keeps the schema of the README: ``SAMPLES/PARTONS/<parton>/<feature>``
 (E, n), ``SAMPLES/PARTICLES/<collection>/<feature>`` (E, n, M) with MASK, the truth groups
 beside them, ``REFERENCE/`` detector-level counterparts and the detector inputs, so
 ``unfold report`` needs nothing else.
@@ -12,173 +12,29 @@ import functools
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import h5py
-import lightning as L
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from recon.event_topology import EventTopology
+from unfold.data.event_tensors import encoder_inputs, map_tensors, take_events
+from unfold.data.hdf5_io import atomic_output, write_arrays
+from unfold.data.hdf5_schema import read_spanet, read_truth
 from unfold.errors import UnfoldError
-from unfold.data.event_tensors import IndexedTensors, encoder_inputs, map_tensors, take_events
-from unfold.data.hdf5_io import atomic_output, open_h5, write_arrays
-from unfold.data.hdf5_schema import SpanetData, read_spanet, read_truth
-from unfold.generation.processes import get_process
-from unfold.data.recon_data import detector_events
+from unfold.tasks.references import particle_reference, parton_reference
+from unfold.tasks.train_unfolding import MODULES, Task, process_of
 from unfold.training.trainer import (
-    TrainerOptions,
-    build_trainer,
     find_checkpoint,
-    new_run_dir,
-    resumed_run,
-    split_loaders,
-    split_rows,
-    write_config,
 )
-from unfold.training.unfolding_modules import ParticleModule, PartonModule
 
-__all__ = [
-    "UnfoldingConfig",
-    "batch_generator",
-    "parse_devices",
-    "particle_reference",
-    "parton_reference",
-    "sample_unfoldings",
-    "train_unfolding",
-]
+__all__ = ["DEFAULT_SAMPLER", "batch_generator", "checkpoint_task", "parse_devices", "sample_unfoldings"]
 
-Task = Literal["parton", "particle"]
-MODULES = {"parton": PartonModule, "particle": ParticleModule}
 # DDPM by default: on the trained models it beat DPM-Solver at 25 steps on all parton observables but
 # the lepton pT (W1 of m(ttbar) 14.8 vs 37.7 GeV) and on every particle-level kinematic one (MET 5.3 vs
 # 31 GeV); the deterministic solvers follow the learned score's errors exactly.
 DEFAULT_SAMPLER = "ddpm"
-
-
-@dataclass(frozen=True)
-class UnfoldingConfig:
-    """A parton or particle unfolding run."""
-
-    task: Task
-    data: Path
-    event_file: Path
-    out: Path = Path("runs")
-    encoder: dict = field(default_factory=dict)
-    model: dict = field(default_factory=dict)
-    module: dict = field(default_factory=dict)
-    trainer: TrainerOptions = TrainerOptions()
-    learning_rate: float = 1e-3
-    validation_fraction: float = 0.1
-    encoder_from: Path | None = None
-    freeze_encoder: bool = False
-    resume: Path | None = None
-    limit: int | None = None
-
-
-def _process_of(path: Path) -> str:
-    with open_h5(path) as file:
-        process = file.attrs.get("process")
-    if process is None:
-        raise UnfoldError(f"{path}: no 'process' root attribute; expected a file written by `unfold generate`")
-    return str(process)
-
-
-def _truth_tensors(module, task: Task, path: Path, rows: list[int] | None, limit: int | None):
-    """Encode every event's truth, first fitting the representation on the training ``rows``
-    (None keeps the statistics a resumed checkpoint brought)."""
-    group = "PARTONS" if task == "parton" else "PARTICLES"
-    truth = read_truth(path, group, limit=limit)
-    if rows is not None:
-        module.representation.fit({name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()})
-    encoded = module.representation.encode(truth)
-    return encoded if task == "parton" else (encoded.features, encoded.types, encoded.mask, encoded.event_features)
-
-
-def train_unfolding(config: UnfoldingConfig) -> Path:
-    """Train a parton or particle unfolding; returns the run folder."""
-    if config.task not in MODULES:
-        raise UnfoldError(f"unknown unfolding task {config.task!r}; expected one of {list(MODULES)}")
-    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    topology = EventTopology.from_yaml(config.event_file)
-    data = read_spanet(config.data, topology, limit=config.limit)
-    inputs = encoder_inputs(data, topology)
-    train_rows, _ = split_rows(data.n_events, validation_fraction=config.validation_fraction, seed=config.trainer.seed)
-    checkpoint = None
-    if config.resume is not None:
-        run, checkpoint = resumed_run(config.resume)
-        module = MODULES[config.task].load_from_checkpoint(checkpoint, map_location="cpu")
-    else:
-        run = new_run_dir(config.out, config.task)
-        options = {"model": config.model, "encoder": config.encoder, "learning_rate": config.learning_rate,
-                   "freeze_encoder": config.freeze_encoder, **config.module}
-        if config.task == "parton":
-            options["process"] = _process_of(config.data)
-        module = MODULES[config.task](event_file_yaml=Path(config.event_file).read_text(), **options)
-        if config.encoder_from is not None:
-            module.load_encoder(find_checkpoint(config.encoder_from))
-        else:
-            module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)))
-    truth = _truth_tensors(module, config.task, config.data, None if checkpoint else train_rows, config.limit)
-    dataset = IndexedTensors((inputs, truth), data.n_events)
-    _, train_loader, val_loader = split_loaders(
-        dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
-    )
-    if config.resume is None:
-        write_config(run, {
-            "task": config.task, "data": str(config.data), "event_file": str(config.event_file),
-            "model": dict(module.hparams), "trainer": asdict(config.trainer),
-            "encoder_from": str(config.encoder_from) if config.encoder_from else None,
-        })
-    trainer = build_trainer(run, config.trainer, monitor="val_loss", mode="min")
-    trainer.fit(module, train_loader, val_loader, ckpt_path=checkpoint)
-    return run
-
-
-def parton_reference(data: SpanetData, topology: EventTopology, process: str) -> dict[str, dict[str, np.ndarray]]:
-    """Detector-level counterparts of the partons: the truth-matched jet or lepton of each
-    parton (NaN where unmatched), and for the neutrino the MET with pz from the W-mass constraint."""
-    events = detector_events(data, topology)
-    cylindrical = {"pt": events.pt, "eta": events.eta, "phi": events.phi, "mass": events.mass}
-    reference = {}
-    for slot in get_process(process).partons:
-        if slot.resonance is None:
-            _, px, py, pz = np.moveaxis(events.neutrino(), -1, 0)
-            pt = np.hypot(px, py)
-            reference[slot.name] = {"pt": pt, "eta": np.arcsinh(pz / np.maximum(pt, 1e-9)), "phi": np.arctan2(py, px),
-                                    "mass": np.zeros_like(pt)}
-            continue
-        resonance = topology.resonance(slot.resonance)
-        index = data.targets[slot.resonance][:, resonance.daughters.index(slot.daughter)]
-        rows = np.arange(len(index))
-        reference[slot.name] = {
-            f: np.where(index >= 0, values[rows, np.clip(index, 0, None)], np.nan) for f, values in cylindrical.items()
-        }
-    return reference
-
-
-def particle_reference(data: SpanetData, topology: EventTopology, slots: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
-    """Detector-level counterparts of the particle-level collections: reconstructed jets (with
-    their b-tags) and lepton, hardest first, padded to the truth's ``slots``, and the MET."""
-    events = detector_events(data, topology)
-    kinematics = {"pt": events.pt, "eta": events.eta, "phi": events.phi, "mass": events.mass}
-    reference = {}
-    for name, selected, extra in (
-        ("jets", events.is_jet, {"btag": events.btag.astype(np.int64)}),
-        ("lepton", events.is_lepton, {}),
-    ):
-        if name not in slots:
-            continue
-        order = np.argsort(np.where(selected, -events.pt, np.inf), axis=1, kind="stable")[:, : slots[name]]
-        mask = np.take_along_axis(selected, order, axis=1)
-        collection = {f: np.where(mask, np.take_along_axis(v, order, axis=1), 0.0) for f, v in {**kinematics, **extra}.items()}
-        pad = slots[name] - mask.shape[1]
-        reference[name] = {f: np.pad(v, ((0, 0), (0, max(pad, 0)))) for f, v in {**collection, "MASK": mask}.items()}
-    reference["met"] = {"met": events.met, "phi": events.met_phi}
-    return reference
 
 
 def sample_unfoldings(
@@ -194,6 +50,7 @@ def sample_unfoldings(
     devices: str = "auto",
     limit: int | None = None,
 ) -> Path:
+
     """Draw n unfoldings of every event of ``data_path`` with each trained task and write them, with
     the truth, detector-level references and inputs, to ``out`` (atomically).
 
@@ -211,7 +68,7 @@ def sample_unfoldings(
     copies = {task: [_load(task, path, target) for target in targets] for task, path in checkpoints.items()}
     modules = {task: models[0] for task, models in copies.items()}
     topology = next(iter(modules.values())).topology
-    process = _process_of(data_path)
+    process = process_of(data_path)
     for task, module in modules.items():
         trained_for = getattr(module.hparams, "process", process)
         if trained_for != process:

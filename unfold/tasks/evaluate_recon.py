@@ -1,0 +1,48 @@
+"""``unfold evaluate recon``: SPANet's efficiency tables, model beside the chi-square baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from recon.chi_square import ChiSquareBaseline
+from recon.efficiency import efficiency_table, format_efficiency_tables
+from recon.event_topology import EventTopology
+from unfold.data.hdf5_schema import SpanetData, read_spanet
+from unfold.data.recon_data import detector_events, jet_multiplicity
+from unfold.tasks.assignment_model import AssignmentModel
+
+__all__ = ["chi_square_assignments", "default_jet_bins", "evaluate_recon"]
+
+
+def default_jet_bins(topology: EventTopology) -> tuple[str, ...]:
+    """SPANet's bins: ==6/==7/>=8 with six quark daughters, ==4/==5/>=6 with four."""
+    quarks = sum(r.order for r in topology.resonances) - sum("l" in r.daughters for r in topology.resonances)
+    return (f"=={quarks}", f"=={quarks + 1}", f">={quarks + 2}")
+
+
+def chi_square_assignments(train_path: Path, data: SpanetData, topology: EventTopology) -> dict[str, np.ndarray]:
+    """The chi-square baseline's assignments of ``data``, its resolutions fitted on matched
+    events of (the first 20k events of) ``train_path``."""
+    train = read_spanet(train_path, topology, limit=20_000)
+    baseline = ChiSquareBaseline.fit(detector_events(train, topology), train.targets, topology)
+    return baseline.assign(detector_events(data, topology), topology)
+
+
+def evaluate_recon(
+    checkpoint: Path, data_path: Path, train_path: Path | None, *, bins: tuple[str, ...] | None = None, limit: int | None = None
+) -> tuple[dict, str]:
+
+    """Efficiency tables of the model and of the chi-square baseline (fitted on ``train_path``)."""
+    model = AssignmentModel.load(checkpoint)
+    topology = model.topology
+    data = read_spanet(data_path, topology, limit=limit)
+    bins = bins or default_jet_bins(topology)
+    predicted = {name: r["indices"] for name, r in model.predict(data, progress=True).items()}
+    n_jets = jet_multiplicity(data, topology)
+    tables = {"model": efficiency_table(predicted, data.targets, topology, n_jets, bins)}
+    if train_path is not None:
+        chi2 = chi_square_assignments(train_path, data, topology)
+        tables["chi-square"] = efficiency_table(chi2, data.targets, topology, n_jets, bins)
+    return tables, format_efficiency_tables(tables)

@@ -1,0 +1,87 @@
+"""``unfold train recon``: jet-parton assignment with SPANet's symmetric loss."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from recon.assignment_loss import pattern_balance_weights, resonance_presence
+from recon.event_topology import EventTopology
+from unfold.data.hdf5_schema import read_spanet
+from unfold.data.recon_data import assignment_tensors
+from unfold.errors import UnfoldError
+from unfold.training.recon_module import ReconModule
+from unfold.training.trainer import (
+    TrainerOptions,
+    build_trainer,
+    find_checkpoint,
+    new_run_dir,
+    resumed_run,
+    split_loaders,
+    write_config,
+)
+
+__all__ = ["ReconConfig", "train_recon"]
+
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    """A recon training run: data, event file, model and trainer options."""
+
+    data: Path
+    event_file: Path
+    out: Path = Path("runs")
+    model: dict = field(default_factory=dict)
+    trainer: TrainerOptions = TrainerOptions()
+    validation_fraction: float = 0.1
+    init_from: Path | None = None
+    resume: Path | None = None
+    limit: int | None = None
+
+
+def train_recon(config: ReconConfig) -> Path:
+    """Train an assignment network; returns the run folder."""
+    topology = EventTopology.from_yaml(config.event_file)
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    data = read_spanet(config.data, topology, limit=config.limit)
+    tensors = assignment_tensors(data, topology)
+    train_rows, train_loader, val_loader = split_loaders(
+        tensors, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
+    )
+    checkpoint = None
+    if config.resume is not None:
+        run, checkpoint = resumed_run(config.resume)
+        module = ReconModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    else:
+        run = new_run_dir(config.out, "recon")
+        # The pairwise Lorentz-invariant bias lifted the event efficiency by ~3 points on the
+        # default data (see the issue notes); it needs four-momenta, which not every file gives.
+        model = {"pair_bias": data.four_momenta is not None, **config.model}
+        module = ReconModule(event_file_yaml=Path(config.event_file).read_text(), **model)
+        rows = torch.as_tensor(train_rows)
+        if config.init_from is not None:
+            source = ReconModule.load_from_checkpoint(find_checkpoint(config.init_from), map_location="cpu")
+            if source.topology.resonances != module.topology.resonances or source.topology.sources != module.topology.sources:
+                raise UnfoldError(f"{config.init_from}: trained for another topology ({source.topology.resonance_names}); "
+                                  f"expected {module.topology.resonance_names} with the same inputs")
+            # The pretrained normalisation statistics come with the weights, so inputs keep the
+            # scale the network learned on.
+            module.network.load_state_dict(source.network.state_dict())
+        else:
+            batch = tensors.collate(train_rows)
+            module.network.fit_normalization(batch.inputs, batch.targets.regressions)
+        targets = tensors.tensors.targets
+        present = resonance_presence([t[rows] for t in targets.indices], [m[rows] for m in targets.resonance_masks])
+        module.pattern_weights.copy_(pattern_balance_weights(present, topology.event_group))
+        write_config(run, {
+            "task": "recon", "data": str(config.data), "event_file": str(config.event_file),
+            "model": dict(module.hparams), "trainer": asdict(config.trainer),
+            "init_from": str(config.init_from) if config.init_from else None,
+        })
+    trainer = build_trainer(run, config.trainer, monitor="val_event_efficiency", mode="max")
+    trainer.fit(module, train_loader, val_loader, ckpt_path=checkpoint)
+    return run

@@ -1,0 +1,113 @@
+"""``unfold train parton|particle``: train an unfolding conditioned on the shared encoder."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+
+from recon.event_topology import EventTopology
+from unfold.data.event_tensors import IndexedTensors, encoder_inputs, take_events
+from unfold.data.hdf5_io import open_h5
+from unfold.data.hdf5_schema import read_spanet, read_truth
+from unfold.errors import UnfoldError
+from unfold.training.trainer import (
+    TrainerOptions,
+    build_trainer,
+    find_checkpoint,
+    new_run_dir,
+    resumed_run,
+    split_loaders,
+    split_rows,
+    write_config,
+)
+from unfold.training.unfolding_modules import ParticleModule, PartonModule
+
+__all__ = ["MODULES", "UnfoldingConfig", "process_of", "train_unfolding"]
+
+
+Task = Literal["parton", "particle"]
+MODULES = {"parton": PartonModule, "particle": ParticleModule}
+
+
+@dataclass(frozen=True)
+class UnfoldingConfig:
+    """A parton or particle unfolding run."""
+
+    task: Task
+    data: Path
+    event_file: Path
+    out: Path = Path("runs")
+    encoder: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    module: dict = field(default_factory=dict)
+    trainer: TrainerOptions = TrainerOptions()
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.1
+    encoder_from: Path | None = None
+    freeze_encoder: bool = False
+    resume: Path | None = None
+    limit: int | None = None
+
+
+def process_of(path: Path) -> str:
+    with open_h5(path) as file:
+        process = file.attrs.get("process")
+    if process is None:
+        raise UnfoldError(f"{path}: no 'process' root attribute; expected a file written by `unfold generate`")
+    return str(process)
+
+
+def _truth_tensors(module, task: Task, path: Path, rows: list[int] | None, limit: int | None):
+    """Encode every event's truth, first fitting the representation on the training ``rows``
+    (None keeps the statistics a resumed checkpoint brought)."""
+    group = "PARTONS" if task == "parton" else "PARTICLES"
+    truth = read_truth(path, group, limit=limit)
+    if rows is not None:
+        module.representation.fit({name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()})
+    encoded = module.representation.encode(truth)
+    return encoded if task == "parton" else (encoded.features, encoded.types, encoded.mask, encoded.event_features)
+
+
+def train_unfolding(config: UnfoldingConfig) -> Path:
+    """Train a parton or particle unfolding; returns the run folder."""
+    if config.task not in MODULES:
+        raise UnfoldError(f"unknown unfolding task {config.task!r}; expected one of {list(MODULES)}")
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    topology = EventTopology.from_yaml(config.event_file)
+    data = read_spanet(config.data, topology, limit=config.limit)
+    inputs = encoder_inputs(data, topology)
+    train_rows, _ = split_rows(data.n_events, validation_fraction=config.validation_fraction, seed=config.trainer.seed)
+    checkpoint = None
+    if config.resume is not None:
+        run, checkpoint = resumed_run(config.resume)
+        module = MODULES[config.task].load_from_checkpoint(checkpoint, map_location="cpu")
+    else:
+        run = new_run_dir(config.out, config.task)
+        options = {"model": config.model, "encoder": config.encoder, "learning_rate": config.learning_rate,
+                   "freeze_encoder": config.freeze_encoder, **config.module}
+        if config.task == "parton":
+            options["process"] = process_of(config.data)
+        module = MODULES[config.task](event_file_yaml=Path(config.event_file).read_text(), **options)
+        if config.encoder_from is not None:
+            module.load_encoder(find_checkpoint(config.encoder_from))
+        else:
+            module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)))
+    truth = _truth_tensors(module, config.task, config.data, None if checkpoint else train_rows, config.limit)
+    dataset = IndexedTensors((inputs, truth), data.n_events)
+    _, train_loader, val_loader = split_loaders(
+        dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
+    )
+    if config.resume is None:
+        write_config(run, {
+            "task": config.task, "data": str(config.data), "event_file": str(config.event_file),
+            "model": dict(module.hparams), "trainer": asdict(config.trainer),
+            "encoder_from": str(config.encoder_from) if config.encoder_from else None,
+        })
+    trainer = build_trainer(run, config.trainer, monitor="val_loss", mode="min")
+    trainer.fit(module, train_loader, val_loader, ckpt_path=checkpoint)
+    return run
