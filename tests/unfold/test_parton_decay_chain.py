@@ -8,15 +8,15 @@ import torch
 import vector
 from scipy import stats
 
-from tests.unfold.test_parton_representation import SEMILEPTONIC_MASSES, synthetic_truth
 from unfold.errors import UnfoldError
+from unfold.generation.processes import get_process
 from unfold.models.parton import DecayChainRepresentation, TwoBodyDecay
 
 
 @pytest.fixture
-def chain(rng) -> DecayChainRepresentation:
-    module = DecayChainRepresentation.for_process("ttbar-semileptonic")
-    module.fit(synthetic_truth(rng, 500))
+def chain(synthetic_truth) -> DecayChainRepresentation:
+    module = DecayChainRepresentation.for_process(get_process("ttbar-semileptonic"))
+    module.fit(synthetic_truth(500))
     return module
 
 
@@ -33,7 +33,7 @@ def _sum(vectors: dict, parts) -> vector.MomentumNumpy4D:
 
 
 def test_semileptonic_tree_is_the_ttbar_decay_chain():
-    module = DecayChainRepresentation.for_process("ttbar-semileptonic")
+    module = DecayChainRepresentation.for_process(get_process("ttbar-semileptonic"))
     assert module.roots == ("t_had", "t_lep")
     assert module.decays == (
         TwoBodyDecay("t_had", "W_had", "b_had"),
@@ -49,16 +49,16 @@ def test_semileptonic_tree_is_the_ttbar_decay_chain():
 
 
 def test_allhadronic_tree_has_the_same_shape():
-    module = DecayChainRepresentation.for_process("ttbar-allhadronic")
+    module = DecayChainRepresentation.for_process(get_process("ttbar-allhadronic"))
     assert module.roots == ("t1", "t2")
     assert module.features == 28
 
 
-def test_round_trip_recovers_every_decay_product(rng, chain):
-    truth = synthetic_truth(rng, 300)
+def test_round_trip_recovers_every_decay_product(chain, synthetic_truth):
+    truth = synthetic_truth(300)
     chain.fit(truth)  # masses outside the fitted range would be clipped to it
     decoded = chain.decode(chain.encode(truth).double())
-    assert list(decoded) == list(SEMILEPTONIC_MASSES)
+    assert list(decoded) == list(truth)
     for name, features in truth.items():
         # float32 standardised features, and these random "resonances" sit far in the Breit-Wigner
         # tails where tan() amplifies rounding: 1e-4 relative
@@ -68,8 +68,8 @@ def test_round_trip_recovers_every_decay_product(rng, chain):
         np.testing.assert_allclose(decoded[name]["mass"].numpy(), features["mass"], atol=1e-4)
 
 
-def test_stored_masses_are_those_of_the_summed_daughters(rng, chain):
-    truth = synthetic_truth(rng, 300)
+def test_stored_masses_are_those_of_the_summed_daughters(chain, synthetic_truth):
+    truth = synthetic_truth(300)
     chain.fit(truth)
     features = chain.physical_features(truth).numpy()
     masses = chain.node_masses(chain.encode(truth).double())
@@ -83,9 +83,9 @@ def test_stored_masses_are_those_of_the_summed_daughters(rng, chain):
     np.testing.assert_allclose(direction, expected, atol=1e-9)
 
 
-def test_any_tensor_decodes_to_an_exactly_consistent_event(rng, chain):
+def test_any_tensor_decodes_to_an_exactly_consistent_event(chain, synthetic_truth):
     """Generated (not encoded) values: masses are those asked for, composites the daughters' sums."""
-    x = chain.encode(synthetic_truth(rng, 400)).double() + 0.1 * torch.randn(400, chain.features, dtype=torch.float64)
+    x = chain.encode(synthetic_truth(400)).double() + 0.1 * torch.randn(400, chain.features, dtype=torch.float64)
     masses = {name: value.numpy() for name, value in chain.node_masses(x).items()}
     allowed = np.all([masses[name] > 1.0 for name in chain.resonances], axis=0)
     for decay in chain.decays:
@@ -114,10 +114,10 @@ def test_daughter_outside_every_composite_is_a_root_of_its_own():
     assert module.decays == (TwoBodyDecay("W", "a", "b"),)
 
 
-def test_breit_wigner_coordinates_of_a_resonance_are_uniform(rng):
+def test_breit_wigner_coordinates_of_a_resonance_are_uniform(rng, synthetic_truth):
     """m^2 ~ Cauchy(M^2, M Gamma), as a Breit-Wigner, maps to a uniform angle (the point of the mapping)."""
     events = 4000
-    truth = synthetic_truth(rng, events)
+    truth = synthetic_truth(events)
     w_mass = np.sqrt(np.clip(80.4**2 + 80.4 * 2.1 * rng.standard_cauchy(events), 1.0, None))
     # q1 and q2 back to back in the W frame, then boosted: a W of exactly that mass
     energy = w_mass / 2
@@ -126,7 +126,7 @@ def test_breit_wigner_coordinates_of_a_resonance_are_uniform(rng):
     frame = vector.array({"pt": truth["q1"]["pt"], "eta": truth["q1"]["eta"], "phi": truth["q1"]["phi"], "mass": w_mass})
     for name, quark in (("q1", q1.boost_p4(frame)), ("q2", q2.boost_p4(frame))):
         truth[name] = {"pt": quark.pt, "eta": quark.eta, "phi": quark.phi, "mass": np.zeros(events)}
-    module = DecayChainRepresentation.for_process("ttbar-semileptonic")
+    module = DecayChainRepresentation.for_process(get_process("ttbar-semileptonic"))
     module.fit(truth)
     index = module.resonances.index("W_had")
     assert np.sqrt(module.pole_mass_squared[index].item()) == pytest.approx(80.4, abs=0.3)
@@ -136,9 +136,9 @@ def test_breit_wigner_coordinates_of_a_resonance_are_uniform(rng):
     assert stats.kstest(coordinates.numpy(), stats.norm.cdf).pvalue < 1e-3  # the test can tell
 
 
-def test_generated_resonance_masses_stay_within_the_training_range(rng, chain):
+def test_generated_resonance_masses_stay_within_the_training_range(chain, synthetic_truth):
     """A generated outlier coordinate would decode to an arbitrarily heavy top; it is clipped."""
-    truth = synthetic_truth(rng, 500)
+    truth = synthetic_truth(500)
     chain.fit(truth)
     trained = {name: value.max() for name, value in chain.node_masses(chain.encode(truth).double()).items()}
     x = chain.encode(truth).double()
@@ -149,12 +149,11 @@ def test_generated_resonance_masses_stay_within_the_training_range(rng, chain):
         assert torch.all(masses[name] <= trained[name] * (1 + 1e-4)), name  # float32 encoding of the edge
 
 
-def test_parton_module_builds_either_representation_and_refuses_others():
-    from tests.conftest import EVENT_FILES
+def test_parton_module_builds_either_representation_and_refuses_others(event_files):
     from unfold.models.parton import ObjectRepresentation
     from unfold.training.unfolding_modules import PartonModule
 
-    event_file = EVENT_FILES["ttbar-semileptonic"].read_text()
+    event_file = event_files["ttbar-semileptonic"].read_text()
     assert isinstance(PartonModule(event_file_yaml=event_file).representation, DecayChainRepresentation)
     assert isinstance(PartonModule(event_file_yaml=event_file, representation="objects").representation, ObjectRepresentation)
     with pytest.raises(UnfoldError, match=r"unknown parton representation 'polar'.*decay-chain"):

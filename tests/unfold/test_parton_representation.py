@@ -8,52 +8,29 @@ import torch
 import vector
 
 from unfold.errors import UnfoldError
+from unfold.generation.processes import get_process
 from unfold.models.parton import ObjectRepresentation
-
-SEMILEPTONIC_MASSES = {
-    "b_had": 4.8,
-    "q1": 0.33,
-    "q2": 0.5,
-    "b_lep": 4.8,
-    "lepton": 0.000511,
-    "neutrino": 0.0,
-}
-
-
-def synthetic_truth(
-    rng: np.random.Generator, events: int, names=tuple(SEMILEPTONIC_MASSES)
-) -> dict:
-    """Random decay products (pt, eta, phi, mass) in GeV; masses per slot as Pythia's."""
-    return {
-        name: {
-            "pt": rng.exponential(60.0, events) + 20.0,
-            "eta": rng.normal(0.0, 1.5, events),
-            "phi": rng.uniform(-np.pi, np.pi, events),
-            "mass": np.full(events, SEMILEPTONIC_MASSES.get(name, 0.33)),
-        }
-        for name in names
-    }
 
 
 @pytest.fixture
-def representation(rng) -> ObjectRepresentation:
-    module = ObjectRepresentation.for_process("ttbar-semileptonic")
-    module.fit(synthetic_truth(rng, 500))
+def representation(synthetic_truth) -> ObjectRepresentation:
+    module = ObjectRepresentation.for_process(get_process("ttbar-semileptonic"))
+    module.fit(synthetic_truth(500))
     return module
 
 
 @pytest.mark.parametrize("process", ["ttbar-semileptonic", "ttbar-allhadronic"])
 def test_both_topologies_store_eleven_objects_of_five_features(process):
-    module = ObjectRepresentation.for_process(process)
+    module = ObjectRepresentation.for_process(get_process(process))
     assert len(module.daughters) == 6
     assert len(module.composites) == 5
     assert module.features == 55
     assert set(module.composites["ttbar"]) == set(module.daughters)
 
 
-def test_standardised_training_data_has_zero_mean_and_unit_width(rng):
-    truth = synthetic_truth(rng, 400)
-    module = ObjectRepresentation.for_process("ttbar-semileptonic")
+def test_standardised_training_data_has_zero_mean_and_unit_width(synthetic_truth):
+    truth = synthetic_truth(400)
+    module = ObjectRepresentation.for_process(get_process("ttbar-semileptonic"))
     module.fit(truth)
     x = module.encode(truth)
     assert x.shape == (400, 55)
@@ -66,10 +43,10 @@ def test_standardised_training_data_has_zero_mean_and_unit_width(rng):
     assert torch.all(x[:, neutrino_mass] == 0)
 
 
-def test_round_trip_recovers_the_decay_products(rng, representation):
-    truth = synthetic_truth(rng, 300)
+def test_round_trip_recovers_the_decay_products(representation, synthetic_truth):
+    truth = synthetic_truth(300)
     decoded = representation.decode(representation.encode(truth))
-    assert list(decoded) == list(SEMILEPTONIC_MASSES)
+    assert list(decoded) == list(truth)
     for name, features in truth.items():
         np.testing.assert_allclose(decoded[name]["pt"].numpy(), features["pt"], rtol=1e-5)
         np.testing.assert_allclose(decoded[name]["eta"].numpy(), features["eta"], atol=1e-4)
@@ -77,8 +54,8 @@ def test_round_trip_recovers_the_decay_products(rng, representation):
         np.testing.assert_allclose(decoded[name]["mass"].numpy(), features["mass"], atol=1e-4)
 
 
-def test_composites_are_the_four_vector_sums_of_their_daughters(rng, representation):
-    truth = synthetic_truth(rng, 300)
+def test_composites_are_the_four_vector_sums_of_their_daughters(representation, synthetic_truth):
+    truth = synthetic_truth(300)
     composites = representation.decode_composites(representation.encode(truth))
     daughters = {
         name: vector.array({key: truth[name][key] for key in ("pt", "eta", "phi", "mass")})
@@ -92,15 +69,15 @@ def test_composites_are_the_four_vector_sums_of_their_daughters(rng, representat
         np.testing.assert_allclose(composites[name]["pt"].numpy(), summed.pt, rtol=1e-4)
 
 
-def test_consistency_is_zero_for_consistent_events(rng, representation):
-    x = representation.encode(synthetic_truth(rng, 200))
+def test_consistency_is_zero_for_consistent_events(representation, synthetic_truth):
+    x = representation.encode(synthetic_truth(200))
     terms = representation.consistency(x)
     assert terms.shape == (200, 5)
     assert terms.max() < 1e-6
 
 
-def test_consistency_grows_when_a_daughter_is_perturbed(rng, representation):
-    x = representation.encode(synthetic_truth(rng, 200))
+def test_consistency_grows_when_a_daughter_is_perturbed(representation, synthetic_truth):
+    x = representation.encode(synthetic_truth(200))
     q1_px = representation.objects.index("q1") * 5
     perturbed = x.clone()
     perturbed[:, q1_px] += 2.0
@@ -115,8 +92,8 @@ def test_consistency_grows_when_a_daughter_is_perturbed(rng, representation):
             assert column.max() < 1e-6
 
 
-def test_consistency_passes_gradients(rng, representation):
-    x = representation.encode(synthetic_truth(rng, 50)) + 0.1
+def test_consistency_passes_gradients(representation, synthetic_truth):
+    x = representation.encode(synthetic_truth(50)) + 0.1
     x.requires_grad_(True)
     representation.consistency(x).sum().backward()
     assert torch.isfinite(x.grad).all()
@@ -124,25 +101,25 @@ def test_consistency_passes_gradients(rng, representation):
 
 
 def test_statistics_survive_a_state_dict_round_trip(representation):
-    fresh = ObjectRepresentation.for_process("ttbar-semileptonic")
+    fresh = ObjectRepresentation.for_process(get_process("ttbar-semileptonic"))
     fresh.load_state_dict(representation.state_dict())
     torch.testing.assert_close(fresh.mean, representation.mean)
     torch.testing.assert_close(fresh.scale, representation.scale)
 
 
-def test_missing_parton_group_is_reported(rng, representation):
-    truth = synthetic_truth(rng, 10)
+def test_missing_parton_group_is_reported(representation, synthetic_truth):
+    truth = synthetic_truth(10)
     del truth["neutrino"]
     with pytest.raises(UnfoldError, match="neutrino"):
         representation.encode(truth)
 
 
-def test_missing_feature_and_bad_values_are_reported(rng, representation):
-    truth = synthetic_truth(rng, 10)
+def test_missing_feature_and_bad_values_are_reported(representation, synthetic_truth):
+    truth = synthetic_truth(10)
     del truth["q1"]["eta"]
     with pytest.raises(UnfoldError, match="eta"):
         representation.encode(truth)
-    truth = synthetic_truth(rng, 10)
+    truth = synthetic_truth(10)
     truth["q2"]["pt"][3] = np.nan
     with pytest.raises(UnfoldError, match="NaN"):
         representation.encode(truth)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from unfold.errors import UnfoldError
+from unfold.generation.processes import get_process
 from unfold.models.parton import ObjectRepresentation, VariationalLatentDiffusion, VLDLoss
 
 SMALL = {"latent_width": 4, "hidden_width": 32, "depth": 1, "time_embedding_width": 16}
@@ -54,7 +55,7 @@ def test_gradients_reach_every_parameter_and_the_condition(latent):
 
 
 def test_consistency_term_is_used_with_a_representation(rng):
-    representation = ObjectRepresentation.for_process("ttbar-allhadronic")
+    representation = ObjectRepresentation.for_process(get_process("ttbar-allhadronic"))
     model = VariationalLatentDiffusion(
         features=55, condition_width=5, representation=representation, **SMALL
     )

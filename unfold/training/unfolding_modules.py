@@ -18,6 +18,7 @@ from torch import Tensor
 from encoders import EncoderInputs, EventEncoder
 from recon.event_topology import EventTopology
 from unfold.errors import UnfoldError
+from unfold.generation.processes import get_process
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
 from unfold.models.parton import REPRESENTATIONS, PartonRepresentation, VariationalLatentDiffusion
 
@@ -101,7 +102,7 @@ class PartonModule(ConditionedModule):
         self.save_hyperparameters()
         if representation not in REPRESENTATIONS:
             raise UnfoldError(f"unknown parton representation {representation!r}; expected one of {list(REPRESENTATIONS)}")
-        parton_features = REPRESENTATIONS[representation].for_process(process)
+        parton_features = REPRESENTATIONS[representation].for_process(get_process(process))
         self.vld = VariationalLatentDiffusion(
             features=parton_features.features, condition_width=self.encoder.width, representation=parton_features,
             **(model or {}),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,7 +25,9 @@ from torch import Tensor, nn
 from encoders.kinematics import to_cartesian, to_cylindrical
 from unfold.errors import UnfoldError
 from unfold.models.parton.consistency import squared_mass_consistency
-from unfold.generation.processes import get_process
+
+if TYPE_CHECKING:
+    from unfold.generation.processes import Process
 
 __all__ = ["OBJECT_FEATURES", "PHYSICAL_FEATURES", "ObjectRepresentation", "PartonRepresentation"]
 
@@ -78,12 +81,12 @@ class PartonRepresentation(nn.Module, ABC):
         self.register_buffer("scale", torch.ones(self.features))
 
     @classmethod
-    def for_process(cls, process: str) -> PartonRepresentation:
-        """The representation of a process of :mod:`unfold.generation.processes`, e.g. ``"ttbar-semileptonic"``."""
-        definition = get_process(process)
-        return cls(
-            daughters=[slot.name for slot in definition.partons], composites=definition.composites
-        )
+    def for_process(cls, process: Process) -> PartonRepresentation:
+        """The representation of a process definition, e.g. ``get_process("ttbar-semileptonic")``.
+
+        The definition is passed in, not looked up, so the models need no generation code.
+        """
+        return cls(daughters=[slot.name for slot in process.partons], composites=process.composites)
 
     @property
     @abstractmethod
