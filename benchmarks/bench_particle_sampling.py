@@ -55,7 +55,7 @@ def main() -> None:
     if device.type == "cpu":
         torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = SetLatentDiffusion(condition_dim=args.width).to(device).eval()
+    model = SetLatentDiffusion(condition_width=args.width).to(device).eval()
     objects = torch.randn(args.events, args.objects, args.width, device=device)
     object_mask = torch.rand(args.events, args.objects, device=device) < 0.8
     event = torch.randn(args.events, args.width, device=device)

@@ -57,7 +57,7 @@ def train(
         condition_width=features,
         latent=latent,
         latent_width=4,
-        hidden_width=64,
+        width=64,
         depth=2,
     ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -58,6 +58,7 @@ class AssignmentNetwork(nn.Module):
         heads: attention heads (must divide D).
         dropout: dropout inside all transformer blocks.
         pair_bias: Lorentz-invariant pairwise attention bias in the encoder (needs four-momenta).
+        feedforward_multiplier: the encoder's feed-forward hidden width in units of D.
         branch_depth: transformer blocks in each resonance branch.
         attention_width: D_a, the width of each symmetric attention weight (D_a**K entries).
         classification_classes: number of classes of each classification target in topology
@@ -73,6 +74,7 @@ class AssignmentNetwork(nn.Module):
         heads: int = 4,
         dropout: float = 0.0,
         pair_bias: bool = False,
+        feedforward_multiplier: int = 2,
         branch_depth: int = 1,
         attention_width: int = 32,
         classification_classes: Sequence[int] | None = None,
@@ -96,6 +98,7 @@ class AssignmentNetwork(nn.Module):
             heads=heads,
             dropout=dropout,
             pair_bias=pair_bias,
+            feedforward_multiplier=feedforward_multiplier,
         )
         self.branches = nn.ModuleList(
             BranchEncoder(width=width, depth=branch_depth, heads=heads, dropout=dropout)

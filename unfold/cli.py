@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from encoders.errors import EncoderError
 from recon.errors import ReconError
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="unfold",
         description="Jet-parton assignment and generative unfolding of collider events.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('unfold')}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
@@ -52,14 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-"):
+        # `unfold train TASK ...` is parsed by the task's own jsonargparse parser (its --help too).
+        from unfold.commands.train import run_task
+
+        command, run = f"train {argv[1]}", lambda: run_task(argv[1], argv[2:])
+    else:
+        args = build_parser().parse_args(argv)
+        command, run = args.command, lambda: args.func(args)
     try:
-        return int(args.func(args) or 0)
+        return int(run() or 0)
     except _user_errors() as error:
-        print(f"unfold {args.command}: error: {error}", file=sys.stderr)
+        print(f"unfold {command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"unfold {args.command}: interrupted", file=sys.stderr)
+        print(f"unfold {command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -16,7 +16,7 @@ BATCH, PARTICLES, OBJECTS, LATENT, CONDITION = 3, 7, 5, 6, 10
 def make_denoiser() -> SetDenoiser:
     torch.manual_seed(0)
     return SetDenoiser(
-        latent_dim=LATENT, condition_dim=CONDITION, hidden_dim=32, num_layers=2, num_heads=4
+        latent_width=LATENT, condition_width=CONDITION, width=32, depth=2, heads=4
     ).eval()
 
 
@@ -119,12 +119,12 @@ def test_gradients_reach_every_parameter_and_the_condition() -> None:
 
 def test_heads_must_divide_width() -> None:
     with pytest.raises(UnfoldError, match="divisible"):
-        SetDenoiser(latent_dim=4, condition_dim=4, hidden_dim=30, num_heads=4)
+        SetDenoiser(latent_width=4, condition_width=4, width=30, heads=4)
 
 
 def test_object_vae_is_per_object_and_masked() -> None:
     torch.manual_seed(0)
-    vae = ObjectVAE(num_features=5, num_types=4, latent_dim=6, hidden_dim=16, num_layers=2)
+    vae = ObjectVAE(num_features=5, num_types=4, latent_width=6, width=16, depth=2)
     features = torch.randn(2, 4, 5)
     types = torch.randint(0, 4, (2, 4))
     mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
@@ -147,7 +147,7 @@ def test_object_vae_is_per_object_and_masked() -> None:
 
 
 def test_untyped_object_vae_has_no_type_logits() -> None:
-    vae = ObjectVAE(num_features=2, num_types=0, latent_dim=3, hidden_dim=8, num_layers=1)
+    vae = ObjectVAE(num_features=2, num_types=0, latent_width=3, width=8, depth=1)
     mask = torch.ones(4, 1, dtype=torch.bool)
     posterior = vae.encode(torch.randn(4, 1, 2), torch.zeros(4, 1, dtype=torch.long), mask)
     decoded = vae.decode(posterior.mean, mask)

@@ -19,7 +19,7 @@ from unfold.models.particle.multiplicity import (
 @pytest.mark.parametrize("distribution", MULTIPLICITY_DISTRIBUTIONS)
 def test_log_probs_normalised_and_samples_in_support(distribution: str) -> None:
     torch.manual_seed(0)
-    predictor = MultiplicityPredictor(event_dim=8, max_particles=11, distribution=distribution)
+    predictor = MultiplicityPredictor(condition_width=8, max_particles=11, distribution=distribution)
     event = torch.randn(5, 8)
     log_probs = predictor.log_probs(event)
     assert log_probs.shape == (5, 12)
@@ -36,7 +36,7 @@ def test_log_probs_normalised_and_samples_in_support(distribution: str) -> None:
 
 def test_sample_frequencies_follow_probabilities() -> None:
     torch.manual_seed(0)
-    predictor = MultiplicityPredictor(event_dim=4, max_particles=6)
+    predictor = MultiplicityPredictor(condition_width=4, max_particles=6)
     event = torch.randn(1, 4)
     probs = predictor.log_probs(event).exp()[0].detach()
     draws = predictor.sample(event, 40_000, torch.Generator().manual_seed(2))[0]
@@ -47,7 +47,7 @@ def test_sample_frequencies_follow_probabilities() -> None:
 
 def test_negative_binomial_matches_scipy_truncated_pmf() -> None:
     predictor = MultiplicityPredictor(
-        event_dim=3, max_particles=15, distribution="negative-binomial"
+        condition_width=3, max_particles=15, distribution="negative-binomial"
     )
     mean, dispersion = 6.5, 3.0
     final = predictor.network[-1]
@@ -88,8 +88,8 @@ def test_empirical_marginal_matches_frequencies() -> None:
 
 def test_bad_options_and_values_raise() -> None:
     with pytest.raises(UnfoldError, match="categorical, negative-binomial"):
-        MultiplicityPredictor(event_dim=4, distribution="gamma")  # type: ignore[arg-type]
-    predictor = MultiplicityPredictor(event_dim=4, max_particles=5)
+        MultiplicityPredictor(condition_width=4, distribution="gamma")  # type: ignore[arg-type]
+    predictor = MultiplicityPredictor(condition_width=4, max_particles=5)
     with pytest.raises(UnfoldError, match=r"0\.\.5"):
         predictor.log_prob(torch.randn(2, 4), torch.tensor([1, 6]))
     with pytest.raises(UnfoldError, match="positive"):
@@ -125,7 +125,7 @@ def test_trained_predictor_beats_training_marginal(distribution: str) -> None:
     train_x, train_m = synthetic_multiplicity(8192, generator)
     test_x, test_m = synthetic_multiplicity(8192, generator)
     predictor = MultiplicityPredictor(
-        event_dim=6, max_particles=12, distribution=distribution, hidden_dim=64
+        condition_width=6, max_particles=12, distribution=distribution, width=64
     )
     optimiser = torch.optim.Adam(predictor.parameters(), lr=3e-3)
     for _ in range(500):

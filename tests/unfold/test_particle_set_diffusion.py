@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from unfold.models.diffusion.sampler import SAMPLER_NAMES
 from unfold.errors import UnfoldError
+from unfold.models.diffusion.sampler import SAMPLER_NAMES
 from unfold.models.particle.representation import ParticleBatch, ParticleRepresentation
 from unfold.models.particle.set_diffusion import SetLatentDiffusion
 
@@ -17,12 +17,12 @@ EVENTS, OBJECTS, CONDITION, SLOTS = 3, 6, 16, 9
 def make_model(**overrides: object) -> SetLatentDiffusion:
     torch.manual_seed(0)
     options = {
-        "condition_dim": CONDITION,
+        "condition_width": CONDITION,
         "max_particles": SLOTS,
-        "latent_dim": 6,
-        "hidden_dim": 32,
-        "num_layers": 2,
-        "vae_layers": 2,
+        "latent_width": 6,
+        "width": 32,
+        "depth": 2,
+        "vae_depth": 2,
         "num_train_timesteps": 100,
     }
     return SetLatentDiffusion(**{**options, **overrides}).eval()

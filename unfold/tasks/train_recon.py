@@ -30,17 +30,33 @@ __all__ = ["ReconConfig", "train_recon"]
 
 @dataclass(frozen=True)
 class ReconConfig:
-    """A recon training run: data, event file, model and trainer options."""
+    """A recon training run, in the layout of ``configs/models/recon.yaml``.
+
+    Attributes:
+        encoder: EventEncoder keywords; ``pair_bias: "auto"`` (or absent) turns the Lorentz-invariant
+            pair bias on whenever the inputs give four-momenta.
+        model: AssignmentNetwork head keywords (branch_depth, attention_width, ...) and the loss
+            options of :class:`ReconModule` (regression_distribution, balance_patterns).
+        optimizer: learning_rate and weight_decay of AdamW.
+        test: file of the efficiency table printed after training (recorded in config.yaml).
+    """
 
     data: Path
     event_file: Path
     out: Path = Path("runs")
+    encoder: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    optimizer: dict = field(default_factory=dict)
     trainer: TrainerOptions = TrainerOptions()
     validation_fraction: float = 0.1
     init_from: Path | None = None
     resume: Path | None = None
     limit: int | None = None
+    test: Path | None = None
+
+
+def _path(value: Path | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def train_recon(config: ReconConfig) -> Path:
@@ -60,8 +76,13 @@ def train_recon(config: ReconConfig) -> Path:
         run = new_run_dir(config.out, "recon")
         # The pairwise Lorentz-invariant bias lifted the event efficiency by ~3 points on the
         # default data (see the issue notes); it needs four-momenta, which not every file gives.
-        model = {"pair_bias": data.four_momenta is not None, **config.model}
-        module = ReconModule(event_file_yaml=Path(config.event_file).read_text(), **model)
+        encoder = dict(config.encoder)
+        if encoder.get("pair_bias", "auto") == "auto":
+            encoder["pair_bias"] = data.four_momenta is not None
+        model = dict(config.model)
+        loss = {key: model.pop(key) for key in ReconModule.MODEL_OPTIONS if key in model}
+        module = ReconModule(event_file_yaml=Path(config.event_file).read_text(), encoder=encoder, model=model,
+                             **loss, **config.optimizer)
         rows = torch.as_tensor(train_rows)
         if config.init_from is not None:
             source = ReconModule.load_from_checkpoint(find_checkpoint(config.init_from), map_location="cpu")
@@ -77,10 +98,15 @@ def train_recon(config: ReconConfig) -> Path:
         targets = tensors.tensors.targets
         present = resonance_presence([t[rows] for t in targets.indices], [m[rows] for m in targets.resonance_masks])
         module.pattern_weights.copy_(pattern_balance_weights(present, topology.event_group))
+        hparams = module.hparams
         write_config(run, {
-            "task": "recon", "data": str(config.data), "event_file": str(config.event_file),
-            "model": dict(module.hparams), "trainer": asdict(config.trainer),
-            "init_from": str(config.init_from) if config.init_from else None,
+            "data": str(config.data), "event_file": str(config.event_file), "out": str(config.out),
+            "limit": config.limit, "validation_fraction": config.validation_fraction, "resume": None,
+            "test": _path(config.test), "init_from": _path(config.init_from),
+            "encoder": dict(hparams.encoder),
+            "model": {**hparams.model, **{key: hparams[key] for key in ReconModule.MODEL_OPTIONS}},
+            "optimizer": {key: hparams[key] for key in ReconModule.OPTIMIZER_OPTIONS},
+            "trainer": asdict(config.trainer),
         })
     trainer = build_trainer(run, config.trainer, monitor="val_event_efficiency", mode="max")
     trainer.fit(module, train_loader, val_loader, ckpt_path=checkpoint)

@@ -25,7 +25,7 @@ from unfold.training.trainer import (
     split_rows,
     write_config,
 )
-from unfold.training.unfolding_modules import ParticleModule, PartonModule
+from unfold.training.unfolding_modules import ParticleModule, PartonModule, encoder_options_from
 
 __all__ = ["MODULES", "UnfoldingConfig", "process_of", "train_unfolding"]
 
@@ -36,7 +36,15 @@ MODULES = {"parton": PartonModule, "particle": ParticleModule}
 
 @dataclass(frozen=True)
 class UnfoldingConfig:
-    """A parton or particle unfolding run."""
+    """A parton or particle unfolding run, in the layout of ``configs/models/{parton,particle}.yaml``.
+
+    Attributes:
+        encoder: EventEncoder keywords; with ``encoder_from`` the source run's own options replace them,
+            so the encoder's architecture follows the run it starts from.
+        model: the generative model's keywords (VariationalLatentDiffusion, plus ``representation``
+            for partons; SetLatentDiffusion for particles).
+        optimizer: learning_rate and weight_decay of AdamW.
+    """
 
     task: Task
     data: Path
@@ -44,9 +52,8 @@ class UnfoldingConfig:
     out: Path = Path("runs")
     encoder: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
-    module: dict = field(default_factory=dict)
+    optimizer: dict = field(default_factory=dict)
     trainer: TrainerOptions = TrainerOptions()
-    learning_rate: float = 1e-3
     validation_fraction: float = 0.1
     encoder_from: Path | None = None
     freeze_encoder: bool = False
@@ -88,13 +95,18 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
         module = MODULES[config.task].load_from_checkpoint(checkpoint, map_location="cpu")
     else:
         run = new_run_dir(config.out, config.task)
-        options = {"model": config.model, "encoder": config.encoder, "learning_rate": config.learning_rate,
-                   "freeze_encoder": config.freeze_encoder, **config.module}
+        source = find_checkpoint(config.encoder_from) if config.encoder_from is not None else None
+        module_class = MODULES[config.task]
+        model = dict(config.model)
+        options = {key: model.pop(key) for key in module_class.MODEL_OPTIONS if key in model}
         if config.task == "parton":
             options["process"] = process_of(config.data)
-        module = MODULES[config.task](event_file_yaml=Path(config.event_file).read_text(), **options)
-        if config.encoder_from is not None:
-            module.load_encoder(find_checkpoint(config.encoder_from))
+        module = module_class(
+            event_file_yaml=Path(config.event_file).read_text(), model=model, freeze_encoder=config.freeze_encoder,
+            encoder=encoder_options_from(source) if source is not None else config.encoder, **options, **config.optimizer,
+        )
+        if source is not None:
+            module.load_encoder(source)
         else:
             module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)))
     truth = _truth_tensors(module, config.task, config.data, None if checkpoint else train_rows, config.limit)
@@ -103,10 +115,15 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
         dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
     )
     if config.resume is None:
+        hparams = module.hparams
         write_config(run, {
-            "task": config.task, "data": str(config.data), "event_file": str(config.event_file),
-            "model": dict(module.hparams), "trainer": asdict(config.trainer),
-            "encoder_from": str(config.encoder_from) if config.encoder_from else None,
+            "data": str(config.data), "event_file": str(config.event_file), "out": str(config.out),
+            "limit": config.limit, "validation_fraction": config.validation_fraction, "resume": None,
+            "encoder_from": None if config.encoder_from is None else str(config.encoder_from),
+            "freeze_encoder": config.freeze_encoder, "encoder": dict(hparams.encoder),
+            "model": {**hparams.model, **{key: hparams[key] for key in module.MODEL_OPTIONS}},
+            "optimizer": {key: hparams[key] for key in module.OPTIMIZER_OPTIONS},
+            "trainer": asdict(config.trainer),
         })
     trainer = build_trainer(run, config.trainer, monitor="val_loss", mode="min")
     trainer.fit(module, train_loader, val_loader, ckpt_path=checkpoint)

@@ -7,12 +7,14 @@ import numpy as np
 import torch
 import yaml
 
-from recon.assignment_loss import assignment_loss
+from encoders import EventEncoder
+from recon.assignment_loss import RegressionDistribution, assignment_loss
 from recon.assignment_network import AssignmentNetwork
 from recon.decoding import decode_assignments
 from recon.efficiency import event_correctness
 from recon.event_topology import EventTopology
 from unfold.data.recon_data import AssignmentBatch
+from unfold.training.options import complete_options
 
 __all__ = ["ReconModule"]
 
@@ -24,29 +26,42 @@ class ReconModule(L.LightningModule):
     the network's buffers, so a checkpoint rebuilds the model with no other file.
     """
 
+    # Keywords that a configuration file sets under ``model:`` and ``optimizer:``.
+    MODEL_OPTIONS = ("regression_distribution", "balance_patterns")
+    OPTIMIZER_OPTIONS = ("learning_rate", "weight_decay")
+
     def __init__(
         self,
         *,
         event_file_yaml: str,
-        width: int = 64,
-        depth: int = 4,
-        heads: int = 4,
-        dropout: float = 0.0,
-        pair_bias: bool = False,
-        branch_depth: int = 1,
-        attention_width: int = 32,
+        encoder: dict | None = None,
+        model: dict | None = None,
+        regression_distribution: RegressionDistribution = "gaussian",
+        balance_patterns: bool = True,
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
-        regression_distribution: str = "gaussian",
-        balance_patterns: bool = True,
     ) -> None:
+        """
+        Args:
+            event_file_yaml: the SPANet event file's text (inputs, resonances, targets).
+            encoder: EventEncoder keywords (width, depth, heads, dropout, pair_bias, ...).
+            model: AssignmentNetwork keywords of the heads (branch_depth, attention_width, ...).
+            regression_distribution: likelihood of the regression targets.
+            balance_patterns: weight events by the inverse frequency of their pattern of present resonances.
+            learning_rate: AdamW learning rate (cosine-annealed to 5% of it).
+            weight_decay: AdamW weight decay.
+        """
         super().__init__()
-        self.save_hyperparameters()
         self.topology = EventTopology.from_dict(yaml.safe_load(event_file_yaml), origin="the checkpoint's event file")
-        self.network = AssignmentNetwork(
-            topology=self.topology, width=width, depth=depth, heads=heads, dropout=dropout,
-            pair_bias=pair_bias, branch_depth=branch_depth, attention_width=attention_width,
-        )
+        # Complete values, not overrides: a later change of a default never rebuilds this model differently.
+        encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
+        model = complete_options(AssignmentNetwork, model, skip={"topology", *encoder}, where="model")
+        self.save_hyperparameters({
+            "event_file_yaml": event_file_yaml, "encoder": encoder, "model": model,
+            "regression_distribution": regression_distribution, "balance_patterns": balance_patterns,
+            "learning_rate": learning_rate, "weight_decay": weight_decay,
+        })
+        self.network = AssignmentNetwork(topology=self.topology, **encoder, **model)
         self.register_buffer("pattern_weights", torch.ones(2 ** len(self.topology.resonances)))
 
     def _loss(self, batch: AssignmentBatch):

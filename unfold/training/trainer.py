@@ -31,7 +31,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrainerOptions:
-    """The Lightning options a user sets on the command line."""
+    """The Lightning options a user sets on the command line.
+
+    Attributes:
+        epochs: maximum epochs.
+        max_time: wall-clock limit, Lightning's DD:HH:MM:SS (e.g. 00:00:10:00).
+        accelerator: cpu, gpu or auto.
+        devices: number of devices (several use DDP) or auto.
+        precision: Lightning precision (null: bf16-mixed on GPUs that support it, 32-true elsewhere).
+        strategy: Lightning strategy (auto: ddp with several devices).
+        batch_size: events per batch (per device).
+        seed: seed of initialisation, split and shuffling.
+    """
 
     epochs: int = 20
     max_time: str | None = None

@@ -9,6 +9,7 @@ multiplicity predictor and set denoiser on the event vector and the object embed
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -18,13 +19,13 @@ from torch import Tensor
 from encoders import EncoderInputs, EventEncoder
 from recon.event_topology import EventTopology
 from unfold.errors import UnfoldError
+from unfold.training.options import complete_options
 from unfold.generation.processes import get_process
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
 from unfold.models.parton import REPRESENTATIONS, PartonRepresentation, VariationalLatentDiffusion
 
-__all__ = ["ParticleModule", "PartonModule", "encoder_state_from"]
+__all__ = ["ParticleModule", "PartonModule", "encoder_options_from", "encoder_state_from"]
 
-DEFAULT_ENCODER = {"width": 64, "depth": 4, "heads": 4}
 # Prefixes under which a checkpoint of each task stores the shared encoder.
 ENCODER_PREFIXES = ("network.encoder.", "encoder.")
 
@@ -39,14 +40,28 @@ def encoder_state_from(checkpoint: Path) -> dict[str, Tensor]:
     raise UnfoldError(f"{checkpoint}: holds no shared encoder (no keys under {ENCODER_PREFIXES})")
 
 
+def encoder_options_from(checkpoint: Path) -> dict:
+    """The complete EventEncoder keywords a recon, parton or particle checkpoint was built with."""
+    hyperparameters = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    encoder = hyperparameters.get("encoder")
+    if not isinstance(encoder, dict):
+        raise UnfoldError(f"{checkpoint}: records no encoder options (hyper_parameters.encoder); "
+                          "expected a checkpoint of `unfold train recon|parton|particle`")
+    return complete_options(EventEncoder, encoder, skip={"sources"}, where=f"{checkpoint}: encoder")
+
+
 class ConditionedModule(L.LightningModule):
     """The shared encoder, its optional freezing, and the optimiser common to the unfoldings."""
 
-    def __init__(self, *, event_file_yaml: str, encoder: dict | None, learning_rate: float, freeze_encoder: bool) -> None:
+    # Keywords that a configuration file sets under ``model:`` and ``optimizer:`` (besides the
+    # generative model's own).
+    MODEL_OPTIONS: tuple[str, ...] = ()
+    OPTIMIZER_OPTIONS = ("learning_rate", "weight_decay")
+
+    def __init__(self, *, event_file_yaml: str, encoder: dict, freeze_encoder: bool) -> None:
         super().__init__()
         self.topology = EventTopology.from_dict(yaml.safe_load(event_file_yaml), origin="the checkpoint's event file")
-        self.encoder_options = {**DEFAULT_ENCODER, **(encoder or {})}
-        self.encoder = EventEncoder(sources=self.topology.sources, **self.encoder_options)
+        self.encoder = EventEncoder(sources=self.topology.sources, **encoder)
         self.encoder.requires_grad_(not freeze_encoder)
 
     def load_encoder(self, checkpoint: Path) -> None:
@@ -56,12 +71,12 @@ class ConditionedModule(L.LightningModule):
         if missing or unexpected:
             raise UnfoldError(
                 f"{checkpoint}: its encoder does not fit this one (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-                "expected the same event-file inputs and encoder width/depth/heads"
+                "expected the same event-file inputs and encoder options (encoder.width, depth, heads, pair_bias, ...)"
             )
 
     def configure_optimizers(self):
         parameters = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=self.hparams.learning_rate, weight_decay=1e-5)
+        optimizer = torch.optim.AdamW(parameters, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
         steps = max(int(self.trainer.estimated_stepping_batches), 1)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=0.05 * self.hparams.learning_rate)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -82,30 +97,44 @@ class PartonModule(ConditionedModule):
         representation: the parton features, ``"decay-chain"`` (masses and rest-frame decay
             directions, consistent by construction) or ``"objects"`` (the VLD code's 11 x 5).
         encoder: EventEncoder keywords (width, depth, heads, pair_bias, ...).
-        model: VariationalLatentDiffusion keywords (latent, latent_width, hidden_width, ...).
-        learning_rate: AdamW learning rate (1e-3 as the VLD code).
+        model: VariationalLatentDiffusion keywords (latent, latent_width, width, depth, ...).
+        learning_rate: AdamW learning rate (1e-3 as the VLD code), cosine-annealed to 5% of it.
+        weight_decay: AdamW weight decay.
         freeze_encoder: keep the encoder's weights fixed (e.g. when started from a recon run).
+
+    ``encoder`` and ``model`` are stored complete (every keyword with its value), so a later
+    change of a default never rebuilds a saved model differently.
     """
+
+    MODEL_OPTIONS = ("representation",)
 
     def __init__(
         self,
         *,
         event_file_yaml: str,
         process: str = "ttbar-semileptonic",
-        representation: str = "decay-chain",
+        representation: Literal["decay-chain", "objects"] = "decay-chain",
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
+        weight_decay: float = 1e-5,
         freeze_encoder: bool = False,
     ) -> None:
-        super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, learning_rate=learning_rate, freeze_encoder=freeze_encoder)
-        self.save_hyperparameters()
         if representation not in REPRESENTATIONS:
             raise UnfoldError(f"unknown parton representation {representation!r}; expected one of {list(REPRESENTATIONS)}")
+        encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
+        model = complete_options(
+            VariationalLatentDiffusion, model, skip={"features", "condition_width", "representation"}, where="model"
+        )
+        super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
+        self.save_hyperparameters({
+            "event_file_yaml": event_file_yaml, "process": process, "representation": representation,
+            "encoder": encoder, "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay,
+            "freeze_encoder": freeze_encoder,
+        })
         parton_features = REPRESENTATIONS[representation].for_process(get_process(process))
         self.vld = VariationalLatentDiffusion(
-            features=parton_features.features, condition_width=self.encoder.width, representation=parton_features,
-            **(model or {}),
+            features=parton_features.features, condition_width=self.encoder.width, representation=parton_features, **model
         )
 
     @property
@@ -131,25 +160,30 @@ class ParticleModule(ConditionedModule):
     """Particle-level unfolding: multiplicity predictor + set denoiser conditioned on the encoder.
 
     Args:
-        event_file_yaml, encoder, learning_rate, freeze_encoder: as :class:`PartonModule`.
-        max_particles: M_max, slots of the unfolded set (jets and the lepton).
-        model: SetLatentDiffusion keywords (latent_dim, hidden_dim, multiplicity_distribution, ...).
+        event_file_yaml, encoder, learning_rate, weight_decay, freeze_encoder: as :class:`PartonModule`.
+        model: SetLatentDiffusion keywords (max_particles, M_max, the slots of the unfolded set of
+            jets and the lepton; latent_width, width, depth, heads, multiplicity_distribution, ...).
     """
 
     def __init__(
         self,
         *,
         event_file_yaml: str,
-        max_particles: int = 16,
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
+        weight_decay: float = 1e-5,
         freeze_encoder: bool = False,
     ) -> None:
-        super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, learning_rate=learning_rate, freeze_encoder=freeze_encoder)
-        self.save_hyperparameters()
-        self.representation = ParticleRepresentation(max_particles=max_particles)
-        self.diffusion = SetLatentDiffusion(condition_dim=self.encoder.width, max_particles=max_particles, **(model or {}))
+        encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
+        model = complete_options(SetLatentDiffusion, model, skip={"condition_width"}, where="model")
+        super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
+        self.save_hyperparameters({
+            "event_file_yaml": event_file_yaml, "encoder": encoder, "model": model, "learning_rate": learning_rate,
+            "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
+        })
+        self.representation = ParticleRepresentation(max_particles=model["max_particles"])
+        self.diffusion = SetLatentDiffusion(condition_width=self.encoder.width, **model)
 
     def _loss(self, batch):
         inputs, truth = batch

@@ -9,29 +9,29 @@ from unfold.models.parton.networks import SinusoidalTimeEmbedding
 __all__ = ["TimestepEmbedding", "mlp"]
 
 
-def mlp(inputs: int, hidden: int, outputs: int, num_layers: int) -> nn.Sequential:
-    """``num_layers`` hidden Linear + GELU layers of width ``hidden``, then a Linear output."""
+def mlp(inputs: int, width: int, outputs: int, depth: int) -> nn.Sequential:
+    """``depth`` hidden Linear + GELU layers of width ``width``, then a Linear output."""
     layers: list[nn.Module] = []
-    width = inputs
-    for _ in range(num_layers):
-        layers += [nn.Linear(width, hidden), nn.GELU()]
-        width = hidden
-    return nn.Sequential(*layers, nn.Linear(width, outputs))
+    previous = inputs
+    for _ in range(depth):
+        layers += [nn.Linear(previous, width), nn.GELU()]
+        previous = width
+    return nn.Sequential(*layers, nn.Linear(previous, outputs))
 
 
 class TimestepEmbedding(nn.Module):
     """Sinusoidal features of the diffusion timestep (DDPM, arXiv 2006.11239) and a two-layer MLP.
 
     Args:
-        dim: output width (even).
+        width: output width (even).
     """
 
-    def __init__(self, *, dim: int) -> None:
+    def __init__(self, *, width: int) -> None:
         super().__init__()
         self.network = nn.Sequential(
-            SinusoidalTimeEmbedding(width=dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)
+            SinusoidalTimeEmbedding(width=width), nn.Linear(width, width), nn.GELU(), nn.Linear(width, width)
         )
 
     def forward(self, timesteps: Tensor) -> Tensor:
-        """(B, dim) embedding of integer timesteps (B,)."""
+        """(B, width) embedding of integer timesteps (B,)."""
         return self.network(timesteps)

@@ -36,11 +36,11 @@ class MultiplicityPredictor(nn.Module):
       Gamma or Negative Binomial; the truncation keeps every draw within the M_max slots.
 
     Args:
-        event_dim: width D of the encoder's event vector.
+        condition_width: width D of the encoder's event vector.
         max_particles: largest multiplicity M_max.
         distribution: ``"categorical"`` or ``"negative-binomial"``.
-        hidden_dim: width of the MLP.
-        num_layers: hidden layers of the MLP.
+        width: width of the MLP.
+        depth: hidden layers of the MLP.
     """
 
     support: Tensor
@@ -48,11 +48,11 @@ class MultiplicityPredictor(nn.Module):
     def __init__(
         self,
         *,
-        event_dim: int,
+        condition_width: int,
         max_particles: int = 16,
         distribution: MultiplicityDistribution = "categorical",
-        hidden_dim: int = 128,
-        num_layers: int = 2,
+        width: int = 128,
+        depth: int = 2,
     ) -> None:
         super().__init__()
         if distribution not in MULTIPLICITY_DISTRIBUTIONS:
@@ -65,7 +65,7 @@ class MultiplicityPredictor(nn.Module):
         self.max_particles = max_particles
         self.distribution = distribution
         outputs = max_particles + 1 if distribution == "categorical" else 2
-        self.network = mlp(event_dim, hidden_dim, outputs, num_layers)
+        self.network = mlp(condition_width, width, outputs, depth)
         self.register_buffer("support", torch.arange(max_particles + 1), persistent=False)
 
     def log_probs(self, event: Tensor) -> Tensor:

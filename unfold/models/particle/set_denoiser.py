@@ -39,50 +39,50 @@ class SetDenoiser(nn.Module):
     so padding never reaches a real token. Only the generated tokens' outputs are read.
 
     Args:
-        latent_dim: per-particle latent width L (also the event slot's).
-        condition_dim: width D of the encoder's object embeddings and event vector.
-        hidden_dim: transformer width.
-        num_layers: transformer layers.
-        num_heads: attention heads (must divide ``hidden_dim``).
+        latent_width: per-particle latent width L (also the event slot's).
+        condition_width: width D of the encoder's object embeddings and event vector.
+        width: transformer width.
+        depth: transformer layers.
+        heads: attention heads (must divide ``width``).
         dropout: dropout inside the transformer.
     """
 
     def __init__(
         self,
         *,
-        latent_dim: int,
-        condition_dim: int,
-        hidden_dim: int = 128,
-        num_layers: int = 4,
-        num_heads: int = 4,
+        latent_width: int,
+        condition_width: int,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if hidden_dim % num_heads:
+        if width % heads:
             raise UnfoldError(
-                f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})"
+                f"width ({width}) must be divisible by heads ({heads})"
             )
-        self.particle_in = nn.Linear(latent_dim, hidden_dim)
-        self.event_slot_in = nn.Linear(latent_dim, hidden_dim)
-        self.object_in = nn.Linear(condition_dim, hidden_dim)
-        self.event_condition = nn.Linear(condition_dim, hidden_dim)
-        self.time_embedding = TimestepEmbedding(dim=hidden_dim)
-        self.role_embedding = nn.Parameter(torch.randn(3, hidden_dim) * 0.02)
+        self.particle_in = nn.Linear(latent_width, width)
+        self.event_slot_in = nn.Linear(latent_width, width)
+        self.object_in = nn.Linear(condition_width, width)
+        self.event_condition = nn.Linear(condition_width, width)
+        self.time_embedding = TimestepEmbedding(width=width)
+        self.role_embedding = nn.Parameter(torch.randn(3, width) * 0.02)
         layer = nn.TransformerEncoderLayer(
-            d_model=hidden_dim,
-            nhead=num_heads,
-            dim_feedforward=2 * hidden_dim,
+            d_model=width,
+            nhead=heads,
+            dim_feedforward=2 * width,
             dropout=dropout,
             activation="gelu",
             batch_first=True,
             norm_first=True,
         )
         self.transformer = nn.TransformerEncoder(
-            layer, num_layers=num_layers, enable_nested_tensor=False
+            layer, num_layers=depth, enable_nested_tensor=False
         )
-        self.output_norm = nn.LayerNorm(hidden_dim)
-        self.particle_out = nn.Linear(hidden_dim, latent_dim)
-        self.event_slot_out = nn.Linear(hidden_dim, latent_dim)
+        self.output_norm = nn.LayerNorm(width)
+        self.particle_out = nn.Linear(width, latent_width)
+        self.event_slot_out = nn.Linear(width, latent_width)
 
     def forward(
         self,

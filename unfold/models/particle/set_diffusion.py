@@ -71,18 +71,18 @@ class SetLatentDiffusion(nn.Module):
     every term, into the conditioning tensors (the shared encoder).
 
     Args:
-        condition_dim: width D of the shared encoder's object embeddings and event vector.
+        condition_width: width D of the shared encoder's object embeddings and event vector.
         max_particles: number of object slots M_max.
         num_features: continuous features per object F.
         num_types: object types T.
         num_event_features: event-level features G.
-        latent_dim: latent width L per object and for the event slot.
-        hidden_dim: width of every network.
-        num_layers: transformer layers of the denoiser.
-        num_heads: attention heads of the denoiser.
-        vae_layers: hidden layers of each VAE encoder and decoder.
+        latent_width: latent width L per object and for the event slot.
+        width: width of every network.
+        depth: transformer layers of the denoiser.
+        heads: attention heads of the denoiser.
+        vae_depth: hidden layers of each VAE encoder and decoder.
         multiplicity_distribution: ``"categorical"`` or ``"negative-binomial"``.
-        multiplicity_layers: hidden layers of the multiplicity MLP.
+        multiplicity_depth: hidden layers of the multiplicity MLP.
         num_train_timesteps: diffusion steps T of the training schedule.
         beta_schedule: ``diffusers`` beta schedule.
         dropout: dropout in the denoiser.
@@ -95,18 +95,18 @@ class SetLatentDiffusion(nn.Module):
     def __init__(
         self,
         *,
-        condition_dim: int,
+        condition_width: int,
         max_particles: int = 16,
         num_features: int = 5,
         num_types: int = 4,
         num_event_features: int = 2,
-        latent_dim: int = 12,
-        hidden_dim: int = 128,
-        num_layers: int = 4,
-        num_heads: int = 4,
-        vae_layers: int = 3,
+        latent_width: int = 12,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        vae_depth: int = 3,
         multiplicity_distribution: MultiplicityDistribution = "categorical",
-        multiplicity_layers: int = 2,
+        multiplicity_depth: int = 2,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
         dropout: float = 0.0,
@@ -117,39 +117,39 @@ class SetLatentDiffusion(nn.Module):
     ) -> None:
         super().__init__()
         self.max_particles = max_particles
-        self.latent_dim = latent_dim
+        self.latent_width = latent_width
         self.num_train_timesteps = num_train_timesteps
         self.multiplicity_weight = multiplicity_weight
         self.reconstruction_weight = reconstruction_weight
         self.kl_weight = kl_weight
         self.diffusion_weight = diffusion_weight
         self.multiplicity = MultiplicityPredictor(
-            event_dim=condition_dim,
+            condition_width=condition_width,
             max_particles=max_particles,
             distribution=multiplicity_distribution,
-            hidden_dim=hidden_dim,
-            num_layers=multiplicity_layers,
+            width=width,
+            depth=multiplicity_depth,
         )
         self.particle_vae = ObjectVAE(
             num_features=num_features,
             num_types=num_types,
-            latent_dim=latent_dim,
-            hidden_dim=hidden_dim,
-            num_layers=vae_layers,
+            latent_width=latent_width,
+            width=width,
+            depth=vae_depth,
         )
         self.event_vae = ObjectVAE(
             num_features=num_event_features,
             num_types=0,
-            latent_dim=latent_dim,
-            hidden_dim=hidden_dim,
-            num_layers=vae_layers,
+            latent_width=latent_width,
+            width=width,
+            depth=vae_depth,
         )
         self.denoiser = SetDenoiser(
-            latent_dim=latent_dim,
-            condition_dim=condition_dim,
-            hidden_dim=hidden_dim,
-            num_layers=num_layers,
-            num_heads=num_heads,
+            latent_width=latent_width,
+            condition_width=condition_width,
+            width=width,
+            depth=depth,
+            heads=heads,
             dropout=dropout,
         )
         self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule)
@@ -218,7 +218,7 @@ class SetLatentDiffusion(nn.Module):
             noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event
         )
         predicted = torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles], dim=1)
-        diffusion = ((predicted - noise) ** 2 * keep_all).sum() / (keep_all.sum() * self.latent_dim)
+        diffusion = ((predicted - noise) ** 2 * keep_all).sum() / (keep_all.sum() * self.latent_width)
 
         multiplicity = -self.multiplicity.log_prob(event, batch.multiplicity).mean()
         total = (
@@ -264,7 +264,7 @@ class SetLatentDiffusion(nn.Module):
             progress: show a progress bar over the steps.
         """
         self._check_condition(objects, object_mask, event)
-        num_events, slots, width = event.shape[0], self.max_particles, self.latent_dim
+        num_events, slots, width = event.shape[0], self.max_particles, self.latent_width
         multiplicity = self.multiplicity.sample(event, n, generator)
         slot_index = torch.arange(slots, device=event.device)
         mask = slot_index < multiplicity.unsqueeze(-1)

@@ -61,9 +61,9 @@ class ObjectVAE(nn.Module):
     Args:
         num_features: continuous features per object F.
         num_types: number of discrete types T; 0 for untyped objects (the event slot).
-        latent_dim: latent width L per object.
-        hidden_dim: MLP width.
-        num_layers: hidden layers of the encoder and of the decoder.
+        latent_width: latent width L per object.
+        width: MLP width.
+        depth: hidden layers of the encoder and of the decoder.
     """
 
     def __init__(
@@ -71,21 +71,21 @@ class ObjectVAE(nn.Module):
         *,
         num_features: int,
         num_types: int,
-        latent_dim: int = 12,
-        hidden_dim: int = 128,
-        num_layers: int = 3,
+        latent_width: int = 12,
+        width: int = 128,
+        depth: int = 3,
     ) -> None:
         super().__init__()
-        if num_features < 1 or num_types < 0 or latent_dim < 1:
+        if num_features < 1 or num_types < 0 or latent_width < 1:
             raise UnfoldError(
-                "ObjectVAE needs num_features >= 1, num_types >= 0 and latent_dim >= 1, got "
-                f"{num_features}, {num_types}, {latent_dim}"
+                "ObjectVAE needs num_features >= 1, num_types >= 0 and latent_width >= 1, got "
+                f"{num_features}, {num_types}, {latent_width}"
             )
         self.num_features = num_features
         self.num_types = num_types
-        self.latent_dim = latent_dim
-        self.encoder = mlp(num_features + num_types, hidden_dim, 2 * latent_dim, num_layers)
-        self.decoder = mlp(latent_dim, hidden_dim, num_features + num_types, num_layers)
+        self.latent_width = latent_width
+        self.encoder = mlp(num_features + num_types, width, 2 * latent_width, depth)
+        self.decoder = mlp(latent_width, width, num_features + num_types, depth)
 
     def encode(self, features: Tensor, types: Tensor, mask: Tensor) -> LatentPosterior:
         """q(z | object) for features (..., M, F), long types (..., M) and bool mask (..., M)."""

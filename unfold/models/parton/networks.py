@@ -52,7 +52,7 @@ class ConditionalMLP(nn.Module):
         inputs: Input width I.
         condition_width: Condition width C (0 for none).
         outputs: Output width O.
-        hidden_width: Width of the residual stream.
+        width: Width of the residual stream.
         depth: Number of residual blocks (two linear layers each).
         zero_output: Start the output layer at zero (the denoiser then starts predicting zero noise).
     """
@@ -63,15 +63,15 @@ class ConditionalMLP(nn.Module):
         inputs: int,
         condition_width: int,
         outputs: int,
-        hidden_width: int,
+        width: int,
         depth: int,
         zero_output: bool = False,
     ) -> None:
         super().__init__()
-        self.input = nn.Linear(inputs + condition_width, hidden_width)
-        self.blocks = nn.Sequential(*(_ResidualBlock(hidden_width) for _ in range(depth)))
+        self.input = nn.Linear(inputs + condition_width, width)
+        self.blocks = nn.Sequential(*(_ResidualBlock(width) for _ in range(depth)))
         self.output = nn.Sequential(
-            nn.LayerNorm(hidden_width), nn.SiLU(), nn.Linear(hidden_width, outputs)
+            nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, outputs)
         )
         if zero_output:
             nn.init.zeros_(self.output[-1].weight)

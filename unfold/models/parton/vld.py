@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from unfold.models.diffusion.sampler import SamplerName, add_noise, denoise, make_training_scheduler
 from unfold.errors import UnfoldError
+from unfold.models.diffusion.sampler import SamplerName, add_noise, denoise, make_training_scheduler
 from unfold.models.parton.networks import ConditionalMLP, SinusoidalTimeEmbedding
 from unfold.models.parton.representation import PartonRepresentation
 
@@ -58,7 +58,7 @@ class VariationalLatentDiffusion(nn.Module):
         condition_width: Width C of the condition (e.g. the event vector, D).
         latent: Diffuse in the VAE latent (True) or in x itself (False).
         latent_width: Latent width (64 in the public VLD code).
-        hidden_width: Width of every MLP.
+        width: Width of every MLP.
         depth: Residual blocks per MLP.
         time_embedding_width: Width of the sinusoidal timestep features.
         num_train_timesteps: Number T of DDPM steps.
@@ -76,7 +76,7 @@ class VariationalLatentDiffusion(nn.Module):
         condition_width: int,
         latent: bool = True,
         latent_width: int = 64,
-        hidden_width: int = 256,
+        width: int = 256,
         depth: int = 3,
         time_embedding_width: int = 64,
         num_train_timesteps: int = 1000,
@@ -91,7 +91,7 @@ class VariationalLatentDiffusion(nn.Module):
                 f"features={features} but the parton representation has {representation.features}"
             )
         if (
-            min(features, condition_width, latent_width, hidden_width, time_embedding_width) < 1
+            min(features, condition_width, latent_width, width, time_embedding_width) < 1
             or depth < 0
         ):
             raise UnfoldError(
@@ -105,7 +105,7 @@ class VariationalLatentDiffusion(nn.Module):
         self.representation = representation
         self.scheduler = make_training_scheduler(num_train_timesteps, beta_schedule)
         self.diffused_width = latent_width if latent else features
-        mlp = {"hidden_width": hidden_width, "depth": depth}
+        mlp = {"width": width, "depth": depth}
         if latent:
             self.encoder = ConditionalMLP(
                 inputs=features, condition_width=condition_width, outputs=2 * latent_width, **mlp
