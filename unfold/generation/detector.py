@@ -1,4 +1,4 @@
-"""The parametrised detector: jet and lepton efficiency, smearing, b-tagging and MET.
+"""The parametrised detector: jet and lepton efficiency, smearing, isolation, b-tagging and MET.
 
 Every number comes from a :class:`~unfold.generation.detector_card.DetectorCard`; the functions here are
 the formulas of Delphes' CMS card written for numpy, applied object by object with a seeded RNG.
@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from unfold.generation.detector_card import BTagCard, DetectorCard, LeptonCard, NSCResolution
+from unfold.generation.detector_card import (
+    BTagCard,
+    CaloResolution,
+    DetectorCard,
+    LeptonCard,
+    NSCResolution,
+    TrackResolution,
+)
 from unfold.generation.kinematics import to_cartesian, to_cylindrical
-from unfold.generation.particle_level import BOTTOM, CHARM
+from unfold.generation.particle_level import BOTTOM, CHARM, relative_isolation
 
 __all__ = [
     "btag_efficiency",
+    "calo_resolution",
     "jet_resolution",
     "lepton_efficiency",
     "lepton_resolution",
     "missing_transverse_momentum",
     "reconstruct_jets",
     "reconstruct_lepton",
+    "track_resolution",
 ]
 
 
@@ -35,6 +44,24 @@ def jet_resolution(pt: np.ndarray, eta: np.ndarray, card: NSCResolution) -> np.n
     s = _bin(card.stochastic, card.eta_edges, abs_eta)
     c = _bin(card.constant, card.eta_edges, abs_eta)
     return np.sqrt((n / pt) ** 2 + s**2 / pt + c**2)
+
+
+def calo_resolution(energy: np.ndarray, eta: np.ndarray, card: CaloResolution) -> np.ndarray:
+    """Relative calorimeter energy resolution sigma_E/E, Delphes' SimpleCalorimeter form
+    (a + b (|eta| - eta0)^2) sqrt((C E)^2 + S^2 E + N^2) / E in |eta| bins."""
+    energy = np.asarray(energy, dtype=np.float64)
+    abs_eta = np.abs(eta)
+    shape = _bin(card.shape_a, card.eta_edges, abs_eta) + _bin(card.shape_b, card.eta_edges, abs_eta) * (
+        abs_eta - _bin(card.shape_eta0, card.eta_edges, abs_eta)
+    ) ** 2
+    n, s, c = (_bin(values, card.eta_edges, abs_eta) for values in (card.noise, card.stochastic, card.constant))
+    return shape * np.sqrt((c * energy) ** 2 + s**2 * energy + n**2) / energy
+
+
+def track_resolution(pt: np.ndarray, eta: np.ndarray, card: TrackResolution) -> np.ndarray:
+    """Relative track pT resolution sqrt(a^2 + (b pT)^2) in |eta| bins (Delphes MomentumSmearing)."""
+    abs_eta = np.abs(eta)
+    return np.sqrt(_bin(card.a, card.eta_edges, abs_eta) ** 2 + (_bin(card.b, card.eta_edges, abs_eta) * pt) ** 2)
 
 
 def btag_efficiency(pt: np.ndarray, flavour: np.ndarray, card: BTagCard) -> np.ndarray:
@@ -55,12 +82,12 @@ def lepton_efficiency(pt: np.ndarray, eta: np.ndarray, card: LeptonCard) -> np.n
     return np.where(inside, _bin(card.efficiency.values, card.efficiency.eta_edges, abs_eta), 0.0)
 
 
-def lepton_resolution(pt: np.ndarray, eta: np.ndarray, card: LeptonCard) -> np.ndarray:
-    """Relative pT resolution sqrt(a^2 + (b pT)^2) in |eta| bins."""
-    abs_eta = np.abs(eta)
-    a = _bin(card.resolution.a, card.resolution.eta_edges, abs_eta)
-    b = _bin(card.resolution.b, card.resolution.eta_edges, abs_eta)
-    return np.sqrt(a**2 + (b * pt) ** 2)
+def lepton_resolution(pt: np.ndarray, eta: np.ndarray, pdg_id: int, card: DetectorCard) -> np.ndarray:
+    """Relative pT resolution of a lepton: the ECAL energy resolution for electrons (pT = E / cosh eta),
+    the tracker's sqrt(a^2 + (b pT)^2) for muons."""
+    if abs(pdg_id) == 11:
+        return calo_resolution(np.asarray(pt) * np.cosh(eta), eta, card.calorimeters.ecal)
+    return track_resolution(pt, eta, card.muons.resolution)
 
 
 def reconstruct_jets(
@@ -92,28 +119,74 @@ def reconstruct_jets(
     )
     tag_probability = btag_efficiency(reco[:, 0], flavour, card.btag)
     tagged = (rng.random(len(jets)) < tag_probability) & (np.abs(reco[:, 1]) < card.btag.eta_max)
-    keep = np.flatnonzero(found & (reco[:, 0] > 0))
+    inside = np.abs(eta) < card.jets.calorimeter_eta_max
+    keep = np.flatnonzero(found & inside & (reco[:, 0] > 0))
     order = keep[np.argsort(-reco[keep, 0], kind="stable")]
     return reco[order], tagged[order], order
 
 
-def reconstruct_lepton(lepton: np.ndarray | None, card: DetectorCard, rng: np.random.Generator) -> np.ndarray | None:
-    """The detector-level prompt lepton (pt, eta, phi, mass, pdg id), or None when lost or out of acceptance."""
+def reconstruct_lepton(
+    lepton: np.ndarray | None, isolation: float, card: DetectorCard, rng: np.random.Generator
+) -> np.ndarray | None:
+    """The detector-level prompt lepton (pt, eta, phi, mass, pdg id), or None when lost, not
+    isolated (``isolation`` is its relative isolation) or out of acceptance."""
     if lepton is None:
         return None
     pt, eta, phi, mass = to_cylindrical(lepton[:4])
-    lepton_card = card.electrons if abs(int(lepton[4])) == 11 else card.muons
+    pdg_id = int(lepton[4])
+    lepton_card: LeptonCard = card.electrons if abs(pdg_id) == 11 else card.muons
     found = rng.random() < lepton_efficiency(pt, eta, lepton_card)
-    pt_reco = pt * max(1.0 + lepton_resolution(pt, eta, lepton_card) * rng.standard_normal(), 0.0)
-    if not found or pt_reco < lepton_card.pt_min or abs(eta) > lepton_card.eta_max:
+    pt_reco = pt * max(1.0 + float(lepton_resolution(pt, eta, pdg_id, card)) * rng.standard_normal(), 0.0)
+    isolated = isolation < lepton_card.isolation.pt_ratio_max
+    if not found or not isolated or pt_reco < lepton_card.pt_min or abs(eta) > lepton_card.eta_max:
         return None
     return np.array([pt_reco, eta, phi, mass, lepton[4]])
 
 
-def missing_transverse_momentum(jets: np.ndarray, lepton: np.ndarray | None, card: DetectorCard) -> np.ndarray:
-    """(met, phi): minus the vector pT sum of reconstructed jets above ``met_pt_min`` and the lepton."""
-    visible = jets[(jets[:, 0] > card.jets.met_pt_min) & (np.abs(jets[:, 1]) < card.jets.calorimeter_eta_max)]
+def lepton_isolation(lepton: np.ndarray, visible: np.ndarray, card: DetectorCard) -> float:
+    """Relative isolation of the (dressed) lepton against the other visible particles, with the
+    cone and particle threshold of its flavour's card."""
+    lepton_card: LeptonCard = card.electrons if abs(int(lepton[4])) == 11 else card.muons
+    return relative_isolation(
+        to_cylindrical(lepton[:4]),
+        to_cylindrical(visible),
+        radius=lepton_card.isolation.delta_r_max,
+        particle_pt_min=lepton_card.isolation.particle_pt_min,
+    )
+
+
+def soft_term(
+    particles: np.ndarray, charged: np.ndarray, ids: np.ndarray, card: DetectorCard, rng: np.random.Generator
+) -> np.ndarray:
+    """(2,) measured vector pT sum of unclustered particles (px, py, pz, E): charged ones within the
+    tracker by the tracker, photons by the ECAL, the rest by the HCAL; none beyond the calorimeters."""
+    cyl = to_cylindrical(particles)
+    pt, eta = cyl[:, 0], cyl[:, 1]
+    energy = particles[:, 3]
+    inside = np.abs(eta) < card.met.soft_eta_max
+    tracked = charged & (np.abs(eta) < card.met.track_eta_max)
+    photon = ~tracked & (ids == 22)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma = np.where(
+            tracked,
+            track_resolution(pt, eta, card.met.tracks),
+            np.where(
+                photon,
+                calo_resolution(energy, eta, card.calorimeters.ecal),
+                calo_resolution(energy, eta, card.calorimeters.hcal),
+            ),
+        )
+    scale = np.clip(1.0 + np.nan_to_num(sigma) * rng.standard_normal(len(pt)), 0.0, None)
+    return (particles[inside, :2] * scale[inside, None]).sum(axis=0)
+
+
+def missing_transverse_momentum(
+    jets: np.ndarray, lepton: np.ndarray | None, soft: np.ndarray, card: DetectorCard
+) -> np.ndarray:
+    """(met, phi): minus the vector pT sum of the reconstructed jets (pt, eta, phi, mass) above the
+    MET jet threshold, the lepton, and the measured soft term ``soft`` (px, py)."""
+    visible = jets[jets[:, 0] > card.met.jet_pt_min]
     if lepton is not None:
         visible = np.concatenate([visible, lepton[None, :4]])
-    px, py = -to_cartesian(visible)[:, :2].sum(axis=0)
+    px, py = -(to_cartesian(visible)[:, :2].sum(axis=0) + soft)
     return np.array([np.hypot(px, py), np.arctan2(py, px)])

@@ -20,9 +20,13 @@ from unfold.errors import UnfoldError
 __all__ = [
     "DEFAULT_CARD",
     "BTagCard",
+    "CaloResolution",
     "DetectorCard",
+    "ElectronCard",
     "JetCard",
     "LeptonCard",
+    "MetCard",
+    "MuonCard",
     "load_detector_card",
 ]
 
@@ -49,6 +53,30 @@ class TrackResolution:
 
 
 @dataclass(frozen=True)
+class CaloResolution:
+    """Calorimeter energy resolution in bins of |eta| (Delphes SimpleCalorimeter form):
+    sigma_E = (a + b (|eta| - eta0)^2) * sqrt((C E)^2 + S^2 E + N^2)."""
+
+    eta_edges: list[float]
+    shape_a: list[float]
+    shape_b: list[float]
+    shape_eta0: list[float]
+    noise: list[float]
+    stochastic: list[float]
+    constant: list[float]
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """Relative isolation: scalar pT sum of particles above ``particle_pt_min`` within
+    ``delta_r_max``, over the lepton pT, must stay below ``pt_ratio_max``."""
+
+    delta_r_max: float
+    particle_pt_min: float
+    pt_ratio_max: float
+
+
+@dataclass(frozen=True)
 class BinnedEfficiency:
     eta_edges: list[float]
     values: list[float]
@@ -67,7 +95,6 @@ class JetCard:
     pt_min: float
     eta_max: float
     max_jets: int
-    met_pt_min: float
 
 
 @dataclass(frozen=True)
@@ -99,11 +126,46 @@ class BTagCard:
 
 
 @dataclass(frozen=True)
-class LeptonCard:
+class ElectronCard:
+    """Electrons: energy from the ECAL (:attr:`CalorimetersCard.ecal`), direction from the track."""
+
     efficiency: BinnedEfficiency
-    resolution: TrackResolution
+    isolation: Isolation
     pt_min: float
     eta_max: float
+
+
+@dataclass(frozen=True)
+class MuonCard:
+    """Muons: momentum from the tracker and muon system."""
+
+    efficiency: BinnedEfficiency
+    resolution: TrackResolution
+    isolation: Isolation
+    pt_min: float
+    eta_max: float
+
+
+LeptonCard = ElectronCard | MuonCard
+
+
+@dataclass(frozen=True)
+class CalorimetersCard:
+    """ECAL and HCAL energy resolutions, used for electrons and the MET's soft term."""
+
+    ecal: CaloResolution
+    hcal: CaloResolution
+
+
+@dataclass(frozen=True)
+class MetCard:
+    """Missing transverse momentum: jets above ``jet_pt_min``, the lepton, and the soft term of
+    every other visible particle within ``soft_eta_max``, each measured by its subdetector."""
+
+    jet_pt_min: float
+    soft_eta_max: float
+    track_eta_max: float
+    tracks: TrackResolution
 
 
 @dataclass(frozen=True)
@@ -113,12 +175,14 @@ class MatchingCard:
 
 @dataclass(frozen=True)
 class DetectorCard:
-    """The whole detector: jets, b-tagging, electrons, muons and truth matching."""
+    """The whole detector: jets, b-tagging, calorimeters, electrons, muons, MET and truth matching."""
 
     jets: JetCard
     btag: BTagCard
-    electrons: LeptonCard
-    muons: LeptonCard
+    calorimeters: CalorimetersCard
+    electrons: ElectronCard
+    muons: MuonCard
+    met: MetCard
     matching: MatchingCard
     path: str = "<memory>"
     text: str = ""

@@ -1,41 +1,87 @@
-"""Particle level: anti-kT jets from the visible final state and their hadron-based flavour."""
+"""Particle level: dressed leptons, anti-kT jets of the visible final state, hadron-based jet
+flavour, lepton isolation and jet-lepton overlap removal.
+
+Jets are clustered by FastJet's core (fjcore) through Pythia's ``SlowJet`` interface, which
+reads the event record in C++: the same anti-kT algorithm as the FastJet Python bindings
+without building one Python object per particle, which was a third of the generation time.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
+from dataclasses import dataclass
 
-import fastjet
 import numpy as np
+import pythia8mc
 
 from unfold.generation.kinematics import delta_r, to_cylindrical
 
-__all__ = ["BOTTOM", "CHARM", "LIGHT", "cluster_jets", "flavour_labels"]
+__all__ = [
+    "BOTTOM",
+    "CHARM",
+    "DRESSING_RADIUS",
+    "LIGHT",
+    "OVERLAP_RADIUS",
+    "JetClustering",
+    "dress",
+    "flavour_labels",
+    "not_overlapping",
+    "relative_isolation",
+]
 
 BOTTOM, CHARM, LIGHT = 5, 4, 0
+# Dressed leptons: photons within Delta R < 0.1 of a prompt lepton are added to it (the LHC
+# top working group's particle-level definition, ATLAS and CMS, e.g. CMS, PRD 97 (2018) 112003).
+DRESSING_RADIUS = 0.1
+# Jets within Delta R < 0.4 of the selected lepton are removed (same particle-level definition;
+# at detector level the CMS top analyses use the same cone).
+OVERLAP_RADIUS = 0.4
+_ANTI_KT = -1  # SlowJet's power: -1 anti-kT, 0 Cambridge/Aachen, 1 kT
+_VISIBLE = 2  # SlowJet's select: every visible final-state particle
+_KEEP_MASS = 2  # SlowJet's massSet: keep the particles' masses
 
 
-@functools.cache
-def _print_fastjet_banner_quietly() -> None:
-    """FastJet prints its banner on the first clustering of a process: send it to /dev/null."""
-    with open(os.devnull, "w") as devnull, contextlib.ExitStack() as stack:
-        saved = os.dup(1)
-        stack.callback(os.close, saved)
-        stack.callback(os.dup2, saved, 1)
-        os.dup2(devnull.fileno(), 1)
-        fastjet.ClusterSequence([fastjet.PseudoJet(1.0, 0.0, 0.0, 1.0)], fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4))
+@dataclass
+class JetClustering:
+    """Anti-kT jets of radius ``radius`` above ``pt_min`` from a Pythia event record."""
+
+    radius: float
+    pt_min: float
+
+    def __post_init__(self) -> None:
+        self._slow_jet = pythia8mc.SlowJet(_ANTI_KT, self.radius, self.pt_min, 1e3, _VISIBLE, _KEEP_MASS)
+
+    def cluster(self, event) -> tuple[np.ndarray, list[list[int]]]:
+        """(J, 4) jets (px, py, pz, E), hardest first, and each jet's event-record indices,
+        from every visible final-state particle of ``event``."""
+        self._slow_jet.analyze(event)
+        n = self._slow_jet.sizeJet()
+        jets = np.array([(p.px(), p.py(), p.pz(), p.e()) for p in map(self._slow_jet.p, range(n))]).reshape(-1, 4)
+        return jets, [list(self._slow_jet.constituents(j)) for j in range(n)]
 
 
-def cluster_jets(visible: np.ndarray, *, radius: float, pt_min: float, eta_max: float) -> np.ndarray:
-    """Anti-kT jets (FastJet) of the (P, 4) visible particles -> (J, 4) four-vectors, hardest first."""
-    _print_fastjet_banner_quietly()
-    definition = fastjet.JetDefinition(fastjet.antikt_algorithm, radius)
-    particles = [fastjet.PseudoJet(*row) for row in visible.tolist()]
-    sequence = fastjet.ClusterSequence(particles, definition)
-    jets = np.array([(j.px(), j.py(), j.pz(), j.E()) for j in fastjet.sorted_by_pt(sequence.inclusive_jets(pt_min))])
-    jets = jets.reshape(-1, 4)
-    return jets[np.abs(to_cylindrical(jets)[:, 1]) < eta_max]
+def dress(lepton: np.ndarray, particles: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lepton (px, py, pz, E) plus every photon of ``particles`` within :data:`DRESSING_RADIUS`,
+    and the mask of the photons used."""
+    lepton_cyl = to_cylindrical(lepton)
+    cyl = to_cylindrical(particles)
+    used = (ids == 22) & (delta_r(cyl[:, 1], cyl[:, 2], lepton_cyl[1], lepton_cyl[2]) < DRESSING_RADIUS)
+    return lepton + particles[used].sum(axis=0), used
+
+
+def relative_isolation(lepton_cyl: np.ndarray, particles_cyl: np.ndarray, *, radius: float, particle_pt_min: float) -> float:
+    """Scalar pT sum of the particles above ``particle_pt_min`` within ``radius`` of the lepton,
+    divided by the lepton pT (Delphes' Isolation module; the lepton itself is not in ``particles``)."""
+    near = (particles_cyl[:, 0] > particle_pt_min) & (
+        delta_r(particles_cyl[:, 1], particles_cyl[:, 2], lepton_cyl[1], lepton_cyl[2]) < radius
+    )
+    return float(particles_cyl[near, 0].sum() / lepton_cyl[0])
+
+
+def not_overlapping(jets_cyl: np.ndarray, lepton_cyl: np.ndarray | None) -> np.ndarray:
+    """Mask of the jets (pt, eta, phi, mass) farther than :data:`OVERLAP_RADIUS` from the lepton."""
+    if lepton_cyl is None:
+        return np.ones(len(jets_cyl), dtype=bool)
+    return delta_r(jets_cyl[:, 1], jets_cyl[:, 2], lepton_cyl[1], lepton_cyl[2]) >= OVERLAP_RADIUS
 
 
 def flavour_labels(

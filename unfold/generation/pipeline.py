@@ -21,9 +21,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from unfold.generation.detector_card import DetectorCard, load_detector_card
-from unfold.errors import UnfoldError
 from unfold.data.hdf5_io import atomic_output, write_arrays
+from unfold.errors import UnfoldError
+from unfold.generation.detector_card import DetectorCard, load_detector_card
 from unfold.generation.processes import Process, ProcessName, get_process
 from unfold.generation.pythia_events import generate_truth, pythia_settings
 from unfold.generation.simulation import simulate_event
@@ -87,7 +87,9 @@ def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle
     """Generate one shard's accepted events into ``folder``; returns its file and events tried."""
     rng = np.random.default_rng(shard.detector_seed)
     records, tried = [], 0
-    for truth in generate_truth(shard.settings, shard.pythia_seed, process):
+    for truth in generate_truth(
+        shard.settings, shard.pythia_seed, process, jet_radius=card.jets.cluster_radius, jet_pt_min=card.jets.cluster_pt_min
+    ):
         tried += 1
         record = simulate_event(truth, process, card, rng, max_particle_jets=max_particle_jets)
         if record is None:
@@ -114,7 +116,7 @@ def _shards(config: GenerationConfig, process: Process) -> list[_Shard]:
             events=min(config.shard_size, config.events - i * config.shard_size),
             pythia_seed=int(seed.generate_state(1)[0] % PYTHIA_MAX_SEED) + 1,
             detector_seed=seed.spawn(1)[0],
-            settings=pythia_settings(process, shard=i, mpi=config.mpi, extra=config.pythia),
+            settings=pythia_settings(process, mpi=config.mpi, extra=config.pythia),
         )
         for i, seed in enumerate(seeds)
     ]
@@ -195,8 +197,7 @@ def _attributes(config: GenerationConfig, process: Process, card: DetectorCard, 
         "events_generated": tried,
         "selection_efficiency": config.events / tried,
         "mpi": config.mpi,
-        "pythia_settings": json.dumps(list(pythia_settings(process, shard=0, mpi=config.mpi, extra=config.pythia))),
-        "pythia_note": "semi-leptonic shards alternate the W charges of the forced decays (shard parity)",
+        "pythia_settings": json.dumps(list(pythia_settings(process, mpi=config.mpi, extra=config.pythia))),
         "generator": f"Pythia {metadata.version('pythia8mc')} (pythia8mc), FastJet {metadata.version('fastjet')}",
         "detector_card": card.text,
         "detector_card_path": card.path,

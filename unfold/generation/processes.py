@@ -5,8 +5,10 @@ with ISR/FSR, hadronisation and, by default, multi-parton interactions. They dif
 two W bosons decay:
 
 * ``ttbar-semileptonic``: one W -> e nu or mu nu, the other W -> q q' (taus are not generated).
-  Pythia forces decays by W charge, so each shard of events fixes which top decays
-  hadronically; consecutive shards alternate, giving equal t and tbar shares.
+  Both W bosons may decay to quarks, electrons or muons with Pythia's own branching ratios;
+  Pythia's ResonanceDecayFilterHook vetoes the event right after the resonance decays, before
+  any shower, unless exactly one W gave a charged lepton and a neutrino and the other two quarks. The
+  W charge of the lepton is thus chosen event by event, l+ and l- in equal shares.
 * ``ttbar-allhadronic``: both W -> q q'.
 """
 
@@ -28,6 +30,10 @@ BASE_SETTINGS = (
     "Top:qqbar2ttbar = on",
     "Print:quiet = on",
     "Next:numberCount = 0",
+    # Stable particles are those with c tau > 10 mm, the LHC definition of the particle level
+    # (e.g. ATLAS and CMS fiducial measurements, Rivet's default); K0S and Lambda stay undecayed.
+    "ParticleDecays:limitTau0 = on",
+    "ParticleDecays:tau0Max = 10.",
 )
 HADRONIC_W = "1 2 3 4 5"
 LEPTONIC_W = "11 13"
@@ -63,12 +69,23 @@ class Process:
     min_jets: int
     leptons: int
 
-    def decay_settings(self, shard: int) -> tuple[str, ...]:
-        """W decay settings for a shard (semi-leptonic alternates the hadronic W's charge)."""
+    def decay_settings(self) -> tuple[str, ...]:
+        """W decay settings: hadronic only, or (semi-leptonic) any allowed decay of either W with a
+        veto of every final state other than one l nu and one q q' (ResonanceDecayFilterHook)."""
         if self.leptons == 0:
             return ("24:onMode = off", f"24:onIfAny = {HADRONIC_W}")
-        plus, minus = (HADRONIC_W, LEPTONIC_W) if shard % 2 == 0 else (LEPTONIC_W, HADRONIC_W)
-        return ("24:onMode = off", f"24:onPosIfAny = {plus}", f"24:onNegIfAny = {minus}")
+        return (
+            "24:onMode = off",
+            f"24:onIfAny = {HADRONIC_W} {LEPTONIC_W}",
+            "ResonanceDecayFilter:filter = on",
+            "ResonanceDecayFilter:exclusive = on",
+            "ResonanceDecayFilter:mothers = 24",
+            # e and mu count as 11, every neutrino as 12, every quark as 1.
+            "ResonanceDecayFilter:eMuAsEquivalent = on",
+            "ResonanceDecayFilter:allNuAsEquivalent = on",
+            "ResonanceDecayFilter:udscbAsEquivalent = on",
+            "ResonanceDecayFilter:daughters = 11,12,1,1",
+        )
 
 
 PROCESSES: dict[str, Process] = {

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from unfold.generation.detector import missing_transverse_momentum, reconstruct_jets, reconstruct_lepton
+from unfold.generation.detector import (
+    lepton_isolation,
+    missing_transverse_momentum,
+    reconstruct_jets,
+    reconstruct_lepton,
+    soft_term,
+)
 from unfold.generation.detector_card import DetectorCard
 from unfold.generation.kinematics import delta_r, to_cylindrical
-from unfold.generation.particle_level import BOTTOM, cluster_jets, flavour_labels
+from unfold.generation.particle_level import BOTTOM, flavour_labels, not_overlapping
 from unfold.generation.processes import Process
 from unfold.generation.pythia_events import TruthEvent
 
@@ -60,32 +66,34 @@ def match_partons(partons: np.ndarray, jets: np.ndarray, delta_r_max: float) -> 
 def simulate_event(
     truth: TruthEvent, process: Process, card: DetectorCard, rng: np.random.Generator, *, max_particle_jets: int
 ) -> dict[str, np.ndarray | float] | None:
-    """The event's record, or None when it fails the detector-level selection
-    (exactly ``process.leptons`` leptons and at least ``process.min_jets`` jets in acceptance)."""
-    jets = cluster_jets(
-        truth.visible,
-        radius=card.jets.cluster_radius,
-        pt_min=card.jets.cluster_pt_min,
-        eta_max=card.jets.calorimeter_eta_max,
-    )
+    """The event's record, or None when it fails the detector-level selection: exactly
+    ``process.leptons`` isolated leptons and at least ``process.min_jets`` jets in acceptance
+    once the jets within Delta R < 0.4 of the lepton are removed."""
     flavour = flavour_labels(
-        jets, truth.b_hadrons, truth.c_hadrons, radius=card.btag.label_radius, hadron_pt_min=card.btag.label_hadron_pt_min
+        truth.jets, truth.b_hadrons, truth.c_hadrons, radius=card.btag.label_radius, hadron_pt_min=card.btag.label_hadron_pt_min
     )
-    reco, tagged, _ = reconstruct_jets(jets, flavour, card, rng)
-    lepton = reconstruct_lepton(truth.lepton, card, rng)
+    reco, tagged, source = reconstruct_jets(truth.jets, flavour, card, rng)
+    isolation = lepton_isolation(truth.lepton, truth.visible, card) if truth.lepton is not None else 0.0
+    lepton = reconstruct_lepton(truth.lepton, isolation, card, rng)
+    separated = not_overlapping(reco, lepton)
+    reco, tagged, source = reco[separated], tagged[separated], source[separated]
     accepted = np.flatnonzero((reco[:, 0] > card.jets.pt_min) & (np.abs(reco[:, 1]) < card.jets.eta_max))
     accepted = accepted[: card.jets.max_jets]
     if len(accepted) < process.min_jets or (lepton is not None) != bool(process.leptons):
         return None
 
+    # Particles of the jets entering the MET jet term are measured as jets, the rest one by one.
+    met_jets = source[reco[:, 0] > card.met.jet_pt_min]
+    unclustered = ~np.isin(truth.jet_of, met_jets)
+    soft = soft_term(truth.visible[unclustered], truth.visible_charged[unclustered], truth.visible_ids[unclustered], card, rng)
     record: dict[str, np.ndarray | float] = {}
     _detector_inputs(record, reco[accepted], tagged[accepted], lepton, process, card)
-    met = missing_transverse_momentum(reco, lepton, card)
+    met = missing_transverse_momentum(reco, lepton, soft, card)
     record.update({"INPUTS/Met/met": met[0], "INPUTS/Met/phi": met[1]})
     record.update({"INPUTS/Met/sin_phi": np.sin(met[1]), "INPUTS/Met/cos_phi": np.cos(met[1])})
     _targets(record, truth, reco[accepted], lepton, process, card)
     _parton_truth(record, truth, process)
-    _particle_truth(record, truth, jets, flavour, process, max_particle_jets)
+    _particle_truth(record, truth, flavour, process, max_particle_jets)
     return record
 
 
@@ -148,9 +156,13 @@ def _parton_truth(record, truth, process) -> None:
             record[f"PARTONS/{name}/{feature}"] = value
 
 
-def _particle_truth(record, truth, jets, flavour, process, max_particle_jets) -> None:
-    cyl = to_cylindrical(jets)
-    keep = np.flatnonzero((cyl[:, 0] > PARTICLE_JET_PT_MIN) & (np.abs(cyl[:, 1]) < PARTICLE_JET_ETA_MAX))
+def _particle_truth(record, truth, flavour, process, max_particle_jets) -> None:
+    """Particle-level jets (without those within Delta R < 0.4 of the dressed lepton), the dressed
+    lepton, the prompt neutrino and the truth MET."""
+    cyl = to_cylindrical(truth.jets)
+    lepton = to_cylindrical(truth.lepton[:4]) if truth.lepton is not None else None
+    inside = (cyl[:, 0] > PARTICLE_JET_PT_MIN) & (np.abs(cyl[:, 1]) < PARTICLE_JET_ETA_MAX)
+    keep = np.flatnonzero(inside & not_overlapping(cyl, lepton))
     keep = keep[:max_particle_jets]
     _collection(record, "jets", cyl[keep], max_particle_jets, {"btag": flavour[keep] == BOTTOM, "flavour": flavour[keep]})
     if process.leptons:
