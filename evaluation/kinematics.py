@@ -1,92 +1,44 @@
-"""Four-vector kinematics in numpy: (pt, eta, phi, m) <-> (px, py, pz, E), sums, rapidity, Delta R.
+"""Four-vector kinematics in numpy through scikit-hep ``vector``, plus azimuthal helpers.
 
-Every function works element-wise on arrays of any shape; NaN in an input stays NaN in the output,
-so a missing object (NaN kinematics) makes every sum that includes it NaN too.
+Four-momenta are ``vector`` momentum arrays of any shape, built from (pt, eta, phi, m); sums are
+``a + b`` and every kinematic quantity is an attribute (``.pt``, ``.rapidity``, ``.phi``). NaN in
+an input stays NaN in every sum that includes it, so a missing object gives a NaN composite.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
+import vector
+from vector.backends.numpy import MomentumNumpy4D
 
-__all__ = [
-    "FourMomentum",
-    "azimuth",
-    "delta_phi",
-    "delta_r",
-    "from_pt_eta_phi_m",
-    "invariant_mass",
-    "pseudorapidity",
-    "rapidity",
-    "sum_momenta",
-    "transverse_momentum",
-]
-
-
-class FourMomentum(NamedTuple):
-    """Cartesian four-momentum in GeV; each component has the shape of the inputs."""
-
-    px: np.ndarray
-    py: np.ndarray
-    pz: np.ndarray
-    energy: np.ndarray
+__all__ = ["MomentumNumpy4D", "delta_phi", "delta_r", "from_pt_eta_phi_m", "invariant_mass"]
 
 
 def from_pt_eta_phi_m(
     pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mass: np.ndarray
-) -> FourMomentum:
-    """Cartesian momentum of massive objects: p_z = p_T sinh(eta), E = sqrt(|p|^2 + m^2).
+) -> MomentumNumpy4D:
+    """Four-momenta of massive objects [GeV]; negative masses (from smearing) count as zero.
 
     Args:
         pt: transverse momentum [GeV], any shape.
         eta: pseudorapidity, same shape.
         phi: azimuth [rad], same shape.
-        mass: mass [GeV], same shape; negative masses (from smearing) count as zero.
+        mass: mass [GeV], same shape.
     """
-    pt, eta, phi = np.asarray(pt, float), np.asarray(eta, float), np.asarray(phi, float)
-    mass = np.asarray(mass, float)
-    pz = pt * np.sinh(eta)
-    energy = np.sqrt(pt**2 + pz**2 + np.maximum(mass, 0.0) ** 2)
-    return FourMomentum(pt * np.cos(phi), pt * np.sin(phi), pz, energy)
-
-
-def sum_momenta(momenta: list[FourMomentum]) -> FourMomentum:
-    """Component-wise sum of several four-momenta of equal shape (a composite such as a top)."""
-    return FourMomentum(
-        px=sum(p.px for p in momenta),
-        py=sum(p.py for p in momenta),
-        pz=sum(p.pz for p in momenta),
-        energy=sum(p.energy for p in momenta),
+    return vector.array(
+        {
+            "pt": np.asarray(pt, dtype=np.float64),
+            "eta": np.asarray(eta, dtype=np.float64),
+            "phi": np.asarray(phi, dtype=np.float64),
+            "mass": np.maximum(np.asarray(mass, dtype=np.float64), 0.0),
+        }
     )
 
 
-def transverse_momentum(p: FourMomentum) -> np.ndarray:
-    """p_T = sqrt(p_x^2 + p_y^2) [GeV]."""
-    return np.hypot(p.px, p.py)
-
-
-def azimuth(p: FourMomentum) -> np.ndarray:
-    """phi = atan2(p_y, p_x) in (-pi, pi] [rad]."""
-    return np.arctan2(p.py, p.px)
-
-
-def invariant_mass(p: FourMomentum) -> np.ndarray:
-    """m = sqrt(E^2 - |p|^2) [GeV], clipped at zero against rounding for massless sums."""
-    m2 = p.energy**2 - p.px**2 - p.py**2 - p.pz**2
-    return np.sqrt(np.maximum(m2, 0.0))
-
-
-def rapidity(p: FourMomentum) -> np.ndarray:
-    """y = 1/2 ln((E + p_z) / (E - p_z)); the boost-additive longitudinal coordinate."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return 0.5 * np.log((p.energy + p.pz) / (p.energy - p.pz))
-
-
-def pseudorapidity(p: FourMomentum) -> np.ndarray:
-    """eta = asinh(p_z / p_T); equals the rapidity for massless objects."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.arcsinh(p.pz / transverse_momentum(p))
+def invariant_mass(p: MomentumNumpy4D) -> np.ndarray:
+    """m = sqrt(E^2 - |p|^2) [GeV], clipped at zero (``vector`` signs the spacelike rounding of
+    massless sums)."""
+    return np.maximum(np.asarray(p.mass, dtype=np.float64), 0.0)
 
 
 def delta_phi(phi_a: np.ndarray, phi_b: np.ndarray) -> np.ndarray:

@@ -1,33 +1,51 @@
-"""Distances between the truth distribution of an observable and its unfoldings.
+"""Distances between the truth distribution of an observable and another sample of it, with noise.
 
 Five distances, as the VLD papers and the Landscape of ML unfolding (arXiv 2404.18807) report
-them: Wasserstein-1, energy distance, Kolmogorov-Smirnov statistic (all three unbinned, from
-scipy), KL divergence and triangular discrimination on histograms. Each is computed between the
-truth and every draw, and summarised as mean [min, max] over the n draws beside the
-detector-level-vs-truth value (the reference an unfolding has to beat).
+them: Wasserstein-1, energy distance, Kolmogorov-Smirnov statistic (unbinned, from the two
+empirical CDFs), KL divergence and triangular discrimination on histograms.
+
+Every distance comes with what its statistical noise is:
+
+* a bootstrap: events are resampled with replacement (multinomial weights, :func:`bootstrap_weights`)
+  and every distance is recomputed on the weighted samples; their standard deviation is the
+  uncertainty quoted (a percentile interval would not do: resampling adds fluctuations, so the
+  resampled distances sit above the observed one);
+* a noise floor: the distance between two independent bootstrap samples of the truth of the
+  truth's own size, i.e. what two samples of the same distribution score at this size (at 300
+  events two such samples give KL ~ 0.15 with 64 bins; a model below it is not resolved).
+
+All distances of all resamples are computed at once from one merged sort of the two samples
+(:func:`weighted_distances`); they agree with scipy's ``wasserstein_distance``,
+``energy_distance`` (with weights) and ``ks_2samp`` (tested), and KL uses ``scipy.special.rel_entr``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage, special
 
 from evaluation.errors import ReportError
 
 __all__ = [
+    "KL_PSEUDOCOUNT",
     "METRICS",
     "DistanceSummary",
     "Metric",
-    "binned_probabilities",
+    "Verdict",
+    "bootstrap_weights",
     "distance",
     "histogram_edges",
     "kl_divergence",
+    "noise_floor",
     "peak_position",
-    "summarise_draws",
+    "summarise",
     "triangular_discrimination",
+    "verdict",
+    "weighted_distances",
 ]
 
 Metric = Literal["wasserstein", "energy", "ks", "kl", "triangular"]
@@ -39,31 +57,15 @@ METRIC_LABELS = {
     "kl": "KL",
     "triangular": "triangular x1e3",
 }
-
-
-@dataclass(frozen=True)
-class DistanceSummary:
-    """One distance to truth: over the n draws and for the detector level.
-
-    Attributes:
-        mean: mean over the draws.
-        minimum: smallest over the draws.
-        maximum: largest over the draws.
-        reference: detector level vs truth (NaN where the file has no reference).
-    """
-
-    mean: float
-    minimum: float
-    maximum: float
-    reference: float
-
-    @property
-    def beats_reference(self) -> bool | None:
-        """True when the mean unfolding is closer to truth than the detector level; None if no
-        reference."""
-        if not np.isfinite(self.reference):
-            return None
-        return self.mean < self.reference
+# Metrics in the observable's unit (the others are dimensionless).
+DIMENSIONFUL: frozenset[Metric] = frozenset({"wasserstein", "energy"})
+# KL smoothing: half an event added to every bin of both histograms (the Krichevsky-Trofimov /
+# Jeffreys-prior estimate of bin probabilities), so a bin empty in one sample costs ln(N) instead
+# of being skipped: U(0,1) against U(0,0.5) is then far from zero, as it must be.
+KL_PSEUDOCOUNT = 0.5
+# Draws of an unfolding that enter its bootstrap (see :func:`summarise`).
+BOOTSTRAP_DRAWS = 8
+Verdict = Literal["better", "worse", "compatible"]
 
 
 def histogram_edges(truth: np.ndarray, bins: int, *, discrete: bool = False) -> np.ndarray:
@@ -88,45 +90,94 @@ def histogram_edges(truth: np.ndarray, bins: int, *, discrete: bool = False) -> 
     return np.linspace(low, high, bins + 1)
 
 
-def binned_probabilities(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Fraction of the finite values in each bin, with under/overflow counted in the edge bins.
-
-    Clipping into the outer bins keeps the histograms normalised to one over all values, so a
-    sample that puts mass outside the truth's range is penalised rather than ignored.
-    """
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return np.full(edges.size - 1, np.nan)
-    counts, _ = np.histogram(np.clip(finite, edges[0], edges[-1]), bins=edges)
-    return counts / finite.size
-
-
-def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """KL(p || q) = sum_i p_i ln(p_i / q_i) over the bins where both are non-zero.
-
-    Both histograms are renormalised to unit sum over those common bins first, so the result is
-    a proper KL divergence (>= 0, zero only for equal histograms).
+def kl_divergence(p_counts: np.ndarray, q_counts: np.ndarray) -> np.ndarray:
+    """KL(p || q) = sum_i p_i ln(p_i / q_i) of two histograms smoothed by :data:`KL_PSEUDOCOUNT`.
 
     Args:
-        p: (B,) bin probabilities of the truth.
-        q: (B,) bin probabilities of the other sample.
+        p_counts: (..., B) (weighted) counts of the truth per bin.
+        q_counts: (..., B) counts of the other sample.
+
+    Returns:
+        (...,) divergences in nats: >= 0, zero only for equal histograms, finite even where a
+        bin is empty in one sample.
     """
-    both = (p > 0) & (q > 0)
-    if not both.any():
-        return float("nan")
-    p_common, q_common = p[both] / p[both].sum(), q[both] / q[both].sum()
-    return float(np.sum(p_common * np.log(p_common / q_common)))
+    p = p_counts + KL_PSEUDOCOUNT
+    q = q_counts + KL_PSEUDOCOUNT
+    p = p / p.sum(axis=-1, keepdims=True)
+    q = q / q.sum(axis=-1, keepdims=True)
+    return special.rel_entr(p, q).sum(axis=-1)
 
 
-def triangular_discrimination(p: np.ndarray, q: np.ndarray) -> float:
-    """Delta(p, q) = 1/2 sum_i (p_i - q_i)^2 / (p_i + q_i) over bins with p_i + q_i > 0.
+def triangular_discrimination(p_counts: np.ndarray, q_counts: np.ndarray) -> np.ndarray:
+    """Delta(p, q) = 1/2 sum_i (p_i - q_i)^2 / (p_i + q_i) of two histograms normalised to one.
 
-    Histograms are normalised to unit sum, so Delta lies in [0, 1]; the report multiplies it by
-    10^3 as the Landscape of unfolding (arXiv 2404.18807) does.
+    Delta lies in [0, 1] (1 for disjoint supports); the report multiplies it by 10^3 as the
+    Landscape of unfolding (arXiv 2404.18807) does.
+
+    Args:
+        p_counts, q_counts: (..., B) counts per bin.
     """
+    p = p_counts / p_counts.sum(axis=-1, keepdims=True)
+    q = q_counts / q_counts.sum(axis=-1, keepdims=True)
     total = p + q
-    filled = total > 0
-    return float(0.5 * np.sum((p[filled] - q[filled]) ** 2 / total[filled]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(total > 0, (p - q) ** 2 / total, 0.0)
+    return 0.5 * terms.sum(axis=-1)
+
+
+def weighted_distances(
+    a: np.ndarray, b: np.ndarray, edges: np.ndarray, a_weights: np.ndarray, b_weights: np.ndarray
+) -> dict[Metric, np.ndarray]:
+    """Every metric between weighted samples ``a`` (the truth) and ``b``, for each row of weights.
+
+    One merged sort of a and b gives both weighted empirical CDFs F and G at every point:
+    W1 = int |F - G| dx, energy = sqrt(2 int (F - G)^2 dx) (scipy's definition), KS = max |F - G|
+    over the points where the CDFs step, and the histograms of the binned metrics (values outside
+    ``edges`` counted in the edge bins) are differences of the same cumulative sums.
+
+    Args:
+        a: (Ra,) truth values; NaN entries (and their weights) are dropped.
+        b: (Rb,) values of the other sample.
+        edges: (B + 1,) bin edges of the binned metrics.
+        a_weights: (K, Ra) non-negative weights per row (ones for the plain distance,
+            multinomial counts for a bootstrap resample).
+        b_weights: (K, Rb).
+
+    Returns:
+        metric -> (K,) distances ("triangular" x 10^3); NaN in rows where a sample has no weight.
+    """
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    a, b = a[fa], b[fb]
+    wa, wb = np.asarray(a_weights, np.float64)[:, fa], np.asarray(b_weights, np.float64)[:, fb]
+    rows = wa.shape[0]
+    if a.size == 0 or b.size == 0:
+        return {m: np.full(rows, np.nan) for m in METRICS}
+    values = np.concatenate([a, b])
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    from_a = order < a.size
+    weights = np.concatenate([wa, wb], axis=1)[:, order]
+    zeros = np.zeros((rows, 1))
+    cum_a = np.concatenate([zeros, np.cumsum(np.where(from_a, weights, 0.0), axis=1)], axis=1)
+    cum_b = np.concatenate([zeros, np.cumsum(np.where(from_a, 0.0, weights), axis=1)], axis=1)
+    total_a, total_b = cum_a[:, -1:], cum_b[:, -1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = cum_a[:, 1:-1] / total_a - cum_b[:, 1:-1] / total_b  # F - G after each point
+        widths = np.diff(ordered)
+        steps = widths > 0
+        result: dict[Metric, np.ndarray] = {
+            "wasserstein": np.abs(gap) @ widths,
+            "energy": np.sqrt(2.0 * (gap**2 @ widths)),
+            "ks": np.abs(gap[:, steps]).max(axis=1, initial=0.0),
+        }
+        n_bins = edges.size - 1
+        bins = np.clip(np.searchsorted(edges, ordered, side="right") - 1, 0, n_bins - 1)
+        starts = np.searchsorted(bins, np.arange(n_bins + 1), side="left")
+        counts_a, counts_b = np.diff(cum_a[:, starts], axis=1), np.diff(cum_b[:, starts], axis=1)
+        result["kl"] = kl_divergence(counts_a, counts_b)
+        result["triangular"] = 1e3 * triangular_discrimination(counts_a, counts_b)
+    empty = (total_a[:, 0] <= 0) | (total_b[:, 0] <= 0)
+    return {m: np.where(empty, np.nan, v) for m, v in result.items()}
 
 
 def distance(metric: Metric, truth: np.ndarray, other: np.ndarray, edges: np.ndarray) -> float:
@@ -140,20 +191,104 @@ def distance(metric: Metric, truth: np.ndarray, other: np.ndarray, edges: np.nda
     """
     if metric not in METRICS:
         raise ReportError(f"unknown metric {metric!r}: choose from {', '.join(METRICS)}")
-    a, b = truth[np.isfinite(truth)], other[np.isfinite(other)]
-    if a.size == 0 or b.size == 0:
-        return float("nan")
-    if metric == "wasserstein":
-        return float(stats.wasserstein_distance(a, b))
-    if metric == "energy":
-        return float(stats.energy_distance(a, b))
-    if metric == "ks":
-        # The statistic does not depend on the p-value method; "asymp" skips the exact p-value.
-        return float(stats.ks_2samp(a, b, method="asymp").statistic)
-    p, q = binned_probabilities(a, edges), binned_probabilities(b, edges)
-    if metric == "kl":
-        return kl_divergence(p, q)
-    return 1e3 * triangular_discrimination(p, q)
+    ones_a, ones_b = np.ones((1, truth.size)), np.ones((1, other.size))
+    return float(weighted_distances(truth, other, edges, ones_a, ones_b)[metric][0])
+
+
+def bootstrap_weights(rows: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, rows) multinomial counts: how often each row is drawn in each resample of
+    ``rows`` rows drawn with replacement."""
+    picks = rng.integers(0, rows, size=(resamples, rows))
+    offsets = np.arange(resamples)[:, None] * rows
+    return np.bincount((picks + offsets).ravel(), minlength=resamples * rows).reshape(resamples, rows).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class DistanceSummary:
+    """One sample's (or one unfolding's n draws') distance to truth, with its bootstrap.
+
+    Attributes:
+        value: the distance (for an unfolding, the mean over its draws).
+        error: standard deviation of the bootstrap values (the statistical uncertainty).
+        minimum, maximum: smallest and largest over the draws (= value for a single sample).
+        bootstrap: (K,) the value recomputed on each bootstrap resample.
+    """
+
+    value: float
+    error: float
+    minimum: float
+    maximum: float
+    bootstrap: np.ndarray = field(repr=False, compare=False)
+
+
+def summarise(
+    truth: np.ndarray,
+    values: np.ndarray,
+    edges: np.ndarray,
+    truth_weights: np.ndarray,
+    weights: np.ndarray,
+) -> dict[Metric, DistanceSummary]:
+    """Every metric between the truth and one sample or each of n draws, with bootstrap errors.
+
+    The value of an unfolding is the mean over all its draws; its bootstrap recomputes that mean
+    over the first :data:`BOOTSTRAP_DRAWS` draws only (the draws are exchangeable), which keeps the
+    cost bounded and errs on the large side (fewer draws average out less draw-to-draw noise).
+
+    Args:
+        truth: (R,) truth values.
+        values: (R',) one sample, or (R', n) n draws (each compared with the truth, then averaged).
+        edges: (B + 1,) bin edges of the binned metrics.
+        truth_weights: (K, R) bootstrap weights of the truth rows.
+        weights: (K, R') bootstrap weights of the rows of ``values`` (the same array as
+            ``truth_weights`` when rows are the same events: a paired bootstrap).
+    """
+    draws = values[:, None] if values.ndim == 1 else values
+    ones_a, ones_b = np.ones((1, truth.size)), np.ones((1, draws.shape[0]))
+    point = np.array([
+        [weighted_distances(truth, column, edges, ones_a, ones_b)[m][0] for m in METRICS] for column in draws.T
+    ])
+    resampled = [weighted_distances(truth, column, edges, truth_weights, weights) for column in draws.T[:BOOTSTRAP_DRAWS]]
+    out = {}
+    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # all-NaN draws give NaN
+        for i, metric in enumerate(METRICS):
+            per_draw = point[:, i][np.isfinite(point[:, i])]
+            boot = np.nanmean([r[metric] for r in resampled], axis=0)
+            if per_draw.size == 0:
+                out[metric] = DistanceSummary(np.nan, np.nan, np.nan, np.nan, boot)
+                continue
+            out[metric] = DistanceSummary(
+                float(per_draw.mean()), float(np.nanstd(boot)), float(per_draw.min()), float(per_draw.max()), boot
+            )
+    return out
+
+
+def noise_floor(truth: np.ndarray, edges: np.ndarray, resamples: int, rng: np.random.Generator) -> dict[Metric, float]:
+    """Mean distance between two independent bootstrap samples of the truth, each of its size:
+    the distance that statistical fluctuations alone produce between two samples of the same
+    distribution with this many entries (its bias and spread)."""
+    first = bootstrap_weights(truth.size, resamples, rng)
+    second = bootstrap_weights(truth.size, resamples, rng)
+    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # all-NaN rows give NaN
+        return {m: float(np.nanmean(v)) for m, v in weighted_distances(truth, truth, edges, first, second).items()}
+
+
+def verdict(model: DistanceSummary, reference: DistanceSummary, noise: float) -> Verdict | None:
+    """Whether a model is closer to truth than the reference beyond the noise.
+
+    The difference reference - model counts when it exceeds both the noise floor and twice the
+    standard deviation of its paired bootstrap (both from the same resampled events); otherwise
+    the two are statistically compatible. None without a reference.
+    """
+    if not (np.isfinite(reference.value) and np.isfinite(model.value)):
+        return None
+    difference = reference.value - model.value
+    spread = np.nanstd(reference.bootstrap - model.bootstrap) if reference.bootstrap.size else 0.0
+    threshold = max(noise if np.isfinite(noise) else 0.0, 2.0 * spread)
+    if difference > threshold:
+        return "better"
+    if difference < -threshold:
+        return "worse"
+    return "compatible"
 
 
 def peak_position(values: np.ndarray, grid_points: int = 4001) -> float:
@@ -179,28 +314,3 @@ def peak_position(values: np.ndarray, grid_points: int = 4001) -> float:
     density = ndimage.gaussian_filter1d(counts.astype(np.float64), bandwidth / (edges[1] - edges[0]), mode="constant")
     peak = int(np.argmax(density))
     return float(0.5 * (edges[peak] + edges[peak + 1]))
-
-
-def summarise_draws(
-    truth: np.ndarray, draws: np.ndarray, reference: np.ndarray | None, edges: np.ndarray
-) -> dict[Metric, DistanceSummary]:
-    """Every metric between truth and each draw, as mean [min, max], with the detector reference.
-
-    Args:
-        truth: (R,) truth values.
-        draws: (R_s, n) values of the n draws.
-        reference: (R',) detector-level values, or None.
-        edges: (B + 1,) bin edges for the binned metrics.
-    """
-    out = {}
-    for metric in METRICS:
-        per_draw = np.array([distance(metric, truth, d, edges) for d in draws.T])
-        ref = float("nan") if reference is None else distance(metric, truth, reference, edges)
-        finite = per_draw[np.isfinite(per_draw)]
-        if finite.size == 0:
-            out[metric] = DistanceSummary(float("nan"), float("nan"), float("nan"), ref)
-        else:
-            out[metric] = DistanceSummary(
-                float(finite.mean()), float(finite.min()), float(finite.max()), ref
-            )
-    return out

@@ -15,14 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.kinematics import (
-    FourMomentum,
-    delta_phi,
+    MomentumNumpy4D,
     delta_r,
     from_pt_eta_phi_m,
     invariant_mass,
-    rapidity,
-    sum_momenta,
-    transverse_momentum,
 )
 from evaluation.samples_file import Collection, ParticleLevel, PartonLevel, SamplesFile
 
@@ -57,6 +53,7 @@ class Observable:
         truth: (R,) values; R = E for per-event observables, E * M for per-object ones.
         reference: (R',) detector-level values, paired with the truth when ``per_event``; None if
             the file has no reference.
+        matched: (R,) truth-matched detector-level values (NaN where unmatched), or None.
         draws: (R, n) values of the n draws (R = E * M_draws for per-object ones).
         per_event: one value per event, so truth and draws pair up (calibration, migration).
         discrete: integer valued (multiplicities): histograms use integer bins.
@@ -72,6 +69,7 @@ class Observable:
     per_event: bool
     discrete: bool
     key: bool
+    matched: np.ndarray | None = None
 
 
 def latex_name(name: str) -> str:
@@ -94,22 +92,26 @@ def _label(quantity: str, object_latex: str) -> tuple[str, str]:
 
 def _parton_momentum(
     level: Mapping[str, Mapping[str, np.ndarray]], names: tuple[str, ...]
-) -> FourMomentum | None:
+) -> MomentumNumpy4D | None:
     """Summed four-momentum of the named partons at one level, or None if one is missing."""
     if not all(n in level and all(k in level[n] for k in KINEMATICS) for n in names):
         return None
-    return sum_momenta([from_pt_eta_phi_m(*(level[n][k] for k in KINEMATICS)) for n in names])
+    momenta = [from_pt_eta_phi_m(*(level[n][k] for k in KINEMATICS)) for n in names]
+    total = momenta[0]
+    for momentum in momenta[1:]:
+        total = total + momentum
+    return total
 
 
 def _parton_observables(
     partons: PartonLevel, composites: Mapping[str, tuple[str, ...]]
 ) -> list[Observable]:
     """Parton features, composite mass / p_T / rapidity, |Delta phi| of two tops, Delta R of pairs."""
-    levels = (partons.truth, partons.reference, partons.draws)
+    levels = (partons.truth, partons.reference, partons.matched, partons.draws)
     out: list[Observable] = []
 
     def add(name: str, quantity: str, obj: str, values: Callable, key: bool) -> None:
-        truth, reference, draws = (values(level) if level else None for level in levels)
+        truth, reference, matched, draws = (values(level) if level else None for level in levels)
         if truth is None or draws is None:
             return
         label, unit = _label(quantity, obj)
@@ -124,6 +126,7 @@ def _parton_observables(
                 per_event=True,
                 discrete=False,
                 key=key,
+                matched=matched,
             )
         )
 
@@ -148,10 +151,10 @@ def _parton_observables(
         obj = latex_name(name)
         # Tops (three constituents) and the whole system (the most) get p_T by default.
         top_or_system = len(parts) == 3 or len(parts) == max(len(p) for p in present.values())
-        quantities: dict[str, Callable[[FourMomentum], np.ndarray]] = {
+        quantities: dict[str, Callable[[MomentumNumpy4D], np.ndarray]] = {
             "mass": invariant_mass,
-            "pt": transverse_momentum,
-            "y": rapidity,
+            "pt": lambda p: np.asarray(p.pt),
+            "y": lambda p: np.asarray(p.rapidity),
         }
         for quantity, function in quantities.items():
             add(
@@ -186,16 +189,16 @@ def _parton_observables(
 
 
 def _apply(
-    p: FourMomentum | None, function: Callable[[FourMomentum], np.ndarray]
+    p: MomentumNumpy4D | None, function: Callable[[MomentumNumpy4D], np.ndarray]
 ) -> np.ndarray | None:
     """``function(p)``, or None for a composite that cannot be built at this level."""
     return None if p is None else function(p)
 
 
-def _top_separation(a: FourMomentum | None, b: FourMomentum | None) -> np.ndarray | None:
+def _top_separation(a: MomentumNumpy4D | None, b: MomentumNumpy4D | None) -> np.ndarray | None:
     if a is None or b is None:
         return None
-    return np.abs(delta_phi(np.arctan2(a.py, a.px), np.arctan2(b.py, b.px)))
+    return np.abs(np.asarray(a.deltaphi(b)))
 
 
 def _parton_delta_r(level: Mapping, a: str, b: str) -> np.ndarray | None:

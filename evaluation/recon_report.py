@@ -24,7 +24,7 @@ import numpy as np
 
 from evaluation import html
 from evaluation.errors import ReportError
-from evaluation.kinematics import from_pt_eta_phi_m, invariant_mass, sum_momenta
+from evaluation.kinematics import from_pt_eta_phi_m, invariant_mass
 from evaluation.metrics import histogram_edges
 from evaluation.observables import latex_name
 from evaluation.plots import PlotJob, plot_recon_masses
@@ -113,10 +113,7 @@ def _resonance_masses(momenta: Mapping[str, np.ndarray], indices: np.ndarray) ->
 
     phi = np.arctan2(gather("sin_phi"), gather("cos_phi"))
     vectors = from_pt_eta_phi_m(gather("pt"), gather("eta"), phi, gather("mass"))
-    total = sum_momenta(
-        [type(vectors)(*(c[:, k] for c in vectors)) for k in range(indices.shape[1])]
-    )
-    return np.where(valid & mask, invariant_mass(total), np.nan)
+    return np.where(valid & mask, invariant_mass(vectors.sum(axis=1)), np.nan)
 
 
 def _is_scalar(value: object) -> bool:

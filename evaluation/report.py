@@ -26,16 +26,24 @@ from evaluation import html
 from evaluation.calibration import CalibrationResult, calibrate
 from evaluation.errors import ReportError
 from evaluation.metrics import (
+    DIMENSIONFUL,
+    KL_PSEUDOCOUNT,
     METRIC_LABELS,
     METRICS,
     DistanceSummary,
+    Metric,
+    Verdict,
+    bootstrap_weights,
     histogram_edges,
+    noise_floor,
     peak_position,
-    summarise_draws,
+    summarise,
+    verdict,
 )
 from evaluation.observables import Observable, compute_observables, correlation_pairs
 from evaluation.plots import (
     PlotJob,
+    Reference,
     Series,
     axis_label,
     plot_calibration,
@@ -56,8 +64,14 @@ __all__ = [
 ImageFormat = Literal["png", "pdf"]
 FORMATS: tuple[ImageFormat, ...] = get_args(ImageFormat)
 FEATURES_ALL = "all"
-# Fixed seed for breaking ties in ranks of discrete observables, so reports are reproducible.
+# Fixed seeds for breaking ties in ranks of discrete observables and for the bootstrap, so
+# reports are reproducible.
 TIE_BREAK_SEED = 0
+BOOTSTRAP_SEED = 1
+# Bootstrap resamples per distance: enough for a standard deviation to ~10 % (1/sqrt(2(K-1))).
+DEFAULT_RESAMPLES = 50
+MATCHED_LABEL = "truth-matched"
+VERDICT_MARKS = {"better": "+", "worse": "-", "compatible": "=", None: ""}
 
 
 @dataclass(frozen=True)
@@ -77,14 +91,23 @@ class ReportResult:
 
 @dataclass(frozen=True)
 class _ObservableResult:
-    """Everything computed for one observable across the unfoldings (indexed like the labels)."""
+    """Everything computed for one observable across the unfoldings (indexed like the labels).
+
+    ``noise``: the noise floor per metric; ``reference``/``matched``: the detector level's
+    distances (None without one); ``distances``: each unfolding's, with its ``verdicts`` against
+    the reference; ``peaks``: masses only, truth, detector, truth-matched, then each unfolding [GeV].
+    """
 
     truth: Observable
     unfoldings: tuple[Observable, ...]
     edges: np.ndarray
-    distances: tuple[Mapping[str, DistanceSummary], ...]
+    noise: Mapping[Metric, float]
+    reference: Mapping[Metric, DistanceSummary] | None
+    matched: Mapping[Metric, DistanceSummary] | None
+    distances: tuple[Mapping[Metric, DistanceSummary], ...]
+    verdicts: tuple[Mapping[Metric, Verdict | None], ...]
     calibrations: tuple[CalibrationResult | None, ...]
-    peaks: tuple[float | None, ...] | None  # masses: truth, detector, then each unfolding (GeV)
+    peaks: tuple[float | None, ...] | None
 
 
 def _slug(name: str) -> str:
@@ -173,30 +196,62 @@ def _migration_names(
 
 
 def _analyse(
-    observables: Sequence[Mapping[str, Observable]], names: Sequence[str], bins: int
+    observables: Sequence[Mapping[str, Observable]], names: Sequence[str], bins: int, resamples: int
 ) -> list[_ObservableResult]:
+    """Distances with noise floors and bootstrap errors, calibration and mass peaks.
+
+    Per-event observables are bootstrapped by events: one set of weights resamples the truth, the
+    references and every draw together (a paired bootstrap). Per-object ones (every jet) resample
+    the rows of each sample independently.
+    """
     rng = np.random.default_rng(TIE_BREAK_SEED)
+    bootstrap = np.random.default_rng(BOOTSTRAP_SEED)
     results = []
     for name in names:
         per_file = tuple(o[name] for o in observables)
         truth = per_file[0]
         edges = histogram_edges(truth.truth, bins, discrete=truth.discrete)
+        truth_weights = bootstrap_weights(truth.truth.size, resamples, bootstrap)
+
+        def weights(rows: int, truth=truth, truth_weights=truth_weights) -> np.ndarray:
+            return truth_weights if truth.per_event else bootstrap_weights(rows, resamples, bootstrap)
+
+        def against_truth(values: np.ndarray | None, truth=truth, edges=edges, truth_weights=truth_weights, weights=weights):
+            if values is None or not np.isfinite(values).any():
+                return None
+            return summarise(truth.truth, values, edges, truth_weights, weights(values.shape[0]))
+
+        reference, matched = against_truth(truth.reference), against_truth(truth.matched)
         distances = tuple(
-            summarise_draws(truth.truth, o.draws, truth.reference, edges) for o in per_file
+            summarise(truth.truth, o.draws, edges, truth_weights, weights(o.draws.shape[0])) for o in per_file
+        )
+        noise = noise_floor(truth.truth, edges, resamples, bootstrap)
+        verdicts = tuple(
+            {m: None if reference is None else verdict(d[m], reference[m], noise[m]) for m in METRICS}
+            for d in distances
         )
         calibrations = tuple(
             calibrate(truth.truth, o.draws, rng) if truth.per_event else None for o in per_file
         )
         peaks = _mass_peaks(truth, per_file) if _is_mass(truth) else None
-        results.append(_ObservableResult(truth, per_file, edges, distances, calibrations, peaks))
+        results.append(
+            _ObservableResult(truth, per_file, edges, noise, reference, matched, distances, verdicts, calibrations, peaks)
+        )
     return results
 
 
 def _plot_jobs(
-    results: Sequence[_ObservableResult], labels: Sequence[str], bins: int, migrations: set[str]
+    results: Sequence[_ObservableResult],
+    labels: Sequence[str],
+    bins: int,
+    migrations: set[str],
+    *,
+    method: str | None,
+    com_tev: float | None,
 ) -> list[PlotJob]:
     """Distribution and calibration plots per observable, migration matrices for those named in
-    ``migrations``, correlations for the pairs present."""
+    ``migrations``, correlations for the pairs present; ``method`` is the parton reference's
+    reconstruction (the samples file's ``reference`` attribute)."""
     jobs = []
     by_name = {r.truth.name: r for r in results}
     for result in results:
@@ -204,17 +259,23 @@ def _plot_jobs(
         series = [
             Series(label, o.draws) for label, o in zip(labels, result.unfoldings, strict=True)
         ]
+        references = [
+            Reference(_reference_label(kind, values, method), values)
+            for kind, values in (("detector", obs.reference), (MATCHED_LABEL, obs.matched))
+            if values is not None
+        ]
         jobs.append(
             PlotJob(
                 f"dist_{_slug(obs.name)}",
-                lambda paths, obs=obs, result=result, series=series: plot_distribution(
+                lambda paths, obs=obs, result=result, series=series, references=references: plot_distribution(
                     paths,
                     label=obs.label,
                     unit=obs.unit,
                     edges=result.edges,
                     truth=obs.truth,
-                    reference=obs.reference,
+                    references=references,
                     unfoldings=series,
+                    com_tev=com_tev,
                 ),
             )
         )
@@ -276,27 +337,77 @@ def _plot_jobs(
     return jobs
 
 
+def _reference_label(kind: str, values: np.ndarray, method: str | None) -> str:
+    """Legend and table name of a detector-level line, with the share of events it covers."""
+    share = f"{np.isfinite(values).mean():.0%} of entries"
+    if kind == MATCHED_LABEL:
+        return f"Detector, truth-matched jets ({share})"
+    if method is None:
+        return "Detector"
+    how = "recon model" if method.startswith("recon") else "chi-square"
+    return f"Detector, {how} reco. ({share})"
+
+
 def _format_summary(summary: DistanceSummary) -> str:
-    return f"{summary.mean:.3g} [{summary.minimum:.3g}, {summary.maximum:.3g}]"
+    return f"{summary.value:.3g} ± {summary.error:.2g}"
 
 
-def _headline(results: Sequence[_ObservableResult], labels: Sequence[str]) -> str:
-    """Fixed-width table: per observable, the detector row and one row per unfolding."""
-    header = ["observable", "source", *(METRIC_LABELS[m] for m in METRICS)]
+def _format_draws(summary: DistanceSummary) -> str:
+    return f"{_format_summary(summary)} [{summary.minimum:.3g}, {summary.maximum:.3g}]"
+
+
+def _with_unit(name: str, unit: str) -> str:
+    return f"{name} [{unit}]" if unit else name
+
+
+def _metric_headers() -> list[str]:
+    """Metric column names with their unit: W1 and energy carry the observable's unit."""
+    return [f"{METRIC_LABELS[m]} [obs. unit]" if m in DIMENSIONFUL else METRIC_LABELS[m] for m in METRICS]
+
+
+def _rows(result: _ObservableResult, labels: Sequence[str], method: str | None) -> list[tuple[str, list[str], list[str]]]:
+    """(source, cells, css classes) of one observable: noise floor, references, unfoldings."""
+    obs = result.truth
+    rows = [(
+        f"noise floor (truth vs truth, {np.isfinite(obs.truth).sum()} entries)",
+        [f"{result.noise[m]:.3g}" for m in METRICS],
+        ["ref"] * len(METRICS),
+    )]
+    for kind, values, summary in (("detector", obs.reference, result.reference), (MATCHED_LABEL, obs.matched, result.matched)):
+        if summary is not None:
+            rows.append((_reference_label(kind, values, method), [_format_summary(summary[m]) for m in METRICS],
+                         ["ref"] * len(METRICS)))
+    for label, distances, verdicts, unfolding in zip(labels, result.distances, result.verdicts, result.unfoldings, strict=True):
+        rows.append((
+            f"{label} (mean of {unfolding.draws.shape[1]} draws)",
+            [f"{_format_draws(distances[m])} {VERDICT_MARKS[verdicts[m]]}".rstrip() for m in METRICS],
+            [verdicts[m] or "" for m in METRICS],
+        ))
+    return rows
+
+
+def _headline(results: Sequence[_ObservableResult], labels: Sequence[str], method: str | None) -> str:
+    """Fixed-width table: per observable, the noise floor, the detector rows and one row per unfolding."""
+    header = ["observable [unit]", "source", *_metric_headers()]
     rows = []
     for result in results:
-        name = result.truth.name
-        reference = result.distances[0]
-        rows.append([name, "detector", *(f"{reference[m].reference:.3g}" for m in METRICS)])
-        for label, distances in zip(labels, result.distances, strict=True):
-            rows.append(["", label, *(_format_summary(distances[m]) for m in METRICS)])
+        for i, (source, cells, _) in enumerate(_rows(result, labels, method)):
+            rows.append([_with_unit(result.truth.name, result.truth.unit) if i == 0 else "", source, *cells])
+    legend = (
+        "distance ± bootstrap sd; unfoldings: mean ± sd [min, max] over draws; + closer to truth than the "
+        "detector reference beyond the noise, - farther, = compatible"
+    )
+    table = legend + "\n" + _fixed_width(header, rows)
     peaks = [
         [result.truth.name, *(_format_peak(value) for value in result.peaks)] for result in results if result.peaks
     ]
-    table = _fixed_width(header, rows)
     if not peaks:
         return table
-    return table + "\n\nmass peaks (GeV)\n" + _fixed_width(["observable", "truth", "detector", *labels], peaks)
+    return table + "\n\nmass peaks\n" + _fixed_width(_peak_header(labels), peaks)
+
+
+def _peak_header(labels: Sequence[str]) -> list[str]:
+    return ["observable", *(f"{source} [GeV]" for source in ("truth", "detector", MATCHED_LABEL, *labels))]
 
 
 def _fixed_width(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -313,10 +424,13 @@ def _is_mass(observable: Observable) -> bool:
 
 
 def _mass_peaks(truth: Observable, unfoldings: Sequence[Observable]) -> tuple[float | None, ...]:
-    """Most probable value of the truth, the detector reference (None without one) and each unfolding."""
-    reference = truth.reference if truth.reference is not None else np.array([])
-    detector = peak_position(reference) if np.isfinite(reference).sum() >= 2 else None
-    return (peak_position(truth.truth), detector, *(peak_position(o.draws) for o in unfoldings))
+    """Most probable value (evaluation.metrics.peak_position) of the truth, the detector
+    reference, the truth-matched reference (None without one) and each unfolding."""
+
+    def peak(values: np.ndarray | None) -> float | None:
+        return peak_position(values) if values is not None and np.isfinite(values).sum() >= 2 else None
+
+    return (peak(truth.truth), peak(truth.reference), peak(truth.matched), *(peak(o.draws) for o in unfoldings))
 
 
 def _format_peak(value: float | None) -> str:
@@ -327,11 +441,25 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _summary_json(summary: Mapping[Metric, DistanceSummary] | None, draws: bool = False) -> dict | None:
+    if summary is None:
+        return None
+    return {
+        m: {
+            "value": _finite_or_none(s.value),
+            "error": _finite_or_none(s.error),
+            **({"min": _finite_or_none(s.minimum), "max": _finite_or_none(s.maximum)} if draws else {}),
+        }
+        for m, s in summary.items()
+    }
+
+
 def _metrics_json(
     samples: Sequence[SamplesFile],
     labels: Sequence[str],
     results: Sequence[_ObservableResult],
     bins: int,
+    resamples: int,
 ) -> dict:
     observables = {}
     for result in results:
@@ -340,19 +468,20 @@ def _metrics_json(
             "label": obs.label,
             "unit": obs.unit,
             "per_event": obs.per_event,
-            "reference": {m: _finite_or_none(result.distances[0][m].reference) for m in METRICS},
-            **({"peaks": dict(zip(["truth", "detector", *labels], result.peaks, strict=True))} if result.peaks else {}),
-            "distances": {
-                label: {
-                    m: {
-                        "mean": _finite_or_none(d[m].mean),
-                        "min": _finite_or_none(d[m].minimum),
-                        "max": _finite_or_none(d[m].maximum),
-                    }
-                    for m in METRICS
-                }
-                for label, d in zip(labels, result.distances, strict=True)
+            "entries": {
+                "truth": int(np.isfinite(obs.truth).sum()),
+                **({"reference": int(np.isfinite(obs.reference).sum())} if obs.reference is not None else {}),
+                **({"matched": int(np.isfinite(obs.matched).sum())} if obs.matched is not None else {}),
             },
+            "noise_floor": {m: _finite_or_none(v) for m, v in result.noise.items()},
+            "reference": _summary_json(result.reference),
+            "matched": _summary_json(result.matched),
+            **({"peaks": dict(zip(["truth", "detector", MATCHED_LABEL, *labels], result.peaks, strict=True))}
+               if result.peaks else {}),
+            "distances": {
+                label: _summary_json(d, draws=True) for label, d in zip(labels, result.distances, strict=True)
+            },
+            "verdicts": {label: dict(v) for label, v in zip(labels, result.verdicts, strict=True)},
             "calibration": {
                 label: {
                     "rank_counts": c.rank_counts.tolist(),
@@ -369,6 +498,8 @@ def _metrics_json(
     return {
         "mode": "samples",
         "bins": bins,
+        "bootstrap_resamples": resamples,
+        "kl_pseudocount": KL_PSEUDOCOUNT,
         "metrics": {m: METRIC_LABELS[m] for m in METRICS},
         "files": [
             {
@@ -384,10 +515,25 @@ def _metrics_json(
     }
 
 
-def _summary_cell(summary: DistanceSummary) -> tuple[str, str]:
-    verdict = summary.beats_reference
-    css = "" if verdict is None else ("better" if verdict else "worse")
-    return escape(_format_summary(summary)), css
+def _reference_note(samples: SamplesFile) -> str:
+    """What the parton-level detector reference is, from the samples file's attributes."""
+    method = samples.attrs.get("reference")
+    if method is None:
+        return (
+            "<p>Parton-level detector reference: not recorded in this samples file (written before the "
+            "reconstructed reference); it may be the truth-matched jets only.</p>"
+        )
+    unassigned = json.loads(samples.attrs.get("reference_unassigned", "{}"))
+    missing = ", ".join(f"{p} {n}" for p, n in unassigned.items() if n) or "none"
+    matched = json.loads(samples.attrs.get("matched_fraction", "{}"))
+    shares = ", ".join(f"{p} {f:.0%}" for p, f in matched.items())
+    return (
+        f"<p>Parton-level detector reference: {escape(method)}, reconstructing every event without truth: "
+        f"{escape(samples.attrs.get('reference_events', '?'))} of {samples.n_events} events with every parton "
+        f"assigned (unassigned partons: {escape(missing)}); the neutrino is the MET with p<sub>z</sub> from "
+        "the W-mass constraint. Verdicts compare with this reference. The truth-matched jets are shown as a "
+        f"second line; they exist only for a subset of events ({escape(shares)}), a different population.</p>"
+    )
 
 
 def _html_page(
@@ -395,30 +541,38 @@ def _html_page(
     labels: Sequence[str],
     results: Sequence[_ObservableResult],
     images: Mapping[str, tuple[str, str | None]],
+    resamples: int,
 ) -> str:
     body = []
+    method = samples[0].attrs.get("reference")
     for s, label in zip(samples, labels, strict=True):
         meta = {"file": s.path, "events": s.n_events, "draws per event": s.n_draws, **s.attrs}
         body.append(f"<h3>{escape(label)}</h3>" + html.value_table(meta))
-    header = ["observable"] + [
-        f"{METRIC_LABELS[m]}: {source}" for m in METRICS for source in ["detector", *labels]
-    ]
+    header = ["observable [unit]", "source", *_metric_headers()]
     rows = []
     for result in results:
         anchor = _slug(result.truth.name)
-        row = [(f'<a href="#{anchor}">{escape(result.truth.name)}</a>', "name")]
-        for m in METRICS:
-            row.append((f"{result.distances[0][m].reference:.3g}", "ref"))
-            row += [_summary_cell(d[m]) for d in result.distances]
-        rows.append(row)
+        name = escape(_with_unit(result.truth.name, result.truth.unit))
+        for i, (source, cells, classes) in enumerate(_rows(result, labels, method)):
+            first = (f'<a href="#{anchor}">{name}</a>', "name") if i == 0 else ("", "name")
+            rows.append([first, (escape(source), "name"), *((escape(c), k) for c, k in zip(cells, classes, strict=True))])
+    bins = results[0].edges.size - 1 if results else 0
     body.append(
         html.section(
             "Distances to truth",
             [
-                "<p>Each unfolding: mean [min, max] over its draws. Green: the mean beats the "
-                "detector-level distance to truth; red: it does not. KL and triangular "
-                f"discrimination (x 10<sup>3</sup>) use {results[0].edges.size - 1 if results else 0}"
-                "-bin histograms over the truth's central 99.8 %, overflow in the edge bins.</p>",
+                _reference_note(samples[0]),
+                "<p>Each distance is given ± the standard deviation of its bootstrap "
+                f"({resamples} resamples of the events; an unfolding's bootstrap averages its first draws), "
+                "and each unfolding as the mean over its draws with [min, max]. The noise floor is the "
+                "distance between two independent bootstrap samples of the truth of its own size: what "
+                "statistics alone give. Green (+): the unfolding is closer to truth than the detector "
+                "reference by more than both the noise floor and twice the bootstrap sd of the "
+                "difference; red (-): farther by as much; uncoloured (=): compatible. W1 and energy "
+                "distances are in the observable's unit. KL and triangular discrimination (x 10<sup>3</sup>) "
+                f"use {bins}-bin histograms over the truth's central 99.8 %, overflow in the edge bins; KL "
+                f"adds {KL_PSEUDOCOUNT} events to every bin of both histograms (Krichevsky-Trofimov "
+                "smoothing), so a bin empty in one sample counts.</p>",
                 html.table(header, rows),
             ],
         )
@@ -431,9 +585,9 @@ def _html_page(
             html.section(
                 "Mass peaks",
                 [
-                    "<p>Most probable value (GeV): the maximum of a kernel density estimate with a "
+                    "<p>Most probable value: the maximum of a kernel density estimate with a "
                     "robust bandwidth, so a resonance peak is located by its core, not its tails.</p>",
-                    html.table(["observable", "truth", "detector", *labels], peak_rows),
+                    html.table(_peak_header(labels), peak_rows),
                 ],
             )
         )
@@ -518,6 +672,15 @@ def _publish(temporary: Path, out: Path) -> None:
         shutil.rmtree(previous)
 
 
+def _collision_energy(samples: SamplesFile) -> float | None:
+    """sqrt(s) in TeV from the samples file's ``sqrt_s_gev`` attribute, None where it has none."""
+    text = samples.attrs.get("sqrt_s_gev")
+    try:
+        return None if text is None else float(text) / 1000.0
+    except ValueError:
+        raise ReportError(f"{samples.path}: attribute 'sqrt_s_gev': expected a number, got {text!r}") from None
+
+
 def _is_predictions_file(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as file:
@@ -534,6 +697,7 @@ def write_report(
     bins: int = 64,
     features: Sequence[str] | None = None,
     image_format: ImageFormat = "png",
+    resamples: int = DEFAULT_RESAMPLES,
     progress: Callable[[Sequence[PlotJob]], Iterable[PlotJob]] = lambda jobs: jobs,
 ) -> ReportResult:
     """Write the report of one or more samples files (or of one recon predictions file).
@@ -545,6 +709,7 @@ def write_report(
         bins: histogram bins (also those of the KL and triangular distances).
         features: observable names, ["all"], or None for the key observables.
         image_format: "png", or "pdf" (PDFs plus PNGs for the page).
+        resamples: bootstrap resamples per distance (at least 2).
         progress: wraps the list of plot jobs (e.g. a tqdm progress bar).
 
     Raises:
@@ -560,6 +725,8 @@ def write_report(
         )
     if bins < 2:
         raise ReportError(f"--bins: expected at least 2 bins, got {bins}")
+    if resamples < 2:
+        raise ReportError(f"--bootstrap: expected at least 2 resamples, got {resamples}")
     for path in paths:
         if not path.is_file():
             raise ReportError(f"{path}: no such file")
@@ -585,13 +752,17 @@ def write_report(
         selected = _select(list(observables[0].values()), features)
         if not selected:
             raise ReportError(f"{paths[0]}: no observables to report")
-        results = _analyse(observables, selected, bins)
-        jobs = _plot_jobs(results, names, bins, _migration_names(samples[0], selected, features))
-        headline = _headline(results, names)
-        metrics = _metrics_json(samples, names, results, bins)
+        results = _analyse(observables, selected, bins, resamples)
+        method = samples[0].attrs.get("reference")
+        jobs = _plot_jobs(
+            results, names, bins, _migration_names(samples[0], selected, features), method=method,
+            com_tev=_collision_energy(samples[0]),
+        )
+        headline = _headline(results, names, method)
+        metrics = _metrics_json(samples, names, results, bins, resamples)
 
         def render_page(images: Mapping[str, tuple[str, str | None]]) -> str:
-            return _html_page(samples, names, results, images)
+            return _html_page(samples, names, results, images, resamples)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.partial-{os.getpid()}")

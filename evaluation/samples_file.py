@@ -4,12 +4,16 @@ Layout (written by ``unfold sample``; E events, n draws, M particle slots)::
 
     PARTONS/<parton>/<feature>                 (E,)      truth: pt [GeV], eta, phi [rad], mass [GeV]
     SAMPLES/PARTONS/<parton>/<feature>         (E, n)    the unfoldings
-    REFERENCE/PARTONS/<parton>/<feature>       (E,)      detector-level counterpart, NaN if absent
+    REFERENCE/PARTONS/<parton>/<feature>       (E,)      detector level, every event reconstructed
+                                                         without truth (NaN where unassigned)
+    MATCHED/PARTONS/<parton>/<feature>         (E,)      truth-matched detector object, NaN if none
     PARTICLES/<collection>/<feature>, MASK     (E, M)    truth objects (jets, lepton, ...)
     PARTICLES/<global>/<feature>               (E,)      global collections (met) have no MASK
     SAMPLES/PARTICLES/<collection>/<feature>   (E, n, M) with MASK (E, n, M); globals (E, n)
     REFERENCE/PARTICLES/...                    as the truth (detector-level objects)
     attrs["composites"]                        JSON {derived object: [constituent partons]}
+    attrs["reference"], ["reference_events"]   how the parton reference was reconstructed, on
+                                               how many events (all partons assigned)
 
 Non-kinematic features (pdgid, charge) are skipped; ``btag`` is kept for b-jet counting.
 """
@@ -38,12 +42,16 @@ class PartonLevel:
     Attributes:
         truth: (E,) per feature.
         draws: (E, n) per feature.
-        reference: (E,) per feature (NaN where no detector object); empty if the file has none.
+        reference: (E,) per feature, every event reconstructed without truth (NaN where a
+            parton was left unassigned); empty if the file has none.
+        matched: (E,) per feature, the truth-matched detector object (NaN where unmatched);
+            empty if the file has none.
     """
 
     truth: Mapping[str, Mapping[str, np.ndarray]]
     draws: Mapping[str, Mapping[str, np.ndarray]]
     reference: Mapping[str, Mapping[str, np.ndarray]]
+    matched: Mapping[str, Mapping[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -236,12 +244,11 @@ def read_samples_file(path: str | Path) -> SamplesFile:
                 raise reader.fail("PARTONS", "holds no parton groups")
             names = {p: list(f) for p, f in truth.items()}
             draws = reader.partons("SAMPLES/PARTONS", "draws", names)
-            reference = (
-                reader.partons("REFERENCE/PARTONS", "truth", names)
-                if "REFERENCE/PARTONS" in file
-                else {}
+            reference, matched = (
+                reader.partons(f"{group}/PARTONS", "truth", names) if f"{group}/PARTONS" in file else {}
+                for group in ("REFERENCE", "MATCHED")
             )
-            partons = PartonLevel(truth, draws, reference)
+            partons = PartonLevel(truth, draws, reference, matched)
         if "PARTICLES" in file:
             truth_collections = reader.collections("PARTICLES", "truth", None)
             if not truth_collections:

@@ -48,8 +48,16 @@ def write_samples_file(
     with h5py.File(path, "w") as file:
         file.attrs["composites"] = json.dumps(SEMILEPTONIC_COMPOSITES)
         file.attrs.update(
-            process="ttbar-semileptonic", seed=seed, model="synthetic", sampler="ddim", steps=20
+            process="ttbar-semileptonic", seed=seed, model="synthetic", sampler="ddim", steps=20,
+            sqrt_s_gev=13000.0,
         )
+        if partons and reference:
+            file.attrs.update(
+                reference="chi-square (synthetic)",
+                reference_events=int(0.95 * n_events),
+                reference_unassigned=json.dumps(dict.fromkeys(PARTON_MASSES, n_events // 100)),
+                matched_fraction=json.dumps(dict.fromkeys(PARTON_MASSES, 0.8)),
+            )
         if partons:
             for parton, mass in PARTON_MASSES.items():
                 log_pt = rng.normal(4.0, 0.5, n_events)
@@ -75,14 +83,17 @@ def write_samples_file(
                     "phi": phi,
                     "mass": np.full(n_events, mass),
                 }
-                missing = rng.random(n_events) < 0.2
+                # Reconstruction leaves 1 % of partons unassigned; 20 % have no truth-matched jet.
+                unassigned = rng.random(n_events) < 0.01
+                unmatched = rng.random(n_events) < 0.2
                 for feature in truth:
                     file[f"PARTONS/{parton}/{feature}"] = truth[feature].astype(np.float32)
                     file[f"SAMPLES/PARTONS/{parton}/{feature}"] = draws[feature].astype(np.float32)
                     if reference:
-                        file[f"REFERENCE/PARTONS/{parton}/{feature}"] = np.where(
-                            missing, np.nan, smeared[feature]
-                        ).astype(np.float32)
+                        for group, missing in (("REFERENCE", unassigned), ("MATCHED", unmatched)):
+                            file[f"{group}/PARTONS/{parton}/{feature}"] = np.where(
+                                missing, np.nan, smeared[feature]
+                            ).astype(np.float32)
                 file[f"PARTONS/{parton}/pdgid"] = np.full(n_events, 5)
         if particles:
             _write_particles(file, rng, n_events, n_draws, reference)

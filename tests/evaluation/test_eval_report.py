@@ -60,16 +60,53 @@ def test_report_writes_every_promised_file(full_report):
     metrics = json.loads((full_report / "metrics.json").read_text())  # strict JSON: no NaN
     t_had = metrics["observables"]["parton/t_had/mass"]
     assert set(t_had["distances"]["samples"]) == {"wasserstein", "energy", "ks", "kl", "triangular"}
-    assert t_had["reference"]["wasserstein"] > 0
+    assert t_had["reference"]["wasserstein"]["value"] > 0
+    assert t_had["reference"]["wasserstein"]["error"] > 0
+    # The truth-matched line covers fewer events (80 % per parton, 51 % for three) than the
+    # reconstruction of every event (99 % per parton).
+    assert t_had["entries"]["matched"] < 0.6 * t_had["entries"]["truth"] < 0.61 * t_had["entries"]["reference"]
+    assert t_had["matched"]["wasserstein"]["value"] > 0
+    assert set(t_had["noise_floor"]) == set(t_had["distances"]["samples"])
+    assert set(t_had["verdicts"]["samples"].values()) <= {"better", "worse", "compatible"}
     assert {c["nominal"] for c in t_had["calibration"]["samples"]["coverage"]} == {0.68, 0.95}
-    assert set(t_had["peaks"]) == {"truth", "detector", "samples"}
+    assert set(t_had["peaks"]) == {"truth", "detector", "truth-matched", "samples"}
     assert 150 < t_had["peaks"]["truth"] < 200, t_had["peaks"]
     assert "peaks" not in metrics["observables"]["parton/t_had/pt"]
     assert "Mass peaks" in index
     assert "particle/jets/multiplicity" in metrics["observables"]
     assert metrics["files"][0]["attrs"]["model"] == "synthetic"
-    assert 'class="better"' in index or 'class="worse"' in index
+    assert "Parton-level detector reference: chi-square (synthetic), reconstructing every event" in index
+    assert "285 of 300 events" in index
+    assert "noise floor (truth vs truth, 300 entries)" in index
+    assert "W1 [obs. unit]" in index
+    assert "parton/t_had/mass [GeV]" in index
+    assert "truth [GeV]" in index
     assert _hidden_entries(full_report.parent) == []
+
+
+@pytest.mark.slow
+def test_distribution_plots_are_drawn_at_150_dpi(full_report):
+    from matplotlib import image
+
+    height, width = image.imread(full_report / "dist_parton__t_had__mass.png").shape[:2]
+    assert (width, height) == (8 * 150, 8 * 150)
+
+
+@pytest.mark.parametrize(("group", "scale", "expected"), [
+    ("REFERENCE", 1.5, "better"),  # the detector reference is far off: the unfolding beats it
+    ("SAMPLES", 1.5, "worse"),  # the draws are far off
+    ("SAMPLES", 1.0, "compatible"),  # both scatter around the truth: within the noise
+])
+def test_colours_call_a_model_better_only_beyond_the_noise(make_samples_file, tmp_path, group, scale, expected):
+    path = make_samples_file(n_events=400, n_draws=4, particles=False)
+    with h5py.File(path, "a") as file:
+        file[f"{group}/PARTONS/q1/pt"][...] = file[f"{group}/PARTONS/q1/pt"][()] * scale
+    out = tmp_path / "out"
+    write_report([path], out, features=["parton/q1/pt"], resamples=20)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["observables"]["parton/q1/pt"]["verdicts"]["samples"]["wasserstein"] == expected
+    index = (out / "index.html").read_text()
+    assert f'class="{expected}"' in index
 
 
 def _dump_dom(page: Path) -> str:
@@ -143,7 +180,7 @@ def test_cli_compares_two_unfoldings_side_by_side(make_samples_file, tmp_path, c
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["observables"]) == set(FEW.split(","))
     distances = metrics["observables"]["parton/t_had/mass"]["distances"]
-    assert distances["plain"]["wasserstein"]["mean"] > distances["VLD"]["wasserstein"]["mean"]
+    assert distances["plain"]["wasserstein"]["value"] > distances["VLD"]["wasserstein"]["value"]
     index = (out / "index.html").read_text()
     for pdf in re.findall(r'<a href="([^"]+\.pdf)">', index):
         assert (out / pdf).is_file()

@@ -8,7 +8,7 @@ import pytest
 from matplotlib import mathtext
 
 from evaluation.errors import ReportError
-from evaluation.kinematics import from_pt_eta_phi_m, invariant_mass, sum_momenta
+from evaluation.kinematics import from_pt_eta_phi_m, invariant_mass
 from evaluation.observables import compute_observables, correlation_pairs, latex_name
 from evaluation.samples_file import read_samples_file
 
@@ -28,20 +28,16 @@ def test_composite_mass_is_the_mass_of_the_summed_constituents(make_samples_file
     samples = read_samples_file(make_samples_file(n_events=50, n_draws=4, particles=False))
     observables = {o.name: o for o in compute_observables(samples)}
     truth = samples.partons.truth
-    expected = invariant_mass(
-        sum_momenta(
-            [
-                from_pt_eta_phi_m(*(truth[p][k] for k in ("pt", "eta", "phi", "mass")))
-                for p in ("b_had", "q1", "q2")
-            ]
-        )
-    )
+    b, q1, q2 = (from_pt_eta_phi_m(*(truth[p][k] for k in ("pt", "eta", "phi", "mass"))) for p in ("b_had", "q1", "q2"))
+    expected = invariant_mass(b + q1 + q2)
     np.testing.assert_allclose(observables["parton/t_had/mass"].truth, expected)
     assert observables["parton/t_had/mass"].draws.shape == (50, 4)
-    # The reference is NaN wherever one constituent had no detector match.
-    reference = observables["parton/t_had/mass"].reference
-    missing = np.isnan(samples.partons.reference["q1"]["pt"])
-    assert np.isnan(reference[missing]).all()
+    # Both references are NaN wherever one constituent was unassigned or had no detector match.
+    for level, values in ((samples.partons.reference, observables["parton/t_had/mass"].reference),
+                          (samples.partons.matched, observables["parton/t_had/mass"].matched)):
+        missing = np.isnan(level["q1"]["pt"])
+        assert np.isnan(values[missing]).all()
+    assert np.isnan(observables["parton/t_had/mass"].matched).mean() > 5 * np.isnan(observables["parton/t_had/mass"].reference).mean()
     dphi = observables["parton/t_had+t_lep/dphi"].truth
     assert ((dphi >= 0) & (dphi <= np.pi)).all()
     assert observables["parton/t_had/mass"].key
@@ -55,6 +51,7 @@ def test_partial_parton_sets_drop_the_composites_they_cannot_build(tmp_path, mak
             file["PARTONS/neutrino"],
             file["SAMPLES/PARTONS/neutrino"],
             file["REFERENCE/PARTONS/neutrino"],
+            file["MATCHED/PARTONS/neutrino"],
         )
     names = {o.name for o in compute_observables(read_samples_file(path))}
     assert "parton/t_had/mass" in names

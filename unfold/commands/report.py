@@ -36,9 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="compare unfoldings with truth: HTML report, metrics.json and plots",
         description=(
             "Compare one or more samples files (n unfoldings per event, truth beside them) with "
-            "truth and detector level: histograms with ratio panels, Wasserstein-1, energy, "
-            "Kolmogorov-Smirnov, KL and triangular distances (mean [min, max] over draws), rank "
-            "histograms and coverage, migration matrices and correlations. Writes "
+            "truth and detector level (every event reconstructed without truth, and the truth-matched "
+            "jets): histograms with ratio panels, Wasserstein-1, energy, Kolmogorov-Smirnov, KL and "
+            "triangular distances with bootstrap errors and a noise floor (mean [min, max] over "
+            "draws), rank histograms and coverage, migration matrices and correlations. Writes "
             "<out>/index.html, <out>/metrics.json and the images, and prints the headline table. "
             "Given a recon predictions file (it has a PREDICTIONS group) instead, reports its "
             "efficiency tables and the reconstructed top and W masses for correct vs wrong "
@@ -81,6 +82,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "or 'all' (default: the key observables); an unknown name lists the available ones",
     )
     parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=50,
+        help="bootstrap resamples of the events behind every distance's uncertainty and the noise "
+        "floor (default: 50)",
+    )
+    parser.add_argument(
         "--format",
         choices=FORMATS,
         default="png",
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         bins=args.bins,
         features=args.features,
         image_format=args.format,
+        resamples=args.bootstrap,
         progress=lambda jobs: tqdm(jobs, desc="plots", unit="plot", leave=False),
     )
     print(result.headline)

@@ -34,14 +34,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="auto (cuda:0 if there is a GPU, else cpu), N (the first N GPUs) or comma-separated "
                         "torch devices (cpu, cuda:1, cuda:0,cuda:1); batches go round-robin, one thread per device")
     parser.add_argument("--limit", type=int, default=None, help="unfold only the first N events")
+    parser.add_argument("--recon", type=Path, default=None,
+                        help="recon run (folder or .ckpt) whose jet-parton assignment reconstructs every event for "
+                        "the parton-level detector reference (default: the chi-square baseline)")
+    parser.add_argument("--fit-data", type=Path, default=None,
+                        help="training file on whose truth-matched events the chi-square reference fits its mass "
+                        "resolutions (default: the *_train.h5 beside a *_test.h5 --data)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from unfold.errors import UnfoldError
     from unfold.generation.pipeline import ensure_default_data
-    from unfold.training.trainer import newest_run
     from unfold.tasks.sample import checkpoint_task, sample_unfoldings
+    from unfold.training.trainer import newest_run
 
     if args.checkpoint is not None:
         task = checkpoint_task(args.checkpoint)
@@ -56,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoints["particle"] = newest_run(Path("runs"), "particle")
     data = args.data or ensure_default_data()[1]
     out = sample_unfoldings(checkpoints, data, args.out, n=args.n, sampler=args.sampler, steps=args.steps,
-                            batch_size=args.batch_size, seed=args.seed, devices=args.devices, limit=args.limit)
+                            batch_size=args.batch_size, seed=args.seed, devices=args.devices, limit=args.limit,
+                            recon=args.recon, fit_data=args.fit_data)
     print(f"{args.n} unfoldings per event ({', '.join(checkpoints)}) written to {out}")
     return 0

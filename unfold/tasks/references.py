@@ -1,41 +1,86 @@
-"""Detector-level counterparts of the unfolded truth, written beside the samples as the reference."""
+"""Detector-level counterparts of the unfolded truth, written beside the samples as the reference.
+
+The parton-level reference is what a physicist would measure without unfolding: every event is
+reconstructed without truth (a jet-parton assignment by the trained recon model or by the
+chi-square baseline, the lepton as selected, the neutrino from the MET with the W-mass
+constraint). A second, truth-matched reference (jets matched to the partons, NaN where unmatched)
+is kept for comparison; it covers only the matched events, a different population.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Mapping
 
+import numpy as np
+import vector
+
+from recon.chi_square import DetectorEvents
 from recon.event_topology import EventTopology
 from unfold.data.hdf5_schema import SpanetData
 from unfold.data.recon_data import detector_events
 from unfold.generation.processes import get_process
 
-__all__ = ["particle_reference", "parton_reference"]
+__all__ = ["assigned_partons", "particle_reference", "parton_reference"]
+
+Reference = dict[str, dict[str, np.ndarray]]
 
 
+def parton_reference(
+    data: SpanetData, topology: EventTopology, process: str, assignments: Mapping[str, np.ndarray]
+) -> Reference:
+    """Detector-level counterparts of the partons from a jet-parton assignment.
 
-def parton_reference(data: SpanetData, topology: EventTopology, process: str) -> dict[str, dict[str, np.ndarray]]:
-    """Detector-level counterparts of the partons: the truth-matched jet or lepton of each
-    parton (NaN where unmatched), and for the neutrino the MET with pz from the W-mass constraint."""
+    Args:
+        data: the detector-level events.
+        topology: their event topology (the assignments index its first sequential source).
+        process: the process name (which partons exist and whose daughters they are).
+        assignments: resonance -> (E, K) slot of each daughter, -1 where none was assigned
+            (a reconstruction, or the truth matching ``data.targets``).
+
+    Returns:
+        parton -> pt, eta, phi, mass (E,): the assigned object, NaN where the slot is unassigned
+        or not a real object; for the neutrino the MET with p_z from the W-mass constraint.
+    """
     events = detector_events(data, topology)
-    cylindrical = {"pt": events.pt, "eta": events.eta, "phi": events.phi, "mass": events.mass}
     reference = {}
     for slot in get_process(process).partons:
         if slot.resonance is None:
-            _, px, py, pz = np.moveaxis(events.neutrino(), -1, 0)
-            pt = np.hypot(px, py)
-            reference[slot.name] = {"pt": pt, "eta": np.arcsinh(pz / np.maximum(pt, 1e-9)), "phi": np.arctan2(py, px),
-                                    "mass": np.zeros_like(pt)}
+            reference[slot.name] = _neutrino(events)
             continue
-        resonance = topology.resonance(slot.resonance)
-        index = data.targets[slot.resonance][:, resonance.daughters.index(slot.daughter)]
+        daughter = topology.resonance(slot.resonance).daughters.index(slot.daughter)
+        index = np.asarray(assignments[slot.resonance])[:, daughter]
         rows = np.arange(len(index))
+        safe = np.clip(index, 0, None)
+        real = (index >= 0) & (events.is_jet | events.is_lepton)[rows, safe]
         reference[slot.name] = {
-            f: np.where(index >= 0, values[rows, np.clip(index, 0, None)], np.nan) for f, values in cylindrical.items()
+            feature: np.where(real, getattr(events, feature)[rows, safe], np.nan)
+            for feature in ("pt", "eta", "phi", "mass")
         }
     return reference
 
 
-def particle_reference(data: SpanetData, topology: EventTopology, slots: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
+def assigned_partons(data: SpanetData, topology: EventTopology, assignments: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A reconstruction's assignments with every lepton daughter set to the selected (leading)
+    lepton: the lepton needs no assignment, whatever a network predicted for it."""
+    lepton = detector_events(data, topology).leading_lepton()
+    out = {}
+    for resonance in topology.resonances:
+        indices = np.array(assignments[resonance.name], dtype=np.int64, copy=True)
+        for k, daughter in enumerate(resonance.daughters):
+            if daughter == "l":
+                indices[:, k] = lepton
+        out[resonance.name] = indices
+    return out
+
+
+def _neutrino(events: DetectorEvents) -> dict[str, np.ndarray]:
+    """The neutrino as measured: p_T from the MET, p_z from the W-mass constraint with the lepton."""
+    energy, px, py, pz = np.moveaxis(events.neutrino(), -1, 0)
+    momentum = vector.array({"px": px, "py": py, "pz": pz, "E": energy})
+    return {"pt": momentum.pt, "eta": momentum.eta, "phi": momentum.phi, "mass": np.zeros_like(px)}
+
+
+def particle_reference(data: SpanetData, topology: EventTopology, slots: dict[str, int]) -> Reference:
     """Detector-level counterparts of the particle-level collections: reconstructed jets (with
     their b-tags) and lepton, hardest first, padded to the truth's ``slots``, and the MET."""
     events = detector_events(data, topology)

@@ -2,8 +2,9 @@
 
 The samples file keeps the schema of the README: ``SAMPLES/PARTONS/<parton>/<feature>``
 (E, n), ``SAMPLES/PARTICLES/<collection>/<feature>`` (E, n, M) with MASK, the truth groups
-beside them, ``REFERENCE/`` detector-level counterparts and the detector inputs, so
-``unfold report`` needs nothing else.
+beside them, ``REFERENCE/`` detector-level counterparts (partons: every event reconstructed
+without truth, by a recon run or the chi-square), ``MATCHED/PARTONS`` the truth-matched jets
+(NaN where unmatched) and the detector inputs, so ``unfold report`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -23,13 +24,23 @@ from unfold.data.event_tensors import encoder_inputs, map_tensors, take_events
 from unfold.data.hdf5_io import atomic_output, write_arrays
 from unfold.data.hdf5_schema import read_spanet, read_truth
 from unfold.errors import UnfoldError
-from unfold.tasks.references import particle_reference, parton_reference
+from unfold.tasks.assignment_model import AssignmentModel
+from unfold.tasks.evaluate_recon import chi_square_assignments
+from unfold.tasks.references import assigned_partons, particle_reference, parton_reference
 from unfold.tasks.train_unfolding import MODULES, Task, process_of
 from unfold.training.trainer import (
     find_checkpoint,
 )
 
-__all__ = ["DEFAULT_SAMPLER", "batch_generator", "checkpoint_task", "parse_devices", "sample_unfoldings"]
+__all__ = [
+    "DEFAULT_SAMPLER",
+    "batch_generator",
+    "checkpoint_task",
+    "default_fit_data",
+    "parse_devices",
+    "reconstruct",
+    "sample_unfoldings",
+]
 
 # DDPM by default: on the trained models it beat DPM-Solver at 25 steps on all parton observables but
 # the lepton pT (W1 of m(ttbar) 14.8 vs 37.7 GeV) and on every particle-level kinematic one (MET 5.3 vs
@@ -49,10 +60,14 @@ def sample_unfoldings(
     seed: int = 0,
     devices: str = "auto",
     limit: int | None = None,
+    recon: Path | None = None,
+    fit_data: Path | None = None,
 ) -> Path:
-
     """Draw n unfoldings of every event of ``data_path`` with each trained task and write them, with
     the truth, detector-level references and inputs, to ``out`` (atomically).
+
+    The parton-level reference reconstructs every event: with the ``recon`` run's assignments, else
+    with the chi-square baseline fitted on ``fit_data`` (default: :func:`default_fit_data`).
 
     Batches go round-robin to ``devices`` (see :func:`parse_devices`), one model copy and thread per
     device; each batch draws from its own generator (:func:`batch_generator`), so the samples depend
@@ -78,19 +93,23 @@ def sample_unfoldings(
                 f"{checkpoints[task]}: trained on other detector inputs than the {next(iter(checkpoints))} run"
             )
     data = read_spanet(data_path, topology, limit=limit)
+    if "parton" in modules:
+        assignments, method = reconstruct(data_path, data, topology, recon=recon, fit_data=fit_data)
     inputs = encoder_inputs(data, topology)
     batches = list(torch.arange(data.n_events).split(batch_size))
     arrays: dict[str, np.ndarray] = {}
     attrs: dict[str, object] = {"n": n, "sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size,
                                 "inputs": str(data_path), "devices": ",".join(map(str, targets)),
-                                "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()})}
+                                "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()}),
+                                **_collision_energy(data_path)}
     description = f"sample {'+'.join(copies)} (n={n}, {sampler}, {steps} steps, {attrs['devices']})"
     with tqdm(total=len(batches) * len(copies), desc=description, unit="batch") as progress:
         for task, models in copies.items():
             draw = functools.partial(_draw, task, inputs, batches, n=n, sampler=sampler, steps=steps, seed=seed)
             parts = _round_robin(draw, models, len(batches), progress)
             if task == "parton":
-                _parton_arrays(arrays, parts, data, topology, modules[task], data_path, limit)
+                _parton_arrays(arrays, parts, data, topology, modules[task], data_path, limit, assignments)
+                attrs.update(_reference_attrs(arrays, method, modules[task].representation.daughters))
                 attrs["composites"] = json.dumps(modules[task].representation.composites)
                 attrs["process"] = modules[task].hparams.process
             else:
@@ -102,6 +121,34 @@ def sample_unfoldings(
     with atomic_output(out) as partial, h5py.File(partial, "w") as file:
         write_arrays(file, arrays, attrs)
     return out
+
+
+def default_fit_data(data_path: Path) -> Path:
+    """The training file beside a ``*_test.h5`` file (as ``unfold generate`` writes them), on
+    whose truth-matched events the chi-square reference fits its mass resolutions."""
+    if data_path.stem.endswith("_test"):
+        train = data_path.with_name(f"{data_path.stem.removesuffix('_test')}_train{data_path.suffix}")
+        if train.is_file():
+            return train
+    raise UnfoldError(f"{data_path}: no *_train.h5 beside it to fit the chi-square reference on; pass --fit-data "
+                      "TRAIN.h5 or --recon RUN")
+
+
+def reconstruct(data_path: Path, data, topology, *, recon: Path | None, fit_data: Path | None) -> tuple[dict[str, np.ndarray], str]:
+    """Jet-parton assignment of every event without truth, and a line saying how it was made: the
+    trained ``recon`` run's, else the chi-square baseline's (resolutions fitted on the truth-matched
+    events of ``fit_data``); lepton daughters are the selected lepton."""
+    if recon is not None:
+        model = AssignmentModel.load(recon)
+        if model.topology.sources != topology.sources or model.topology.resonance_names != topology.resonance_names:
+            raise UnfoldError(f"{recon}: a recon run for other detector inputs or resonances than {data_path}")
+        predicted = {name: result["indices"] for name, result in model.predict(data).items()}
+        return assigned_partons(data, topology, predicted), f"recon model {find_checkpoint(recon)}"
+    fit = fit_data if fit_data is not None else default_fit_data(data_path)
+    if not fit.is_file():
+        raise UnfoldError(f"--fit-data {fit}: no such file")
+    assignments = chi_square_assignments(fit, data, topology)
+    return assigned_partons(data, topology, assignments), f"chi-square (resolutions fitted on truth-matched events of {fit})"
 
 
 def parse_devices(devices: str) -> list[torch.device]:
@@ -188,7 +235,7 @@ def _load(task: str, path: Path, device: torch.device):
         raise UnfoldError(f"{checkpoint}: not a {task} unfolding checkpoint ({str(error).splitlines()[0][:120]})") from None
 
 
-def _parton_arrays(arrays, parts, data, topology, module, data_path, limit) -> None:
+def _parton_arrays(arrays, parts, data, topology, module, data_path, limit, assignments) -> None:
     for name, features in parts[0].items():
         for feature in features:
             arrays[f"SAMPLES/PARTONS/{name}/{feature}"] = torch.cat([p[name][feature] for p in parts]).numpy().astype(np.float32)
@@ -196,9 +243,33 @@ def _parton_arrays(arrays, parts, data, topology, module, data_path, limit) -> N
     for name in module.representation.daughters:
         for feature in ("pt", "eta", "phi", "mass"):
             arrays[f"PARTONS/{name}/{feature}"] = truth[name][feature]
-    for name, features in parton_reference(data, topology, module.hparams.process).items():
-        for feature, values in features.items():
-            arrays[f"REFERENCE/PARTONS/{name}/{feature}"] = values.astype(np.float32)
+    for group, slots in (("REFERENCE", assignments), ("MATCHED", data.targets)):
+        for name, features in parton_reference(data, topology, module.hparams.process, slots).items():
+            for feature, values in features.items():
+                arrays[f"{group}/PARTONS/{name}/{feature}"] = values.astype(np.float32)
+
+
+def _collision_energy(data_path: Path) -> dict[str, float]:
+    """``sqrt_s_gev`` from the Beams:eCM line of the data file's Pythia settings (empty if it has none)."""
+    with h5py.File(data_path, "r") as file:
+        settings = json.loads(file.attrs.get("pythia_settings", "[]"))
+    for line in settings:
+        key, _, value = line.partition("=")
+        if key.strip() == "Beams:eCM":
+            return {"sqrt_s_gev": float(value)}
+    return {}
+
+
+def _reference_attrs(arrays: dict[str, np.ndarray], method: str, partons) -> dict[str, object]:
+    """How the parton reference was made, on how many events, and the truth-matched coverage."""
+    reconstructed = np.stack([np.isfinite(arrays[f"REFERENCE/PARTONS/{p}/pt"]) for p in partons], axis=1)
+    matched = {p: float(np.isfinite(arrays[f"MATCHED/PARTONS/{p}/pt"]).mean()) for p in partons}
+    return {
+        "reference": method,
+        "reference_events": int(reconstructed.all(axis=1).sum()),
+        "reference_unassigned": json.dumps({p: int((~reconstructed[:, i]).sum()) for i, p in enumerate(partons)}),
+        "matched_fraction": json.dumps(matched),
+    }
 
 
 def _particle_arrays(arrays, parts, data, topology, data_path, limit) -> None:
