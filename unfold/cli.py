@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="unfold",
         description="Jet-parton assignment and generative unfolding of collider events.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('unfold')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('unfold-suite')}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:

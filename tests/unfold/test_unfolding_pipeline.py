@@ -131,7 +131,7 @@ def test_particle_samples_have_exactly_the_sampled_multiplicity(particle_run, se
 
 def test_too_few_particle_slots_is_a_clear_error(semileptonic_files, tmp_path, capsys):
     config = tmp_path / "small.yaml"
-    config.write_text("max_particles: 3\n")
+    config.write_text("model:\n  max_particles: 3\n")
     code = main(["train", "particle", "--data", str(semileptonic_files[0]), "--out", str(tmp_path / "runs"),
                  "--config", str(config), "--epochs", "1", "--accelerator", "cpu"])
     assert code == 2

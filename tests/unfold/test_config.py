@@ -1,0 +1,152 @@
+"""`unfold train TASK` configuration: shipped defaults, errors, round trips, --encoder-from, old checkpoints."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import pytest
+import torch
+import yaml
+
+from encoders import EventEncoder
+from recon.assignment_network import AssignmentNetwork
+from unfold.cli import main
+from unfold.errors import UnfoldError
+from unfold.models.particle import SetLatentDiffusion
+from unfold.models.parton import VariationalLatentDiffusion
+from unfold.training.options import complete_options
+from unfold.training.recon_module import ReconModule
+from unfold.training.unfolding_modules import ParticleModule, PartonModule
+
+TINY = ["--epochs", "1", "--batch-size", "100", "--limit", "200", "--accelerator", "cpu"]
+
+
+def _printed(capsys, *argv) -> dict:
+    assert main(["train", *argv, "--print-config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def _state(run) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def recon_run(semileptonic_files, tmp_path_factory):
+    """A one-epoch recon run of the shipped `small` variant (pair bias on: the file has four-momenta)."""
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "recon", "--data", str(semileptonic_files[0]), "--out", str(out), "--config", "small",
+                 "--test", str(out / "no-test.h5"), *TINY]) == 0
+    (run,) = (out / "recon").iterdir()
+    return run
+
+
+def test_print_config_gives_todays_defaults(capsys):
+    recon = _printed(capsys, "recon")
+    assert recon["trainer"]["epochs"] == 20 and recon["trainer"]["batch_size"] == 256
+    assert recon["encoder"]["pair_bias"] == "auto"
+    assert recon["optimizer"] == {"learning_rate": 1e-3, "weight_decay": 1e-4}
+    for task in ("parton", "particle"):
+        unfolding = _printed(capsys, task)
+        assert unfolding["trainer"]["epochs"] == 20
+        assert unfolding["optimizer"] == {"learning_rate": 1e-3, "weight_decay": 1e-5}
+        assert unfolding["encoder"] == recon["encoder"] | {"pair_bias": False}
+    assert _printed(capsys, "parton")["model"]["representation"] == "decay-chain"
+
+
+@pytest.mark.parametrize(("task", "module", "constructor", "skip"), [
+    ("recon", ReconModule, AssignmentNetwork, {"topology", "width", "depth", "heads", "dropout", "pair_bias",
+                                               "feedforward_multiplier"}),
+    ("parton", PartonModule, VariationalLatentDiffusion, {"features", "condition_width", "representation"}),
+    ("particle", ParticleModule, SetLatentDiffusion, {"condition_width"}),
+])
+def test_shipped_configs_equal_the_constructors_defaults(capsys, task, module, constructor, skip):
+    printed = _printed(capsys, task)
+    encoder = complete_options(EventEncoder, {}, skip={"sources"}, where="encoder")
+    assert printed["encoder"] == encoder | ({"pair_bias": "auto"} if task == "recon" else {})
+    model = {key: printed["model"].pop(key) for key in module.MODEL_OPTIONS}
+    assert printed["model"] == complete_options(constructor, {}, skip=skip, where="model")
+    assert model == {key: complete_options(module, {}, skip={"event_file_yaml"}, where=task)[key] for key in model}
+
+
+def test_a_shipped_variant_is_chosen_by_name_and_the_command_line_wins(capsys):
+    small = _printed(capsys, "parton", "--config", "small", "--encoder.depth", "3", "--plain")
+    assert small["encoder"]["width"] == 32 and small["encoder"]["depth"] == 3
+    assert small["model"]["width"] == 64 and small["model"]["latent"] is False
+    assert _printed(capsys, "particle", "--config", "particle_large")["model"]["heads"] == 8
+
+
+@pytest.mark.parametrize(("task", "content", "key", "allowed"), [
+    ("parton", "model: {widht: 64}", "model.widht", "width"),
+    ("recon", "encoder: {depth: deep}", "encoder.depth", "int"),
+    ("particle", "model: {multiplicity_distribution: poisson}", "model.multiplicity_distribution", "negative-binomial"),
+    ("recon", "trainr: {epochs: 1}", "trainr.epochs", "trainer"),
+])
+def test_a_bad_config_file_is_one_line_naming_the_key(tmp_path, capsys, task, content, key, allowed):
+    config = tmp_path / "bad.yaml"
+    config.write_text(content + "\n")
+    assert main(["train", task, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and key in err and allowed in err and "Traceback" not in err
+
+
+def test_a_bad_flag_is_one_line_naming_the_key(capsys):
+    assert main(["train", "parton", "--representation", "polar"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.representation" in err and "'decay-chain', 'objects'" in err
+    assert main(["train", "recon", "--encoder.widht", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "encoder.widht" in err and "width" in err
+
+
+def test_the_python_api_refuses_an_unknown_keyword(event_files):
+    with pytest.raises(UnfoldError, match=r"model: unknown option\(s\) \['widht'\]"):
+        PartonModule(event_file_yaml=event_files["ttbar-semileptonic"].read_text(), model={"widht": 64})
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and version("unfold-suite") in capsys.readouterr().out
+    assert main(["train", "recon", "--help"]) == 0
+    text = capsys.readouterr().out
+    entry = text[text.index("--trainer.epochs EPOCHS, --epochs"):].split("--trainer.max_time")[0]
+    assert "default: 20" in entry
+    assert text.count("--epochs EPOCHS") == 1 and "default: None" not in text
+
+
+def test_a_runs_config_reproduces_the_run(recon_run):
+    written = yaml.safe_load((recon_run / "config.yaml").read_text())
+    assert written["encoder"]["pair_bias"] is True and written["encoder"]["width"] == 32
+    assert main(["train", "recon", "--config", str(recon_run / "config.yaml")]) == 0
+    (again,) = set((recon_run.parent).iterdir()) - {recon_run}
+    assert (again / "config.yaml").read_text() == (recon_run / "config.yaml").read_text()
+    first, second = _state(recon_run), _state(again)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first), "same configuration, same seed: same weights"
+
+
+@pytest.mark.parametrize("task", ["parton", "particle"])
+def test_encoder_from_a_recon_run_follows_its_architecture(recon_run, semileptonic_files, tmp_path, task):
+    assert main(["train", task, "--data", str(semileptonic_files[0]), "--out", str(tmp_path), "--encoder-from",
+                 str(recon_run), "--freeze-encoder", *TINY]) == 0
+    (run,) = (tmp_path / task).iterdir()
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    recon = yaml.safe_load((recon_run / "config.yaml").read_text())
+    assert written["encoder"] == recon["encoder"]  # width 32 and pair bias on, not the unfolding defaults
+    source, state = _state(recon_run), _state(run)
+    encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    assert any("pair_bias" in k for k in encoder)
+    assert all(torch.equal(v, source[f"network.{k}"]) for k, v in encoder.items()), "a frozen encoder keeps its weights"
+
+
+def test_a_changed_default_does_not_change_an_old_checkpoint(recon_run, semileptonic_files, tmp_path, monkeypatch):
+    assert main(["train", "parton", "--data", str(semileptonic_files[0]), "--out", str(tmp_path), *TINY]) == 0
+    (run,) = (tmp_path / "parton").iterdir()
+    monkeypatch.setitem(EventEncoder.__init__.__kwdefaults__, "width", 16)
+    monkeypatch.setitem(EventEncoder.__init__.__kwdefaults__, "pair_bias", True)
+    monkeypatch.setitem(VariationalLatentDiffusion.__init__.__kwdefaults__, "width", 32)
+    parton = PartonModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert parton.encoder.width == 64 and parton.encoder.pair_bias is None
+    assert parton.vld.denoiser.input.out_features == 256
+    recon = ReconModule.load_from_checkpoint(recon_run / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert recon.network.encoder.width == 32
