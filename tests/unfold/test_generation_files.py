@@ -129,6 +129,7 @@ def test_inspect_prints_structure_and_physics(semileptonic_files, capsys):
     text = capsys.readouterr().out
     assert "INPUTS/" in text and "(300, 16)" in text
     assert "fully matched events" in text and "parton m(t_had)" in text
+    assert "lepton charge: l+" in text and "MET against the true neutrinos: response" in text
 
 
 def test_daughters_naming_their_source_index_into_that_source(tmp_path):

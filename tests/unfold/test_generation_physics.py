@@ -11,8 +11,8 @@ from unfold.generation.detector_card import load_detector_card
 from unfold.generation.pipeline import GenerationConfig, generate
 from unfold.generation.kinematics import delta_r, to_cartesian, to_cylindrical
 
-# Pythia 8 defaults (ParticleData 6:m0 and 24:m0).
-TOP_MASS, W_MASS = 172.5, 80.385
+# Pythia 8.3 defaults (ParticleData 6:m0 and 24:m0).
+TOP_MASS, W_MASS = 173.0, 80.385
 
 
 def _peak(masses: np.ndarray, low: float, high: float, width: float = 1.0) -> float:

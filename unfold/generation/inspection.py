@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from evaluation.metrics import peak_position
 from unfold.data.hdf5_io import open_h5
 from unfold.generation.kinematics import to_cartesian, to_cylindrical
 
@@ -27,11 +28,27 @@ def _structure(file: h5py.File) -> list[str]:
     return lines
 
 
-def _mass_peak(masses: np.ndarray, low: float, high: float) -> str:
-    """Mode (histogram of 1 GeV bins in [low, high]) and median of a mass distribution."""
-    counts, edges = np.histogram(masses, bins=int(high - low), range=(low, high))
-    mode = 0.5 * (edges[np.argmax(counts)] + edges[np.argmax(counts) + 1])
-    return f"peak {mode:6.1f} GeV, median {np.median(masses):6.1f} GeV"
+def _mass_peak(masses: np.ndarray) -> str:
+    """Peak (:func:`evaluation.metrics.peak_position`) and median of a mass distribution."""
+    return f"peak {peak_position(masses):6.1f} GeV, median {np.median(masses):6.1f} GeV"
+
+
+def _charge_balance(pdg_ids: np.ndarray) -> str:
+    """Share of l+ (negative PDG id) with its binomial standard deviation."""
+    n = len(pdg_ids)
+    share = float(np.mean(pdg_ids < 0))
+    return f"lepton charge: l+ {share:.1%} +- {np.sqrt(share * (1 - share) / n):.1%}, l- {1 - share:.1%} ({n} events)"
+
+
+def _met_resolution(file: h5py.File) -> str:
+    """MET response (median of the reconstructed MET projected on the true one, over the true MET)
+    and resolution (half the 16-84 % width of each component's difference to the truth)."""
+    met, phi = file["INPUTS/Met/met"][...], file["INPUTS/Met/phi"][...]
+    true, true_phi = file["PARTICLES/met/met"][...], file["PARTICLES/met/phi"][...]
+    response = np.median(met * np.cos(phi - true_phi) / true)
+    difference = np.concatenate([met * np.cos(phi) - true * np.cos(true_phi), met * np.sin(phi) - true * np.sin(true_phi)])
+    width = 0.5 * np.subtract(*np.percentile(difference, [84.0, 16.0]))
+    return f"MET against the true neutrinos: response {response:.3f}, resolution per component {width:.1f} GeV"
 
 
 def _composite_mass(file: h5py.File, names: list[str]) -> np.ndarray:
@@ -65,10 +82,14 @@ def _physics(file: h5py.File) -> list[str]:
         composites = {"W_had": ["q1", "q2"], "t_had": ["b_had", "q1", "q2"], "W1": ["t1_q1", "t1_q2"], "t1": ["t1_b", "t1_q1", "t1_q2"]}
         for name, daughters in composites.items():
             if all(f"PARTONS/{d}" in file for d in daughters):
-                lines.append(f"parton m({name}) from its decay products: {_mass_peak(_composite_mass(file, daughters), 0, 300)}")
+                lines.append(f"parton m({name}) from its decay products: {_mass_peak(_composite_mass(file, daughters))}")
         for name in ("t_had", "t_lep", "W_had", "W_lep", "t1", "t2"):
             if f"PARTONS/{name}/mass" in file:
-                lines.append(f"parton m({name}) in the event record:     {_mass_peak(file[f'PARTONS/{name}/mass'][...], 0, 300)}")
+                lines.append(f"parton m({name}) in the event record:     {_mass_peak(file[f'PARTONS/{name}/mass'][...])}")
+    if "PARTICLES/lepton/pdgid" in file:
+        lines.append(_charge_balance(file["PARTICLES/lepton/pdgid"][:, 0]))
+    if "INPUTS/Met/met" in file and "PARTICLES/met/met" in file:
+        lines.append(_met_resolution(file))
     if "PARTICLES/jets/MASK" in file:
         n = file["PARTICLES/jets/MASK"][...].sum(axis=1)
         nb = (file["PARTICLES/jets/btag"][...] * file["PARTICLES/jets/MASK"][...]).sum(axis=1)
