@@ -86,5 +86,5 @@ def test_a_recon_run_reconstructs_the_reference(events, semileptonic_files, tmp_
 def test_without_a_train_file_beside_the_data_the_user_is_told_what_to_pass(tmp_path):
     data = tmp_path / "events.h5"
     data.touch()
-    with pytest.raises(UnfoldError, match="pass --fit-data TRAIN.h5 or --recon RUN"):
+    with pytest.raises(UnfoldError, match=r"pass --fit-data TRAIN\.h5 or --recon RUN"):
         default_fit_data(data)

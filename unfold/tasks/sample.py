@@ -220,7 +220,8 @@ def checkpoint_task(path: Path) -> Task:
         hyperparameters = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
     except Exception as error:  # torch raises many kinds for a file that is not a checkpoint
         raise UnfoldError(f"{checkpoint}: not a readable checkpoint ({str(error).splitlines()[0][:120]})") from None
-    if "max_particles" in hyperparameters:
+    model = hyperparameters.get("model")
+    if "max_particles" in hyperparameters or (isinstance(model, dict) and "max_particles" in model):
         return "particle"
     if "process" in hyperparameters:
         return "parton"
