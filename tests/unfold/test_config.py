@@ -42,7 +42,8 @@ def recon_run(semileptonic_files, tmp_path_factory):
 
 def test_print_config_gives_todays_defaults(capsys):
     recon = _printed(capsys, "recon")
-    assert recon["trainer"]["epochs"] == 20 and recon["trainer"]["batch_size"] == 256
+    assert recon["trainer"]["epochs"] == 20
+    assert recon["trainer"]["batch_size"] == 256
     assert recon["encoder"]["pair_bias"] == "auto"
     assert recon["optimizer"] == {"learning_rate": 1e-3, "weight_decay": 1e-4}
     for task in ("parton", "particle"):
@@ -70,8 +71,10 @@ def test_shipped_configs_equal_the_constructors_defaults(capsys, task, module, c
 
 def test_a_shipped_variant_is_chosen_by_name_and_the_command_line_wins(capsys):
     small = _printed(capsys, "parton", "--config", "small", "--encoder.depth", "3", "--plain")
-    assert small["encoder"]["width"] == 32 and small["encoder"]["depth"] == 3
-    assert small["model"]["width"] == 64 and small["model"]["latent"] is False
+    assert small["encoder"]["width"] == 32
+    assert small["encoder"]["depth"] == 3
+    assert small["model"]["width"] == 64
+    assert small["model"]["latent"] is False
     assert _printed(capsys, "particle", "--config", "particle_large")["model"]["heads"] == 8
 
 
@@ -86,16 +89,23 @@ def test_a_bad_config_file_is_one_line_naming_the_key(tmp_path, capsys, task, co
     config.write_text(content + "\n")
     assert main(["train", task, "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and key in err and allowed in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert key in err
+    assert allowed in err
+    assert "Traceback" not in err
 
 
 def test_a_bad_flag_is_one_line_naming_the_key(capsys):
     assert main(["train", "parton", "--representation", "polar"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "model.representation" in err and "'decay-chain', 'objects'" in err
+    assert err.count("\n") == 1
+    assert "model.representation" in err
+    assert "'decay-chain', 'objects'" in err
     assert main(["train", "recon", "--encoder.widht", "8"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "encoder.widht" in err and "width" in err
+    assert err.count("\n") == 1
+    assert "encoder.widht" in err
+    assert "width" in err
 
 
 def test_the_python_api_refuses_an_unknown_keyword(event_files):
@@ -106,17 +116,20 @@ def test_the_python_api_refuses_an_unknown_keyword(event_files):
 def test_version_and_help(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
-    assert done.value.code == 0 and version("unfold-suite") in capsys.readouterr().out
+    assert done.value.code == 0
+    assert version("unfold-suite") in capsys.readouterr().out
     assert main(["train", "recon", "--help"]) == 0
     text = capsys.readouterr().out
     entry = text[text.index("--trainer.epochs EPOCHS, --epochs"):].split("--trainer.max_time")[0]
     assert "default: 20" in entry
-    assert text.count("--epochs EPOCHS") == 1 and "default: None" not in text
+    assert text.count("--epochs EPOCHS") == 1
+    assert "default: None" not in text
 
 
 def test_a_runs_config_reproduces_the_run(recon_run):
     written = yaml.safe_load((recon_run / "config.yaml").read_text())
-    assert written["encoder"]["pair_bias"] is True and written["encoder"]["width"] == 32
+    assert written["encoder"]["pair_bias"] is True
+    assert written["encoder"]["width"] == 32
     assert main(["train", "recon", "--config", str(recon_run / "config.yaml")]) == 0
     (again,) = set((recon_run.parent).iterdir()) - {recon_run}
     assert (again / "config.yaml").read_text() == (recon_run / "config.yaml").read_text()
@@ -146,7 +159,8 @@ def test_a_changed_default_does_not_change_an_old_checkpoint(recon_run, semilept
     monkeypatch.setitem(EventEncoder.__init__.__kwdefaults__, "pair_bias", True)
     monkeypatch.setitem(VariationalLatentDiffusion.__init__.__kwdefaults__, "width", 32)
     parton = PartonModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
-    assert parton.encoder.width == 64 and parton.encoder.pair_bias is None
+    assert parton.encoder.width == 64
+    assert parton.encoder.pair_bias is None
     assert parton.vld.denoiser.input.out_features == 256
     recon = ReconModule.load_from_checkpoint(recon_run / "checkpoints" / "last.ckpt", map_location="cpu")
     assert recon.network.encoder.width == 32

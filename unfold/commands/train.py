@@ -110,8 +110,8 @@ def build_task_parser(task: str):
 
     from encoders import EventEncoder
     from recon.assignment_network import AssignmentNetwork
-    from unfold.models.parton import VariationalLatentDiffusion
     from unfold.models.particle import SetLatentDiffusion
+    from unfold.models.parton import VariationalLatentDiffusion
     from unfold.training.recon_module import ReconModule
     from unfold.training.trainer import TrainerOptions
     from unfold.training.unfolding_modules import ParticleModule, PartonModule

@@ -47,7 +47,7 @@ class ReconConfig:
     encoder: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     optimizer: dict = field(default_factory=dict)
-    trainer: TrainerOptions = TrainerOptions()
+    trainer: TrainerOptions = field(default_factory=TrainerOptions)
     validation_fraction: float = 0.1
     init_from: Path | None = None
     resume: Path | None = None

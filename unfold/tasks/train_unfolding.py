@@ -53,7 +53,7 @@ class UnfoldingConfig:
     encoder: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     optimizer: dict = field(default_factory=dict)
-    trainer: TrainerOptions = TrainerOptions()
+    trainer: TrainerOptions = field(default_factory=TrainerOptions)
     validation_fraction: float = 0.1
     encoder_from: Path | None = None
     freeze_encoder: bool = False

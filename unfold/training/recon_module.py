@@ -84,8 +84,8 @@ class ReconModule(L.LightningModule):
         decoded = decode_assignments(output)
         names = self.topology.resonance_names
         outcome = event_correctness(
-            {n: i.cpu().numpy() for n, i in zip(names, decoded.indices)},
-            {n: i.cpu().numpy() for n, i in zip(names, batch.targets.indices)},
+            {n: i.cpu().numpy() for n, i in zip(names, decoded.indices, strict=True)},
+            {n: i.cpu().numpy() for n, i in zip(names, batch.targets.indices, strict=True)},
             self.topology,
         )
         any_present = outcome.reconstructable.any(axis=1)

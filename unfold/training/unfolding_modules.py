@@ -19,10 +19,10 @@ from torch import Tensor
 from encoders import EncoderInputs, EventEncoder
 from recon.event_topology import EventTopology
 from unfold.errors import UnfoldError
-from unfold.training.options import complete_options
 from unfold.generation.processes import get_process
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
 from unfold.models.parton import REPRESENTATIONS, PartonRepresentation, VariationalLatentDiffusion
+from unfold.training.options import complete_options
 
 __all__ = ["ParticleModule", "PartonModule", "encoder_options_from", "encoder_state_from"]
 

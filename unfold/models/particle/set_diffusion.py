@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from unfold.models.diffusion.sampler import SamplerName, add_noise, denoise, make_training_scheduler
 from unfold.errors import UnfoldError
+from unfold.models.diffusion.sampler import SamplerName, add_noise, denoise, make_training_scheduler
 from unfold.models.particle.multiplicity import MultiplicityDistribution, MultiplicityPredictor
 from unfold.models.particle.representation import ParticleBatch
 from unfold.models.particle.set_denoiser import SetDenoiser
