@@ -1,9 +1,10 @@
-"""Per-feature input normalisation as a SPANet event file declares it, with fitted statistics as buffers."""
+"""Per-feature standardisation: the one rule every model of the project fits its statistics with,
+and the input normalisation a SPANet event file declares, with fitted statistics as buffers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import get_args
+from typing import NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -11,10 +12,40 @@ from torch import Tensor, nn
 from encoders.errors import EncoderError
 from encoders.sources import Normalization
 
-__all__ = ["FeatureNormalizer"]
+__all__ = ["CONSTANT_FEATURE_TOLERANCE", "FeatureNormalizer", "Standardisation", "fit_standardisation"]
 
-# A feature whose spread is below this (e.g. a flag constant in the fit sample) is only centred.
-_MIN_STD = 1e-6
+# A feature whose spread is at most this fraction of its size, |mean| + 1 (a flag constant in the
+# fit sample, the neutrino's zero mass), is only centred: dividing by its spread would blow
+# rounding up to O(1) values.
+CONSTANT_FEATURE_TOLERANCE = 1e-6
+
+
+class Standardisation(NamedTuple):
+    """Per-feature location and scale, (F,) float64 each: standardised x = (x - mean) / scale."""
+
+    mean: Tensor
+    scale: Tensor
+
+
+def fit_standardisation(values: Tensor) -> Standardisation:
+    r"""Mean and population standard deviation of each feature of (R, F) rows, in float64.
+
+    Non-finite entries (NaN for a missing target) are skipped feature by feature; a feature with
+    no finite entry gets (0, 1). One rule for constant features everywhere: a spread
+    :math:`\sigma \le 10^{-6} (|\mu| + 1)` gives scale 1, so the feature is only centred.
+
+    Raises:
+        EncoderError: If ``values`` is not two-dimensional.
+    """
+    values = torch.as_tensor(values).double()
+    if values.dim() != 2:
+        raise EncoderError(f"standardisation: values have shape {tuple(values.shape)}; expected (R, F)")
+    finite = torch.isfinite(values)
+    count = finite.sum(0).clamp_min(1)
+    mean = torch.where(finite, values, 0.0).sum(0) / count
+    spread = ((torch.where(finite, values - mean, 0.0) ** 2).sum(0) / count).sqrt()
+    constant = spread <= CONSTANT_FEATURE_TOLERANCE * (mean.abs() + 1.0)
+    return Standardisation(mean, torch.where(constant, torch.ones_like(spread), spread))
 
 
 class FeatureNormalizer(nn.Module):
@@ -23,8 +54,9 @@ class FeatureNormalizer(nn.Module):
     ``log_normalize``: :math:`x \to (\ln(1 + x) - \mu) / \sigma`; ``normalize``:
     :math:`x \to (x - \mu) / \sigma`; ``none``: identity. Inputs of ``log_normalize`` features
     are clamped at 0 first (they are magnitudes such as pT and mass; rounding can leave them
-    slightly negative). :math:`\mu, \sigma` are buffers filled by :meth:`fit`, so a checkpoint
-    carries the statistics of the data it was trained on (SPANet arXiv 2106.03898).
+    slightly negative). :math:`\mu, \sigma` are buffers filled by :meth:`fit` (with
+    :func:`fit_standardisation`), so a checkpoint carries the statistics of the data it was
+    trained on (SPANet arXiv 2106.03898).
 
     Args:
         normalizations: one option per feature, F in all, in the order of the feature axis.
@@ -89,10 +121,7 @@ class FeatureNormalizer(nn.Module):
             raise EncoderError("fit: no unmasked objects to take statistics from")
         if not torch.isfinite(rows).all():
             raise EncoderError("fit: features contain NaN or inf in unmasked objects")
-        values = self._log_transform(rows.double())
-        mean = values.mean(0)
-        std = values.std(0, correction=0)
-        std = torch.where(std < _MIN_STD, torch.ones_like(std), std)
+        mean, std = fit_standardisation(self._log_transform(rows.double()))
         self.mean.copy_(torch.where(self.standardised, mean, torch.zeros_like(mean)))
         self.std.copy_(torch.where(self.standardised, std, torch.ones_like(std)))
 

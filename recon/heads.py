@@ -7,13 +7,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from encoders.normalization import fit_standardisation
 from recon.errors import ReconError
 
 __all__ = ["ClassificationHead", "DetectionHead", "RegressionHead", "RegressionPrediction"]
-
-# A regression target whose spread is below this in the fit sample is only centred.
-_MIN_SCALE = 1e-6
-
 
 def _mlp(inputs: int, width: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, outputs))
@@ -77,14 +74,9 @@ class RegressionHead(nn.Module):
             raise ReconError(
                 f"regression targets {tuple(targets.shape)}; expected (E, {self.location.shape[0]})"
             )
-        for column in range(targets.shape[1]):
-            values = targets[:, column].double()
-            values = values[torch.isfinite(values)]
-            if values.numel() == 0:
-                continue
-            self.location[column] = values.mean()
-            spread = values.std(correction=0)
-            self.scale[column] = spread if spread > _MIN_SCALE else 1.0
+        location, scale = fit_standardisation(targets)
+        self.location.copy_(location)
+        self.scale.copy_(scale)
 
     def forward(self, event: Tensor) -> RegressionPrediction:
         """Mean and log-scale (E, R) from the event vector (E, D)."""

@@ -1,4 +1,5 @@
-"""FeatureNormalizer: SPANet's normalisation options, statistics fitted on real objects only."""
+"""The one standardisation rule, and FeatureNormalizer: SPANet's normalisation options, statistics
+fitted on real objects only."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from encoders import EncoderError, FeatureNormalizer
+from encoders import EncoderError, FeatureNormalizer, fit_standardisation
+from recon.heads import RegressionHead
 
 
 def test_fit_standardises_real_objects_and_ignores_padding(rng: np.random.Generator) -> None:
@@ -51,3 +53,38 @@ def test_bad_option_and_bad_data_raise_encoder_error() -> None:
         normalizer.fit(torch.tensor([[float("nan")], [1.0]]))
     with pytest.raises(EncoderError, match="no unmasked"):
         normalizer.fit(torch.ones(3, 2, 1), torch.zeros(3, 2, dtype=torch.bool))
+
+
+def test_standardisation_is_the_population_mean_and_width_skipping_missing_entries(rng) -> None:
+    values = rng.normal(3.0, 2.0, size=(200, 3))
+    values[rng.random(200) < 0.3, 1] = np.nan
+    values[:, 2] = np.nan
+    mean, scale = fit_standardisation(torch.from_numpy(values))
+    np.testing.assert_allclose(mean[:2].numpy(), np.nanmean(values[:, :2], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(scale[:2].numpy(), np.nanstd(values[:, :2], axis=0), rtol=1e-12)
+    assert (mean[2].item(), scale[2].item()) == (0.0, 1.0)
+
+
+def test_constant_rule_is_relative_to_the_feature_size() -> None:
+    """A 1e-3 GeV jitter on 1e4 GeV is rounding (only centred); on 0 GeV it is a real spread."""
+    jitter = torch.tensor([-1.0, 1.0]).repeat(50) * 1e-3
+    values = torch.stack([1e4 + jitter, jitter, torch.full_like(jitter, 7.0)], dim=1)
+    _, scale = fit_standardisation(values)
+    torch.testing.assert_close(scale, torch.tensor([1.0, 1e-3, 1.0], dtype=torch.float64))
+    with pytest.raises(EncoderError, match="expected \\(R, F\\)"):
+        fit_standardisation(torch.ones(4))
+
+
+def test_inputs_and_regression_targets_share_the_rule(rng) -> None:
+    """The encoder's inputs and recon's regression targets get the same statistics from one rule."""
+    targets = torch.as_tensor(rng.normal(50.0, 10.0, size=(300, 2)))
+    targets[:, 1] = 91.0
+    expected = fit_standardisation(targets)
+    normalizer = FeatureNormalizer(normalizations=("normalize", "normalize"))
+    normalizer.fit(targets.float())
+    head = RegressionHead(width=4, outputs=2)
+    head.fit(targets)
+    for fitted_mean, fitted_scale in ((normalizer.mean, normalizer.std), (head.location, head.scale)):
+        torch.testing.assert_close(fitted_mean.double(), expected.mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(fitted_scale.double(), expected.scale, rtol=1e-6, atol=1e-6)
+    assert expected.scale[1] == 1.0

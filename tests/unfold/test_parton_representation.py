@@ -37,7 +37,7 @@ def test_standardised_training_data_has_zero_mean_and_unit_width(synthetic_truth
     assert x.dtype == torch.float32
     varying = module.scale != 1.0
     torch.testing.assert_close(x.mean(0), torch.zeros(55), atol=1e-5, rtol=0)
-    torch.testing.assert_close(x.std(0)[varying], torch.ones(int(varying.sum())), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std(0, correction=0)[varying], torch.ones(int(varying.sum())), atol=1e-5, rtol=0)
     neutrino_mass = module.objects.index("neutrino") * 5 + 4
     assert not varying[neutrino_mass]
     assert torch.all(x[:, neutrino_mass] == 0)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from encoders.kinematics import azimuth, pseudorapidity, to_cartesian, transverse_momentum
+from encoders.normalization import fit_standardisation
 from unfold.errors import UnfoldError
 
 __all__ = [
@@ -144,10 +145,13 @@ class ParticleRepresentation(nn.Module):
                 f"PARTICLES/{self.jet_collection} + PARTICLES/{self.lepton_collection}: "
                 f"need at least 2 objects to fit the standardisation, got {objects.shape[0]}"
             )
-        self.feature_mean.copy_(torch.from_numpy(objects.mean(axis=0)))
-        self.feature_std.copy_(torch.from_numpy(_safe_std(objects)))
-        self.event_mean.copy_(torch.from_numpy(event_features.mean(axis=0)))
-        self.event_std.copy_(torch.from_numpy(_safe_std(event_features)))
+        for mean, std, values in (
+            (self.feature_mean, self.feature_std, objects),
+            (self.event_mean, self.event_std, event_features),
+        ):
+            fitted = fit_standardisation(torch.from_numpy(values))
+            mean.copy_(fitted.mean)
+            std.copy_(fitted.scale)
         self.is_fitted.fill_(True)
         return self
 
@@ -315,12 +319,6 @@ def _unstandardise(values: Tensor, mean: Tensor, std: Tensor) -> np.ndarray:
     """values * std + mean as a float64 numpy array on the CPU."""
     cpu = values.detach().cpu().double()
     return (cpu * std.detach().cpu().double() + mean.detach().cpu().double()).numpy()
-
-
-def _safe_std(values: np.ndarray) -> np.ndarray:
-    """Per-column standard deviation, 1 where a column is constant."""
-    std = values.std(axis=0)
-    return np.where(std > 1e-12, std, 1.0)
 
 
 def _collection(

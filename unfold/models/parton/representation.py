@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from encoders.kinematics import to_cartesian, to_cylindrical
+from encoders.normalization import fit_standardisation
 from unfold.errors import UnfoldError
 from unfold.models.parton.consistency import squared_mass_consistency
 
@@ -33,9 +34,6 @@ __all__ = ["OBJECT_FEATURES", "PHYSICAL_FEATURES", "ObjectRepresentation", "Part
 
 OBJECT_FEATURES: tuple[str, ...] = ("px", "py", "pz", "log_energy", "mass")
 PHYSICAL_FEATURES: tuple[str, ...] = ("pt", "eta", "phi", "mass")
-# A feature whose training spread is below this fraction of its scale (e.g. the neutrino's mass,
-# always zero) is only shifted, not divided: dividing would blow rounding up to O(1) values.
-_CONSTANT_FEATURE_TOLERANCE = 1e-6
 # exp(12) - 1 ~ 160 TeV: far above any parton energy at 13 TeV, so only runaway values are clamped.
 _MAX_LOG_ENERGY = 12.0
 
@@ -111,17 +109,15 @@ class PartonRepresentation(nn.Module, ABC):
         """Physics-consistency terms (..., m) of a standardised (..., F) tensor; zero when consistent."""
 
     def fit(self, partons: PartonTruth) -> None:
-        """Fit the per-feature mean and width on training truth."""
+        """Fit the per-feature mean and width on training truth (:func:`encoders.normalization.fit_standardisation`)."""
         flat = self.physical_features(partons)
         if flat.shape[0] < 2:
             raise UnfoldError(
                 f"fitting the parton standardisation needs at least 2 events, got {flat.shape[0]}"
             )
-        mean = flat.mean(0)
-        spread = flat.std(0)
-        constant = spread <= _CONSTANT_FEATURE_TOLERANCE * (mean.abs() + 1.0)
+        mean, scale = fit_standardisation(flat)
         self.mean.copy_(mean.to(self.mean))
-        self.scale.copy_(torch.where(constant, torch.ones_like(spread), spread).to(self.scale))
+        self.scale.copy_(scale.to(self.scale))
 
     def encode(self, partons: PartonTruth) -> Tensor:
         """Standardised float32 (E, F) tensor from truth ``name -> feature -> (E,)``."""
