@@ -53,7 +53,7 @@ _ONE_SIGMA_COVERAGE = 0.682689492
 _CHUNK_ELEMENTS = 2**22
 
 Channel = Literal["semileptonic", "allhadronic"]
-Centres = Literal["pdg", "fitted"]
+Centres = Literal["pdg", "fitted", "generator"]
 
 # The ttbar topologies this baseline knows, as {resonance: daughters} in our event files.
 _CHANNEL_RESONANCES: dict[Channel, dict[str, tuple[str, ...]]] = {
@@ -332,6 +332,7 @@ class ChiSquareBaseline:
         topology: EventTopology,
         *,
         centres: Centres = "pdg",
+        generator_masses: tuple[float, float] | None = None,
         n_leading_jets: int = 6,
         use_btag: bool = True,
     ) -> ChiSquareBaseline:
@@ -346,13 +347,19 @@ class ChiSquareBaseline:
             targets: the truth assignment, resonance name -> (E, K) slot indices, -1 unmatched.
             topology: a semi-leptonic or all-hadronic ttbar topology.
             centres: ``"pdg"`` centres the chi-square on :data:`TOP_MASS` and :data:`W_MASS`;
-                ``"fitted"`` on the medians of the matched masses (the detector's mass scale).
+                ``"fitted"`` on the medians of the matched masses (the detector's mass scale);
+                ``"generator"`` on ``generator_masses``.
+            generator_masses: (m_t, m_W) the events were generated with [GeV], e.g. the medians
+                of the parton-level top and W masses of the training file; needed for
+                ``centres="generator"``.
             n_leading_jets, use_btag: passed to the baseline.
         """
         if centres not in get_args(Centres):
             raise ReconError(
                 f"ChiSquareBaseline.fit: centres={centres!r}; expected one of {get_args(Centres)}"
             )
+        if centres == "generator" and generator_masses is None:
+            raise ReconError("ChiSquareBaseline.fit: centres='generator' needs generator_masses=(m_t, m_W)")
         channel = channel_of(topology)
         _check_targets(targets, topology, events)
         p4 = events.four_momenta()
@@ -365,11 +372,17 @@ class ChiSquareBaseline:
             w_masses.append(_mass_of(p4[rows], matched[:, 1:]))
         top_mass, w_mass = np.concatenate(top_masses), np.concatenate(w_masses)
         _require_matches(top_mass, hadronic, topology)
+        centre_masses = {
+            "pdg": (TOP_MASS, W_MASS),
+            "fitted": (float(np.median(top_mass)), float(np.median(w_mass))),
+            "generator": generator_masses,
+        }
+        m_t, m_w = centre_masses[centres]
         fitted = {
             "sigma_t": central_half_width(top_mass),
             "sigma_W": central_half_width(w_mass),
-            "m_t": float(np.median(top_mass)) if centres == "fitted" else TOP_MASS,
-            "m_W": float(np.median(w_mass)) if centres == "fitted" else W_MASS,
+            "m_t": float(m_t),
+            "m_W": float(m_w),
         }
         if channel == "semileptonic":
             rows = np.flatnonzero((targets["lt"] >= 0).all(axis=1) & (events.leading_lepton() >= 0))

@@ -6,6 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
+from recon.chi_square import ChiSquareBaseline
+from recon.errors import ReconError
+from recon.event_topology import EventTopology
+from tests.conftest import EVENT_FILES
+from unfold.data.hdf5_schema import read_spanet
+from unfold.data.recon_data import detector_events
 from unfold.generation.detector import (
     calo_resolution,
     lepton_resolution,
@@ -14,6 +20,7 @@ from unfold.generation.detector import (
     track_resolution,
 )
 from unfold.generation.detector_card import load_detector_card
+from unfold.generation.inspection import generator_masses
 from unfold.generation.kinematics import delta_r, to_cartesian, to_cylindrical
 from unfold.generation.pipeline import GenerationConfig, generate
 from unfold.generation.processes import get_process
@@ -142,3 +149,16 @@ def test_met_response_and_resolution_against_the_true_neutrinos(semileptonic_fil
     print(f"MET response {response:.3f}, resolution {width:.1f} GeV")
     assert abs(response - 1) < 0.1
     assert 5 < width < 30
+
+
+def test_chi_square_centres_come_from_the_generator(semileptonic_files):
+    """The chi-square centres are the file's top and W masses (Pythia 8.3: 6:m0 = 173.0, 24:m0 = 80.385)."""
+    m_t, m_w = generator_masses(semileptonic_files[0])
+    assert abs(m_t - 173.0) < 0.5 and abs(m_w - 80.385) < 0.5
+    topology = EventTopology.from_yaml(EVENT_FILES["ttbar-semileptonic"])
+    data = read_spanet(semileptonic_files[0], topology)
+    events = detector_events(data, topology)
+    baseline = ChiSquareBaseline.fit(events, data.targets, topology, centres="generator", generator_masses=(m_t, m_w))
+    assert (baseline.m_t, baseline.m_W) == (m_t, m_w)
+    with pytest.raises(ReconError, match="needs generator_masses"):
+        ChiSquareBaseline.fit(events, data.targets, topology, centres="generator")

@@ -9,9 +9,14 @@ import numpy as np
 
 from evaluation.metrics import peak_position
 from unfold.data.hdf5_io import open_h5
+from unfold.errors import UnfoldError
 from unfold.generation.kinematics import to_cartesian, to_cylindrical
 
-__all__ = ["describe"]
+__all__ = ["describe", "generator_masses"]
+
+# The top and W of each side as stored in the event record, both processes.
+_RECORD_TOPS = ("t_had", "t_lep", "t1", "t2")
+_RECORD_WS = ("W_had", "W_lep", "W1", "W2")
 
 
 def _structure(file: h5py.File) -> list[str]:
@@ -95,6 +100,19 @@ def _physics(file: h5py.File) -> list[str]:
         nb = (file["PARTICLES/jets/btag"][...] * file["PARTICLES/jets/MASK"][...]).sum(axis=1)
         lines.append(f"particle-level jets per event: mean {n.mean():.2f}, b-labelled {nb.mean():.2f}")
     return lines
+
+
+def generator_masses(path: str | Path) -> tuple[float, float]:
+    """(m_t, m_W) of the generator: medians of the parton-level top and W masses in the event
+    record of a generated file (Breit-Wigner medians, i.e. Pythia's 6:m0 and 24:m0)."""
+    with open_h5(path) as file:
+        masses = []
+        for names in (_RECORD_TOPS, _RECORD_WS):
+            found = [file[f"PARTONS/{name}/mass"][...] for name in names if f"PARTONS/{name}/mass" in file]
+            if not found:
+                raise UnfoldError(f"{path}: no parton-level {' or '.join(names)} mass to take the generator's mass from")
+            masses.append(float(np.median(np.concatenate(found))))
+    return masses[0], masses[1]
 
 
 def describe(path: str | Path) -> str:

@@ -11,6 +11,7 @@ from recon.efficiency import efficiency_table, format_efficiency_tables
 from recon.event_topology import EventTopology
 from unfold.data.hdf5_schema import SpanetData, read_spanet
 from unfold.data.recon_data import detector_events, jet_multiplicity
+from unfold.generation.inspection import generator_masses
 from unfold.tasks.assignment_model import AssignmentModel
 
 __all__ = ["chi_square_assignments", "default_jet_bins", "evaluate_recon"]
@@ -24,9 +25,13 @@ def default_jet_bins(topology: EventTopology) -> tuple[str, ...]:
 
 def chi_square_assignments(train_path: Path, data: SpanetData, topology: EventTopology) -> dict[str, np.ndarray]:
     """The chi-square baseline's assignments of ``data``, its resolutions fitted on matched
-    events of (the first 20k events of) ``train_path``."""
+    events of (the first 20k events of) ``train_path`` and its centres on the generator's top and
+    W masses in that file."""
     train = read_spanet(train_path, topology, limit=20_000)
-    baseline = ChiSquareBaseline.fit(detector_events(train, topology), train.targets, topology)
+    baseline = ChiSquareBaseline.fit(
+        detector_events(train, topology), train.targets, topology,
+        centres="generator", generator_masses=generator_masses(train_path),
+    )
     return baseline.assign(detector_events(data, topology), topology)
 
 
