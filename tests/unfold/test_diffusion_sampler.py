@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from unfold.errors import UnfoldError
 from unfold.models.diffusion import (
+    DEFAULT_SAMPLER,
     SAMPLER_NAMES,
     add_noise,
     denoise,
     make_sampling_scheduler,
     make_training_scheduler,
 )
-from unfold.errors import UnfoldError
+from unfold.models.particle import SetLatentDiffusion
+from unfold.models.parton import VariationalLatentDiffusion
 
 TARGET_MEAN, TARGET_STD = 1.0, 0.5
 
@@ -117,3 +122,13 @@ def test_predict_noise_receives_one_timestep_per_row():
     assert len(seen) == 5
     assert all(t.dtype == torch.long and t.shape == (3,) and bool((t == t[0]).all()) for t in seen)
     assert [int(t[0]) for t in seen] == sorted((int(t[0]) for t in seen), reverse=True)
+
+
+def test_library_and_cli_share_one_default_sampler():
+    """The sampling loop, both models and `unfold sample` default to DDPM, from one constant."""
+    from unfold.tasks import sample
+
+    assert DEFAULT_SAMPLER == "ddpm"
+    assert sample.DEFAULT_SAMPLER is DEFAULT_SAMPLER
+    for function in (denoise, VariationalLatentDiffusion.sample, SetLatentDiffusion.sample, sample.sample_unfoldings):
+        assert inspect.signature(function).parameters["sampler"].default == DEFAULT_SAMPLER, function

@@ -114,8 +114,9 @@ def test_daughter_outside_every_composite_is_a_root_of_its_own():
     assert module.decays == (TwoBodyDecay("W", "a", "b"),)
 
 
-def test_breit_wigner_coordinates_of_a_resonance_are_uniform(rng, synthetic_truth):
-    """m^2 ~ Cauchy(M^2, M Gamma), as a Breit-Wigner, maps to a uniform angle (the point of the mapping)."""
+def test_breit_wigner_coordinates_of_a_resonance_follow_the_hyperbolic_secant_law(rng, synthetic_truth):
+    """m^2 ~ Cauchy(M^2, M Gamma), a Breit-Wigner, maps under asinh((m^2 - M^2) / M Gamma) to the
+    hyperbolic-secant law, density 1 / (pi cosh y): no heavy tails left for the model to learn."""
     events = 4000
     truth = synthetic_truth(events)
     w_mass = np.sqrt(np.clip(80.4**2 + 80.4 * 2.1 * rng.standard_cauchy(events), 1.0, None))

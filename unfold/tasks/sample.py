@@ -24,6 +24,7 @@ from unfold.data.event_tensors import encoder_inputs, map_tensors, take_events
 from unfold.data.hdf5_io import atomic_output, write_arrays
 from unfold.data.hdf5_schema import read_spanet, read_truth
 from unfold.errors import UnfoldError
+from unfold.models.diffusion.sampler import DEFAULT_SAMPLER
 from unfold.tasks.assignment_model import AssignmentModel
 from unfold.tasks.evaluate_recon import chi_square_assignments
 from unfold.tasks.references import assigned_partons, particle_reference, parton_reference
@@ -42,10 +43,6 @@ __all__ = [
     "sample_unfoldings",
 ]
 
-# DDPM by default: on the trained models it beat DPM-Solver at 25 steps on all parton observables but
-# the lepton pT (W1 of m(ttbar) 14.8 vs 37.7 GeV) and on every particle-level kinematic one (MET 5.3 vs
-# 31 GeV); the deterministic solvers follow the learned score's errors exactly.
-DEFAULT_SAMPLER = "ddpm"
 
 
 def sample_unfoldings(

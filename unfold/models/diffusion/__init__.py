@@ -1,6 +1,7 @@
 """Diffusion utilities shared by the parton- and particle-level unfolding models."""
 
 from unfold.models.diffusion.sampler import (
+    DEFAULT_SAMPLER,
     SAMPLER_NAMES,
     SamplerName,
     add_noise,
@@ -10,6 +11,7 @@ from unfold.models.diffusion.sampler import (
 )
 
 __all__ = [
+    "DEFAULT_SAMPLER",
     "SAMPLER_NAMES",
     "SamplerName",
     "add_noise",

@@ -20,6 +20,7 @@ from torch import Tensor
 from unfold.errors import UnfoldError
 
 __all__ = [
+    "DEFAULT_SAMPLER",
     "SAMPLER_NAMES",
     "SamplerName",
     "add_noise",
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 SamplerName = Literal["ddpm", "ddim", "dpm-solver"]
+# DDPM by default: on the trained models it beat DPM-Solver at 25 steps on all parton observables but
+# the lepton pT (W1 of m(ttbar) 14.8 vs 37.7 GeV) and on every particle-level kinematic one (MET 5.3 vs
+# 31 GeV); the deterministic solvers follow the learned score's errors exactly.
+DEFAULT_SAMPLER: SamplerName = "ddpm"
 SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
 
 _SCHEDULER_CLASSES: dict[str, type[SchedulerMixin]] = {
@@ -112,7 +117,7 @@ def denoise(
     shape: tuple[int, ...],
     *,
     training_scheduler: DDPMScheduler,
-    sampler: SamplerName = "dpm-solver",
+    sampler: SamplerName = DEFAULT_SAMPLER,
     steps: int = 25,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from unfold.errors import UnfoldError
-from unfold.models.diffusion.sampler import SamplerName, add_noise, denoise, make_training_scheduler
+from unfold.models.diffusion.sampler import (
+    DEFAULT_SAMPLER,
+    SamplerName,
+    add_noise,
+    denoise,
+    make_training_scheduler,
+)
 from unfold.models.particle.multiplicity import MultiplicityDistribution, MultiplicityPredictor
 from unfold.models.particle.representation import ParticleBatch
 from unfold.models.particle.set_denoiser import SetDenoiser
@@ -246,7 +252,7 @@ class SetLatentDiffusion(nn.Module):
         event: Tensor,
         n: int,
         *,
-        sampler: SamplerName = "dpm-solver",
+        sampler: SamplerName = DEFAULT_SAMPLER,
         steps: int = 25,
         generator: torch.Generator | None = None,
         progress: bool = False,

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from unfold.errors import UnfoldError
-from unfold.models.diffusion.sampler import SamplerName, add_noise, denoise, make_training_scheduler
+from unfold.models.diffusion.sampler import (
+    DEFAULT_SAMPLER,
+    SamplerName,
+    add_noise,
+    denoise,
+    make_training_scheduler,
+)
 from unfold.models.parton.networks import ConditionalMLP, SinusoidalTimeEmbedding
 from unfold.models.parton.representation import PartonRepresentation
 
@@ -191,7 +197,7 @@ class VariationalLatentDiffusion(nn.Module):
         condition: Tensor,
         n: int,
         *,
-        sampler: SamplerName = "dpm-solver",
+        sampler: SamplerName = DEFAULT_SAMPLER,
         steps: int = 25,
         generator: torch.Generator | None = None,
         progress: bool = False,
