@@ -1,10 +1,10 @@
-"""Greedy decoding: no object used twice, agreement with a per-event reference, quality scores, speed."""
+"""Greedy decoding: no object used twice, agreement with a per-event reference, quality scores
+(its speed is benchmarks/bench_recon_decoding.py)."""
 
 from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -125,24 +125,3 @@ def test_entropy_of_uniform_and_certain_distributions() -> None:
     torch.testing.assert_close(
         assignment_entropy(torch.cat([uniform, certain])), torch.tensor([math.log(4), 0.0])
     )
-
-
-@pytest.mark.slow
-def test_decodes_ten_thousand_events_in_seconds() -> None:
-    generator = torch.Generator().manual_seed(5)
-    events, count = 10_000, 12
-    mask = torch.rand(events, count, generator=generator) < 0.75
-    log_probs = tuple(
-        masked_log_softmax(
-            torch.randn((events,) + (count,) * k, generator=generator), allowed_tuples(mask, k)
-        )
-        for k in (2, 3)
-    )
-    output = AssignmentOutput(
-        log_probs, torch.zeros(events, 2), torch.zeros(events, 0), torch.zeros(events, 0), (), mask
-    )
-    start = time.perf_counter()
-    decoded = decode_assignments(output)
-    elapsed = time.perf_counter() - start
-    assert decoded.indices[1].shape == (10_000, 3)
-    assert elapsed < 5.0, f"decoding 10k events took {elapsed:.1f} s"
