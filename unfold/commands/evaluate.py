@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from unfold.commands import DefaultsHelpFormatter
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="efficiency tables of a trained recon run vs the chi-square baseline")
@@ -15,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Print event fraction, event efficiency and per-resonance efficiency by jet multiplicity for all "
         "events (at least one reconstructable resonance) and complete events (all reconstructable), for the model "
         "and the chi-square baseline (resolutions fitted on the training file).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     recon.add_argument("--checkpoint", type=Path, default=None, help="run folder or .ckpt (default: the newest recon run)")
     recon.add_argument("--data", type=Path, default=None, help="file to evaluate (default: the default test file)")

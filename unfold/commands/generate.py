@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import get_args
 
+from unfold.commands import DefaultsHelpFormatter
 from unfold.generation.pipeline import GenerationConfig
 from unfold.generation.processes import ProcessName
 
@@ -22,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "particle truth to <out>/<process>_train.h5 and <out>/<process>_test.h5. "
             "The same seed gives identical files whatever the number of workers."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--process", choices=get_args(ProcessName), default="ttbar-semileptonic",
                         help="semi-leptonic (one W -> e/mu nu) or all-hadronic ttbar")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unfold.commands import DefaultsHelpFormatter
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("predict", help="write a trained recon run's per-event assignments to HDF5")
@@ -14,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Write PREDICTIONS/<resonance>/<daughter> (assigned object indices) and "
         "PREDICTIONS/<resonance>/{assignment,detection,marginal}_probability and entropy, with the inputs' targets and "
         "momenta beside them and the efficiency tables as a root attribute (readable by `unfold report`).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     recon.add_argument("--checkpoint", type=Path, default=None, help="run folder or .ckpt (default: the newest recon run)")
     recon.add_argument("--data", type=Path, default=None, help="input file (default: the default test file)")

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import get_args
 
+from unfold.commands import DefaultsHelpFormatter
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from unfold.models.diffusion.sampler import SamplerName
@@ -16,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "there is one) or the given checkpoint; writes SAMPLES/PARTONS/<parton>/<feature> (E, n) and "
         "SAMPLES/PARTICLES/<collection>/<feature> (E, n, M) with MASK, the truth, detector-level references and the "
         "inputs beside them. Streams in batches over the --devices; nothing is written unless the whole file is.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("task", nargs="?", choices=("parton", "particle"), default=None,
                         help="unfold only this level (default: every level with a trained run)")
