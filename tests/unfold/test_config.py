@@ -152,15 +152,39 @@ def test_encoder_from_a_recon_run_follows_its_architecture(recon_run, semilepton
     assert all(torch.equal(v, source[f"network.{k}"]) for k, v in encoder.items()), "a frozen encoder keeps its weights"
 
 
-def test_a_changed_default_does_not_change_an_old_checkpoint(recon_run, semileptonic_files, tmp_path, monkeypatch):
-    assert main(["train", "parton", "--data", str(semileptonic_files[0]), "--out", str(tmp_path), *TINY]) == 0
-    (run,) = (tmp_path / "parton").iterdir()
+@pytest.fixture(scope="module")
+def parton_run(semileptonic_files, tmp_path_factory):
+    """A one-epoch parton run with the shipped defaults."""
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "parton", "--data", str(semileptonic_files[0]), "--out", str(out), *TINY]) == 0
+    (run,) = (out / "parton").iterdir()
+    return run
+
+
+def test_a_changed_default_does_not_change_an_old_checkpoint(recon_run, parton_run, monkeypatch):
     monkeypatch.setitem(EventEncoder.__init__.__kwdefaults__, "width", 16)
     monkeypatch.setitem(EventEncoder.__init__.__kwdefaults__, "pair_bias", True)
     monkeypatch.setitem(VariationalLatentDiffusion.__init__.__kwdefaults__, "width", 32)
-    parton = PartonModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    parton = PartonModule.load_from_checkpoint(parton_run / "checkpoints" / "last.ckpt", map_location="cpu")
     assert parton.encoder.width == 64
     assert parton.encoder.pair_bias is None
     assert parton.vld.denoiser.input.out_features == 256
     recon = ReconModule.load_from_checkpoint(recon_run / "checkpoints" / "last.ckpt", map_location="cpu")
     assert recon.network.encoder.width == 32
+
+
+def test_checkpoints_written_before_the_configuration_system_still_load(recon_run, parton_run, tmp_path):
+    """Recon stored flat keywords; the unfoldings stored overrides (encoder: None) in the old vocabulary."""
+    recon = torch.load(recon_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    saved = recon["hyper_parameters"]
+    recon["hyper_parameters"] = {"event_file_yaml": saved["event_file_yaml"], **saved["encoder"], **saved["model"],
+                                 "learning_rate": 1e-3, "weight_decay": 1e-4}
+    torch.save(recon, tmp_path / "recon.ckpt")
+    assert ReconModule.load_from_checkpoint(tmp_path / "recon.ckpt").network.encoder.width == 32
+    parton = torch.load(parton_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    saved = parton["hyper_parameters"]
+    parton["hyper_parameters"] = {"event_file_yaml": saved["event_file_yaml"], "process": saved["process"],
+                                  "representation": "decay-chain", "encoder": None, "model": {"hidden_width": 256},
+                                  "learning_rate": 1e-3, "freeze_encoder": False}
+    torch.save(parton, tmp_path / "parton.ckpt")
+    assert PartonModule.load_from_checkpoint(tmp_path / "parton.ckpt").vld.denoiser.input.out_features == 256

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 from unfold.errors import UnfoldError
 
-__all__ = ["complete_options"]
+__all__ = ["RENAMED", "complete_options", "saved_hyperparameters"]
+
+# Keywords renamed when widths, depths and heads got one vocabulary (issue 10): old -> new.
+RENAMED = {
+    "hidden_width": "width", "hidden_dim": "width", "condition_dim": "condition_width", "latent_dim": "latent_width",
+    "num_layers": "depth", "num_heads": "heads", "vae_layers": "vae_depth", "multiplicity_layers": "multiplicity_depth",
+}
 
 
 def complete_options(
@@ -33,3 +40,10 @@ def complete_options(
     if missing:
         raise UnfoldError(f"{where}: option(s) {missing} have no default and must be given")
     return {name: options.get(name, parameter.default) for name, parameter in parameters.items()}
+
+
+def saved_hyperparameters(checkpoint: str | Path) -> dict[str, Any]:
+    """The constructor keywords a Lightning checkpoint was saved with."""
+    import torch
+
+    return dict(torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import lightning as L
 import numpy as np
 import torch
@@ -14,7 +16,7 @@ from recon.decoding import decode_assignments
 from recon.efficiency import event_correctness
 from recon.event_topology import EventTopology
 from unfold.data.recon_data import AssignmentBatch
-from unfold.training.options import complete_options
+from unfold.training.options import complete_options, saved_hyperparameters
 
 __all__ = ["ReconModule"]
 
@@ -63,6 +65,18 @@ class ReconModule(L.LightningModule):
         })
         self.network = AssignmentNetwork(topology=self.topology, **encoder, **model)
         self.register_buffer("pattern_weights", torch.ones(2 ** len(self.topology.resonances)))
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs) -> ReconModule:
+        """Lightning's loader; a checkpoint written before the options were nested (flat
+        ``width``, ``depth``, ...) is rebuilt with the values it was saved with."""
+        saved = saved_hyperparameters(checkpoint_path)
+        if "encoder" not in saved:
+            network = set(inspect.signature(AssignmentNetwork).parameters) - {"topology"}
+            encoder = set(inspect.signature(EventEncoder).parameters) - {"sources"}
+            kwargs = {"encoder": {k: v for k, v in saved.items() if k in encoder},
+                      "model": {k: v for k, v in saved.items() if k in network - encoder}, **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
     def _loss(self, batch: AssignmentBatch):
         output = self.network(batch.inputs)

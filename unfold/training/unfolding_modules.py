@@ -22,12 +22,14 @@ from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
 from unfold.models.parton import REPRESENTATIONS, PartonRepresentation, VariationalLatentDiffusion
-from unfold.training.options import complete_options
+from unfold.training.options import RENAMED, complete_options, saved_hyperparameters
 
 __all__ = ["ParticleModule", "PartonModule", "encoder_options_from", "encoder_state_from"]
 
 # Prefixes under which a checkpoint of each task stores the shared encoder.
 ENCODER_PREFIXES = ("network.encoder.", "encoder.")
+# EventEncoder keywords, which old recon checkpoints stored flat.
+ENCODER_KEYWORDS = ("width", "depth", "heads", "dropout", "pair_bias", "feedforward_multiplier")
 
 
 def encoder_state_from(checkpoint: Path) -> dict[str, Tensor]:
@@ -41,12 +43,12 @@ def encoder_state_from(checkpoint: Path) -> dict[str, Tensor]:
 
 
 def encoder_options_from(checkpoint: Path) -> dict:
-    """The complete EventEncoder keywords a recon, parton or particle checkpoint was built with."""
-    hyperparameters = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
-    encoder = hyperparameters.get("encoder")
-    if not isinstance(encoder, dict):
-        raise UnfoldError(f"{checkpoint}: records no encoder options (hyper_parameters.encoder); "
-                          "expected a checkpoint of `unfold train recon|parton|particle`")
+    """The complete EventEncoder keywords a recon, parton or particle checkpoint was built with
+    (older checkpoints: recon's flat keywords, or the unfoldings' ``encoder: None`` for the defaults)."""
+    saved = saved_hyperparameters(checkpoint)
+    if "event_file_yaml" not in saved:
+        raise UnfoldError(f"{checkpoint}: records no model options; expected a checkpoint of `unfold train recon|parton|particle`")
+    encoder = saved["encoder"] if "encoder" in saved else {k: v for k, v in saved.items() if k in ENCODER_KEYWORDS}
     return complete_options(EventEncoder, encoder, skip={"sources"}, where=f"{checkpoint}: encoder")
 
 
@@ -63,6 +65,18 @@ class ConditionedModule(L.LightningModule):
         self.topology = EventTopology.from_dict(yaml.safe_load(event_file_yaml), origin="the checkpoint's event file")
         self.encoder = EventEncoder(sources=self.topology.sources, **encoder)
         self.encoder.requires_grad_(not freeze_encoder)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs):
+        """Lightning's loader; a checkpoint written before the options were stored complete
+        (``encoder: None``, model keywords in the old vocabulary) is rebuilt as it was saved."""
+        saved = saved_hyperparameters(checkpoint_path)
+        if "weight_decay" not in saved:
+            model = {RENAMED.get(k, k): v for k, v in (saved.get("model") or {}).items()}
+            if "max_particles" in saved:
+                model["max_particles"] = saved["max_particles"]
+            kwargs = {"encoder": saved.get("encoder") or {}, "model": model, **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
     def load_encoder(self, checkpoint: Path) -> None:
         """Start the encoder from another run (recon, parton or particle) of the same inputs."""
