@@ -2,13 +2,14 @@
 
 Reads ``PREDICTIONS/<resonance>/<daughter>`` (E,) predicted jet indices,
 ``TARGETS/<resonance>/<daughter>`` (E,) truth indices (-1 unmatched),
+``PREDICTIONS/<resonance>/correct`` (E,) whether the assignment is correct,
 ``INPUTS/Momenta/{pt, eta, sin_phi, cos_phi, mass, MASK}`` (E, N) and the root attributes
 ``efficiency`` (JSON tables computed by recon) and ``event_file_yaml``.
 
-An assignment counts as correct when the predicted daughters equal the truth daughters with the
-q daughters compared as a set (the W's q1 <-> q2 symmetry), or equal those of another resonance
-with the same daughter names (the t1 <-> t2 symmetry of all-hadronic ttbar). Only resonances
-whose truth is fully matched enter the correct / wrong mass histograms.
+Whether an assignment is correct is decided once, by recon when it writes the file (daughters
+equal to the truth up to the resonance's symmetry group, the event's symmetry group resolved per
+event, as in SPANet's evaluation), and read here. Only resonances whose truth is fully matched
+enter the correct / wrong mass histograms.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from evaluation.metrics import histogram_edges
 from evaluation.observables import latex_name
 from evaluation.plots import PlotJob, plot_recon_masses
 
-__all__ = ["ReconReport", "build_recon_report", "canonical_assignment", "correct_assignments"]
+__all__ = ["ReconReport", "build_recon_report"]
 
 PREDICTION_SCORES = frozenset(
-    {"assignment_probability", "detection_probability", "marginal_probability", "entropy"}
+    {"assignment_probability", "detection_probability", "marginal_probability", "entropy", "correct"}
 )
 MOMENTA = ("pt", "eta", "sin_phi", "cos_phi", "mass", "MASK")
 
@@ -52,46 +53,6 @@ class ReconReport:
     headline: str
     metrics: dict
     render_page: Callable[[Mapping[str, tuple[str, str | None]]], str]
-
-
-def canonical_assignment(indices: np.ndarray, daughters: tuple[str, ...]) -> np.ndarray:
-    """Indices with the q daughters sorted, so q1 <-> q2 swaps compare equal.
-
-    Args:
-        indices: (E, K) daughter indices in the order of ``daughters``.
-        daughters: the K daughter names.
-    """
-    q_columns = [i for i, d in enumerate(daughters) if d.startswith("q")]
-    out = indices.copy()
-    if len(q_columns) > 1:
-        out[:, q_columns] = np.sort(indices[:, q_columns], axis=1)
-    return out
-
-
-def correct_assignments(
-    predictions: Mapping[str, np.ndarray],
-    targets: Mapping[str, np.ndarray],
-    daughters: Mapping[str, tuple[str, ...]],
-) -> dict[str, np.ndarray]:
-    """Per resonance, (E,) True where the prediction matches a fully matched truth tuple.
-
-    Args:
-        predictions: resonance -> (E, K) predicted indices.
-        targets: resonance -> (E, K) truth indices, -1 where unmatched.
-        daughters: resonance -> its K daughter names.
-    """
-    out = {}
-    for name, predicted in predictions.items():
-        mine = canonical_assignment(predicted, daughters[name])
-        correct = np.zeros(predicted.shape[0], dtype=bool)
-        for other, truth in targets.items():
-            if daughters[other] != daughters[name]:
-                continue
-            complete = (truth >= 0).all(axis=1)
-            same = (mine == canonical_assignment(truth, daughters[other])).all(axis=1)
-            correct |= complete & same
-        out[name] = correct
-    return out
 
 
 def _read(file: h5py.File, path: Path, key: str) -> np.ndarray:
@@ -222,6 +183,13 @@ def build_recon_report(path: Path, *, bins: int) -> ReconReport:
             ).astype(np.int64)
             for r in resonances
         }
+        missing = [r for r in resonances if "correct" not in file["PREDICTIONS"][r]]
+        if missing:
+            raise ReportError(
+                f"{path}: PREDICTIONS/{missing[0]}/correct: not found; expected a file written by "
+                "the current `unfold predict recon` (run it again)"
+            )
+        correct = {r: _read(file, path, f"PREDICTIONS/{r}/correct").astype(bool) for r in resonances}
         momenta = {f: _read(file, path, f"INPUTS/Momenta/{f}") for f in MOMENTA}
         try:
             efficiency = json.loads(file.attrs.get("efficiency", "{}"))
@@ -229,13 +197,12 @@ def build_recon_report(path: Path, *, bins: int) -> ReconReport:
             raise ReportError(f"{path}: attribute 'efficiency': not valid JSON ({error})") from None
         event_file = str(file.attrs.get("event_file_yaml", ""))
     n_events = momenta["pt"].shape[0]
-    for name, array in [*predictions.items(), *targets.items()]:
+    for name, array in [*predictions.items(), *targets.items(), *correct.items()]:
         if array.shape[0] != n_events:
             raise ReportError(
                 f"{path}: {name}: {array.shape[0]} events, INPUTS/Momenta has {n_events}"
             )
     momenta["MASK"] = momenta["MASK"].astype(bool)
-    correct = correct_assignments(predictions, targets, daughters)
     jobs, counts = [], {}
     for name in resonances:
         complete = (targets[name] >= 0).all(axis=1)

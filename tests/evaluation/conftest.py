@@ -150,8 +150,8 @@ def samples_writer() -> Callable[..., Path]:
 
 
 def write_predictions_file(path: Path, *, n_events: int = 200, seed: int = 3) -> Path:
-    """A semi-leptonic recon predictions file: half the hadronic tops right (q1/q2 swapped in
-    some), the rest wrong, jets with top-like masses for the right ones."""
+    """A semi-leptonic recon predictions file: about 60 % of the hadronic tops right (q1/q2
+    swapped in some), the rest wrong, with recon's per-event verdict in ``correct``."""
     rng = np.random.default_rng(seed)
     n_jets = 7
     mask = np.ones((n_events, n_jets), dtype=bool)
@@ -163,13 +163,15 @@ def write_predictions_file(path: Path, *, n_events: int = 200, seed: int = 3) ->
     wrong = rng.random(n_events) < 0.4
     predicted_ht[wrong] = [5, 6, 2]
     with h5py.File(path, "w") as file:
-        for name, daughters, predicted, truth in (
-            ("ht", ("b", "q1", "q2"), predicted_ht, truth_ht),
-            ("lt", ("b", "l"), truth_lt, truth_lt),
+        # recon's verdict as `unfold predict recon` stores it: swapped qs are still correct.
+        for name, daughters, predicted, truth, correct in (
+            ("ht", ("b", "q1", "q2"), predicted_ht, truth_ht, ~wrong),
+            ("lt", ("b", "l"), truth_lt, truth_lt, np.ones(n_events, dtype=bool)),
         ):
             for k, daughter in enumerate(daughters):
                 file[f"PREDICTIONS/{name}/{daughter}"] = predicted[:, k].astype(np.int64)
                 file[f"TARGETS/{name}/{daughter}"] = truth[:, k].astype(np.int64)
+            file[f"PREDICTIONS/{name}/correct"] = correct
             for score in (
                 "assignment_probability",
                 "detection_probability",

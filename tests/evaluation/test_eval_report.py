@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from evaluation.errors import ReportError
-from evaluation.recon_report import correct_assignments
+from evaluation.recon_report import build_recon_report
 from evaluation.report import write_report
 from unfold.cli import main
 
@@ -290,13 +290,24 @@ def test_recon_predictions_report(predictions_writer, tmp_path, capsys):
     assert set(metrics["mass_counts"]) == {"ht/all", "ht/q", "lt/all"}
 
 
-def test_correct_assignments_allow_swapped_qs_and_swapped_tops():
-    daughters = {"t1": ("b", "q1", "q2"), "t2": ("b", "q1", "q2")}
-    targets = {"t1": np.array([[0, 1, 2], [0, 1, 2], [0, 1, -1]]), "t2": np.array([[3, 4, 5]] * 3)}
-    predictions = {
-        "t1": np.array([[0, 2, 1], [3, 5, 4], [0, 1, 2]]),
-        "t2": np.array([[3, 4, 5], [0, 1, 2], [1, 0, 2]]),
-    }
-    correct = correct_assignments(predictions, targets, daughters)
-    np.testing.assert_array_equal(correct["t1"], [True, True, False])  # third: truth incomplete
-    np.testing.assert_array_equal(correct["t2"], [True, True, False])  # b and q swapped is wrong
+def test_recon_report_counts_recons_own_verdict(predictions_writer, tmp_path):
+    """Correct vs wrong masses follow the stored PREDICTIONS/<resonance>/correct, not a second rule."""
+    path = predictions_writer(tmp_path / "predictions.h5")
+    with h5py.File(path, "r+") as file:
+        verdict = file["PREDICTIONS/ht/correct"][...]
+        del file["PREDICTIONS/ht/correct"]
+        file["PREDICTIONS/ht/correct"] = np.zeros_like(verdict)  # recon says: none is right
+    metrics_dir = tmp_path / "recon"
+    assert main(["report", str(path), "--out", str(metrics_dir), "--bins", "20"]) == 0
+    counts = json.loads((metrics_dir / "metrics.json").read_text())["mass_counts"]["ht/all"]
+    assert counts == {"correct": 0, "wrong": 200}
+    assert verdict.sum() > 0
+
+
+def test_predictions_without_recons_verdict_are_refused(predictions_writer, tmp_path):
+    path = predictions_writer(tmp_path / "predictions.h5")
+    with h5py.File(path, "r+") as file:
+        del file["PREDICTIONS/lt/correct"]
+    with pytest.raises(ReportError, match=r"PREDICTIONS/lt/correct: not found.*unfold predict recon"):
+        build_recon_report(path, bins=20)
+

@@ -65,6 +65,11 @@ def test_predict_writes_assignments_and_probabilities(recon_run, semileptonic_fi
         marginal = file["PREDICTIONS/ht/marginal_probability"][...]
         assert np.allclose(marginal, file["PREDICTIONS/ht/assignment_probability"][...] * file["PREDICTIONS/ht/detection_probability"][...], atol=1e-5)
         assert "model" in json.loads(file.attrs["efficiency"])
+        # recon's per-event verdict is stored and is the one its efficiency table counts
+        correct = file["PREDICTIONS/ht/correct"][...]
+        reconstructable = np.stack([file[f"TARGETS/ht/{d}"][...] for d in ("b", "q1", "q2")], 1).min(1) >= 0
+        assert not correct[~reconstructable].any()
+        assert correct[reconstructable].mean() == pytest.approx(json.loads(file.attrs["efficiency"])["model"]["all"]["ht"])
 
 
 def test_the_python_api_needs_only_the_checkpoint(recon_run, semileptonic_files, tmp_path, monkeypatch):

@@ -1,4 +1,11 @@
-"""``unfold predict recon``: per-event assignments and their probabilities into HDF5."""
+"""``unfold predict recon``: per-event assignments, their probabilities and whether each is correct
+into HDF5.
+
+``PREDICTIONS/<resonance>/correct`` is recon's one definition of a correctly assigned resonance
+(:func:`recon.efficiency.event_correctness`: the daughters equal the truth up to the resonance's
+symmetry group, the event's symmetry group resolved per event), so the report reads it instead of
+deciding again.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from pathlib import Path
 
 import h5py
 
-from recon.efficiency import efficiency_table
+from recon.efficiency import efficiency_table, event_correctness
 from unfold.data.hdf5_io import atomic_output, write_arrays
 from unfold.data.hdf5_schema import read_spanet
 from unfold.data.recon_data import jet_multiplicity
@@ -19,7 +26,7 @@ __all__ = ["predict_recon"]
 
 
 def predict_recon(checkpoint: Path, data_path: Path, out: Path, *, train_path: Path | None = None) -> Path:
-    """Write per-event assignments and their probabilities beside the inputs' targets."""
+    """Write per-event assignments, their probabilities and correctness beside the inputs' targets."""
     model = AssignmentModel.load(checkpoint)
     topology = model.topology
     data = read_spanet(data_path, topology)
@@ -36,6 +43,9 @@ def predict_recon(checkpoint: Path, data_path: Path, out: Path, *, train_path: P
         arrays[f"INPUTS/{source.name}/{feature}"] = data.sequential[source.name][..., i]
     arrays[f"INPUTS/{source.name}/MASK"] = data.masks[source.name]
     predicted = {name: r["indices"] for name, r in result.items()}
+    outcome = event_correctness(predicted, data.targets, topology)
+    for i, name in enumerate(topology.resonance_names):
+        arrays[f"PREDICTIONS/{name}/correct"] = outcome.correct[:, i]
     n_jets = jet_multiplicity(data, topology)
     bins = default_jet_bins(topology)
     efficiency = {"model": efficiency_table(predicted, data.targets, topology, n_jets, bins)}
