@@ -528,7 +528,8 @@ def _reference_note(samples: SamplesFile) -> str:
     matched = json.loads(samples.attrs.get("matched_fraction", "{}"))
     shares = ", ".join(f"{p} {f:.0%}" for p, f in matched.items())
     return (
-        f"<p>Parton-level detector reference: {escape(method)}, reconstructing every event without truth: "
+        f"<p>Parton-level detector reference (from {escape(samples.path.name)}, the first file): {escape(method)}, "
+        "reconstructing every event without truth: "
         f"{escape(samples.attrs.get('reference_events', '?'))} of {samples.n_events} events with every parton "
         f"assigned (unassigned partons: {escape(missing)}); the neutrino is the MET with p<sub>z</sub> from "
         "the W-mass constraint. Verdicts compare with this reference. The truth-matched jets are shown as a "

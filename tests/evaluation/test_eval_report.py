@@ -75,7 +75,7 @@ def test_report_writes_every_promised_file(full_report):
     assert "Mass peaks" in index
     assert "particle/jets/multiplicity" in metrics["observables"]
     assert metrics["files"][0]["attrs"]["model"] == "synthetic"
-    assert "Parton-level detector reference: chi-square (synthetic), reconstructing every event" in index
+    assert "the first file): chi-square (synthetic), reconstructing every event without truth" in index
     assert "285 of 300 events" in index
     assert "noise floor (truth vs truth, 300 entries)" in index
     assert "W1 [obs. unit]" in index
