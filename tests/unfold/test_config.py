@@ -139,12 +139,13 @@ def test_a_runs_config_reproduces_the_run(recon_run):
 
 
 @pytest.mark.parametrize("task", ["parton", "particle"])
-def test_encoder_from_a_recon_run_follows_its_architecture(recon_run, semileptonic_files, tmp_path, task):
+def test_encoder_from_a_recon_run_follows_its_architecture(recon_run, semileptonic_files, tmp_path, capsys, task):
+    recon = yaml.safe_load((recon_run / "config.yaml").read_text())
+    assert _printed(capsys, task, "--encoder-from", str(recon_run))["encoder"] == recon["encoder"]
     assert main(["train", task, "--data", str(semileptonic_files[0]), "--out", str(tmp_path), "--encoder-from",
                  str(recon_run), "--freeze-encoder", *TINY]) == 0
     (run,) = (tmp_path / task).iterdir()
     written = yaml.safe_load((run / "config.yaml").read_text())
-    recon = yaml.safe_load((recon_run / "config.yaml").read_text())
     assert written["encoder"] == recon["encoder"]  # width 32 and pair bias on, not the unfolding defaults
     source, state = _state(recon_run), _state(run)
     encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}

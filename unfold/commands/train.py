@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
 from unfold.errors import UnfoldError
 
 __all__ = ["TASKS", "add_parser", "build_task_parser", "parse_task", "run_task", "shipped_config"]
@@ -43,8 +45,8 @@ SWITCHES = {
     "--pair-bias": "--encoder.pair_bias=true",
     "--no-pair-bias": "--encoder.pair_bias=false",
     "--freeze-encoder": "--freeze_encoder=true",
-    "--print-config": "--print_config",
 }
+PRINT_CONFIG = ("--print-config", "--print_config")
 
 
 class ConfigError(UnfoldError):
@@ -126,7 +128,8 @@ def build_task_parser(task: str):
         f"configs/models/encoder.yaml and {task}.yaml, then --config, then the command line; every key is "
         "also a flag (--encoder.width 128, --model.depth 2, --trainer.epochs 5). Feeding a run's config.yaml "
         "back as --config repeats the run.",
-        epilog="Shorthands: " + ", ".join(f"{k} = {v}" for k, v in SWITCHES.items() if _switch_applies(task, v)),
+        epilog="--print-config prints the resolved configuration (the encoder of an --encoder-from run) and exits. "
+        "Shorthands: " + ", ".join(f"{k} = {v}" for k, v in SWITCHES.items() if _switch_applies(task, v)),
     )
     parser.add_argument("--config", action=ActionConfigFile,
                         help="shipped configuration (small, large, " + ", ".join(n for n in shipped_configs() if n.startswith(task))
@@ -244,9 +247,18 @@ def parse_task(task: str, argv: Sequence[str]) -> dict:
     except argparse.ArgumentError as error:
         raise ConfigError(_one_line(parser, error)) from None
     config = namespace.as_dict()
-    for key in ("config", "__default_config__", "print_config"):
+    for key in ("config", "__default_config__"):
         config.pop(key, None)
     return config
+
+
+def _plain(value):
+    """Paths as strings, so the configuration dumps as plain YAML."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def _default_data(data: Path | None, test: Path | None) -> tuple[Path, Path | None]:
@@ -259,11 +271,20 @@ def _default_data(data: Path | None, test: Path | None) -> tuple[Path, Path | No
 
 
 def run_task(task: str, argv: Sequence[str]) -> int:
-    """Parse, train, and (recon) print the efficiency table on the test file."""
+    """Parse, train, and (recon) print the efficiency table on the test file; with
+    ``--print-config`` only print the resolved configuration."""
     try:
-        config = parse_task(task, argv)
-    except SystemExit as done:  # --help and --print-config print and stop
+        config = parse_task(task, [a for a in argv if a not in PRINT_CONFIG])
+    except SystemExit as done:  # --help prints and stops
         return int(done.code or 0)
+    if any(a in PRINT_CONFIG for a in argv):
+        if config.get("encoder_from") is not None:
+            from unfold.training.trainer import find_checkpoint
+            from unfold.training.unfolding_modules import encoder_options_from
+
+            config["encoder"] = encoder_options_from(find_checkpoint(config["encoder_from"]))
+        print(yaml.safe_dump(_plain(config), sort_keys=False), end="")
+        return 0
     from unfold.training.trainer import TrainerOptions
 
     data, test = _default_data(config["data"], config.get("test"))
