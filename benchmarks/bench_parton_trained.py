@@ -14,9 +14,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import vector
 from scipy.stats import wasserstein_distance
 
-from unfold.generation.kinematics import to_cartesian, to_cylindrical
 from unfold.tasks.sample import sample_unfoldings
 
 OBSERVABLES = (
@@ -28,8 +28,11 @@ SETTINGS = [(sampler, steps) for sampler in ("ddpm", "ddim", "dpm-solver") for s
 def observable(group: h5py.Group, composites: dict, name: str, feature: str) -> np.ndarray:
     """A parton feature, or a composite's feature summed from its constituents' four-vectors."""
     parts = composites.get(name, [name])
-    four = sum(to_cartesian(np.stack([group[f"{p}/{f}"][...] for f in ("pt", "eta", "phi", "mass")], -1)) for p in parts)
-    return to_cylindrical(four)[..., ("pt", "eta", "phi", "mass").index(feature)]
+    momenta = [vector.array({f: group[f"{p}/{f}"][...] for f in ("pt", "eta", "phi", "mass")}) for p in parts]
+    total = momenta[0]
+    for momentum in momenta[1:]:
+        total = total + momentum
+    return np.asarray(getattr(total, feature))
 
 
 def main() -> None:
@@ -58,7 +61,7 @@ def main() -> None:
                 if (sampler, steps) == SETTINGS[0]:
                     reference = [observable(file["REFERENCE/PARTONS"], composites, n, f) for n, f in OBSERVABLES]
                     detector = [wasserstein_distance(truth_values[np.isfinite(r)], r[np.isfinite(r)]) for truth_values, r in
-                                zip((observable(file["PARTONS"], composites, n, f) for n, f in OBSERVABLES), reference)]
+                                zip((observable(file["PARTONS"], composites, n, f) for n, f in OBSERVABLES), reference, strict=True)]
             print(f"{sampler:>10} {steps:>5} {rate:>12.0f} " + " ".join(f"{d:>18.2f}" for d in distances))
     print(f"{'detector':>10} {'-':>5} {'-':>12} " + " ".join(f"{d:>18.2f}" for d in detector))
 

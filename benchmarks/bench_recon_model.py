@@ -26,7 +26,13 @@ import torch
 
 from encoders import EncoderInputs
 from encoders.kinematics import to_cartesian
-from recon import AssignmentNetwork, AssignmentTargets, EventTopology, assignment_loss, decode_assignments
+from recon import (
+    AssignmentNetwork,
+    AssignmentTargets,
+    EventTopology,
+    assignment_loss,
+    decode_assignments,
+)
 from recon.chi_square import ChiSquareBaseline, DetectorEvents
 
 BATCH_SIZES = (1, 64, 1024)

@@ -26,6 +26,7 @@ from itertools import combinations, permutations
 from typing import Literal, get_args
 
 import numpy as np
+import vector
 from numpy.typing import ArrayLike
 
 from recon.errors import ReconError
@@ -216,11 +217,12 @@ class DetectorEvents:
         no real solution); events without a lepton get pz = 0.
         """
         lepton = self.lepton_momentum()
-        met_x, met_y = self.met * np.cos(self.met_phi), self.met * np.sin(self.met_phi)
-        solutions = neutrino_pz_solutions(lepton, met_x, met_y, w_mass)
+        missing = vector.array({"rho": self.met, "phi": self.met_phi})
+        solutions = neutrino_pz_solutions(lepton, missing.x, missing.y, w_mass)
         smaller = np.argmin(np.abs(solutions), axis=1)
         pz = solutions[np.arange(len(smaller)), smaller]
-        return np.stack([np.hypot(self.met, pz), met_x, met_y, pz], axis=-1)
+        neutrino = vector.array({"px": missing.x, "py": missing.y, "pz": pz, "mass": np.zeros_like(pz)})
+        return np.stack([neutrino.E, neutrino.px, neutrino.py, neutrino.pz], axis=-1)
 
     def lepton_momentum(self) -> np.ndarray:
         """(E, 4) the leading lepton's four-momentum, zero where there is none."""
@@ -510,10 +512,13 @@ def _leading_jets(pt: np.ndarray, is_jet: np.ndarray, n: int) -> tuple[np.ndarra
 
 
 def _four_momenta(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mass: np.ndarray) -> np.ndarray:
-    """(..., 4) (E, px, py, pz) from pt, eta, phi, m."""
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    energy = np.sqrt(px**2 + py**2 + pz**2 + mass**2)
-    return np.stack([energy, px, py, pz], axis=-1)
+    """(..., 4) (E, px, py, pz) from pt, eta, phi, m: energy first, as in :mod:`encoders.kinematics`.
+
+    E = sqrt(|p|^2 + m^2) also for a negative (smeared) mass, hence |m| (``vector`` would read a
+    negative mass as space-like).
+    """
+    p4 = vector.array({"pt": pt, "eta": eta, "phi": phi, "mass": np.abs(mass)})
+    return np.stack([p4.E, p4.px, p4.py, p4.pz], axis=-1)
 
 
 def _minkowski(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -27,9 +27,9 @@ from typing import Final
 
 import numpy as np
 import torch
+import vector
 from torch import Tensor, nn
 
-from encoders.kinematics import azimuth, pseudorapidity, to_cartesian, transverse_momentum
 from encoders.normalization import fit_standardisation
 from unfold.errors import UnfoldError
 
@@ -191,26 +191,17 @@ class ParticleRepresentation(nn.Module):
         physical = _unstandardise(features, self.feature_mean, self.feature_std)
         types_np = types.detach().cpu().numpy()
         mask_np = mask.detach().cpu().numpy().astype(bool)
-        momentum = torch.from_numpy(physical[..., :3])
-        mass = torch.from_numpy(np.expm1(np.maximum(physical[..., 4], 0.0)))
-        energy = torch.sqrt(momentum.square().sum(-1) + mass.square())
-        p4 = torch.cat([energy.unsqueeze(-1), momentum], dim=-1)
-        kinematics = {
-            "pt": transverse_momentum(p4).numpy(),
-            "eta": pseudorapidity(p4).numpy(),
-            "phi": azimuth(p4).numpy(),
-            "mass": mass.numpy(),
-        }
+        mass = np.expm1(np.maximum(physical[..., 4], 0.0))
+        momentum = vector.array({"px": physical[..., 0], "py": physical[..., 1], "pz": physical[..., 2]})
+        kinematics = {"pt": momentum.rho, "eta": momentum.eta, "phi": momentum.phi, "mass": mass}
         is_jet = mask_np & ((types_np == LIGHT_JET) | (types_np == B_JET))
         is_lepton = mask_np & ((types_np == ELECTRON) | (types_np == MUON))
         pdgid = np.where(types_np == MUON, _PDGID_OF_TYPE[MUON], _PDGID_OF_TYPE[ELECTRON])
         jets = _collection(kinematics, is_jet, "btag", (types_np == B_JET).astype(np.float32))
         leptons = _collection(kinematics, is_lepton, "pdgid", pdgid.astype(np.int64))
         event = _unstandardise(event_features, self.event_mean, self.event_std)
-        met = {
-            "met": np.hypot(event[..., 0], event[..., 1]).astype(np.float32),
-            "phi": np.arctan2(event[..., 1], event[..., 0]).astype(np.float32),
-        }
+        missing = vector.array({"x": event[..., 0], "y": event[..., 1]})
+        met = {"met": missing.rho.astype(np.float32), "phi": missing.phi.astype(np.float32)}
         return {
             self.jet_collection: jets,
             self.lepton_collection: leptons,
@@ -274,7 +265,8 @@ class ParticleRepresentation(nn.Module):
         types_out[:, :width] = np.take_along_axis(types, order, axis=1)
         features_out[~padded] = 0.0
         types_out[~padded] = 0
-        met_xy = np.stack([met["met"] * np.cos(met["phi"]), met["met"] * np.sin(met["phi"])], -1)
+        missing = vector.array({"rho": met["met"], "phi": met["phi"]})
+        met_xy = np.stack([missing.x, missing.y], -1)
         if not np.isfinite(met_xy).all():
             raise UnfoldError(f"PARTICLES/{self.met_collection}: NaN or inf in met or phi")
         return features_out, types_out, padded, met_xy
@@ -306,13 +298,10 @@ class ParticleRepresentation(nn.Module):
 
 def _object_features(group: Mapping[str, np.ndarray]) -> np.ndarray:
     """(E, M, 5) (px, py, pz, log(E+1), log(m+1)) from pt, eta, phi, mass [GeV]."""
-    pt, eta, phi, mass = (
-        torch.from_numpy(np.asarray(group[name], dtype=np.float64))
-        for name in ("pt", "eta", "phi", "mass")
-    )
-    mass = mass.clamp_min(0.0)
-    p4 = to_cartesian(pt, eta, phi, mass)
-    return torch.cat([p4[..., 1:], p4[..., :1].log1p(), mass.log1p().unsqueeze(-1)], -1).numpy()
+    pt, eta, phi, mass = (np.asarray(group[name], dtype=np.float64) for name in ("pt", "eta", "phi", "mass"))
+    mass = np.maximum(mass, 0.0)
+    p4 = vector.array({"pt": pt, "eta": eta, "phi": phi, "mass": mass})
+    return np.stack([p4.px, p4.py, p4.pz, np.log1p(p4.E), np.log1p(mass)], axis=-1)
 
 
 def _unstandardise(values: Tensor, mean: Tensor, std: Tensor) -> np.ndarray:
