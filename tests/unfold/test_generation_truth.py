@@ -14,6 +14,7 @@ from unfold.data.hdf5_schema import read_spanet
 from unfold.data.recon_data import detector_events
 from unfold.generation.detector import (
     calo_resolution,
+    isolated,
     lepton_resolution,
     reconstruct_lepton,
     soft_term,
@@ -102,20 +103,29 @@ def test_electron_energy_resolution_is_the_ecal_one(rng):
     cyl = np.stack([pt, eta, rng.uniform(-np.pi, np.pi, n), np.full(n, 0.000511)], -1)
     pulls = []
     for four, s, p in zip(to_cartesian(cyl), sigma, pt, strict=True):
-        reco = reconstruct_lepton(np.append(four, 11.0), 0.0, card, rng)
+        reco = reconstruct_lepton(np.append(four, 11.0), card, rng)
         if reco is not None:
             pulls.append((reco[0] / p - 1) / s)
     assert abs(np.std(pulls) - 1) < 0.05
     assert np.allclose(calo_resolution(pt * np.cosh(eta), eta, card.calorimeters.ecal), sigma)
 
 
-def test_non_isolated_leptons_are_lost(rng):
+def test_isolation_follows_the_card():
+    """A 60 GeV muon with hadrons inside its cone: isolated below the card's pT ratio, not above;
+    particles outside the cone or below the particle threshold do not count."""
     card = load_detector_card()
+    iso = card.muons.isolation
     muon = np.append(to_cartesian(np.array([60.0, 0.3, 0.0, 0.105])), 13.0)
-    limit = card.muons.isolation.pt_ratio_max
-    found = [reconstruct_lepton(muon, 0.5 * limit, card, rng) is not None for _ in range(200)]
-    assert np.mean(found) > 0.9
-    assert all(reconstruct_lepton(muon, 1.5 * limit, card, rng) is None for _ in range(200))
+
+    def hadrons(total_pt: float, delta_eta: float) -> np.ndarray:
+        return to_cartesian(np.array([[total_pt / 4, 0.3 + delta_eta, 0.05 * k, 0.14] for k in range(4)]))
+
+    inside = 0.5 * iso.delta_r_max
+    assert isolated(muon, hadrons(0.5 * iso.pt_ratio_max * 60, inside), card)
+    assert not isolated(muon, hadrons(1.5 * iso.pt_ratio_max * 60, inside), card)
+    assert isolated(muon, hadrons(1.5 * iso.pt_ratio_max * 60, 1.5 * iso.delta_r_max), card)
+    soft = to_cartesian(np.array([[0.9 * iso.particle_pt_min, 0.3 + inside, 0.0, 0.0]] * 40))
+    assert isolated(muon, soft, card)
 
 
 def test_soft_term_smearing_follows_the_card(rng):

@@ -22,8 +22,10 @@ from unfold.generation.particle_level import BOTTOM, CHARM, relative_isolation
 __all__ = [
     "btag_efficiency",
     "calo_resolution",
+    "isolated",
     "jet_resolution",
     "lepton_efficiency",
+    "lepton_possible",
     "lepton_resolution",
     "missing_transverse_momentum",
     "reconstruct_jets",
@@ -125,11 +127,9 @@ def reconstruct_jets(
     return reco[order], tagged[order], order
 
 
-def reconstruct_lepton(
-    lepton: np.ndarray | None, isolation: float, card: DetectorCard, rng: np.random.Generator
-) -> np.ndarray | None:
-    """The detector-level prompt lepton (pt, eta, phi, mass, pdg id), or None when lost, not
-    isolated (``isolation`` is its relative isolation) or out of acceptance."""
+def reconstruct_lepton(lepton: np.ndarray | None, card: DetectorCard, rng: np.random.Generator) -> np.ndarray | None:
+    """The detector-level prompt lepton (pt, eta, phi, mass, pdg id), or None when lost or out
+    of acceptance (isolation is :func:`isolated`)."""
     if lepton is None:
         return None
     pt, eta, phi, mass = to_cylindrical(lepton[:4])
@@ -137,22 +137,31 @@ def reconstruct_lepton(
     lepton_card: LeptonCard = card.electrons if abs(pdg_id) == 11 else card.muons
     found = rng.random() < lepton_efficiency(pt, eta, lepton_card)
     pt_reco = pt * max(1.0 + float(lepton_resolution(pt, eta, pdg_id, card)) * rng.standard_normal(), 0.0)
-    isolated = isolation < lepton_card.isolation.pt_ratio_max
-    if not found or not isolated or pt_reco < lepton_card.pt_min or abs(eta) > lepton_card.eta_max:
+    if not found or pt_reco < lepton_card.pt_min or abs(eta) > lepton_card.eta_max:
         return None
     return np.array([pt_reco, eta, phi, mass, lepton[4]])
 
 
-def lepton_isolation(lepton: np.ndarray, visible: np.ndarray, card: DetectorCard) -> float:
-    """Relative isolation of the (dressed) lepton against the other visible particles, with the
-    cone and particle threshold of its flavour's card."""
+def lepton_possible(lepton: np.ndarray, card: DetectorCard) -> bool:
+    """Whether a particle-level lepton (px, py, pz, E, id) could still be selected: inside its
+    acceptance in |eta| (not smeared) and above half the pT threshold (the worst card
+    resolution, 7 % for endcap electrons, would need a 14 sigma fluctuation to double it)."""
+    pt, eta, _, _ = to_cylindrical(lepton[:4])
     lepton_card: LeptonCard = card.electrons if abs(int(lepton[4])) == 11 else card.muons
-    return relative_isolation(
+    return bool(abs(eta) <= lepton_card.eta_max and pt > 0.5 * lepton_card.pt_min)
+
+
+def isolated(lepton: np.ndarray, visible: np.ndarray, card: DetectorCard) -> bool:
+    """Whether the (dressed) lepton (px, py, pz, E, id) passes its flavour's relative isolation
+    against the other visible particles (px, py, pz, E)."""
+    lepton_card: LeptonCard = card.electrons if abs(int(lepton[4])) == 11 else card.muons
+    ratio = relative_isolation(
         to_cylindrical(lepton[:4]),
         to_cylindrical(visible),
         radius=lepton_card.isolation.delta_r_max,
         particle_pt_min=lepton_card.isolation.particle_pt_min,
     )
+    return ratio < lepton_card.isolation.pt_ratio_max
 
 
 def soft_term(

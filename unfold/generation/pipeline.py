@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from unfold.data.hdf5_io import atomic_output, write_arrays
 from unfold.errors import UnfoldError
+from unfold.generation.detector import lepton_possible
 from unfold.generation.detector_card import DetectorCard, load_detector_card
 from unfold.generation.processes import Process, ProcessName, get_process
 from unfold.generation.pythia_events import generate_truth, pythia_settings
@@ -87,10 +88,18 @@ def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle
     """Generate one shard's accepted events into ``folder``; returns its file and events tried."""
     rng = np.random.default_rng(shard.detector_seed)
     records, tried = [], 0
-    for truth in generate_truth(
-        shard.settings, shard.pythia_seed, process, jet_radius=card.jets.cluster_radius, jet_pt_min=card.jets.cluster_pt_min
-    ):
+    truths = generate_truth(
+        shard.settings,
+        shard.pythia_seed,
+        process,
+        jet_radius=card.jets.cluster_radius,
+        jet_pt_min=card.jets.cluster_pt_min,
+        lepton_possible=lambda lepton: lepton_possible(lepton, card),
+    )
+    for truth in truths:
         tried += 1
+        if truth is None:
+            continue
         record = simulate_event(truth, process, card, rng, max_particle_jets=max_particle_jets)
         if record is None:
             continue

@@ -15,7 +15,7 @@ particles other than the dressed lepton, and the b and c hadrons used to label j
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,10 +70,17 @@ def pythia_settings(process: Process, *, mpi: bool, extra: tuple[str, ...] = ())
 
 
 def generate_truth(
-    settings: tuple[str, ...], seed: int, process: Process, *, jet_radius: float, jet_pt_min: float
-) -> Iterator[TruthEvent]:
+    settings: tuple[str, ...],
+    seed: int,
+    process: Process,
+    *,
+    jet_radius: float,
+    jet_pt_min: float,
+    lepton_possible: Callable[[np.ndarray], bool] = lambda lepton: True,
+) -> Iterator[TruthEvent | None]:
     """Endless stream of events from a Pythia instance initialised with ``settings`` and ``seed``,
-    with anti-kT jets of radius ``jet_radius`` above ``jet_pt_min``."""
+    with anti-kT jets of radius ``jet_radius`` above ``jet_pt_min``. An event whose dressed
+    prompt lepton (px, py, pz, E, id) fails ``lepton_possible`` is yielded as None unread."""
     pythia = pythia8mc.Pythia("", False)
     # Registers the ResonanceDecayFilter settings; the filter acts only when switched on.
     decay_filter = pythia8mc.ResonanceDecayFilterHook(pythia.settings)
@@ -83,7 +90,7 @@ def generate_truth(
             raise UnfoldError(f"Pythia setting not understood: {line!r}")
     if not pythia.init():
         raise UnfoldError(f"Pythia failed to initialise with settings {list(settings)}")
-    reader = _Reader(pythia.particleData, process, JetClustering(jet_radius, jet_pt_min))
+    reader = _Reader(pythia.particleData, process, JetClustering(jet_radius, jet_pt_min), lepton_possible)
     failures = 0
     while True:
         if not pythia.next():
@@ -127,10 +134,11 @@ def _columns(particles: list) -> np.ndarray:
 class _Reader:
     """Reads a :class:`TruthEvent` from Pythia's event record (PDG properties cached per id)."""
 
-    def __init__(self, particle_data, process: Process, clustering: JetClustering) -> None:
+    def __init__(self, particle_data, process: Process, clustering: JetClustering, lepton_possible) -> None:
         self._data = particle_data
         self._process = process
         self._clustering = clustering
+        self._lepton_possible = lepton_possible
         self._kinds: dict[int, tuple[bool, bool, int]] = {}
 
     def _kind(self, pdg_id: int) -> tuple[bool, bool, int]:
@@ -144,7 +152,7 @@ class _Reader:
             self._kinds[pdg_id] = (visible, self._data.charge(pdg_id) != 0, flavour)
         return self._kinds[pdg_id]
 
-    def read(self, event) -> TruthEvent:
+    def read(self, event) -> TruthEvent | None:
         particles = event.particles()
         n = len(particles)
         ids = np.fromiter(map(pythia8mc.Particle.id, particles), np.int64, n)
@@ -152,28 +160,27 @@ class _Reader:
         unique, inverse = np.unique(ids, return_inverse=True)
         kinds = np.array([self._kind(int(i)) for i in unique]).reshape(-1, 3)[inverse]
         partons, record, prompt_lepton, prompt_neutrinos = self._top_decays(event, ids)
+        visible_index = np.flatnonzero(final & (kinds[:, 0] == 1))
+
+        lepton, dressed_lepton = None, []
+        if prompt_lepton >= 0:
+            photons = visible_index[ids[visible_index] == 22]
+            dressed, used = dress(_four(event[prompt_lepton]), _columns([particles[i] for i in photons]), ids[photons])
+            lepton = _with_id(dressed, ids[prompt_lepton])
+            if not self._lepton_possible(lepton):
+                return None
+            dressed_lepton = [prompt_lepton, *photons[used].tolist()]
+            visible_index = np.setdiff1d(visible_index, dressed_lepton)
+        visible = _columns([particles[i] for i in visible_index])
 
         heavy = np.flatnonzero(kinds[:, 2] > 0)
         heavy_four = _columns([particles[i] for i in heavy])
         hard = np.hypot(heavy_four[:, 0], heavy_four[:, 1]) > _HADRON_PT_MIN
         b_hadrons = heavy_four[hard & (kinds[heavy, 2] == 5)]
         c_hadrons = heavy_four[hard & (kinds[heavy, 2] == 4)]
-
         invisible = np.flatnonzero(final & (kinds[:, 0] == 0))
         neutrinos_four = _columns([particles[i] for i in invisible])
-        visible_index = np.flatnonzero(final & (kinds[:, 0] == 1))
-        visible = _columns([particles[i] for i in visible_index])
 
-        lepton = None
-        if prompt_lepton >= 0:
-            at = np.flatnonzero(visible_index == prompt_lepton)
-            keep = np.ones(len(visible_index), dtype=bool)
-            keep[at] = False
-            dressed, photons = dress(visible[at[0]], visible, ids[visible_index])
-            keep &= ~photons
-            lepton = _with_id(dressed, ids[prompt_lepton])
-            visible_index, visible = visible_index[keep], visible[keep]
-        dressed_lepton = np.setdiff1d(np.flatnonzero(final & (kinds[:, 0] == 1)), visible_index).tolist()
         for i in dressed_lepton:  # hidden from the jet clustering, then restored
             event[i].statusNeg()
         jets, constituents = self._clustering.cluster(event)

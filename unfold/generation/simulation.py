@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from unfold.generation.detector import (
-    lepton_isolation,
+    isolated,
     missing_transverse_momentum,
     reconstruct_jets,
     reconstruct_lepton,
@@ -69,17 +69,20 @@ def simulate_event(
     """The event's record, or None when it fails the detector-level selection: exactly
     ``process.leptons`` isolated leptons and at least ``process.min_jets`` jets in acceptance
     once the jets within Delta R < 0.4 of the lepton are removed."""
+    lepton = reconstruct_lepton(truth.lepton, card, rng)
+    if lepton is not None and not isolated(truth.lepton, truth.visible, card):
+        lepton = None
+    if (lepton is not None) != bool(process.leptons):
+        return None
     flavour = flavour_labels(
         truth.jets, truth.b_hadrons, truth.c_hadrons, radius=card.btag.label_radius, hadron_pt_min=card.btag.label_hadron_pt_min
     )
     reco, tagged, source = reconstruct_jets(truth.jets, flavour, card, rng)
-    isolation = lepton_isolation(truth.lepton, truth.visible, card) if truth.lepton is not None else 0.0
-    lepton = reconstruct_lepton(truth.lepton, isolation, card, rng)
     separated = not_overlapping(reco, lepton)
     reco, tagged, source = reco[separated], tagged[separated], source[separated]
     accepted = np.flatnonzero((reco[:, 0] > card.jets.pt_min) & (np.abs(reco[:, 1]) < card.jets.eta_max))
     accepted = accepted[: card.jets.max_jets]
-    if len(accepted) < process.min_jets or (lepton is not None) != bool(process.leptons):
+    if len(accepted) < process.min_jets:
         return None
 
     # Particles of the jets entering the MET jet term are measured as jets, the rest one by one.
@@ -147,13 +150,13 @@ def _targets(record, truth, jets, lepton, process, card) -> None:
 
 
 def _parton_truth(record, truth, process) -> None:
+    names = [*truth.partons, *truth.record]
+    fours = np.array([*(four[:4] for four in truth.partons.values()), *truth.record.values()])
+    for name, cyl in zip(names, to_cylindrical(fours), strict=True):
+        for feature, value in zip(KINEMATICS, cyl, strict=True):
+            record[f"PARTONS/{name}/{feature}"] = value
     for name, four in truth.partons.items():
-        for feature, value in zip(KINEMATICS, to_cylindrical(four[:4])):
-            record[f"PARTONS/{name}/{feature}"] = value
         record[f"PARTONS/{name}/pdgid"] = np.int64(four[4])
-    for name, four in truth.record.items():
-        for feature, value in zip(KINEMATICS, to_cylindrical(four)):
-            record[f"PARTONS/{name}/{feature}"] = value
 
 
 def _particle_truth(record, truth, flavour, process, max_particle_jets) -> None:
