@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from recon.event_topology import EventTopology
-from tests.conftest import EVENT_FILES
 from unfold.cli import main
+from unfold.data.hdf5_schema import read_spanet, read_truth
 from unfold.errors import UnfoldError
 from unfold.generation.pipeline import GenerationConfig, generate
-from unfold.data.hdf5_schema import read_spanet, read_truth
 
 
 def _contents(path) -> dict[str, np.ndarray]:
@@ -41,8 +40,8 @@ def test_same_seed_same_file_and_worker_count_does_not_matter(tmp_path):
         assert len(file["INPUTS/Momenta/MASK"]) == 32 and file.attrs["split"] == "train"
 
 
-def test_one_reader_for_our_files_and_spanets(semileptonic_files, spanet_example):
-    ours = read_spanet(semileptonic_files[0], EventTopology.from_yaml(EVENT_FILES["ttbar-semileptonic"]))
+def test_one_reader_for_our_files_and_spanets(semileptonic_files, spanet_example, event_files):
+    ours = read_spanet(semileptonic_files[0], EventTopology.from_yaml(event_files["ttbar-semileptonic"]))
     theirs = read_spanet(spanet_example[0], EventTopology.from_yaml(spanet_example[1]))
     assert ours.sequential["Momenta"].shape[-1] == theirs.sequential["Momenta"].shape[-1] == 9
     assert set(theirs.targets) == {"lt", "ht", "h"} and theirs.targets["ht"].shape == (1000, 3)
@@ -57,8 +56,8 @@ def test_one_reader_for_our_files_and_spanets(semileptonic_files, spanet_example
     assert {"b_had", "q1", "q2", "b_lep", "lepton", "neutrino"} <= partons.keys()
 
 
-def test_missing_file_and_missing_groups_are_one_line_errors(tmp_path, capsys):
-    topology = EventTopology.from_yaml(EVENT_FILES["ttbar-semileptonic"])
+def test_missing_file_and_missing_groups_are_one_line_errors(tmp_path, capsys, event_files):
+    topology = EventTopology.from_yaml(event_files["ttbar-semileptonic"])
     with pytest.raises(UnfoldError, match="file not found"):
         read_spanet(tmp_path / "nope.h5", topology)
     empty = tmp_path / "empty.h5"
@@ -73,8 +72,8 @@ def test_missing_file_and_missing_groups_are_one_line_errors(tmp_path, capsys):
     assert err.count("\n") == 1 and "nope.h5: file not found" in err
 
 
-def test_bad_targets_and_nan_features_are_reported(tmp_path, semileptonic_files):
-    topology = EventTopology.from_yaml(EVENT_FILES["ttbar-semileptonic"])
+def test_bad_targets_and_nan_features_are_reported(tmp_path, semileptonic_files, event_files):
+    topology = EventTopology.from_yaml(event_files["ttbar-semileptonic"])
     broken = tmp_path / "broken.h5"
     broken.write_bytes(semileptonic_files[1].read_bytes())
     with h5py.File(broken, "r+") as file:

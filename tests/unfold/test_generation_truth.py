@@ -9,7 +9,6 @@ import pytest
 from recon.chi_square import ChiSquareBaseline
 from recon.errors import ReconError
 from recon.event_topology import EventTopology
-from tests.conftest import EVENT_FILES
 from unfold.data.hdf5_schema import read_spanet
 from unfold.data.recon_data import detector_events
 from unfold.generation.detector import (
@@ -161,12 +160,12 @@ def test_met_response_and_resolution_against_the_true_neutrinos(semileptonic_fil
     assert 5 < width < 30
 
 
-def test_chi_square_centres_come_from_the_generator(semileptonic_files):
+def test_chi_square_centres_come_from_the_generator(semileptonic_files, event_files):
     """The chi-square centres are the file's top and W masses (Pythia 8.3: 6:m0 = 173.0, 24:m0 = 80.385)."""
     m_t, m_w = generator_masses(semileptonic_files[0])
     assert abs(m_t - 173.0) < 0.5
     assert abs(m_w - 80.385) < 0.5
-    topology = EventTopology.from_yaml(EVENT_FILES["ttbar-semileptonic"])
+    topology = EventTopology.from_yaml(event_files["ttbar-semileptonic"])
     data = read_spanet(semileptonic_files[0], topology)
     events = detector_events(data, topology)
     baseline = ChiSquareBaseline.fit(events, data.targets, topology, centres="generator", generator_masses=(m_t, m_w))

@@ -9,10 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import EVENT_FILES
 from unfold.cli import main
-from unfold.errors import UnfoldError
 from unfold.data.hdf5_schema import read_spanet
+from unfold.errors import UnfoldError
 from unfold.tasks.assignment_model import AssignmentModel
 from unfold.tasks.train_recon import ReconConfig, train_recon
 from unfold.training.trainer import TrainerOptions
@@ -99,10 +98,10 @@ def test_trains_unmodified_on_the_real_spanet_file(spanet_example, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_with_two_cpu_processes(semileptonic_files, tmp_path):
+def test_ddp_with_two_cpu_processes(semileptonic_files, tmp_path, event_files):
     """Multi-device training without a GPU: two gloo processes (Lightning's ddp_spawn)."""
     run = train_recon(ReconConfig(
-        data=semileptonic_files[0], event_file=EVENT_FILES["ttbar-semileptonic"], out=tmp_path, limit=200,
+        data=semileptonic_files[0], event_file=event_files["ttbar-semileptonic"], out=tmp_path, limit=200,
         trainer=TrainerOptions(epochs=1, batch_size=50, accelerator="cpu", devices="2", strategy="ddp_spawn"),
     ))
     assert (run / "checkpoints" / "last.ckpt").is_file()
