@@ -52,6 +52,12 @@ def test_parton_samples_follow_the_schema(parton_run, semileptonic_files, tmp_pa
         reference_lepton = file["REFERENCE/PARTONS/lepton/pt"][...]
         # the detector-level lepton is the truth lepton smeared by a few percent
         assert np.median(np.abs(reference_lepton / truth_lepton - 1)) < 0.05
+        # the reference reconstructs every event without truth; the truth-matched jets miss some
+        assert file.attrs["reference"].startswith("chi-square (resolutions fitted on truth-matched events of")
+        assert file.attrs["reference_events"] == 40
+        assert np.isfinite(file["REFERENCE/PARTONS/q2/pt"][...]).all()
+        assert np.isnan(file["MATCHED/PARTONS/q2/pt"][...]).any()
+        assert file.attrs["sqrt_s_gev"] == 13000.0
 
 
 def test_sampling_is_reproducible_with_a_seed(parton_run, semileptonic_files, tmp_path):
@@ -146,6 +152,9 @@ def test_report_reads_the_samples_file(parton_run, particle_run, semileptonic_fi
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert any("t_had" in key for key in json.dumps(metrics).split('"'))
+    t_had = metrics["observables"]["parton/t_had/mass"]
+    assert t_had["entries"]["reference"] == 60 > t_had["entries"]["matched"]
+    assert "reconstructing every event without truth" in (tmp_path / "report" / "index.html").read_text()
 
 
 def test_resume_continues_the_run_and_keeps_its_statistics(parton_run, semileptonic_files, tmp_path):
