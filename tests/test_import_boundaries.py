@@ -7,6 +7,7 @@ the import statements of the package's own files.
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -75,3 +76,18 @@ def test_probe_detects_a_crossed_boundary():
     loaded = _forbidden_imports("recon.assignment_network", ["encoders", "torch"])
     assert "torch" in loaded
     assert "encoders.event_encoder" in loaded
+
+
+def test_no_test_imports_another_test_module_or_a_conftest():
+    """Shared test data lives in conftest fixtures; test modules import only the packages."""
+    offenders = []
+    for path in sorted((PROJECT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "tests" or any(p == "conftest" or p.startswith("test_") for p in parts):
+                    offenders.append(f"{path.relative_to(PROJECT)}: {name}")
+    assert offenders == []
