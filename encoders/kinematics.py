@@ -1,6 +1,10 @@
 """Relativistic kinematics on torch tensors: small pure functions, broadcasting over any batch shape.
 
 Four-momenta are stored energy first, ``(..., 4) = (E, px, py, pz)``, in GeV; angles in radians.
+That is the project's one component order for four-vectors held in a plain array: torch tensors
+here, where gradients must flow (the models' decoding and consistency terms), and the numpy
+arrays of :mod:`recon.chi_square`. Other numpy kinematics use scikit-hep ``vector``, whose
+components are named; the tests check these functions against it.
 """
 
 from __future__ import annotations
