@@ -14,6 +14,7 @@ Layout (written by ``unfold sample``; E events, n draws, M particle slots)::
     attrs["composites"]                        JSON {derived object: [constituent partons]}
     attrs["reference"], ["reference_events"]   how the parton reference was reconstructed, on
                                                how many events (all partons assigned)
+    attrs["sqrt_s_gev"]                        collision energy, for the plots' label
 
 Non-kinematic features (pdgid, charge) are skipped; ``btag`` is kept for b-jet counting.
 """
