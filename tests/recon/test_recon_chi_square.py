@@ -26,60 +26,62 @@ B_MASS = 4.8
 MUON_MASS = 0.10566
 
 
-def _boost(p: np.ndarray, parent: np.ndarray) -> np.ndarray:
-    """Boost (E, 4) rest-frame momenta into the frame where the parent has momentum ``parent``."""
-    beta = parent[:, 1:] / parent[:, :1]
-    beta2 = (beta**2).sum(axis=1, keepdims=True)
-    gamma = 1 / np.sqrt(1 - beta2)
-    beta_p = (beta * p[:, 1:]).sum(axis=1, keepdims=True)
-    energy = gamma * (p[:, :1] + beta_p)
-    momentum = p[:, 1:] + ((gamma - 1) * beta_p / beta2 + gamma * p[:, :1]) * beta
-    return np.concatenate([energy, momentum], axis=1)
+def _vectors(p4: np.ndarray) -> vector.MomentumNumpy4D:
+    """``vector`` array of (..., 4) (E, px, py, pz) four-momenta."""
+    return vector.array({"E": p4[..., 0], "px": p4[..., 1], "py": p4[..., 2], "pz": p4[..., 3]})
+
+
+def _components(p4: vector.MomentumNumpy4D) -> np.ndarray:
+    """(..., 4) (E, px, py, pz), the baseline's component order."""
+    return np.stack([p4.E, p4.px, p4.py, p4.pz], axis=-1)
 
 
 def _two_body(
     parent: np.ndarray, m1: float, m2: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Isotropic two-body decay of (E, 4) parents into daughters of masses m1, m2."""
-    mass = np.sqrt(parent[:, 0] ** 2 - (parent[:, 1:] ** 2).sum(axis=1))
+    frame = _vectors(parent)
+    mass = frame.mass
     p_star = np.sqrt((mass**2 - (m1 + m2) ** 2) * (mass**2 - (m1 - m2) ** 2)) / (2 * mass)
     cos_theta = rng.uniform(-1, 1, len(mass))
-    phi = rng.uniform(0, 2 * np.pi, len(mass))
-    sin_theta = np.sqrt(1 - cos_theta**2)
-    direction = np.stack([sin_theta * np.cos(phi), sin_theta * np.sin(phi), cos_theta], axis=1)
-    first = np.concatenate(
-        [np.sqrt(p_star**2 + m1**2)[:, None], p_star[:, None] * direction], axis=1
+    direction = vector.array(
+        {"rho": np.sqrt(1 - cos_theta**2), "phi": rng.uniform(0, 2 * np.pi, len(mass)), "z": cos_theta}
     )
-    second = np.concatenate(
-        [np.sqrt(p_star**2 + m2**2)[:, None], -p_star[:, None] * direction], axis=1
-    )
-    return _boost(first, parent), _boost(second, parent)
+    daughters = []
+    for sign, m in ((1.0, m1), (-1.0, m2)):
+        rest = vector.array(
+            {"px": sign * p_star * direction.x, "py": sign * p_star * direction.y,
+             "pz": sign * p_star * direction.z, "mass": np.full(len(mass), m)}
+        )
+        daughters.append(_components(rest.boost_p4(frame)))
+    return daughters[0], daughters[1]
 
 
 def _tops(
     n: int, rng: np.random.Generator, lepton_mass: float | None = None
 ) -> tuple[np.ndarray, ...]:
     """(b, W daughter 1, W daughter 2) of n on-shell tops, each (n, 4); a lepton and neutrino if leptonic."""
-    pt, eta, phi = rng.uniform(20, 250, n), rng.uniform(-2, 2, n), rng.uniform(0, 2 * np.pi, n)
-    p = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=1)
-    top = np.concatenate([np.sqrt((p**2).sum(axis=1) + TOP_MASS**2)[:, None], p], axis=1)
-    b, w = _two_body(top, B_MASS, W_MASS, rng)
+    top = vector.array(
+        {"pt": rng.uniform(20, 250, n), "eta": rng.uniform(-2, 2, n),
+         "phi": rng.uniform(0, 2 * np.pi, n), "mass": np.full(n, TOP_MASS)}
+    )
+    b, w = _two_body(_components(top), B_MASS, W_MASS, rng)
     d1, d2 = _two_body(w, lepton_mass if lepton_mass is not None else 0.0, 0.0, rng)
     return b, d1, d2
 
 
 def _pt_eta_phi_m(p4: np.ndarray) -> tuple[np.ndarray, ...]:
-    pt = np.hypot(p4[..., 1], p4[..., 2])
-    mass = np.sqrt(np.maximum(p4[..., 0] ** 2 - pt**2 - p4[..., 3] ** 2, 0.0))
-    return pt, np.arcsinh(p4[..., 3] / pt), np.arctan2(p4[..., 2], p4[..., 1]), mass
+    v = _vectors(p4)
+    return v.pt, v.eta, v.phi, np.maximum(v.mass, 0.0)
 
 
 def _extra_jets(n: int, count: int, below: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(n, count, 4) jets softer than ``below`` (n,) in random directions: never among the leading ones."""
-    pt = below[:, None] * rng.uniform(0.3, 0.95, (n, count))
-    eta, phi = rng.uniform(-2.5, 2.5, (n, count)), rng.uniform(0, 2 * np.pi, (n, count))
-    p = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=-1)
-    return np.concatenate([np.sqrt((p**2).sum(axis=-1) + 25.0)[..., None], p], axis=-1)
+    jets = vector.array(
+        {"pt": below[:, None] * rng.uniform(0.3, 0.95, (n, count)), "eta": rng.uniform(-2.5, 2.5, (n, count)),
+         "phi": rng.uniform(0, 2 * np.pi, (n, count)), "mass": np.full((n, count), 5.0)}
+    )
+    return _components(jets)
 
 
 def _shuffle_into_slots(
@@ -108,8 +110,8 @@ def _events(
         btag=tagged,
         is_jet=jets,
         is_lepton=real & ~jets,
-        met=np.hypot(met_xy[:, 0], met_xy[:, 1]),
-        met_phi=np.arctan2(met_xy[:, 1], met_xy[:, 0]),
+        met=vector.array({"x": met_xy[:, 0], "y": met_xy[:, 1]}).rho,
+        met_phi=vector.array({"x": met_xy[:, 0], "y": met_xy[:, 1]}).phi,
     )
 
 
@@ -346,19 +348,8 @@ def test_neutrino_pz_has_the_true_solution(rng):
     assert np.all(error < 1e-6 * (1 + np.abs(neutrino[:, 3])))
     # Each solution satisfies the W mass constraint.
     for pz in solutions.T:
-        nu = np.stack(
-            [
-                np.hypot(np.hypot(neutrino[:, 1], neutrino[:, 2]), pz),
-                neutrino[:, 1],
-                neutrino[:, 2],
-                pz,
-            ],
-            axis=1,
-        )
-        w = lepton + nu
-        np.testing.assert_allclose(
-            np.sqrt(w[:, 0] ** 2 - (w[:, 1:] ** 2).sum(axis=1)), W_MASS, rtol=1e-6
-        )
+        nu = vector.array({"px": neutrino[:, 1], "py": neutrino[:, 2], "pz": pz, "mass": np.zeros_like(pz)})
+        np.testing.assert_allclose((_vectors(lepton) + nu).mass, W_MASS, rtol=1e-6)
 
 
 def test_neutrino_picks_smaller_pz_and_real_part(rng):
