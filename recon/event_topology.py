@@ -223,7 +223,7 @@ def _permutation_of(names: tuple[str, ...] | list[str], generator: object, origi
             if item not in names:
                 raise TopologyError(f"{origin}: {key}: {item!r} is not one of {list(names)}")
         idx = [names.index(c) for c in cycle]
-        for a, b in zip(idx, idx[1:] + idx[:1]):
+        for a, b in zip(idx, idx[1:] + idx[:1], strict=True):
             perm[a] = b
     return tuple(perm)
 
