@@ -47,8 +47,8 @@ class TrainerOptions:
     epochs: int = 20
     max_time: str | None = None
     accelerator: str = "auto"
-    devices: str = "auto"
-    precision: str | None = None
+    devices: int | str = "auto"
+    precision: int | str | None = None
     strategy: str = "auto"
     batch_size: int = 256
     seed: int = 0
