@@ -9,7 +9,7 @@ from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 from unfold.models.parton import ObjectRepresentation, VariationalLatentDiffusion, VLDLoss
 
-SMALL = {"latent_width": 4, "hidden_width": 32, "depth": 1, "time_embedding_width": 16}
+SMALL = {"latent_width": 4, "width": 32, "depth": 1, "time_embedding_width": 16}
 
 
 def small_model(
@@ -142,7 +142,7 @@ def test_closure_on_gaussian_smearing(latent, iterations):
     """Posterior of x given y is N(y / (1 + s^2), s^2 / (1 + s^2)); the model must recover it."""
     torch.manual_seed(0)
     model = VariationalLatentDiffusion(
-        features=1, condition_width=1, latent=latent, latent_width=2, hidden_width=64, depth=2
+        features=1, condition_width=1, latent=latent, latent_width=2, width=64, depth=2
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
