@@ -138,13 +138,30 @@ def test_a_runs_config_reproduces_the_run(recon_run):
     assert all(torch.equal(first[k], second[k]) for k in first), "same configuration, same seed: same weights"
 
 
+def _from_recon(task, recon_run, files, out) -> object:
+    assert main(["train", task, "--data", str(files[0]), "--out", str(out), "--encoder-from", str(recon_run),
+                 "--freeze-encoder", *TINY]) == 0
+    (run,) = (out / task).iterdir()
+    return run
+
+
+@pytest.fixture(scope="module")
+def parton_run(recon_run, semileptonic_files, tmp_path_factory):
+    """A one-epoch parton run with the shipped defaults, its frozen encoder from ``recon_run``."""
+    return _from_recon("parton", recon_run, semileptonic_files, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def particle_run(recon_run, semileptonic_files, tmp_path_factory):
+    """A one-epoch particle run with the shipped defaults, its frozen encoder from ``recon_run``."""
+    return _from_recon("particle", recon_run, semileptonic_files, tmp_path_factory.mktemp("runs"))
+
+
 @pytest.mark.parametrize("task", ["parton", "particle"])
-def test_encoder_from_a_recon_run_follows_its_architecture(recon_run, semileptonic_files, tmp_path, capsys, task):
+def test_encoder_from_a_recon_run_follows_its_architecture(recon_run, request, capsys, task):
     recon = yaml.safe_load((recon_run / "config.yaml").read_text())
     assert _printed(capsys, task, "--encoder-from", str(recon_run))["encoder"] == recon["encoder"]
-    assert main(["train", task, "--data", str(semileptonic_files[0]), "--out", str(tmp_path), "--encoder-from",
-                 str(recon_run), "--freeze-encoder", *TINY]) == 0
-    (run,) = (tmp_path / task).iterdir()
+    run = request.getfixturevalue(f"{task}_run")
     written = yaml.safe_load((run / "config.yaml").read_text())
     assert written["encoder"] == recon["encoder"]  # width 32 and pair bias on, not the unfolding defaults
     source, state = _state(recon_run), _state(run)
@@ -153,29 +170,20 @@ def test_encoder_from_a_recon_run_follows_its_architecture(recon_run, semilepton
     assert all(torch.equal(v, source[f"network.{k}"]) for k, v in encoder.items()), "a frozen encoder keeps its weights"
 
 
-@pytest.fixture(scope="module")
-def parton_run(semileptonic_files, tmp_path_factory):
-    """A one-epoch parton run with the shipped defaults."""
-    out = tmp_path_factory.mktemp("runs")
-    assert main(["train", "parton", "--data", str(semileptonic_files[0]), "--out", str(out), *TINY]) == 0
-    (run,) = (out / "parton").iterdir()
-    return run
-
-
 def test_a_changed_default_does_not_change_an_old_checkpoint(recon_run, parton_run, monkeypatch):
     monkeypatch.setitem(EventEncoder.__init__.__kwdefaults__, "width", 16)
-    monkeypatch.setitem(EventEncoder.__init__.__kwdefaults__, "pair_bias", True)
+    monkeypatch.setitem(EventEncoder.__init__.__kwdefaults__, "depth", 1)
     monkeypatch.setitem(VariationalLatentDiffusion.__init__.__kwdefaults__, "width", 32)
     parton = PartonModule.load_from_checkpoint(parton_run / "checkpoints" / "last.ckpt", map_location="cpu")
-    assert parton.encoder.width == 64
-    assert parton.encoder.pair_bias is None
+    assert parton.encoder.width == 32
+    assert len(parton.encoder.blocks) == 2
     assert parton.vld.denoiser.input.out_features == 256
     recon = ReconModule.load_from_checkpoint(recon_run / "checkpoints" / "last.ckpt", map_location="cpu")
     assert recon.network.encoder.width == 32
 
 
 def test_checkpoints_written_before_the_configuration_system_still_load(recon_run, parton_run, tmp_path):
-    """Recon stored flat keywords; the unfoldings stored overrides (encoder: None) in the old vocabulary."""
+    """Recon stored flat keywords; the unfoldings stored only overrides, model ones in the old vocabulary."""
     recon = torch.load(recon_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     saved = recon["hyper_parameters"]
     recon["hyper_parameters"] = {"event_file_yaml": saved["event_file_yaml"], **saved["encoder"], **saved["model"],
@@ -185,7 +193,8 @@ def test_checkpoints_written_before_the_configuration_system_still_load(recon_ru
     parton = torch.load(parton_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     saved = parton["hyper_parameters"]
     parton["hyper_parameters"] = {"event_file_yaml": saved["event_file_yaml"], "process": saved["process"],
-                                  "representation": "decay-chain", "encoder": None, "model": {"hidden_width": 256},
+                                  "representation": "decay-chain", "model": {"hidden_width": 256},
+                                  "encoder": {k: saved["encoder"][k] for k in ("width", "depth", "pair_bias")},
                                   "learning_rate": 1e-3, "freeze_encoder": False}
     torch.save(parton, tmp_path / "parton.ckpt")
     assert PartonModule.load_from_checkpoint(tmp_path / "parton.ckpt").vld.denoiser.input.out_features == 256
