@@ -30,9 +30,9 @@ from recon import (
     AssignmentNetwork,
     AssignmentTargets,
     EventTopology,
-    assignment_loss,
     decode_assignments,
 )
+from recon.assignment_loss import assignment_loss
 from recon.chi_square import ChiSquareBaseline, DetectorEvents
 
 BATCH_SIZES = (1, 64, 1024)

@@ -2,14 +2,13 @@
 
 The public names load on first use (PEP 562), so the numpy-only modules
 (:mod:`recon.chi_square`, :mod:`recon.efficiency`, :mod:`recon.event_topology`) import without
-loading torch.
+loading torch. The loss function is imported from its module,
+``from recon.assignment_loss import assignment_loss``, whose name it shares.
 """
 
 from __future__ import annotations
 
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
         AssignmentLoss,
         AssignmentTargets,
         RegressionDistribution,
-        assignment_loss,
         pattern_balance_weights,
         regression_nll,
         resonance_presence,
@@ -54,7 +52,6 @@ _SOURCE_OF = {
     "TopologyError": "recon.event_topology",
     "allowed_tuples": "recon.symmetric_attention",
     "assignment_entropy": "recon.decoding",
-    "assignment_loss": "recon.assignment_loss",
     "decode_assignments": "recon.decoding",
     "masked_log_softmax": "recon.symmetric_attention",
     "pattern_balance_weights": "recon.assignment_loss",
@@ -82,7 +79,6 @@ __all__ = [
     "TopologyError",
     "allowed_tuples",
     "assignment_entropy",
-    "assignment_loss",
     "decode_assignments",
     "masked_log_softmax",
     "pattern_balance_weights",
@@ -100,16 +96,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return __all__
 
-
-class _Package(ModuleType):
-    """The ``recon`` module object: when the submodule ``recon.assignment_loss`` finishes loading,
-    the import system binds it as an attribute of ``recon``; the function of the same name keeps
-    that attribute instead, as the eager ``from ... import`` of earlier versions did."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, ModuleType) and _SOURCE_OF.get(name) == value.__name__:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -18,11 +18,11 @@ from recon import (
     EventTopology,
     ReconError,
     allowed_tuples,
-    assignment_loss,
     masked_log_softmax,
     pattern_balance_weights,
     regression_nll,
 )
+from recon.assignment_loss import assignment_loss
 
 CYCLIC = EventTopology.from_dict(
     {

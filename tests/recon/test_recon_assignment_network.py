@@ -18,9 +18,9 @@ from recon import (
     AssignmentTargets,
     EventTopology,
     ReconError,
-    assignment_loss,
     decode_assignments,
 )
+from recon.assignment_loss import assignment_loss
 from recon.efficiency import event_correctness
 
 SEMILEPTONIC = EventTopology.from_yaml(files("configs") / "events" / "ttbar_semileptonic.yaml")
