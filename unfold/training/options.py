@@ -11,7 +11,7 @@ from unfold.errors import UnfoldError
 
 __all__ = ["RENAMED", "complete_options", "saved_hyperparameters"]
 
-# Keywords renamed when widths, depths and heads got one vocabulary (issue 10): old -> new.
+# Keywords renamed when widths, depths and heads got one vocabulary: old -> new.
 RENAMED = {
     "hidden_width": "width", "hidden_dim": "width", "condition_dim": "condition_width", "latent_dim": "latent_width",
     "num_layers": "depth", "num_heads": "heads", "vae_layers": "vae_depth", "multiplicity_layers": "multiplicity_depth",
