@@ -75,7 +75,7 @@ def train_recon(config: ReconConfig) -> Path:
     else:
         run = new_run_dir(config.out, "recon")
         # The pairwise Lorentz-invariant bias lifted the event efficiency by ~3 points on the
-        # default data (benchmarks/bench_recon_model.py measures it); it needs four-momenta, which not every file gives.
+        # default data (train once with `--no-pair-bias` to compare); it needs four-momenta, which not every file gives.
         encoder = dict(config.encoder)
         if encoder.get("pair_bias", "auto") == "auto":
             encoder["pair_bias"] = data.four_momenta is not None
