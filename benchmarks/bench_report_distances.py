@@ -29,7 +29,7 @@ def one_observable(events: int, draws: int, resamples: int) -> float:
     weights = bootstrap_weights(events, resamples, rng)
     summarise(truth, unfolded, edges, weights, weights)
     summarise(truth, detector, edges, weights, weights)
-    noise_floor(truth, edges, resamples, rng)
+    noise_floor(truth, edges, weights, bootstrap_weights(events, resamples, rng))
     return time.perf_counter() - start
 
 

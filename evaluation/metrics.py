@@ -267,12 +267,17 @@ def summarise(
     return out
 
 
-def noise_floor(truth: np.ndarray, edges: np.ndarray, resamples: int, rng: np.random.Generator) -> dict[Metric, float]:
+def noise_floor(truth: np.ndarray, edges: np.ndarray, first: np.ndarray, second: np.ndarray) -> dict[Metric, float]:
     """Mean distance between two independent bootstrap samples of the truth, each of its size:
     the distance that statistical fluctuations alone produce between two samples of the same
-    distribution with this many entries (its bias and spread)."""
-    first = bootstrap_weights(truth.size, resamples, rng)
-    second = bootstrap_weights(truth.size, resamples, rng)
+    distribution with this many entries.
+
+    Args:
+        truth: (R,) truth values.
+        edges: (B + 1,) bin edges of the binned metrics.
+        first, second: (K, R) two independent sets of bootstrap weights of the truth rows
+            (:func:`bootstrap_weights`, or event weights carried to each event's rows).
+    """
     with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # all-NaN rows give NaN
         return {m: float(np.nanmean(v)) for m, v in weighted_distances(truth, truth, edges, first, second).items()}
 

@@ -196,13 +196,13 @@ def _migration_names(
 
 
 def _analyse(
-    observables: Sequence[Mapping[str, Observable]], names: Sequence[str], bins: int, resamples: int
+    observables: Sequence[Mapping[str, Observable]], names: Sequence[str], bins: int, resamples: int, n_events: int
 ) -> list[_ObservableResult]:
     """Distances with noise floors and bootstrap errors, calibration and mass peaks.
 
-    Per-event observables are bootstrapped by events: one set of weights resamples the truth, the
-    references and every draw together (a paired bootstrap). Per-object ones (every jet) resample
-    the rows of each sample independently.
+    The bootstrap resamples events: one set of event weights resamples the truth, the references
+    and every draw together (a paired bootstrap); a per-object observable (every jet) carries
+    each event's weight to all of its objects.
     """
     rng = np.random.default_rng(TIE_BREAK_SEED)
     bootstrap = np.random.default_rng(BOOTSTRAP_SEED)
@@ -211,10 +211,15 @@ def _analyse(
         per_file = tuple(o[name] for o in observables)
         truth = per_file[0]
         edges = histogram_edges(truth.truth, bins, discrete=truth.discrete)
-        truth_weights = bootstrap_weights(truth.truth.size, resamples, bootstrap)
+        event_weights = bootstrap_weights(n_events, resamples, bootstrap)
 
-        def weights(rows: int, truth=truth, truth_weights=truth_weights) -> np.ndarray:
-            return truth_weights if truth.per_event else bootstrap_weights(rows, resamples, bootstrap)
+        def weights(rows: int, name=name, event_weights=event_weights) -> np.ndarray:
+            """Each row's event weight: rows are the events, or E blocks of M object slots."""
+            if rows % n_events:
+                raise ReportError(f"{name}: {rows} values do not split into {n_events} events")
+            return event_weights[:, np.arange(rows) // (rows // n_events)]
+
+        truth_weights = weights(truth.truth.size)
 
         def against_truth(values: np.ndarray | None, truth=truth, edges=edges, truth_weights=truth_weights, weights=weights):
             if values is None or not np.isfinite(values).any():
@@ -225,7 +230,8 @@ def _analyse(
         distances = tuple(
             summarise(truth.truth, o.draws, edges, truth_weights, weights(o.draws.shape[0])) for o in per_file
         )
-        noise = noise_floor(truth.truth, edges, resamples, bootstrap)
+        independent = bootstrap_weights(n_events, resamples, bootstrap)
+        noise = noise_floor(truth.truth, edges, truth_weights, weights(truth.truth.size, event_weights=independent))
         verdicts = tuple(
             {m: None if reference is None else verdict(d[m], reference[m], noise[m]) for m in METRICS}
             for d in distances
@@ -755,7 +761,7 @@ def write_report(
         selected = _select(list(observables[0].values()), features)
         if not selected:
             raise ReportError(f"{paths[0]}: no observables to report")
-        results = _analyse(observables, selected, bins, resamples)
+        results = _analyse(observables, selected, bins, resamples, samples[0].n_events)
         method = samples[0].attrs.get("reference")
         jobs = _plot_jobs(
             results, names, bins, _migration_names(samples[0], selected, features), method=method,

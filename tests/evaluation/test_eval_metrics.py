@@ -114,7 +114,8 @@ def test_bootstrap_weights_resample_every_row_count_times():
 def test_noise_floor_is_what_two_independent_samples_of_that_size_score(metric):
     rng = np.random.default_rng(5)
     truth = rng.normal(size=300)
-    floor = noise_floor(truth, histogram_edges(truth, 64), 200, rng)[metric]
+    first, second = bootstrap_weights(300, 200, rng), bootstrap_weights(300, 200, rng)
+    floor = noise_floor(truth, histogram_edges(truth, 64), first, second)[metric]
     independent = []
     for _ in range(200):
         a, b = rng.normal(size=300), rng.normal(size=300)
@@ -142,7 +143,7 @@ def test_verdict_needs_a_difference_beyond_the_noise(rng):
     truth = rng.normal(size=2000)
     edges = histogram_edges(truth, 64)
     weights = bootstrap_weights(2000, 40, rng)
-    noise = noise_floor(truth, edges, 40, rng)
+    noise = noise_floor(truth, edges, weights, bootstrap_weights(2000, 40, rng))
     far = summarise(truth, rng.normal(0.5, 1.0, 2000), edges, weights, weights)
     close = summarise(truth, rng.normal(0.0, 1.0, (2000, 4)), edges, weights, weights)
     also_close = summarise(truth, rng.normal(0.0, 1.0, (2000, 4)), edges, weights, weights)

@@ -311,3 +311,18 @@ def test_predictions_without_recons_verdict_are_refused(predictions_writer, tmp_
     with pytest.raises(ReportError, match=r"PREDICTIONS/lt/correct: not found.*unfold predict recon"):
         build_recon_report(path, bins=20)
 
+
+
+def test_the_bootstrap_resamples_events_so_identical_objects_stay_identical(make_samples_file, tmp_path):
+    # Draws that repeat the truth jets exactly: a bootstrap by events keeps every resample at zero
+    # distance; resampling the jets of truth and draws independently would not.
+    path = make_samples_file(n_events=200, n_draws=3, partons=False)
+    with h5py.File(path, "a") as file:
+        for feature in ("MASK", "pt", "eta", "phi", "mass", "btag"):
+            truth = file[f"PARTICLES/jets/{feature}"][()]
+            file[f"SAMPLES/PARTICLES/jets/{feature}"][...] = np.repeat(truth[:, None], 3, axis=1)
+    out = tmp_path / "out"
+    write_report([path], out, features=["particle/jets/pt"], resamples=10)
+    observable = json.loads((out / "metrics.json").read_text())["observables"]["particle/jets/pt"]
+    assert observable["distances"]["samples"]["wasserstein"] == {"value": 0.0, "error": 0.0, "min": 0.0, "max": 0.0}
+    assert observable["noise_floor"]["wasserstein"] > 0
