@@ -61,6 +61,14 @@ def _met_resolution(file: h5py.File) -> str:
     )
 
 
+def _composite_mass(file: h5py.File, names: list[str]) -> np.ndarray:
+    total = 0
+    for name in names:
+        group = file[f"PARTONS/{name}"]
+        total = total + to_cartesian(np.stack([group[f][...] for f in ("pt", "eta", "phi", "mass")], axis=-1))
+    return to_cylindrical(total)[:, 3]
+
+
 def _physics(file: h5py.File) -> list[str]:
     lines = []
     if "INPUTS/Momenta/MASK" in file:
