@@ -40,7 +40,8 @@ class AssignmentTargets(NamedTuple):
             is True and all its daughters are matched. None: matching alone decides.
         resonance_weights: per resonance (E,) float (``TARGETS/<particle>/WEIGHT``) scaling its
             assignment term; None for ones.
-        event_weights: (E,) float scaling every term of an event; None for ones.
+        event_weights: (E,) float scaling every term of an event (``--weights``; negative
+            weights allowed); None for ones.
     """
 
     indices: tuple[Tensor, ...]
@@ -255,8 +256,12 @@ def _orbit_cross_entropy(
 
 
 def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
-    """sum(w v) / sum(w); zero (with gradient zero) when every weight is zero."""
-    return (weights * values).sum() / weights.sum().clamp_min(torch.finfo(values.dtype).tiny)
+    """sum(w v) / sum(|w|); zero (with gradient zero) when every weight is zero.
+
+    Normalising by sum |w| keeps the scale of the loss when a batch's signed weights (NLO
+    generators) nearly cancel; for non-negative weights it is the weighted mean.
+    """
+    return (weights * values).sum() / weights.abs().sum().clamp_min(torch.finfo(values.dtype).tiny)
 
 
 def _regression_term(

@@ -14,7 +14,8 @@ and "complete" events (every resonance reconstructable), inclusive and per jet-m
 - ``event``: the share of those events whose every reconstructable resonance is correct;
 - ``<resonance>``: the share of that resonance's reconstructable instances that are correct.
 
-Shares are weighted by optional per-event weights; a share of no events is ``None``. The
+Shares are weighted by optional per-event weights (negative ones, from NLO generators, count
+negatively); a share of no events, or of a non-positive total weight, is ``None``. The
 result is a plain dict, ready for JSON::
 
     {"all": {"event": f, "fraction": f, "<resonance>": f, ..., "by_jets": {"==4": {...}, ...}},
@@ -127,7 +128,7 @@ def efficiency_table(
         topology: the event topology (any: resonances, G_P and G_E are read from it).
         n_jets: (E,) jet multiplicity of each event.
         bins: jet-multiplicity bins such as ``("==4", "==5", ">=6")`` (see :func:`jet_bin_mask`).
-        weights: (E,) non-negative event weights; unweighted when ``None``.
+        weights: (E,) event weights with a positive sum (NLO negative weights allowed); unweighted when ``None``.
 
     Returns:
         ``{"all": {...}, "complete": {...}}`` as described in the module docstring.
@@ -323,8 +324,9 @@ def _event_weights(weights: ArrayLike | None, n_events: int) -> np.ndarray:
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (n_events,):
         raise ReconError(f"weights have shape {weights.shape}; expected ({n_events},)")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise ReconError("weights must be finite and non-negative")
+    if not np.all(np.isfinite(weights)):
+        raise ReconError("weights must be finite")
     if weights.sum() <= 0:
-        raise ReconError("weights sum to zero")
+        raise ReconError(f"weights sum to zero or less ({weights.sum():.3g}); expected a positive total "
+                         "(single negative weights, as from NLO generators, are allowed)")
     return weights

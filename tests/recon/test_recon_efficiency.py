@@ -248,8 +248,10 @@ def test_bad_inputs_raise(semileptonic, allhadronic):
         )
     with pytest.raises(ReconError, match="n_jets has shape"):
         efficiency_table(truth, truth, semileptonic, np.array([4, 5]), bins)
-    with pytest.raises(ReconError, match="non-negative"):
+    with pytest.raises(ReconError, match="sum to zero or less"):
         efficiency_table(truth, truth, semileptonic, np.array([4]), bins, weights=np.array([-1.0]))
+    with pytest.raises(ReconError, match="must be finite"):
+        efficiency_table(truth, truth, semileptonic, np.array([4]), bins, weights=np.array([np.nan]))
     with pytest.raises(ReconError, match="sum to zero"):
         efficiency_table(truth, truth, semileptonic, np.array([4]), bins, weights=np.array([0.0]))
     clash = EventTopology.from_dict(

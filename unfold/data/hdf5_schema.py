@@ -1,9 +1,10 @@
 """Reading the suite's HDF5 schema, a superset of SPANet's, through one code path.
 
 Detector inputs and targets follow SPANet's layout (``INPUTS``, ``TARGETS``, ``REGRESSIONS``,
-``CLASSIFICATIONS``) so SPANet's own files load unchanged; unfolding truth sits beside it
-under ``PARTONS`` and ``PARTICLES``. Every problem is reported as one line naming the file,
-the key and what was expected.
+``CLASSIFICATIONS``, ``WEIGHTS``) so SPANet's own files load unchanged; unfolding truth sits beside
+it under ``PARTONS`` and ``PARTICLES``. Only the inputs are required: measured events have no
+``TARGETS``, ``REGRESSIONS``, ``CLASSIFICATIONS`` or truth, and those read as missing. Every
+problem is reported as one line naming the file, the key and what was expected.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import h5py
 import numpy as np
 
 from recon.event_topology import EventTopology
-from unfold.errors import UnfoldError
 from unfold.data.hdf5_io import open_h5
+from unfold.errors import UnfoldError
 
-__all__ = ["SpanetData", "read_spanet", "read_truth"]
+__all__ = ["SPANET_WEIGHTS", "SpanetData", "count_events", "has_group", "read_spanet", "read_truth"]
+
+# SPANet's per-event weight dataset (its ROOT-to-HDF5 converters write ``WEIGHTS/weight``).
+SPANET_WEIGHTS = "WEIGHTS/weight"
 
 
 @dataclass(frozen=True)
@@ -32,10 +36,16 @@ class SpanetData:
         targets: resonance -> (E, K) int64 indices into the concatenated sequential objects,
             -1 where a daughter is not matched.
         target_masks: resonance -> (E,) bool, the resonance is fully reconstructable.
-        weights: resonance -> (E,) float32 per-event weights (1 where the file has none).
+        weights: resonance -> (E,) float32 per-resonance weights (``TARGETS/<particle>/WEIGHT``, 1 where
+            the file has none).
         regressions: (E, R) float32, NaN where missing. classifications: (E, C) int64, -1 missing.
         four_momenta: (E, N, 4) (E, px, py, pz) of the concatenated objects, or None when the
             sources lack pt/eta/phi/mass.
+        event_weights: (E,) float32 event weights (``--weights DATASET``, else SPANet's
+            ``WEIGHTS/weight``, else ones); negative weights (NLO generators) are kept.
+        event_index: (E,) int64 row of each event in the file it was read from.
+        has_targets: the file holds ``TARGETS`` (False for measured events: targets are all -1).
+        weights_key: the dataset the event weights came from, or None for ones.
     """
 
     path: str
@@ -48,6 +58,10 @@ class SpanetData:
     regressions: np.ndarray
     classifications: np.ndarray
     four_momenta: np.ndarray | None
+    event_weights: np.ndarray
+    event_index: np.ndarray
+    has_targets: bool = True
+    weights_key: str | None = None
 
     @property
     def n_events(self) -> int:
@@ -77,14 +91,47 @@ def _check_finite(file: h5py.File, key: str, array: np.ndarray, mask: np.ndarray
         raise UnfoldError(f"{file.filename}: {key!r} holds {bad} NaN/inf values; expected finite numbers")
 
 
-def read_spanet(path: str | Path, topology: EventTopology, *, limit: int | None = None) -> SpanetData:
-    """Read detector inputs, targets, regressions and classifications for ``topology``.
+def count_events(path: str | Path, topology: EventTopology) -> int:
+    """Number of events in ``path``: the length of the first input source's first dataset."""
+    with open_h5(path) as file:
+        return _file_events(file, topology)
 
-    Datasets the event file does not name are ignored, as in SPANet. ``limit`` reads only the
-    first events.
+
+def _file_events(file: h5py.File, topology: EventTopology) -> int:
+    source = topology.sources[0]
+    key = f"INPUTS/{source.name}/{'MASK' if source.kind == 'SEQUENTIAL' else source.features[0]}"
+    return len(_dataset(file, key, f"the {source.kind.lower()} input {source.name!r} of {topology.path}"))
+
+
+def has_group(path: str | Path, group: str) -> bool:
+    """Whether ``path`` holds the group ``group`` (e.g. ``PARTONS``)."""
+    with open_h5(path) as file:
+        return group in file and isinstance(file[group], h5py.Group)
+
+
+def read_spanet(
+    path: str | Path,
+    topology: EventTopology,
+    *,
+    limit: int | None = None,
+    start: int = 0,
+    weights: str | None = None,
+    require_targets: bool = False,
+) -> SpanetData:
+    """Read detector inputs and, where the file has them, targets, regressions, classifications
+    and event weights for ``topology``.
+
+    Only the inputs the event file names are required; datasets it does not name are ignored, as
+    in SPANet. Without ``TARGETS`` every target reads -1 (``has_targets`` False) unless
+    ``require_targets`` (training) asks for them; a missing regression reads NaN and a missing
+    classification -1. Events ``start`` to ``start + limit`` are read, nothing else.
+
+    Args:
+        weights: dataset of per-event weights (e.g. ``WEIGHTS/weight``); None: SPANet's
+            ``WEIGHTS/weight`` when the file has it, else ones.
     """
     with open_h5(path) as file:
-        events = slice(None, limit)
+        events = slice(start, None if limit is None else start + limit)
         sequential, masks, global_inputs = {}, {}, {}
         n_events = None
         for source in topology.sources:
@@ -114,14 +161,21 @@ def read_spanet(path: str | Path, topology: EventTopology, *, limit: int | None 
         empty = ~object_mask.any(axis=1)
         if empty.any():
             raise UnfoldError(
-                f"{file.filename}: {int(empty.sum())} events have no objects (first: event {int(np.argmax(empty))}); "
+                f"{file.filename}: {int(empty.sum())} events have no objects (first: event {start + int(np.argmax(empty))}); "
                 "expected at least one unmasked object per event"
             )
-        offsets = dict(zip(masks, np.cumsum([0] + [m.shape[1] for m in masks.values()])))
-        targets, target_masks, weights = {}, {}, {}
+        has_targets = "TARGETS" in file
+        if require_targets and not has_targets:
+            raise UnfoldError(f"{file.filename}: missing group 'TARGETS'; expected TARGETS/<particle>/<daughter> "
+                              f"jet indices of {list(topology.resonance_names)} to train on")
+        offsets = dict(zip(masks, np.cumsum([0] + [m.shape[1] for m in masks.values()])[:-1], strict=True))
+        targets, target_masks, weights_by_resonance = {}, {}, {}
         for resonance in topology.resonances:
             columns = []
-            for daughter, source in zip(resonance.daughters, resonance.sources or (None,) * resonance.order):
+            for daughter, source in zip(resonance.daughters, resonance.sources or (None,) * resonance.order, strict=True):
+                if not has_targets:
+                    columns.append(np.full(n_events, -1, np.int64))
+                    continue
                 key = f"TARGETS/{resonance.name}/{daughter}"
                 index = _dataset(file, key, f"(events,) int daughter indices for {topology.path}")[events].astype(np.int64)
                 _check_events(file, key, index, (n_events,))
@@ -152,21 +206,44 @@ def read_spanet(path: str | Path, topology: EventTopology, *, limit: int | None 
                 present &= file[mask_key][events].astype(bool)
             target_masks[resonance.name] = present
             weight_key = f"TARGETS/{resonance.name}/WEIGHT"
-            weights[resonance.name] = (
+            weights_by_resonance[resonance.name] = (
                 file[weight_key][events].astype(np.float32) if weight_key in file else np.ones(n_events, np.float32)
             )
         regressions = _event_targets(file, "REGRESSIONS", topology.regressions, events, n_events, np.float32, np.nan)
         classifications = _event_targets(file, "CLASSIFICATIONS", topology.classifications, events, n_events, np.int64, -1)
+        weights_key = weights if weights is not None else (SPANET_WEIGHTS if SPANET_WEIGHTS in file else None)
+        event_weights = _event_weights(file, weights_key, events, n_events, _file_events(file, topology))
         four = _four_momenta(sequential, topology)
     return SpanetData(
-        str(path), sequential, masks, global_inputs, targets, target_masks, weights, regressions, classifications, four
+        str(path), sequential, masks, global_inputs, targets, target_masks, weights_by_resonance, regressions,
+        classifications, four, event_weights, np.arange(start, start + n_events, dtype=np.int64), has_targets, weights_key,
     )
 
 
+def _event_weights(file: h5py.File, key: str | None, events: slice, n_events: int, file_events: int) -> np.ndarray:
+    """(E,) finite event weights from dataset ``key`` (ones for None); it must hold one per event of the file."""
+    if key is None:
+        return np.ones(n_events, np.float32)
+    dataset = file.get(key)
+    if not isinstance(dataset, h5py.Dataset):
+        raise UnfoldError(f"{file.filename}: missing dataset {key!r}; expected (events,) event weights")
+    if dataset.shape != (file_events,):
+        raise UnfoldError(f"{file.filename}: weights {key!r} have shape {dataset.shape}; expected one per event ({file_events},)")
+    values = dataset[events].astype(np.float32)
+    if not np.isfinite(values).all():
+        raise UnfoldError(f"{file.filename}: weights {key!r} hold {int((~np.isfinite(values)).sum())} NaN/inf values; "
+                          "expected finite numbers (negative weights are allowed)")
+    return values
+
+
 def _event_targets(file, group, names, events, n_events, dtype, missing) -> np.ndarray:
+    """(E, len(names)) event-level targets; a target the file lacks reads ``missing`` (measured events)."""
     columns = []
     for name in names:
         key = f"{group}/EVENT/{name}"
+        if key not in file:
+            columns.append(np.full(n_events, missing, dtype))
+            continue
         values = _dataset(file, key, "(events,) event-level target named in the event file")[events].astype(dtype)
         _check_events(file, key, values, (n_events,))
         columns.append(values)

@@ -31,6 +31,7 @@ def assignment_tensors(data: SpanetData, topology: EventTopology) -> IndexedTens
         classifications=torch.from_numpy(data.classifications) if data.classifications.shape[1] else None,
         resonance_masks=tuple(torch.from_numpy(data.target_masks[n]) for n in names),
         resonance_weights=tuple(torch.from_numpy(data.weights[n]) for n in names),
+        event_weights=torch.from_numpy(data.event_weights),
     )
     return IndexedTensors(AssignmentBatch(encoder_inputs(data, topology), targets), data.n_events)
 
