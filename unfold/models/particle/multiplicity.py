@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import scipy.stats
 import torch
 from torch import Tensor, nn
 
@@ -172,9 +173,8 @@ def multiplicity_calibration(
     below = (cdf - probs).gather(-1, observed).squeeze(-1)
     at = probs.gather(-1, observed).squeeze(-1)
     uniform = torch.rand(len(multiplicity), generator=generator, dtype=torch.float64)
-    pit = (below + uniform.to(probs.device) * at).sort().values
-    ranks = torch.arange(1, len(pit) + 1, device=pit.device, dtype=pit.dtype) / len(pit)
-    pit_ks = torch.maximum(ranks - pit, pit - (ranks - 1 / len(pit))).max()
+    pit = below + uniform.to(probs.device) * at
+    pit_ks = scipy.stats.kstest(pit.cpu().numpy(), "uniform").statistic
     counts = torch.bincount(multiplicity, minlength=probs.shape[-1]).double()
     frequency_error = (probs.mean(dim=0) - counts / len(multiplicity)).abs().max()
     return MultiplicityCalibration(
