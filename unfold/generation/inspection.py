@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from pathlib import Path
 
 import h5py
 import numpy as np
+import vector
 
 from evaluation.metrics import peak_position
 from unfold.data.hdf5_io import open_h5
 from unfold.errors import UnfoldError
-from unfold.generation.kinematics import to_cartesian, to_cylindrical
 
 __all__ = ["describe", "generator_masses"]
 
@@ -62,11 +64,9 @@ def _met_resolution(file: h5py.File) -> str:
 
 
 def _composite_mass(file: h5py.File, names: list[str]) -> np.ndarray:
-    total = 0
-    for name in names:
-        group = file[f"PARTONS/{name}"]
-        total = total + to_cartesian(np.stack([group[f][...] for f in ("pt", "eta", "phi", "mass")], axis=-1))
-    return to_cylindrical(total)[:, 3]
+    """Invariant mass of the sum of the named partons (scikit-hep ``vector``)."""
+    parts = [vector.array({f: file[f"PARTONS/{name}/{f}"][...] for f in ("pt", "eta", "phi", "mass")}) for name in names]
+    return np.asarray(functools.reduce(operator.add, parts).mass)
 
 
 def _physics(file: h5py.File) -> list[str]:
