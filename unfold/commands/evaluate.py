@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     recon.add_argument("--bins", default=None, help="comma-separated jet bins, e.g. '==4,==5,>=6' (default from the topology)")
     recon.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the tables as JSON")
     recon.add_argument("--limit", type=int, default=None, help="evaluate only the first N events")
+    recon.add_argument("--weights", default=None, metavar="DATASET",
+                       help="per-event weights of the tables, e.g. WEIGHTS/weight (default: SPANet's WEIGHTS/weight when "
+                       "the file has it, else unweighted); negative weights allowed")
     recon.set_defaults(func=run)
 
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         if given.resonances != expected.resonances or given.sources != expected.sources:
             raise UnfoldError(f"{args.event_file}: does not match the checkpoint's event file ({expected.resonance_names})")
     bins = tuple(b.strip() for b in args.bins.split(",")) if args.bins else None
-    tables, text = evaluate_recon(checkpoint, data, train, bins=bins, limit=args.limit)
+    tables, text = evaluate_recon(checkpoint, data, train, bins=bins, limit=args.limit, weights=args.weights)
     print(text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,9 @@ def build_task_parser(task: str):
     parser.add_argument("--limit", type=int | None, default=None, help="use only the first N events of the file")
     parser.add_argument("--validation_fraction", type=float, default=0.1, help="events held out for validation")
     parser.add_argument("--resume", type=Path | None, default=None, help="run folder or checkpoint to continue from")
+    parser.add_argument("--weights", type=str | None, default=None,
+                        help="dataset of per-event weights scaling every loss term, e.g. WEIGHTS/weight (null: SPANet's "
+                        "WEIGHTS/weight when the file has it, else 1); negative (NLO) weights allowed")
     if task == "recon":
         parser.add_argument("--test", type=Path | None, default=None,
                             help="file for the final efficiency table (null: the default test file with the default data)")
@@ -152,6 +155,12 @@ def build_task_parser(task: str):
                             help="start the shared encoder from a recon (or parton/particle) run or checkpoint; "
                             "the encoder options then follow that run")
         parser.add_argument("--freeze_encoder", type=bool, default=False, help="keep the encoder's weights fixed")
+    if task == "parton":
+        from unfold.generation.processes import ProcessName
+
+        parser.add_argument("--process", type=ProcessName | None, default=None,
+                            help="process whose partons are unfolded (null: the file's 'process' attribute, else the "
+                            "process whose parton names PARTONS holds, else the one whose resonances the event file names)")
     pair_bias = {"pair_bias": bool | Literal["auto"]} if task == "recon" else None
     _add_signature(parser, EventEncoder, "encoder", skip={"sources"}, types=pair_bias)
     if task == "recon":
@@ -292,7 +301,7 @@ def run_task(task: str, argv: Sequence[str]) -> int:
         "data": data, "event_file": config["event_file"] or DEFAULT_EVENT_FILE, "out": config["out"],
         "encoder": config["encoder"], "model": config["model"], "optimizer": config["optimizer"],
         "trainer": TrainerOptions(**config["trainer"]), "validation_fraction": config["validation_fraction"],
-        "resume": config["resume"], "limit": config["limit"],
+        "resume": config["resume"], "limit": config["limit"], "weights": config["weights"],
     }
     if task == "recon":
         from unfold.tasks.evaluate_recon import evaluate_recon
@@ -307,7 +316,7 @@ def run_task(task: str, argv: Sequence[str]) -> int:
     from unfold.tasks.train_unfolding import UnfoldingConfig, train_unfolding
 
     run = train_unfolding(UnfoldingConfig(task=task, **common, encoder_from=config["encoder_from"],
-                                          freeze_encoder=config["freeze_encoder"]))
+                                          freeze_encoder=config["freeze_encoder"], process=config.get("process")))
     print(f"run written to {run}")
     return 0
 

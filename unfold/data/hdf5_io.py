@@ -12,7 +12,7 @@ import numpy as np
 
 from unfold.errors import UnfoldError
 
-__all__ = ["atomic_output", "open_h5", "write_arrays"]
+__all__ = ["append_arrays", "atomic_output", "open_h5", "write_arrays"]
 
 
 @contextlib.contextmanager
@@ -49,3 +49,18 @@ def write_arrays(file: h5py.File, arrays: Mapping[str, np.ndarray], attrs: Mappi
         file.create_dataset(key, data=value, compression="gzip", compression_opts=4, shuffle=True)
     for key, value in (attrs or {}).items():
         file.attrs[key] = value
+
+
+def append_arrays(file: h5py.File, arrays: Mapping[str, np.ndarray]) -> None:
+    """Append a chunk of events (first axis) to datasets by path, creating them resizable on first use,
+    so a file of any length is written with the memory of one chunk."""
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if key not in file:
+            file.create_dataset(key, data=value, maxshape=(None, *value.shape[1:]), chunks=True,
+                                compression="gzip", compression_opts=4, shuffle=True)
+            continue
+        dataset = file[key]
+        start = dataset.shape[0]
+        dataset.resize(start + len(value), axis=0)
+        dataset[start:] = value

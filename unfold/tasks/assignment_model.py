@@ -9,24 +9,26 @@ import torch
 from tqdm import tqdm
 
 from recon.decoding import decode_assignments
-from unfold.data.hdf5_schema import SpanetData
+from unfold.data.hdf5_schema import SpanetData, read_spanet
 from unfold.data.recon_data import assignment_tensors
 from unfold.errors import UnfoldError
 from unfold.training.recon_module import ReconModule
-from unfold.training.trainer import (
-    find_checkpoint,
-)
+from unfold.training.trainer import find_checkpoint
 
-__all__ = ["AssignmentModel"]
+__all__ = ["PROBABILITIES", "AssignmentModel"]
 
+# Per-resonance scores of a decoded assignment (recon.decoding.DecodedAssignments).
+PROBABILITIES = ("assignment_probability", "detection_probability", "marginal_probability", "entropy")
 
 
 class AssignmentModel:
     """A trained assignment network ready for inference on arrays, with no file but its checkpoint.
 
     >>> model = AssignmentModel.load("runs/recon/20261123-120000")
-    >>> result = model.predict(data)          # a SpanetData, e.g. from unfold.data.hdf5_schema.read_spanet
-    >>> result["ht"]["indices"]               # (E, 3) jet indices of the hadronic top
+    >>> result = model.predict("my_events.h5")  # or a SpanetData from unfold.data.hdf5_schema.read_spanet
+    >>> result["ht"]["indices"]                 # (E, 3) jet indices of the hadronic top
+    >>> heads = model.predict_all("my_events.h5", embeddings=True)
+    >>> heads["REGRESSIONS"]["neutrino_pz"]     # {"value": (E,), "uncertainty": (E,)} in GeV
     """
 
     def __init__(self, module: ReconModule) -> None:
@@ -41,22 +43,53 @@ class AssignmentModel:
         except (KeyError, RuntimeError) as error:
             raise UnfoldError(f"{checkpoint}: not a recon checkpoint ({str(error).splitlines()[0]})") from None
 
+    def predict(self, data: SpanetData | str | Path, batch_size: int = 1024, progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
+        """The assignments: per resonance ``indices`` (E, K), ``assignment_probability``,
+        ``detection_probability``, ``marginal_probability`` and ``entropy`` (E,)."""
+        result = self.predict_all(data, batch_size=batch_size, progress=progress)
+        return {name: result[name] for name in self.topology.resonance_names}
+
     @torch.no_grad()
-    def predict(self, data: SpanetData, batch_size: int = 1024, progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
-        """Per resonance: ``indices`` (E, K), ``assignment_probability``, ``detection_probability``,
-        ``marginal_probability`` and ``entropy`` (E,)."""
+    def predict_all(
+        self, data: SpanetData | str | Path, batch_size: int = 1024, progress: bool = False, embeddings: bool = False
+    ) -> dict[str, dict[str, np.ndarray] | np.ndarray]:
+        """Everything the network predicts for every event of ``data`` (a SpanetData or a file in the SPANet
+        layout; only the inputs the model reads are needed).
+
+        Returns:
+            per resonance: ``indices`` (E, K), ``assignment_probability``, ``detection_probability``,
+            ``marginal_probability`` and ``entropy`` (E,); ``REGRESSIONS``: target -> {``value``,
+            ``uncertainty``} (E,), the predicted mean and the Gaussian sigma (Laplace b) of the
+            regression head; ``CLASSIFICATIONS``: target -> (E, C) class probabilities; with
+            ``embeddings``, ``EMBEDDING``: (E, D) the encoder's event vector.
+        """
+        if not isinstance(data, SpanetData):
+            data = read_spanet(data, self.topology)
         tensors = assignment_tensors(data, self.topology)
-        parts = []
+        network = self.module.network
+        decoded, regression_mean, regression_scale, classes, events = [], [], [], [], []
         for start in tqdm(range(0, len(tensors), batch_size), desc="predict", disable=not progress, unit="batch"):
             batch = tensors.collate(list(range(start, min(start + batch_size, len(tensors)))))
-            parts.append(decode_assignments(self.module.network(batch.inputs)))
-        result = {}
+            output = network(batch.inputs)
+            decoded.append(decode_assignments(output))
+            regression_mean.append(output.regression_mean.float())
+            regression_scale.append(output.regression_log_scale.float().exp())
+            classes.append([logits.float().softmax(dim=-1) for logits in output.classification_logits])
+            if embeddings:
+                events.append(network.encoder(batch.inputs).event.float())
+        result: dict = {}
         for r, name in enumerate(self.topology.resonance_names):
             result[name] = {
-                "indices": torch.cat([p.indices[r] for p in parts]).numpy(),
-                **{
-                    key: torch.cat([getattr(p, key)[:, r] for p in parts]).float().numpy()
-                    for key in ("assignment_probability", "detection_probability", "marginal_probability", "entropy")
-                },
+                "indices": torch.cat([p.indices[r] for p in decoded]).numpy(),
+                **{key: torch.cat([getattr(p, key)[:, r] for p in decoded]).float().numpy() for key in PROBABILITIES},
             }
+        mean, scale = torch.cat(regression_mean).numpy(), torch.cat(regression_scale).numpy()
+        result["REGRESSIONS"] = {
+            name: {"value": mean[:, i], "uncertainty": scale[:, i]} for i, name in enumerate(self.topology.regressions)
+        }
+        result["CLASSIFICATIONS"] = {
+            name: torch.cat([c[i] for c in classes]).numpy() for i, name in enumerate(self.topology.classifications)
+        }
+        if embeddings:
+            result["EMBEDDING"] = torch.cat(events).numpy()
         return result

@@ -14,7 +14,7 @@ from unfold.data.recon_data import detector_events, jet_multiplicity
 from unfold.generation.inspection import generator_masses
 from unfold.tasks.assignment_model import AssignmentModel
 
-__all__ = ["chi_square_assignments", "default_jet_bins", "evaluate_recon"]
+__all__ = ["chi_square_assignments", "default_jet_bins", "evaluate_recon", "fit_chi_square"]
 
 
 def default_jet_bins(topology: EventTopology) -> tuple[str, ...]:
@@ -23,31 +23,35 @@ def default_jet_bins(topology: EventTopology) -> tuple[str, ...]:
     return (f"=={quarks}", f"=={quarks + 1}", f">={quarks + 2}")
 
 
-def chi_square_assignments(train_path: Path, data: SpanetData, topology: EventTopology) -> dict[str, np.ndarray]:
-    """The chi-square baseline's assignments of ``data``, its resolutions fitted on matched
-    events of (the first 20k events of) ``train_path`` and its centres on the generator's top and
-    W masses in that file."""
-    train = read_spanet(train_path, topology, limit=20_000)
-    baseline = ChiSquareBaseline.fit(
+def fit_chi_square(train_path: Path, topology: EventTopology) -> ChiSquareBaseline:
+    """The chi-square baseline, its resolutions fitted on matched events of (the first 20k events of)
+    ``train_path`` and its centres on the generator's top and W masses in that file."""
+    train = read_spanet(train_path, topology, limit=20_000, require_targets=True)
+    return ChiSquareBaseline.fit(
         detector_events(train, topology), train.targets, topology,
         centres="generator", generator_masses=generator_masses(train_path),
     )
-    return baseline.assign(detector_events(data, topology), topology)
+
+
+def chi_square_assignments(train_path: Path, data: SpanetData, topology: EventTopology) -> dict[str, np.ndarray]:
+    """The chi-square baseline's (:func:`fit_chi_square`) assignments of ``data``."""
+    return fit_chi_square(train_path, topology).assign(detector_events(data, topology), topology)
 
 
 def evaluate_recon(
-    checkpoint: Path, data_path: Path, train_path: Path | None, *, bins: tuple[str, ...] | None = None, limit: int | None = None
+    checkpoint: Path, data_path: Path, train_path: Path | None, *, bins: tuple[str, ...] | None = None,
+    limit: int | None = None, weights: str | None = None,
 ) -> tuple[dict, str]:
-
-    """Efficiency tables of the model and of the chi-square baseline (fitted on ``train_path``)."""
+    """Efficiency tables of the model and of the chi-square baseline (fitted on ``train_path``),
+    weighted by the events' weights (``weights`` dataset, else SPANet's WEIGHTS/weight)."""
     model = AssignmentModel.load(checkpoint)
     topology = model.topology
-    data = read_spanet(data_path, topology, limit=limit)
+    data = read_spanet(data_path, topology, limit=limit, weights=weights, require_targets=True)
     bins = bins or default_jet_bins(topology)
     predicted = {name: r["indices"] for name, r in model.predict(data, progress=True).items()}
     n_jets = jet_multiplicity(data, topology)
-    tables = {"model": efficiency_table(predicted, data.targets, topology, n_jets, bins)}
+    tables = {"model": efficiency_table(predicted, data.targets, topology, n_jets, bins, data.event_weights)}
     if train_path is not None:
         chi2 = chi_square_assignments(train_path, data, topology)
-        tables["chi-square"] = efficiency_table(chi2, data.targets, topology, n_jets, bins)
+        tables["chi-square"] = efficiency_table(chi2, data.targets, topology, n_jets, bins, data.event_weights)
     return tables, format_efficiency_tables(tables)

@@ -39,6 +39,8 @@ class ReconConfig:
             options of :class:`ReconModule` (regression_distribution, balance_patterns).
         optimizer: learning_rate and weight_decay of AdamW.
         test: file of the efficiency table printed after training (recorded in config.yaml).
+        weights: dataset of per-event weights scaling every loss term (None: SPANet's WEIGHTS/weight
+            when the file has it, else ones).
     """
 
     data: Path
@@ -53,6 +55,7 @@ class ReconConfig:
     resume: Path | None = None
     limit: int | None = None
     test: Path | None = None
+    weights: str | None = None
 
 
 def _path(value: Path | None) -> str | None:
@@ -63,7 +66,7 @@ def train_recon(config: ReconConfig) -> Path:
     """Train an assignment network; returns the run folder."""
     topology = EventTopology.from_yaml(config.event_file)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    data = read_spanet(config.data, topology, limit=config.limit)
+    data = read_spanet(config.data, topology, limit=config.limit, weights=config.weights, require_targets=True)
     tensors = assignment_tensors(data, topology)
     train_rows, train_loader, val_loader = split_loaders(
         tensors, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
@@ -102,7 +105,7 @@ def train_recon(config: ReconConfig) -> Path:
         write_config(run, {
             "data": str(config.data), "event_file": str(config.event_file), "out": str(config.out),
             "limit": config.limit, "validation_fraction": config.validation_fraction, "resume": None,
-            "test": _path(config.test), "init_from": _path(config.init_from),
+            "weights": config.weights, "test": _path(config.test), "init_from": _path(config.init_from),
             "encoder": dict(hparams.encoder),
             "model": {**hparams.model, **{key: hparams[key] for key in ReconModule.MODEL_OPTIONS}},
             "optimizer": {key: hparams[key] for key in ReconModule.OPTIMIZER_OPTIONS},

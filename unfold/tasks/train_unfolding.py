@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import h5py
 import lightning as L
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from unfold.data.event_tensors import IndexedTensors, encoder_inputs, take_event
 from unfold.data.hdf5_io import open_h5
 from unfold.data.hdf5_schema import read_spanet, read_truth
 from unfold.errors import UnfoldError
+from unfold.generation.processes import PROCESSES
 from unfold.training.trainer import (
     TrainerOptions,
     build_trainer,
@@ -44,6 +46,9 @@ class UnfoldingConfig:
         model: the generative model's keywords (VariationalLatentDiffusion, plus ``representation``
             for partons; SetLatentDiffusion for particles).
         optimizer: learning_rate and weight_decay of AdamW.
+        process: (parton) the process whose partons are unfolded; None: from the file (:func:`process_of`).
+        weights: dataset of per-event weights scaling every loss term (None: SPANet's WEIGHTS/weight
+            when the file has it, else ones).
     """
 
     task: Task
@@ -59,14 +64,36 @@ class UnfoldingConfig:
     freeze_encoder: bool = False
     resume: Path | None = None
     limit: int | None = None
+    process: str | None = None
+    weights: str | None = None
 
 
-def process_of(path: Path) -> str:
+def process_of(path: Path, topology: EventTopology | None = None) -> str:
+    """The process of the events in ``path``, from the file and the event topology alone.
+
+    In order: the ``process`` root attribute (``unfold generate`` writes it); the process whose
+    parton names the file's ``PARTONS`` group holds; the process whose jet-matched resonances are
+    ``topology``'s. Raises a one-line error naming the choices when none decides.
+    """
     with open_h5(path) as file:
         process = file.attrs.get("process")
-    if process is None:
-        raise UnfoldError(f"{path}: no 'process' root attribute; expected a file written by `unfold generate`")
-    return str(process)
+        partons = set(file["PARTONS"]) if isinstance(file.get("PARTONS"), h5py.Group) else None
+    if process is not None:
+        return str(process)
+    if partons is not None:
+        for name, candidate in PROCESSES.items():
+            if {slot.name for slot in candidate.partons} <= partons:
+                return name
+    if topology is not None:
+        for name, candidate in PROCESSES.items():
+            if {slot.resonance for slot in candidate.partons if slot.resonance} == set(topology.resonance_names):
+                return name
+    found = f"PARTONS holds {sorted(partons)}" if partons is not None else "no PARTONS group"
+    raise UnfoldError(
+        f"{path}: no 'process' attribute, {found} and the event file's resonances "
+        f"{list(topology.resonance_names) if topology else '?'} match no process; expected the parton names of one of "
+        + "; ".join(f"{n}: {[s.name for s in p.partons]}" for n, p in PROCESSES.items()) + " (or pass --process)"
+    )
 
 
 def _truth_tensors(module, task: Task, path: Path, rows: list[int] | None, limit: int | None):
@@ -86,7 +113,7 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
         raise UnfoldError(f"unknown unfolding task {config.task!r}; expected one of {list(MODULES)}")
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     topology = EventTopology.from_yaml(config.event_file)
-    data = read_spanet(config.data, topology, limit=config.limit)
+    data = read_spanet(config.data, topology, limit=config.limit, weights=config.weights)
     inputs = encoder_inputs(data, topology)
     train_rows, _ = split_rows(data.n_events, validation_fraction=config.validation_fraction, seed=config.trainer.seed)
     checkpoint = None
@@ -100,7 +127,7 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
         model = dict(config.model)
         options = {key: model.pop(key) for key in module_class.MODEL_OPTIONS if key in model}
         if config.task == "parton":
-            options["process"] = process_of(config.data)
+            options["process"] = config.process or process_of(config.data, topology)
         module = module_class(
             event_file_yaml=Path(config.event_file).read_text(), model=model, freeze_encoder=config.freeze_encoder,
             encoder=encoder_options_from(source) if source is not None else config.encoder, **options, **config.optimizer,
@@ -110,7 +137,7 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
         else:
             module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)))
     truth = _truth_tensors(module, config.task, config.data, None if checkpoint else train_rows, config.limit)
-    dataset = IndexedTensors((inputs, truth), data.n_events)
+    dataset = IndexedTensors((inputs, truth, torch.from_numpy(data.event_weights)), data.n_events)
     _, train_loader, val_loader = split_loaders(
         dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
     )
@@ -119,6 +146,7 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
         write_config(run, {
             "data": str(config.data), "event_file": str(config.event_file), "out": str(config.out),
             "limit": config.limit, "validation_fraction": config.validation_fraction, "resume": None,
+            "weights": config.weights, **({"process": hparams.process} if config.task == "parton" else {}),
             "encoder_from": None if config.encoder_from is None else str(config.encoder_from),
             "freeze_encoder": config.freeze_encoder, "encoder": dict(hparams.encoder),
             "model": {**hparams.model, **{key: hparams[key] for key in module.MODEL_OPTIONS}},

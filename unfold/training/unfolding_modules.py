@@ -53,7 +53,9 @@ def encoder_options_from(checkpoint: Path) -> dict:
 
 
 class ConditionedModule(L.LightningModule):
-    """The shared encoder, its optional freezing, and the optimiser common to the unfoldings."""
+    """The shared encoder, its optional freezing, and the optimiser common to the unfoldings.
+
+    Batches are (encoder inputs, truth, (E,) event weights); the weights scale every loss term."""
 
     # Keywords that a configuration file sets under ``model:`` and ``optimizer:`` (besides the
     # generative model's own).
@@ -155,13 +157,13 @@ class PartonModule(ConditionedModule):
     def representation(self) -> PartonRepresentation:
         return self.vld.representation
 
-    def training_step(self, batch: tuple[EncoderInputs, Tensor], batch_idx: int) -> Tensor:
-        inputs, partons = batch
-        return self._log_terms("train", self.vld(partons, self.encoder(inputs).event), len(partons))
+    def training_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> Tensor:
+        inputs, partons, weights = batch
+        return self._log_terms("train", self.vld(partons, self.encoder(inputs).event, weights=weights), len(partons))
 
-    def validation_step(self, batch: tuple[EncoderInputs, Tensor], batch_idx: int) -> None:
-        inputs, partons = batch
-        self._log_terms("val", self.vld(partons, self.encoder(inputs).event), len(partons))
+    def validation_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> None:
+        inputs, partons, weights = batch
+        self._log_terms("val", self.vld(partons, self.encoder(inputs).event, weights=weights), len(partons))
 
     @torch.no_grad()
     def sample(self, inputs: EncoderInputs, n: int, **options) -> dict[str, dict[str, Tensor]]:
@@ -200,9 +202,10 @@ class ParticleModule(ConditionedModule):
         self.diffusion = SetLatentDiffusion(condition_width=self.encoder.width, **model)
 
     def _loss(self, batch):
-        inputs, truth = batch
+        inputs, truth, weights = batch
         encoded = self.encoder(inputs)
-        return self.diffusion.loss(ParticleBatch(*truth), encoded.objects, encoded.object_mask, encoded.event)
+        return self.diffusion.loss(ParticleBatch(*truth), encoded.objects, encoded.object_mask, encoded.event,
+                                   weights=weights)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._log_terms("train", self._loss(batch), len(batch[1][0]))

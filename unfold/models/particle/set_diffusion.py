@@ -19,6 +19,7 @@ from unfold.models.particle.multiplicity import MultiplicityDistribution, Multip
 from unfold.models.particle.representation import ParticleBatch
 from unfold.models.particle.set_denoiser import SetDenoiser
 from unfold.models.particle.set_vae import ObjectVAE
+from unfold.models.weighting import weighted_mean
 
 __all__ = ["ParticleLoss", "ParticleSample", "SetLatentDiffusion"]
 
@@ -168,6 +169,7 @@ class SetLatentDiffusion(nn.Module):
         event: Tensor,
         *,
         generator: torch.Generator | None = None,
+        weights: Tensor | None = None,
     ) -> ParticleLoss:
         """All training loss terms for one batch.
 
@@ -177,6 +179,7 @@ class SetLatentDiffusion(nn.Module):
             object_mask: (E, N) bool real detector objects.
             event: (E, D) detector event vector.
             generator: source of the VAE, noise and timestep draws.
+            weights: (E,) event weights of every term (:func:`unfold.models.weighting.weighted_mean`); None for ones.
         """
         self._check_condition(objects, object_mask, event)
         if batch.features.shape[:2] != (event.shape[0], self.max_particles):
@@ -186,18 +189,17 @@ class SetLatentDiffusion(nn.Module):
             )
         mask = batch.mask.bool()
         keep = mask.unsqueeze(-1).to(event.dtype)
-        num_objects = mask.sum().clamp(min=1)
         num_events = event.shape[0]
 
         posterior = self.particle_vae.encode(batch.features, batch.types, mask)
         latents = posterior.sample(generator) * keep
         decoded = self.particle_vae.decode(latents, mask)
         squared = (decoded.features - batch.features) ** 2
-        reconstruction = (squared.mean(dim=-1) * mask).sum() / num_objects
+        reconstruction = weighted_mean(squared.mean(dim=-1), weights, mask)
         cross_entropy = nn.functional.cross_entropy(
             decoded.type_logits.flatten(0, 1), batch.types.flatten().long(), reduction="none"
         )
-        type_cross_entropy = (cross_entropy * mask.flatten()).sum() / num_objects
+        type_cross_entropy = weighted_mean(cross_entropy.view(mask.shape), weights, mask)
 
         slot_mask = torch.ones(num_events, 1, dtype=torch.bool, device=event.device)
         slot_types = torch.zeros(num_events, 1, dtype=torch.long, device=event.device)
@@ -206,8 +208,8 @@ class SetLatentDiffusion(nn.Module):
         )
         event_latents = event_posterior.sample(generator)
         event_decoded = self.event_vae.decode(event_latents, slot_mask).features.squeeze(1)
-        event_reconstruction = ((event_decoded - batch.event_features) ** 2).mean()
-        kl = (posterior.kl() * mask).sum() / num_objects + event_posterior.kl().mean()
+        event_reconstruction = weighted_mean(((event_decoded - batch.event_features) ** 2).mean(-1), weights)
+        kl = weighted_mean(posterior.kl(), weights, mask) + weighted_mean(event_posterior.kl().reshape(num_events, -1).mean(-1), weights)
 
         clean = torch.cat([event_latents, latents], dim=1)
         keep_all = torch.cat([slot_mask, mask], dim=1).unsqueeze(-1).to(event.dtype)
@@ -224,9 +226,9 @@ class SetLatentDiffusion(nn.Module):
             noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event
         )
         predicted = torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles], dim=1)
-        diffusion = ((predicted - noise) ** 2 * keep_all).sum() / (keep_all.sum() * self.latent_width)
+        diffusion = weighted_mean(((predicted - noise) ** 2).mean(-1), weights, keep_all.squeeze(-1) > 0)
 
-        multiplicity = -self.multiplicity.log_prob(event, batch.multiplicity).mean()
+        multiplicity = weighted_mean(-self.multiplicity.log_prob(event, batch.multiplicity), weights)
         total = (
             self.multiplicity_weight * multiplicity
             + self.reconstruction_weight

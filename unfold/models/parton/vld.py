@@ -17,6 +17,7 @@ from unfold.models.diffusion.sampler import (
 )
 from unfold.models.parton.networks import ConditionalMLP, SinusoidalTimeEmbedding
 from unfold.models.parton.representation import PartonRepresentation
+from unfold.models.weighting import weighted_mean
 
 __all__ = ["VLDLoss", "VariationalLatentDiffusion"]
 
@@ -142,7 +143,12 @@ class VariationalLatentDiffusion(nn.Module):
         return self.denoiser(state, torch.cat([condition, self.time_embedding(t)], dim=-1))
 
     def forward(
-        self, x: Tensor, condition: Tensor, *, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        condition: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        weights: Tensor | None = None,
     ) -> VLDLoss:
         """The training loss of standardised partons (E, F) given conditions (E, C).
 
@@ -150,6 +156,7 @@ class VariationalLatentDiffusion(nn.Module):
             x: Standardised partons (E, F).
             condition: Conditions (E, C).
             generator: Source of the posterior sample, the timesteps and the diffusion noise.
+            weights: (E,) event weights of every term (:func:`unfold.models.weighting.weighted_mean`); None for ones.
         """
         self._check_condition(condition)
         if x.ndim != 2 or x.shape != (condition.shape[0], self.features):
@@ -163,10 +170,10 @@ class VariationalLatentDiffusion(nn.Module):
             mean, log_variance = self.encode(x, condition)
             z = mean + torch.exp(0.5 * log_variance) * self._randn(mean, generator)
             decoded = self.decode(z, condition)
-            reconstruction = (decoded - x).pow(2).mean()
-            kl = 0.5 * (mean.pow(2) + log_variance.exp() - 1.0 - log_variance).sum(-1).mean()
+            reconstruction = weighted_mean((decoded - x).pow(2).mean(-1), weights)
+            kl = weighted_mean(0.5 * (mean.pow(2) + log_variance.exp() - 1.0 - log_variance).sum(-1), weights)
             if self.representation is not None:
-                consistency = self.representation.consistency(decoded).mean()
+                consistency = weighted_mean(self.representation.consistency(decoded).mean(-1), weights)
             clean = z.detach()
         else:
             clean = x
@@ -179,7 +186,7 @@ class VariationalLatentDiffusion(nn.Module):
         )
         noise = self._randn(clean, generator)
         noisy = add_noise(self.scheduler, clean, noise, t)
-        diffusion = (self.predict_noise(noisy, t, condition) - noise).pow(2).mean()
+        diffusion = weighted_mean((self.predict_noise(noisy, t, condition) - noise).pow(2).mean(-1), weights)
         kl = self.kl_weight * kl
         consistency = self.consistency_weight * consistency
         total = reconstruction + kl + diffusion + consistency
