@@ -1,15 +1,22 @@
 """A small parton VLD trained for a fixed number of epochs on real Pythia events: do its W and top
-peaks beat the detector's?
+peaks beat the detector's, and do its unfoldings follow each event?
 
 The detector-level reference is the mass reconstructed without truth (the chi-square or recon
 assignment of the jets), which jet response, resolution and wrong assignments shift and smear;
 the unfolding should put the peak back where the partons have it. The run is fixed in epochs, not
 wall-clock time, so its outcome does not depend on the machine; the one-minute training on 5000
 events is ``benchmarks/bench_parton_mass_peaks.py``.
+
+The decay-chain representation stores resonance masses in Breit-Wigner coordinates, so even an
+untrained model puts the peaks near the generator's (measured: after one optimiser step the unfolded
+m(t_had) peak sat at 173.1 GeV for a truth of 173.3). The peak test therefore checks the
+representation's decoding; learning is checked by the per-event test below, which the untrained
+model fails (rapidity correlations 0.14 and 0.28 after one step, 0.64 and 0.79 after 6 epochs).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from evaluation.metrics import peak_position
@@ -49,3 +56,13 @@ def test_unfolded_mass_peak_is_closer_to_truth_than_the_detector_peak(observable
     summary = f"m({composite}) peak: truth {truth:.1f}, unfolded {unfolded:.1f}, detector {detector:.1f} GeV"
     print(summary)  # shown with pytest -rP
     assert abs(unfolded - truth) < abs(detector - truth), summary
+
+
+@pytest.mark.parametrize("observable", ["t_had/y", "ttbar/y"])
+def test_unfoldings_follow_each_event(observables, observable):
+    """The posterior mean of each event correlates with its truth: the draws depend on the detector
+    event, not only on the training prior (whose correlation with truth would be zero)."""
+    unfolded = observables[f"parton/{observable}"]
+    posterior_mean = np.asarray(unfolded.draws).mean(axis=1)
+    correlation = np.corrcoef(posterior_mean, np.asarray(unfolded.truth))[0, 1]
+    assert correlation > 0.5, f"{observable}: correlation {correlation:.2f} of posterior means with truth"
