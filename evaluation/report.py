@@ -56,8 +56,10 @@ from evaluation.samples_file import SamplesFile, read_samples_file
 
 __all__ = [
     "FORMATS",
+    "REPORT_MARKER",
     "ImageFormat",
     "ReportResult",
+    "check_report_folder",
     "write_report",
 ]
 
@@ -70,6 +72,10 @@ TIE_BREAK_SEED = 0
 BOOTSTRAP_SEED = 1
 # Bootstrap resamples per distance: enough for a standard deviation to ~10 % (1/sqrt(2(K-1))).
 DEFAULT_RESAMPLES = 50
+# Written into every report folder: only a folder holding it is ever replaced by a new report.
+REPORT_MARKER = ".unfold-report"
+# A folder from before the marker counts as a report if it holds only what a report writes.
+_REPORT_SUFFIXES = frozenset({".html", ".json", ".png", ".pdf"})
 MATCHED_LABEL = "truth-matched"
 VERDICT_MARKS = {"better": "+", "worse": "-", "compatible": "=", None: ""}
 
@@ -671,12 +677,61 @@ def _draw(
     return images
 
 
+def _is_report(folder: Path) -> bool:
+    """A folder written by :func:`write_report` (its marker, or only a report's files)."""
+    if (folder / REPORT_MARKER).is_file():
+        return True
+    entries = list(folder.iterdir())
+    names = {e.name for e in entries}
+    return {"index.html", "metrics.json"} <= names and all(
+        e.is_file() and e.suffix in _REPORT_SUFFIXES for e in entries
+    )
+
+
+def _temporary_names(out: Path) -> tuple[Path, Path]:
+    """The new report's name while it is drawn, and the old report's while it is swapped out."""
+    return (out.with_name(f".{out.name}.partial-{os.getpid()}"),
+            out.with_name(f".{out.name}.previous-{os.getpid()}"))
+
+
+def check_report_folder(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse a report folder whose replacement would lose data: a file, the working folder or
+    one above it, a folder holding an input, a folder that is not a previous report, an
+    unwritable place, or a name whose temporary form is too long. Raises ReportError."""
+    where = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out}: a file; expected a report folder (new, or a previous report)")
+    if where == Path.cwd().resolve() or where in Path.cwd().resolve().parents:
+        raise ReportError(f"--out {out}: the working folder or one above it; expected a new folder, e.g. reports/NAME")
+    for path in inputs:
+        if where in path.resolve().parents:
+            raise ReportError(f"--out {out}: holds the input {path}; expected a folder apart from the inputs")
+    if out.is_dir() and any(out.iterdir()) and not _is_report(out):
+        raise ReportError(f"--out {out}: a folder that is not a previous report (no {REPORT_MARKER}); "
+                          "only a previous report is replaced, choose a new folder")
+    parent = where.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ReportError(f"--out {out}: {parent} is not a writable folder")
+    limit = os.pathconf(parent, "PC_NAME_MAX")
+    longest = max(len(os.fsencode(p.name)) for p in _temporary_names(out))
+    if longest > limit:
+        raise ReportError(f"--out {out}: name too long ({longest} bytes with the temporary suffix; at most {limit})")
+
+
 def _publish(temporary: Path, out: Path) -> None:
-    """Replace ``out`` by the finished temporary folder (the old report is removed last)."""
-    previous = out.with_name(f".{out.name}.previous-{os.getpid()}")
+    """Replace ``out`` by the finished temporary folder; the old report is removed last, and
+    put back if the new one cannot take its name."""
+    previous = _temporary_names(out)[1]
     if out.exists():
         out.rename(previous)
-    temporary.rename(out)
+    try:
+        temporary.rename(out)
+    except OSError:
+        if previous.exists():
+            previous.rename(out)
+        raise
     if previous.exists():
         shutil.rmtree(previous)
 
@@ -739,6 +794,7 @@ def write_report(
     for path in paths:
         if not path.is_file():
             raise ReportError(f"{path}: no such file")
+    check_report_folder(out, paths)
     if _is_predictions_file(paths[0]):
         if len(paths) > 1:
             raise ReportError(
@@ -774,11 +830,12 @@ def write_report(
             return _html_page(samples, names, results, images, resamples)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    temporary = _temporary_names(out)[0]
     if temporary.exists():
         shutil.rmtree(temporary)
     temporary.mkdir()
     try:
+        (temporary / REPORT_MARKER).write_text("written by unfold report; replaced by the next report\n")
         images = _draw(jobs, temporary, image_format, progress)
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (temporary / "index.html").write_text(render_page(images))

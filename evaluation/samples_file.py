@@ -144,7 +144,15 @@ class _Reader:
                 raise self.fail(key, f"has {data.shape[1]} draws, expected {self.n_draws}")
         if n_slots is not None and data.shape[-1] != n_slots:
             raise self.fail(key, f"has {data.shape[-1]} slots, expected {n_slots} as its MASK")
+        if kind == "draws" and not slotted and not key.endswith("/MASK"):
+            self.check_finite(key, data)
         return data.astype(bool) if key.endswith("/MASK") else data.astype(np.float64)
+
+    def check_finite(self, key: str, values: np.ndarray) -> None:
+        """Unfoldings must be numbers: a NaN draw would silently drop out of every histogram."""
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise self.fail(key, f"{bad} of {values.size} draws are NaN or infinite; expected finite unfoldings")
 
     def partons(self, prefix: str, kind: str, names: Mapping[str, list[str]] | None) -> dict:
         """``{parton: {feature: array}}`` under prefix; ``names`` (from the truth) are required."""
@@ -195,6 +203,9 @@ class _Reader:
                 },
                 mask,
             )
+            if kind == "draws" and mask is not None:
+                for f, values in out[name].features.items():
+                    self.check_finite(f"{prefix}/{name}/{f}", values[mask])
         return out
 
 

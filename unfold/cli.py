@@ -1,15 +1,19 @@
 """The ``unfold`` command line: one subcommand per module in :mod:`unfold.commands`.
 
 Each command module exposes ``add_parser(subparsers)`` (which sets ``func`` on its parser)
-and raises the library's exceptions for user mistakes; :func:`main` turns those into one line
-on stderr and exit status 2, never a traceback.
+and raises the library's exceptions for user mistakes; :func:`main` turns those (and argparse's
+own) into one line on stderr and exit status 2, never a traceback. SIGTERM, what batch systems
+send, is handled like Ctrl-C: the command stops, its temporary files go, it says so and exits
+128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import typing
 from collections.abc import Sequence
 from importlib.metadata import version
 
@@ -21,11 +25,31 @@ from unfold.errors import UnfoldError
 __all__ = ["main"]
 
 # In the order `unfold --help` lists them; a module missing here is a command not built yet.
-COMMANDS = ("generate", "inspect", "train", "evaluate", "predict", "sample", "report")
+COMMANDS = ("generate", "inspect", "train", "evaluate", "predict", "export", "sample", "report")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line (``unfold CMD: error: ...``), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C."""
+
+
+_signals: list[int] = []  # the signals this run received (Lightning turns ours into its own exit)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    _signals.append(signum)
+    raise _Terminated
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [UnfoldError, TopologyError, ReconError, EncoderError, FileNotFoundError]
+    errors: list[type[Exception]] = [UnfoldError, TopologyError, ReconError, EncoderError, FileNotFoundError,
+                                     PermissionError, IsADirectoryError, NotADirectoryError]
     try:
         from evaluation.errors import ReportError
 
@@ -36,7 +60,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="unfold",
         description="Jet-parton assignment and generative unfolding of collider events.",
     )
@@ -55,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _signals.clear()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-"):
         # `unfold train TASK ...` is parsed by the task's own jsonargparse parser (its --help too).
         from unfold.commands.train import run_task
@@ -68,9 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as error:
         print(f"unfold {command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"unfold {command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        # A training says which checkpoint to resume from (TrainingInterrupted's message).
+        detail = f"; {interrupt}" if str(interrupt) else ""
+        number = signal.SIGTERM if _signals else signal.SIGINT
+        print(f"unfold {command}: interrupted by {signal.Signals(number).name}{detail}", file=sys.stderr)
+        return 128 + number
 
 
 if __name__ == "__main__":

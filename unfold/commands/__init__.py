@@ -4,7 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["DefaultsHelpFormatter"]
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+
+__all__ = ["DefaultsHelpFormatter", "non_negative_int", "positive_int"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer above zero (event counts, draws, steps, batch sizes)."""
+    try:
+        return PositiveInt(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected an integer > 0") from None
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer from zero up (seeds)."""
+    try:
+        return NonNegativeInt(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected an integer >= 0") from None
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

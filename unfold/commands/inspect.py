@@ -18,7 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unfold.errors import UnfoldError
     from unfold.generation.inspection import describe
 
+    if args.file.is_dir():
+        raise UnfoldError(f"{args.file}: a folder; expected an HDF5 file, e.g. data/ttbar_semileptonic_test.h5")
     print(describe(args.file))
     return 0

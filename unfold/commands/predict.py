@@ -40,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from unfold.generation.pipeline import ensure_default_data
+    from unfold.outputs import check_output_file
     from unfold.tasks.predict_recon import NO_TARGETS, predict_recon
     from unfold.training.trainer import newest_run
 
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         data = args.data
     out = args.out or data.with_name(f"{data.stem}_predictions.h5")
+    check_output_file(out, option="--out", kind="predictions", inputs=(data, train, checkpoint))
     out = predict_recon(checkpoint, data, out, train_path=train, weights=args.weights, embeddings=args.embeddings,
                         limit=args.limit, chunk_size=args.chunk_size)
     import h5py

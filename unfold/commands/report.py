@@ -65,8 +65,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--out",
         type=Path,
         default=None,
-        help="report folder, replaced when the new report is complete "
-        "(default: reports/<stem of the first file>)",
+        help="report folder, new or a previous report (replaced when the new report is complete; "
+        "any other folder or file is refused) (default: reports/<stem of the first file>)",
     )
     parser.add_argument(
         "--bins",

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import get_args
 
-from unfold.commands import DefaultsHelpFormatter
+from unfold.commands import DefaultsHelpFormatter, non_negative_int, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,20 +22,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("task", nargs="?", choices=("parton", "particle"), default=None,
                         help="unfold only this level (default: every level with a trained run)")
-    parser.add_argument("--n", type=int, default=33, help="unfoldings per event")
+    parser.add_argument("--n", type=positive_int, default=33, help="unfoldings per event")
     parser.add_argument("--checkpoint", type=Path, default=None, help="run folder or .ckpt of a parton or particle run (the task is read from it)")
     parser.add_argument("--data", type=Path, default=None, help="detector-level file (default: the default test file)")
     parser.add_argument("--out", type=Path, default=Path("samples.h5"), help="output samples file")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps")
+    parser.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
     parser.add_argument("--sampler", choices=get_args(SamplerName), default="ddpm",
                         help="diffusers sampler (ddpm measured best at 25 steps for both levels)")
-    parser.add_argument("--batch-size", type=int, default=256, help="events per batch")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="events per batch")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the draws (same seed and batch size, same samples on any devices)")
     parser.add_argument("--devices", default="auto",
                         help="auto (cuda:0 if there is a GPU, else cpu), N (the first N GPUs) or comma-separated "
                         "torch devices (cpu, cuda:1, cuda:0,cuda:1); batches go round-robin, one thread per device")
-    parser.add_argument("--limit", type=int, default=None, help="unfold only the first N events")
+    parser.add_argument("--limit", type=positive_int, default=None, help="unfold only the first N events")
     parser.add_argument("--recon", type=Path, default=None,
                         help="recon run (folder or .ckpt) whose jet-parton assignment reconstructs every event for "
                         "the parton-level detector reference (default: the chi-square baseline)")
@@ -48,9 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from unfold.errors import UnfoldError
     from unfold.generation.pipeline import ensure_default_data
+    from unfold.outputs import check_output_file
     from unfold.tasks.sample import checkpoint_task, sample_unfoldings
     from unfold.training.trainer import newest_run
 
+    given = (args.data, args.checkpoint, args.recon, args.fit_data)
+    check_output_file(args.out, option="--out", kind="samples", inputs=given)
     if args.checkpoint is not None:
         task = checkpoint_task(args.checkpoint)
         if args.task not in (None, task):
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if any((Path("runs") / "particle").glob("*/checkpoints")):
             checkpoints["particle"] = newest_run(Path("runs"), "particle")
     data = args.data or ensure_default_data()[1]
+    check_output_file(args.out, option="--out", kind="samples", inputs=(*given, data, *checkpoints.values()))
     out = sample_unfoldings(checkpoints, data, args.out, n=args.n, sampler=args.sampler, steps=args.steps,
                             batch_size=args.batch_size, seed=args.seed, devices=args.devices, limit=args.limit,
                             recon=args.recon, fit_data=args.fit_data)

@@ -109,6 +109,7 @@ def _add_signature(parser, constructor: Callable, prefix: str, *, skip: Collecti
 def build_task_parser(task: str):
     """The jsonargparse parser of one training task, with the shipped configuration as defaults."""
     from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse.typing import OpenUnitInterval, PositiveInt
 
     from encoders import EventEncoder
     from recon.assignment_network import AssignmentNetwork
@@ -139,8 +140,8 @@ def build_task_parser(task: str):
     parser.add_argument("--event_file", "--event-file", dest="event_file", type=Path | None, default=None,
                         help="SPANet event file of the detector inputs (null: the packaged semi-leptonic one)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help=f"root folder of runs/{task}/<id>/")
-    parser.add_argument("--limit", type=int | None, default=None, help="use only the first N events of the file")
-    parser.add_argument("--validation_fraction", type=float, default=0.1, help="events held out for validation")
+    parser.add_argument("--limit", type=PositiveInt | None, default=None, help="use only the first N events of the file")
+    parser.add_argument("--validation_fraction", type=OpenUnitInterval, default=0.1, help="events held out for validation")
     parser.add_argument("--resume", type=Path | None, default=None, help="run folder or checkpoint to continue from")
     parser.add_argument("--weights", type=str | None, default=None,
                         help="dataset of per-event weights scaling every loss term, e.g. WEIGHTS/weight (null: SPANet's "
@@ -229,7 +230,7 @@ def _one_line(parser, error: Exception) -> str:
     if match := re.search(r'Parser key "([^"]+)"', text):
         key = match.group(1)
         action = next((a for a in parser._actions if a.dest == key), None)
-        given = re.search(r"Given value: (.*)|Got value: (.*)", text)
+        given = re.search(r"Given value: (.*)|Got value: (.*)|Not of type \w+: (\S+) does not conform", text)
         value = next((g for g in given.groups() if g is not None), "").strip() if given else "?"
         expected = _type_name(getattr(action, "_typehint", None) or getattr(action, "type", None))
         return f"{key}: got {value!r}; expected {expected}"
@@ -245,6 +246,8 @@ def _type_name(hint) -> str:
         return " or ".join(_type_name(a) for a in args)
     if hint is type(None):
         return "null"
+    if (doc := getattr(hint, "__doc__", None)) and hint.__module__ == "jsonargparse.typing":
+        return doc  # a restricted type says what it allows: "int restricted to be >0"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -258,7 +261,19 @@ def parse_task(task: str, argv: Sequence[str]) -> dict:
     config = namespace.as_dict()
     for key in ("config", "__default_config__"):
         config.pop(key, None)
-    return config
+    return _builtin_numbers(config)
+
+
+def _builtin_numbers(value):
+    """Restricted numbers (PositiveInt, OpenUnitInterval: int and float subclasses) as plain int
+    and float, so the configuration dumps as YAML and compares equal to a reloaded one."""
+    if isinstance(value, dict):
+        return {k: _builtin_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_builtin_numbers(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return float(value) if isinstance(value, float) else value
 
 
 def _plain(value):
@@ -279,6 +294,42 @@ def _default_data(data: Path | None, test: Path | None) -> tuple[Path, Path | No
     return train, test or default_test
 
 
+def _existing_file(option: str, path: Path | None) -> None:
+    if path is not None and not Path(path).is_file():
+        what = "a folder" if Path(path).is_dir() else "no such file"
+        raise ConfigError(f"{option} {path}: {what}; expected an existing file")
+
+
+def check_task(task: str, config: dict) -> None:
+    """Every path and hardware option of a parsed configuration checked before data is read, a
+    model built or a run folder made."""
+    from unfold.outputs import check_output_root
+    from unfold.training.trainer import (
+        TrainerOptions,
+        check_hardware,
+        check_resume,
+        find_checkpoint,
+    )
+
+    _existing_file("--data", config["data"])
+    _existing_file("--event-file", config["event_file"])
+    _existing_file("--test", config.get("test"))
+    for option in ("init_from", "encoder_from"):
+        if config.get(option) is not None:
+            flag = ALIASES[option]
+            if not Path(config[option]).exists():
+                raise ConfigError(f"{flag} {config[option]}: no such run folder or checkpoint")
+            try:
+                find_checkpoint(config[option])
+            except UnfoldError as error:
+                raise ConfigError(f"{flag} {error}") from None
+    if config["resume"] is not None:
+        check_resume(config["resume"], task)
+    else:
+        check_output_root(config["out"], option="--out")
+    check_hardware(TrainerOptions(**config["trainer"]))
+
+
 def run_task(task: str, argv: Sequence[str]) -> int:
     """Parse, train, and (recon) print the efficiency table on the test file; with
     ``--print-config`` only print the resolved configuration."""
@@ -296,6 +347,7 @@ def run_task(task: str, argv: Sequence[str]) -> int:
         return 0
     from unfold.training.trainer import TrainerOptions
 
+    check_task(task, config)
     data, test = _default_data(config["data"], config.get("test"))
     common = {
         "data": data, "event_file": config["event_file"] or DEFAULT_EVENT_FILE, "out": config["out"],
@@ -309,7 +361,7 @@ def run_task(task: str, argv: Sequence[str]) -> int:
 
         run = train_recon(ReconConfig(**common, init_from=config["init_from"], test=test))
         print(f"run written to {run}")
-        if test is not None and test.is_file():
+        if test is not None:
             _, text = evaluate_recon(run, test, data)
             print(f"efficiency on {test}:\n{text}")
         return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import h5py
 import numpy as np
 
 from unfold.errors import UnfoldError
+from unfold.outputs import partial_name
 
 __all__ = ["append_arrays", "atomic_output", "open_h5", "write_arrays"]
 
@@ -24,7 +24,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial = partial_name(path)
     try:
         yield partial
         partial.replace(path)

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import csv
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
 import yaml
+from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_string_type
+from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerStatus
 
 from unfold.errors import UnfoldError
 
 __all__ = [
     "TrainerOptions",
+    "TrainingInterrupted",
     "build_trainer",
+    "check_hardware",
+    "check_resume",
+    "checkpoint_task",
     "default_precision",
     "find_checkpoint",
     "new_run_dir",
@@ -27,6 +37,11 @@ __all__ = [
     "split_rows",
     "write_config",
 ]
+
+
+# Lightning's Timer reads max_time as days:hours:minutes:seconds.
+MaxTime = restricted_string_type("MaxTime", r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$", "days:hours:minutes:seconds, e.g. 00:02:30:00")
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
 
 
 @dataclass(frozen=True)
@@ -44,14 +59,14 @@ class TrainerOptions:
         seed: seed of initialisation, split and shuffling.
     """
 
-    epochs: int = 20
-    max_time: str | None = None
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    precision: int | str | None = None
+    epochs: PositiveInt = 20
+    max_time: MaxTime | None = None
+    accelerator: Accelerator = "auto"
+    devices: PositiveInt | Literal["auto"] = "auto"
+    precision: _PRECISION_INPUT | None = None
     strategy: str = "auto"
-    batch_size: int = 256
-    seed: int = 0
+    batch_size: PositiveInt = 256
+    seed: NonNegativeInt = 0
 
 
 def new_run_dir(root: Path, task: str) -> Path:
@@ -88,15 +103,64 @@ class EventThroughput(Callback):
         module.log("events_per_s", rate, prog_bar=True, on_step=True, on_epoch=False, batch_size=events)
 
 
+class KeepEarlierMetrics(Callback):
+    """Puts a resumed run's earlier ``metrics.csv`` rows back: Lightning's CSV logger deletes the
+    file when it opens an existing folder. Rows past the resumed checkpoint's step are dropped,
+    since those epochs are trained again."""
+
+    def __init__(self, rows: list[dict[str, str]]) -> None:
+        self.rows = rows
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        kept = [{key: float(value) for key, value in row.items() if value != ""} for row in self.rows
+                if float(row.get("step") or 0) < trainer.global_step]
+        for row in kept:
+            row["step"] = int(row["step"])
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.experiment.metrics[:0] = kept
+                logger.save()
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C or SIGTERM; the message says which checkpoint to resume from."""
+
+
+class _Trainer(L.Trainer):
+    """Lightning's Trainer, whose interrupted ``fit`` (it exits 1 on Ctrl-C and 0 on SIGTERM)
+    raises :class:`TrainingInterrupted` instead, naming the checkpoint to resume from."""
+
+    def fit(self, *args, **kwargs) -> None:
+        try:
+            super().fit(*args, **kwargs)
+        except SystemExit:
+            if self.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            run = Path(self.default_root_dir)
+            last = run / "checkpoints" / "last.ckpt"
+            if last.is_file():
+                raise TrainingInterrupted(f"last checkpoint {last} (after epoch {self.current_epoch}); continue "
+                                          f"with `unfold train {run.parent.name} --resume {run}`") from None
+            raise TrainingInterrupted(f"no epoch finished, so {run} has no checkpoint to resume from") from None
+
+
+def _metrics_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
 def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str) -> L.Trainer:
     """Trainer writing checkpoints (every epoch's last, and the best by ``monitor``), CSV and
-    TensorBoard metrics into ``run``."""
+    TensorBoard metrics into ``run``; a resumed run keeps its earlier metrics rows."""
     precision = options.precision or default_precision(options.accelerator)
     devices = int(options.devices) if str(options.devices).isdigit() else options.devices
     strategy = options.strategy
     if strategy == "auto" and isinstance(devices, int) and devices > 1:
         strategy = "ddp"
-    return L.Trainer(
+    earlier = _metrics_rows(run / "metrics" / "metrics.csv")
+    return _Trainer(
         default_root_dir=run,
         max_epochs=options.epochs,
         max_time=options.max_time,
@@ -111,6 +175,7 @@ def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str
             ModelCheckpoint(dirpath=run / "checkpoints", filename="last", enable_version_counter=False),
             TQDMProgressBar(refresh_rate=10),
             EventThroughput(),
+            *([KeepEarlierMetrics(earlier)] if earlier else []),
         ],
         log_every_n_steps=10,
         enable_model_summary=False,
@@ -154,6 +219,45 @@ def resumed_run(path: Path) -> tuple[Path, Path]:
     if not checkpoint.is_file():
         raise UnfoldError(f"{path}: nothing to resume (expected a .ckpt file or a run folder with checkpoints/last.ckpt)")
     return checkpoint.parent.parent, checkpoint
+
+
+def check_hardware(options: TrainerOptions) -> None:
+    """Refuse an accelerator this machine lacks and more devices than it has, before any work."""
+    gpu = options.accelerator in ("gpu", "cuda")
+    if gpu and not torch.cuda.is_available():
+        raise UnfoldError(f"--accelerator {options.accelerator}: no CUDA GPU on this machine; expected cpu or auto")
+    if options.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise UnfoldError("--accelerator mps: no Apple GPU on this machine; expected cpu or auto")
+    if isinstance(options.devices, int):
+        on_gpu = gpu or (options.accelerator == "auto" and torch.cuda.is_available())
+        available = torch.cuda.device_count() if on_gpu else len(os.sched_getaffinity(0))
+        if options.devices > available:
+            kind = "CUDA GPUs" if on_gpu else "CPU cores"
+            raise UnfoldError(f"--devices {options.devices}: this machine has {available} {kind}; expected at most {available}")
+
+
+def checkpoint_task(hyperparameters: dict) -> Literal["recon", "parton", "particle"] | None:
+    """Which task saved a checkpoint, from the keywords its module was built with."""
+    if "event_file_yaml" not in hyperparameters:
+        return None
+    if "regression_distribution" in hyperparameters:
+        return "recon"
+    return "parton" if "process" in hyperparameters else "particle"
+
+
+def check_resume(path: Path, task: str) -> Path:
+    """The checkpoint ``--resume PATH`` continues, refused when unreadable (e.g. truncated by a
+    killed run) or written by another task."""
+    _, checkpoint = resumed_run(path)
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many kinds (RuntimeError, EOFError, UnpicklingError) for a bad file
+        raise UnfoldError(f"--resume {path}: {checkpoint} is not a readable checkpoint "
+                          f"({str(error).splitlines()[0][:100]}); resume from another run or checkpoint") from None
+    found = checkpoint_task(dict(saved.get("hyper_parameters", {})) if isinstance(saved, dict) else {})
+    if found != task:
+        raise UnfoldError(f"--resume {path}: a {found or 'foreign'} checkpoint; expected a {task} run")
+    return checkpoint
 
 
 def split_loaders(dataset, *, batch_size: int, validation_fraction: float, seed: int):
