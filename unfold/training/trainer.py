@@ -112,10 +112,9 @@ class KeepEarlierMetrics(Callback):
         self.rows = rows
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        kept = [{key: float(value) for key, value in row.items() if value != ""} for row in self.rows
-                if float(row.get("step") or 0) < trainer.global_step]
-        for row in kept:
-            row["step"] = int(row["step"])
+        # Values stay the text Lightning wrote, so the kept rows read back exactly as before.
+        kept = [{key: value for key, value in row.items() if value != ""} for row in self.rows
+                if int(row.get("step") or 0) < trainer.global_step]
         for logger in trainer.loggers:
             if isinstance(logger, CSVLogger):
                 logger.experiment.metrics[:0] = kept
@@ -139,7 +138,7 @@ class _Trainer(L.Trainer):
             run = Path(self.default_root_dir)
             last = run / "checkpoints" / "last.ckpt"
             if last.is_file():
-                raise TrainingInterrupted(f"last checkpoint {last} (after epoch {self.current_epoch}); continue "
+                raise TrainingInterrupted(f"last checkpoint {last} ({self.current_epoch} epochs finished); continue "
                                           f"with `unfold train {run.parent.name} --resume {run}`") from None
             raise TrainingInterrupted(f"no epoch finished, so {run} has no checkpoint to resume from") from None
 
