@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unfold.commands import DefaultsHelpFormatter
+from unfold.commands import DefaultsHelpFormatter, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="SPANet event file; only checked against the checkpoint's own, which is what is used")
     recon.add_argument("--bins", default=None, help="comma-separated jet bins, e.g. '==4,==5,>=6' (default from the topology)")
     recon.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the tables as JSON")
-    recon.add_argument("--limit", type=int, default=None, help="evaluate only the first N events")
+    recon.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N events")
     recon.add_argument("--weights", default=None, metavar="DATASET",
                        help="per-event weights of the tables, e.g. WEIGHTS/weight (default: SPANet's WEIGHTS/weight when "
                        "the file has it, else unweighted); negative weights allowed")
@@ -37,10 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from recon.event_topology import EventTopology
     from unfold.errors import UnfoldError
     from unfold.generation.pipeline import ensure_default_data
+    from unfold.outputs import check_output_file, partial_name
     from unfold.tasks.assignment_model import AssignmentModel
     from unfold.tasks.evaluate_recon import evaluate_recon
     from unfold.training.trainer import newest_run
 
+    if args.json is not None:
+        check_output_file(args.json, option="--json", kind="json",
+                          inputs=(args.checkpoint, args.data, args.train, args.event_file))
     checkpoint = args.checkpoint or newest_run(Path("runs"), "recon")
     if args.data is None:
         train, test = ensure_default_data()
@@ -57,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(tables, indent=2))
+        partial = partial_name(args.json)
+        try:
+            partial.write_text(json.dumps(tables, indent=2))
+            partial.replace(args.json)
+        finally:
+            partial.unlink(missing_ok=True)
         print(f"tables written to {args.json}")
     return 0

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import get_args
 
-from unfold.commands import DefaultsHelpFormatter
+from unfold.commands import DefaultsHelpFormatter, non_negative_int, positive_int
 from unfold.generation.pipeline import GenerationConfig
 from unfold.generation.processes import ProcessName
 
@@ -27,11 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--process", choices=get_args(ProcessName), default="ttbar-semileptonic",
                         help="semi-leptonic (one W -> e/mu nu) or all-hadronic ttbar")
-    parser.add_argument("--events", type=int, default=GenerationConfig.events,
+    parser.add_argument("--events", type=positive_int, default=GenerationConfig.events,
                         help="events passing the detector selection to write, train and test together")
     parser.add_argument("--out", type=Path, default=Path("data"), help="folder for the train and test files")
-    parser.add_argument("--seed", type=int, default=1, help="master seed of Pythia and the detector smearing")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel worker processes")
+    parser.add_argument("--seed", type=non_negative_int, default=1, help="master seed of Pythia and the detector smearing")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel worker processes")
     parser.add_argument("--detector", type=Path, default=None, metavar="CARD.yaml",
                         help="detector card (default: the packaged CMS-like card configs/detector/cms_like.yaml)")
     parser.add_argument("--mpi", action=argparse.BooleanOptionalAction, default=True,
@@ -39,14 +39,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pythia", action="append", default=[], metavar="'KEY = VALUE'",
                         help="extra Pythia setting, repeatable, applied last (e.g. '6:m0 = 173.5' for a top-mass variation)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="share of events written to the test file")
-    parser.add_argument("--max-particle-jets", type=int, default=16, help="slots of the particle-level jet collection")
+    parser.add_argument("--max-particle-jets", type=positive_int, default=16, help="slots of the particle-level jet collection")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from unfold.generation.pipeline import generate
+    from unfold.generation.pipeline import default_paths, generate
+    from unfold.outputs import check_output_file, check_output_root
 
+    check_output_root(args.out, option="--out")
+    for path in default_paths(args.out, args.process):
+        check_output_file(path, option="--out", kind="events", inputs=(args.detector,))
     config = GenerationConfig(
         process=args.process, events=args.events, out=args.out, seed=args.seed, workers=args.workers,
         detector=args.detector, mpi=args.mpi, pythia=tuple(args.pythia), test_fraction=args.test_fraction,
