@@ -94,7 +94,7 @@ def check_output_file(path: Path, *, option: str, kind: OutputKind, inputs: Iter
     if path.exists():
         found = output_kind(path)
         if found != kind:
-            what = f"a {found} file" if found else "not a file this suite wrote"
+            what = f"{'an' if found[0] in 'aeiou' else 'a'} {found} file" if found else "not a file this suite wrote"
             raise UnfoldError(f"{option} {path}: exists and is {what}; only a previous {kind} file is replaced, "
                               "choose another name")
     _check_folder(path.parent, option, path)

@@ -1,0 +1,217 @@
+"""The CLI against careless and hostile use: a table of bad inputs, each refused cleanly.
+
+Every case runs ``unfold.cli.main`` in a folder of small files (event, samples and predictions
+files, a user's notes and folder, a truncated checkpoint) and checks the promise of the CLI:
+exit status 2, exactly one line on stderr naming the option or file, no traceback, no file or
+folder left behind (no run folder, temporary file or shard folder), and every file that was
+there before byte-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from unfold.cli import main
+from unfold.errors import UnfoldError
+from unfold.outputs import check_output_file
+
+LONG = "n" * 250
+
+
+def _write_files(root: Path) -> None:
+    """The user's files every case starts from."""
+    rng = np.random.default_rng(15)
+    with h5py.File(root / "events.h5", "w") as file:
+        file["INPUTS/Momenta/pt"] = rng.exponential(50.0, (8, 4))
+    with h5py.File(root / "samples.h5", "w") as file:
+        file["PARTONS/b_had/pt"] = rng.exponential(50.0, 8)
+        file["SAMPLES/PARTONS/b_had/pt"] = rng.exponential(50.0, (8, 3))
+    with h5py.File(root / "nan_samples.h5", "w") as file:
+        file["PARTONS/b_had/pt"] = rng.exponential(50.0, 8)
+        file["SAMPLES/PARTONS/b_had/pt"] = np.full((8, 3), np.nan)
+    with h5py.File(root / "predictions.h5", "w") as file:
+        file["PREDICTIONS/t_had/b"] = np.zeros(8, dtype=np.int64)
+    (root / "notes.txt").write_text("the user's notes\n")
+    (root / "userdir").mkdir()
+    (root / "userdir" / "thesis.tex").write_text("\\chapter{Results}\n")
+    with h5py.File(root / "userdir" / "samples.h5", "w") as file:
+        file["PARTONS/b_had/pt"] = rng.exponential(50.0, 8)
+        file["SAMPLES/PARTONS/b_had/pt"] = rng.exponential(50.0, (8, 3))
+    torch.save({"epoch": 3, "state_dict": {"w": torch.zeros(1000)}}, root / "full.ckpt")
+    data = (root / "full.ckpt").read_bytes()
+    (root / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    hyper = {"event_file_yaml": "INPUTS: {}", "process": "ttbar-semileptonic", "encoder": {}, "model": {}}
+    torch.save({"epoch": 1, "hyper_parameters": hyper, "state_dict": {}}, root / "parton.ckpt")
+
+
+def _snapshot(root: Path) -> dict[str, str | None]:
+    """Every path under root: a file's SHA-256, None for a folder."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+# (id, argv, a fragment the one error line must contain). Each is a mistake from issue 15.
+CASES = [
+    # Data destroyed before: outputs that are inputs, other files, or the user's folders.
+    ("report-out-user-folder", ["report", "samples.h5", "--out", "userdir"], "not a previous report"),
+    ("report-out-input-folder", ["report", "userdir/samples.h5", "--out", "userdir"], "holds the input"),
+    ("report-out-file", ["report", "samples.h5", "--out", "notes.txt"], "a file"),
+    ("report-out-dot", ["report", "samples.h5", "--out", "."], "working folder"),
+    ("report-out-too-long", ["report", "samples.h5", "--out", LONG], "too long"),
+    ("sample-out-is-data", ["sample", "--checkpoint", "parton.ckpt", "--data", "events.h5", "--out", "events.h5"],
+     "also an input"),
+    ("sample-out-predictions", ["sample", "--checkpoint", "parton.ckpt", "--data", "events.h5", "--out",
+                                "predictions.h5"], "a predictions file"),
+    ("sample-out-user-file", ["sample", "--checkpoint", "parton.ckpt", "--data", "events.h5", "--out", "notes.txt"],
+     "not a file this suite wrote"),
+    ("sample-out-folder", ["sample", "--checkpoint", "parton.ckpt", "--data", "events.h5", "--out", "userdir"],
+     "a folder"),
+    ("sample-out-under-file", ["sample", "--checkpoint", "parton.ckpt", "--data", "events.h5", "--out",
+                               "notes.txt/s.h5"], "not a folder"),
+    ("sample-out-too-long", ["sample", "--checkpoint", "parton.ckpt", "--data", "events.h5", "--out", LONG + ".h5"],
+     "at most"),
+    ("predict-out-is-data", ["predict", "recon", "--checkpoint", "full.ckpt", "--data", "events.h5", "--out",
+                             "events.h5"], "also an input"),
+    ("predict-out-samples", ["predict", "recon", "--checkpoint", "full.ckpt", "--data", "events.h5", "--out",
+                             "samples.h5"], "a samples file"),
+    ("evaluate-json-is-data", ["evaluate", "recon", "--checkpoint", "full.ckpt", "--data", "events.h5", "--json",
+                               "events.h5"], "also an input"),
+    ("generate-out-file", ["generate", "--out", "notes.txt"], "a file"),
+    # Options checked before any work.
+    ("train-batch-size-0", ["train", "recon", "--batch-size", "0"], "trainer.batch_size"),
+    ("train-epochs-negative", ["train", "recon", "--epochs", "-1"], "trainer.epochs"),
+    ("train-epochs-0", ["train", "recon", "--epochs", "0"], "trainer.epochs"),
+    ("train-max-time-garbage", ["train", "recon", "--max-time", "garbage"], "days:hours:minutes:seconds"),
+    ("train-precision-garbage", ["train", "recon", "--precision", "garbage"], "bf16-mixed"),
+    ("train-devices-too-many", ["train", "recon", "--data", "events.h5", "--accelerator", "cpu", "--devices", "4096"],
+     "--devices 4096"),
+    ("train-limit-0", ["train", "recon", "--limit", "0"], "limit"),
+    ("train-config-missing", ["train", "recon", "--config", "missing.yaml"], "missing.yaml"),
+    ("train-config-misspelt-key", ["train", "recon", "--encoder.widht", "3"], "encoder.widht"),
+    ("train-test-missing", ["train", "recon", "--data", "events.h5", "--test", "missing.h5"], "--test missing.h5"),
+    ("train-data-folder", ["train", "recon", "--data", "userdir"], "--data userdir: a folder"),
+    ("train-resume-truncated", ["train", "recon", "--data", "events.h5", "--resume", "truncated.ckpt"],
+     "not a readable checkpoint"),
+    ("train-resume-other-task", ["train", "recon", "--data", "events.h5", "--resume", "parton.ckpt"],
+     "a parton checkpoint; expected a recon run"),
+    ("train-out-file", ["train", "recon", "--data", "events.h5", "--out", "notes.txt"], "--out notes.txt: a file"),
+    ("train-out-under-file", ["train", "parton", "--data", "events.h5", "--out", "notes.txt/runs"], "not a folder"),
+    ("sample-limit-0", ["sample", "--limit", "0"], "--limit: got '0'"),
+    ("sample-n-0", ["sample", "--n", "0"], "--n: got '0'"),
+    ("generate-events-0", ["generate", "--events", "0"], "--events: got '0'"),
+    ("generate-workers-0", ["generate", "--workers", "0"], "--workers"),
+    ("evaluate-limit-0", ["evaluate", "recon", "--limit", "0"], "--limit"),
+    ("inspect-folder", ["inspect", "userdir"], "userdir: a folder"),
+    ("inspect-missing", ["inspect", "missing.h5"], "missing.h5"),
+    ("report-nan-draws", ["report", "nan_samples.h5", "--out", "nan_report"], "NaN"),
+    ("report-bins-1", ["report", "samples.h5", "--out", "r", "--bins", "1"], "--bins"),
+]
+if not torch.cuda.is_available():
+    CASES.append(("train-gpu-without-one", ["train", "recon", "--data", "events.h5", "--accelerator", "gpu"],
+                  "no CUDA GPU"))
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_bad_input_is_refused_cleanly(argv, fragment, tmp_path, monkeypatch, capsys):
+    _write_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(tmp_path)
+    try:
+        status = main(argv)
+    except SystemExit as done:  # argparse's usage errors
+        status = done.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert fragment in lines[0]
+    assert _snapshot(tmp_path) == before, "a refused command must neither add, remove nor change a file"
+
+
+def test_an_output_replaces_only_its_own_kind(tmp_path):
+    """The positive side of the table: a previous samples file may be replaced, nothing else."""
+    _write_files(tmp_path)
+    assert check_output_file(tmp_path / "samples.h5", option="--out", kind="samples") == tmp_path / "samples.h5"
+    assert check_output_file(tmp_path / "new.h5", option="--out", kind="samples") == tmp_path / "new.h5"
+    with pytest.raises(UnfoldError, match="also an input"):
+        check_output_file(tmp_path / "samples.h5", option="--out", kind="samples", inputs=[tmp_path / "samples.h5"])
+    with pytest.raises(UnfoldError, match="an events file"):
+        check_output_file(tmp_path / "events.h5", option="--out", kind="samples")
+
+
+def test_sigterm_ends_a_command_like_ctrl_c(tmp_path):
+    """SIGTERM (what batch systems send) while a command runs: it says so, exits 128 + 15 and
+    leaves no temporary file. The command here is a stand-in that sleeps inside the CLI."""
+    script = (
+        "import sys, time\n"
+        "import unfold.commands.inspect as inspect_command\n"
+        "def slow(args):\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "inspect_command.run = slow\n"
+        "from unfold.cli import main\n"
+        "sys.exit(main(['inspect', 'x.h5']))\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["unfold inspect: interrupted by SIGTERM"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_stops_a_training_that_then_resumes_with_its_metrics(spanet_example, tmp_path):
+    """A foreign topology (the real ttH SPANet example) trains: SIGTERM after its first epoch stops
+    it with the command to resume, the resumed run keeps the first epoch's metrics row, and the
+    efficiency table is printed with the chi-square baseline skipped (it knows only ttbar)."""
+    data, event_file = spanet_example
+    argv = ["train", "recon", "--data", str(data), "--event-file", str(event_file), "--limit", "300",
+            "--config", "small", "--batch-size", "64", "--accelerator", "cpu", "--out", str(tmp_path / "runs")]
+    process = subprocess.Popen([sys.executable, "-m", "unfold.cli", *argv, "--epochs", "50", "--test", "null"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if any((tmp_path / "runs").glob("recon/*/checkpoints/last.ckpt")) or process.poll() is not None:
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    (run,) = (tmp_path / "runs" / "recon").iterdir()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert f"interrupted by SIGTERM; last checkpoint {run / 'checkpoints' / 'last.ckpt'}" in err
+    assert f"--resume {run}" in err
+    first_epochs = _metrics(run)
+    done = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] + 1
+    resumed = subprocess.run([sys.executable, "-m", "unfold.cli", *argv, "--epochs", str(done + 1), "--resume",
+                              str(run), "--test", str(data)], cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "note: chi-square baseline skipped" in resumed.stdout
+    assert "complete" in resumed.stdout
+    rows = _metrics(run)
+    kept = [row for row in first_epochs if row["epoch"] == "0"]
+    assert kept, "the first epoch logged its validation before the interruption"
+    assert [row for row in rows if row["epoch"] == "0"] == kept, "the first epoch's rows, kept once and unchanged"
+    assert any(row["epoch"] == str(done) for row in rows), "and the resumed epoch's rows after them"
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    """metrics.csv rows without their empty cells (the header grows as new metrics appear)."""
+    with (run / "metrics" / "metrics.csv").open(newline="") as file:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
