@@ -215,3 +215,53 @@ def _metrics(run: Path) -> list[dict[str, str]]:
     """metrics.csv rows without their empty cells (the header grows as new metrics appear)."""
     with (run / "metrics" / "metrics.csv").open(newline="") as file:
         return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
+
+
+def _corrupt(key: str, change: str):
+    """A function that damages dataset ``key`` of an open file: negative, fractional or text."""
+
+    def apply(file: h5py.File) -> None:
+        values = file[key][()]
+        del file[key]
+        if change == "negative":
+            values[0, 0] = -abs(values[0, 0]) - 5.0
+        elif change == "fractional":
+            values = values.astype(np.float64)
+            values[values >= 0] += 0.5
+        else:
+            values = values.astype(str).astype(object)
+        file.create_dataset(key, data=values, dtype=h5py.string_dtype() if change == "text" else None)
+
+    return apply
+
+
+DATA_CASES = {
+    "negative-pt": (_corrupt("INPUTS/Momenta/pt", "negative"), "'INPUTS/Momenta/pt' holds 1 negative values"),
+    "negative-mass": (_corrupt("INPUTS/Momenta/mass", "negative"), "'INPUTS/Momenta/mass' holds 1 negative"),
+    "non-integer-target": (_corrupt("TARGETS/ht/b", "fractional"), "'TARGETS/ht/b' holds index"),
+    "text-feature": (_corrupt("INPUTS/Momenta/eta", "text"), "'INPUTS/Momenta/eta' has dtype object"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_physical_nonsense_in_the_data_is_refused_before_a_run_folder(case, spanet_example, tmp_path, monkeypatch,
+                                                                       capsys):
+    """Negative pt or mass of a real object, fractional jet indices and text features: one line
+    naming the file and key, exit 2, and no run folder."""
+    source, event_file = spanet_example
+    damage, fragment = DATA_CASES[case]
+    data = tmp_path / "bad.h5"
+    with h5py.File(source, "r") as original, h5py.File(data, "w") as copy:
+        datasets = []
+        original.visititems(lambda key, node: datasets.append(key) if isinstance(node, h5py.Dataset) else None)
+        for key in datasets:
+            copy[key] = original[key][:40]
+        damage(copy)
+    monkeypatch.chdir(tmp_path)
+    status = main(["train", "recon", "--data", str(data), "--event-file", str(event_file), "--test", "null",
+                   "--epochs", "1", "--accelerator", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert fragment in err and str(data) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5"], "no runs/ folder"

@@ -84,6 +84,33 @@ def _check_events(file: h5py.File, key: str, array: np.ndarray, shape: tuple[int
         raise UnfoldError(f"{file.filename}: {key!r} has shape {array.shape}; expected {shape}")
 
 
+# Features that cannot be negative, with the rounding allowed (GeV): float32 masses of massless
+# objects come out of E^2 - p^2 slightly below zero (down to -1.7e-6 GeV in SPANet's ttH example).
+NON_NEGATIVE = {"pt": 0.0, "mass": 1e-2, "met": 0.0, "sumet": 0.0}
+
+
+def _check_numeric(file: h5py.File, key: str, array: np.ndarray, *, integer: bool = False) -> None:
+    """Numbers (not strings or objects); for ``integer`` (object indices) whole numbers only."""
+    if array.dtype != bool and not np.issubdtype(array.dtype, np.number):
+        raise UnfoldError(f"{file.filename}: {key!r} has dtype {array.dtype}; expected numbers")
+    if integer and not np.issubdtype(array.dtype, np.integer):
+        fractional = array != np.round(array)
+        if fractional.any():
+            raise UnfoldError(f"{file.filename}: {key!r} holds index {array[fractional][0]!r}; "
+                              "expected whole-number object indices (-1 for none)")
+
+
+def _check_physical(file: h5py.File, key: str, feature: str, values: np.ndarray, mask: np.ndarray | None) -> None:
+    """pt, mass, MET and sum ET of real objects are not negative."""
+    if feature not in NON_NEGATIVE:
+        return
+    real = values if mask is None else values[mask]
+    negative = real < -NON_NEGATIVE[feature]
+    if negative.any():
+        raise UnfoldError(f"{file.filename}: {key!r} holds {int(negative.sum())} negative values "
+                          f"(first {float(real[negative][0]):.4g}); expected {feature} >= 0")
+
+
 def _check_finite(file: h5py.File, key: str, array: np.ndarray, mask: np.ndarray | None = None) -> None:
     values = array if mask is None else array[mask]
     if not np.isfinite(values).all():
@@ -146,14 +173,17 @@ def read_spanet(
             for feature in source.features:
                 key = f"INPUTS/{source.name}/{feature}"
                 values = _dataset(file, key, f"a {source.kind.lower()} input feature named in {topology.path}")
+                _check_numeric(file, key, values)
                 values = values[events].astype(np.float32)
                 if source.kind == "SEQUENTIAL":
                     _check_events(file, key, values, masks[source.name].shape)
                     _check_finite(file, key, values, masks[source.name])
+                    _check_physical(file, key, feature, values, masks[source.name])
                     values = np.where(masks[source.name], values, 0.0)
                 else:
                     _check_events(file, key, values, (n_events,) if n_events is not None else values.shape[:1])
                     _check_finite(file, key, values)
+                    _check_physical(file, key, feature, values, None)
                 features.append(values)
             (sequential if source.kind == "SEQUENTIAL" else global_inputs)[source.name] = np.stack(features, axis=-1)
         object_mask = np.concatenate(list(masks.values()), axis=1)
@@ -177,7 +207,9 @@ def read_spanet(
                     columns.append(np.full(n_events, -1, np.int64))
                     continue
                 key = f"TARGETS/{resonance.name}/{daughter}"
-                index = _dataset(file, key, f"(events,) int daughter indices for {topology.path}")[events].astype(np.int64)
+                index = _dataset(file, key, f"(events,) int daughter indices for {topology.path}")[events]
+                _check_numeric(file, key, index, integer=True)
+                index = index.astype(np.int64)
                 _check_events(file, key, index, (n_events,))
                 if source is not None:
                     if source not in offsets:
