@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -23,7 +24,7 @@ from unfold.data.hdf5_schema import SpanetData
 from unfold.errors import UnfoldError
 from unfold.tasks.assignment_model import AssignmentModel
 
-__all__ = ["OnnxAssignmentNetwork", "check_onnx", "export_recon", "onnx_inputs"]
+__all__ = ["OnnxAssignmentNetwork", "check_onnx", "export_network", "export_recon", "onnx_inputs"]
 
 # ONNX opset: 17 has LayerNormalization as one operator (onnxruntime supports 7-21+).
 OPSET = 17
@@ -82,9 +83,9 @@ def _hypot(g, x, y):
     return g.op("Sqrt", g.op("Add", g.op("Mul", x, x), g.op("Mul", y, y)))
 
 
-def onnx_inputs(data: SpanetData, topology) -> dict[str, object]:
+def onnx_inputs(data: SpanetData, topology) -> dict[str, np.ndarray]:
     """The ONNX graph's inputs (numpy) for the events of ``data``, by input name."""
-    feeds: dict[str, object] = {}
+    feeds: dict[str, np.ndarray] = {}
     for source in topology.sequential:
         feeds[f"{source.name}_features"] = data.sequential[source.name]
         feeds[f"{source.name}_mask"] = data.masks[source.name]
@@ -95,18 +96,16 @@ def onnx_inputs(data: SpanetData, topology) -> dict[str, object]:
     return feeds
 
 
-def export_recon(checkpoint: Path, out: Path, data: SpanetData) -> Path:
-    """Trace the network of ``checkpoint`` on a few events of ``data`` and write it to ``out`` (ONNX)."""
-    model = AssignmentModel.load(checkpoint)
-    wrapper = OnnxAssignmentNetwork(model.module.network).eval()
-    feeds = onnx_inputs(data, model.topology)
+def export_network(network: AssignmentNetwork, out: Path, feeds: dict[str, np.ndarray]) -> Path:
+    """Trace ``network`` on the first events of ``feeds`` (:func:`onnx_inputs`) and write it to ``out`` (ONNX)."""
+    wrapper = OnnxAssignmentNetwork(network).eval()
     if wrapper.pair_bias and "four_momenta" not in feeds:
-        raise UnfoldError(f"{data.path}: the model uses the pair bias but the inputs give no four-momenta "
+        raise UnfoldError("the model uses the pair bias but the inputs give no four-momenta "
                           "(expected pt, eta, phi or sin_phi/cos_phi, and mass)")
-    example = tuple(torch.from_numpy(feeds[name][:4]) for name in wrapper.input_names)
+    example = tuple(torch.as_tensor(feeds[name][:4]) for name in wrapper.input_names)
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
-        # The encoder's input checks become constants of the trace; they are checked here, on real events.
+        # The encoder's input checks become constants of the trace; check_onnx compares on real events.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.register_custom_op_symbolic("aten::hypot", _hypot, OPSET)
         torch.onnx.export(
@@ -116,6 +115,12 @@ def export_recon(checkpoint: Path, out: Path, data: SpanetData) -> Path:
     return out
 
 
+def export_recon(checkpoint: Path, out: Path, data: SpanetData) -> Path:
+    """Write the network of ``checkpoint`` to ``out`` (ONNX), traced on events of ``data``."""
+    model = AssignmentModel.load(checkpoint)
+    return export_network(model.module.network, out, onnx_inputs(data, model.topology))
+
+
 def check_onnx(checkpoint: Path, onnx_file: Path, data: SpanetData) -> float:
     """Largest absolute difference between onnxruntime's and torch's outputs on ``data`` (finite entries;
     -inf must match); raises UnfoldError when onnxruntime is missing or they disagree beyond 1e-3."""
@@ -123,7 +128,6 @@ def check_onnx(checkpoint: Path, onnx_file: Path, data: SpanetData) -> float:
         import onnxruntime
     except ModuleNotFoundError:
         raise UnfoldError("checking the ONNX graph needs onnxruntime: pip install 'unfold-suite[onnx]'") from None
-    import numpy as np
 
     model = AssignmentModel.load(checkpoint)
     wrapper = OnnxAssignmentNetwork(model.module.network).eval()
