@@ -44,6 +44,7 @@ def _write_files(root: Path) -> None:
     with h5py.File(root / "predictions.h5", "w") as file:
         file["PREDICTIONS/t_had/b"] = np.zeros(8, dtype=np.int64)
     (root / "notes.txt").write_text("the user's notes\n")
+    (root / "broken.yaml").write_text("encoder: [unclosed\n")
     (root / "userdir").mkdir()
     (root / "userdir" / "thesis.tex").write_text("\\chapter{Results}\n")
     with h5py.File(root / "userdir" / "samples.h5", "w") as file:
@@ -101,6 +102,7 @@ CASES = [
      "--devices 4096"),
     ("train-limit-0", ["train", "recon", "--limit", "0"], "limit"),
     ("train-config-missing", ["train", "recon", "--config", "missing.yaml"], "missing.yaml"),
+    ("train-config-malformed", ["train", "recon", "--config", "broken.yaml"], "--config broken.yaml: not a YAML"),
     ("train-config-misspelt-key", ["train", "recon", "--encoder.widht", "3"], "encoder.widht"),
     ("train-test-missing", ["train", "recon", "--data", "events.h5", "--test", "missing.h5"], "--test missing.h5"),
     ("train-data-folder", ["train", "recon", "--data", "userdir"], "--data userdir: a folder"),
@@ -141,6 +143,33 @@ def test_a_bad_input_is_refused_cleanly(argv, fragment, tmp_path, monkeypatch, c
     assert "Traceback" not in err
     assert fragment in lines[0]
     assert _snapshot(tmp_path) == before, "a refused command must neither add, remove nor change a file"
+
+
+UNWRITABLE = {
+    "train": ["train", "recon", "--data", "events.h5", "--out", "locked/runs"],
+    "sample": ["sample", "--checkpoint", "parton.ckpt", "--data", "events.h5", "--out", "locked/s.h5"],
+    "predict": ["predict", "recon", "--checkpoint", "full.ckpt", "--data", "events.h5", "--out", "locked/p.h5"],
+    "evaluate": ["evaluate", "recon", "--checkpoint", "full.ckpt", "--data", "events.h5", "--json", "locked/t.json"],
+    "generate": ["generate", "--out", "locked/data"],
+    "report": ["report", "samples.h5", "--out", "locked/report"],
+}
+
+
+@pytest.mark.parametrize("command", list(UNWRITABLE))
+def test_an_unwritable_output_folder_is_refused_before_work(command, tmp_path, monkeypatch, capsys):
+    """Tests may run as root, who may write anywhere, so the folder is made unwritable by
+    answering os.access for it; the commands must ask before they start."""
+    _write_files(tmp_path)
+    (tmp_path / "locked").mkdir()
+    monkeypatch.chdir(tmp_path)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path).name != "locked" and real_access(path, mode))
+    before = _snapshot(tmp_path)
+    assert main(UNWRITABLE[command]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "locked is not a writable folder" in err or "folder locked is not writable" in err
+    assert _snapshot(tmp_path) == before
 
 
 def test_an_output_replaces_only_its_own_kind(tmp_path):
@@ -263,5 +292,6 @@ def test_physical_nonsense_in_the_data_is_refused_before_a_run_folder(case, span
     err = capsys.readouterr().err
     assert status == 2, err
     assert len(err.strip().splitlines()) == 1, err
-    assert fragment in err and str(data) in err
+    assert fragment in err
+    assert str(data) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5"], "no runs/ folder"

@@ -254,10 +254,16 @@ def _type_name(hint) -> str:
 def parse_task(task: str, argv: Sequence[str]) -> dict:
     """The fully resolved configuration of ``unfold train TASK ARGV`` as a plain mapping."""
     parser = build_task_parser(task)
+    expanded = _expand(task, argv)
     try:
-        namespace = parser.parse_args(_expand(task, argv))
+        namespace = parser.parse_args(expanded)
     except argparse.ArgumentError as error:
-        raise ConfigError(_one_line(parser, error)) from None
+        line = _one_line(parser, error)
+        if line.startswith(("Problems parsing config", "Unexpected config")):
+            files = [expanded[i + 1] for i, a in enumerate(expanded[:-1]) if a == "--config"]
+            files += [a.split("=", 1)[1] for a in expanded if a.startswith("--config=")]
+            line = f"--config {', '.join(files)}: not a YAML mapping of options ({line})"
+        raise ConfigError(line) from None
     config = namespace.as_dict()
     for key in ("config", "__default_config__"):
         config.pop(key, None)
