@@ -699,6 +699,10 @@ def check_report_folder(out: Path, inputs: Sequence[Path]) -> None:
     one above it, a folder holding an input, a folder that is not a previous report, an
     unwritable place, or a name whose temporary form is too long. Raises ReportError."""
     where = out.resolve()
+    limit = os.pathconf(Path.cwd(), "PC_NAME_MAX")
+    longest = max(len(os.fsencode(part)) for part in (*where.parts, *(p.name for p in _temporary_names(where))))
+    if longest > limit:
+        raise ReportError(f"--out {out}: name too long ({longest} bytes with the temporary suffix; at most {limit})")
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out}: a file; expected a report folder (new, or a previous report)")
     if where == Path.cwd().resolve() or where in Path.cwd().resolve().parents:
@@ -714,10 +718,6 @@ def check_report_folder(out: Path, inputs: Sequence[Path]) -> None:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ReportError(f"--out {out}: {parent} is not a writable folder")
-    limit = os.pathconf(parent, "PC_NAME_MAX")
-    longest = max(len(os.fsencode(p.name)) for p in _temporary_names(out))
-    if longest > limit:
-        raise ReportError(f"--out {out}: name too long ({longest} bytes with the temporary suffix; at most {limit})")
 
 
 def _publish(temporary: Path, out: Path) -> None:

@@ -111,6 +111,8 @@ CASES = [
     ("train-resume-other-task", ["train", "recon", "--data", "events.h5", "--resume", "parton.ckpt"],
      "a parton checkpoint; expected a recon run"),
     ("train-out-file", ["train", "recon", "--data", "events.h5", "--out", "notes.txt"], "--out notes.txt: a file"),
+    ("train-out-too-long", ["train", "recon", "--data", "events.h5", "--out", LONG + LONG], "at most"),
+    ("report-out-too-long-parent", ["report", "samples.h5", "--out", f"{LONG}{LONG}/report"], "name too long"),
     ("train-out-under-file", ["train", "parton", "--data", "events.h5", "--out", "notes.txt/runs"], "not a folder"),
     ("sample-limit-0", ["sample", "--limit", "0"], "--limit: got '0'"),
     ("sample-n-0", ["sample", "--n", "0"], "--n: got '0'"),

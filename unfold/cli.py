@@ -48,8 +48,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [UnfoldError, TopologyError, ReconError, EncoderError, FileNotFoundError,
-                                     PermissionError, IsADirectoryError, NotADirectoryError]
+    errors: list[type[Exception]] = [UnfoldError, TopologyError, ReconError, EncoderError, FileNotFoundError]
     try:
         from evaluation.errors import ReportError
 
@@ -100,6 +99,10 @@ def _main(argv: list[str]) -> int:
         return int(run() or 0)
     except _user_errors() as error:
         print(f"unfold {command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the system refused a path (name too long, disk full, read-only)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"unfold {command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         # A training says which checkpoint to resume from (TrainingInterrupted's message).

@@ -69,13 +69,10 @@ def _check_folder(folder: Path, option: str, path: Path) -> None:
 
 def _check_name_length(path: Path, option: str) -> None:
     """The temporary name (the longest one written) fits the file system's limit on a name."""
-    existing = path.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     try:
-        limit = os.pathconf(existing, "PC_NAME_MAX")
+        limit = os.pathconf(Path.cwd() if not path.is_absolute() else path.anchor, "PC_NAME_MAX")
     except (OSError, ValueError):
-        limit = 255  # POSIX NAME_MAX on Linux file systems
+        limit = 255  # NAME_MAX of Linux file systems
     for part in (*path.parent.parts, partial_name(path).name):
         if len(os.fsencode(part)) > limit:
             raise UnfoldError(f"{option} {path}: name {part[:40]}... is {len(os.fsencode(part))} bytes with the "
@@ -86,6 +83,7 @@ def check_output_file(path: Path, *, option: str, kind: OutputKind, inputs: Iter
     """Refuse an output file that would destroy data: one of ``inputs``, a folder, an existing
     file of another kind, an unwritable folder or a name too long for the temporary file."""
     path = Path(path)
+    _check_name_length(path, option)
     if path.is_dir():
         raise UnfoldError(f"{option} {path}: a folder; expected a file name")
     for given in inputs:
@@ -98,13 +96,13 @@ def check_output_file(path: Path, *, option: str, kind: OutputKind, inputs: Iter
             raise UnfoldError(f"{option} {path}: exists and is {what}; only a previous {kind} file is replaced, "
                               "choose another name")
     _check_folder(path.parent, option, path)
-    _check_name_length(path, option)
     return path
 
 
 def check_output_root(path: Path, *, option: str) -> Path:
     """A folder that new outputs go under (runs/, data/): a folder or not yet there, writable."""
     path = Path(path)
+    _check_name_length(path / "_", option)
     if path.exists() and not path.is_dir():
         raise UnfoldError(f"{option} {path}: a file; expected a folder")
     _check_folder(path, option, path)
