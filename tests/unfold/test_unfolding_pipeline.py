@@ -120,7 +120,7 @@ def test_training_data_without_partons_is_refused(spanet_example, tmp_path, caps
     code = main(["train", "parton", "--data", str(data), "--event-file", str(event_file), "--out", str(tmp_path),
                  "--epochs", "1", "--accelerator", "cpu"])
     assert code == 2
-    assert "no 'process' root attribute" in capsys.readouterr().err
+    assert "missing group 'PARTONS'" in capsys.readouterr().err
 
 
 def test_particle_samples_have_exactly_the_sampled_multiplicity(particle_run, semileptonic_files, tmp_path):

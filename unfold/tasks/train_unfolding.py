@@ -14,7 +14,7 @@ import torch
 from recon.event_topology import EventTopology
 from unfold.data.event_tensors import IndexedTensors, encoder_inputs, take_events
 from unfold.data.hdf5_io import open_h5
-from unfold.data.hdf5_schema import read_spanet, read_truth
+from unfold.data.hdf5_schema import has_group, read_spanet, read_truth
 from unfold.errors import UnfoldError
 from unfold.generation.processes import PROCESSES
 from unfold.training.trainer import (
@@ -114,6 +114,10 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     topology = EventTopology.from_yaml(config.event_file)
     data = read_spanet(config.data, topology, limit=config.limit, weights=config.weights)
+    group = "PARTONS" if config.task == "parton" else "PARTICLES"
+    if not has_group(config.data, group):
+        raise UnfoldError(f"{config.data}: missing group {group!r}; expected {group}/<object>/<feature> truth to train "
+                          f"the {config.task} unfolding on")
     inputs = encoder_inputs(data, topology)
     train_rows, _ = split_rows(data.n_events, validation_fraction=config.validation_fraction, seed=config.trainer.seed)
     checkpoint = None
