@@ -15,11 +15,13 @@ import torch
 import yaml
 from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_string_type
 from lightning.fabric.connector import _PRECISION_INPUT
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from unfold.errors import UnfoldError
+from unfold.outputs import partial_name
 
 __all__ = [
     "TrainerOptions",
@@ -121,6 +123,20 @@ class KeepEarlierMetrics(Callback):
                 logger.save()
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint under a temporary name and renames it into place, so Ctrl-C or
+    SIGTERM during a save never leaves a truncated ``last.ckpt`` to resume from."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        partial = partial_name(path)
+        try:
+            super().save_checkpoint(checkpoint, partial, storage_options)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped by Ctrl-C or SIGTERM; the message says which checkpoint to resume from."""
 
@@ -176,6 +192,7 @@ def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str
             EventThroughput(),
             *([KeepEarlierMetrics(earlier)] if earlier else []),
         ],
+        plugins=[AtomicCheckpointIO()],
         log_every_n_steps=10,
         enable_model_summary=False,
         gradient_clip_val=1.0,
