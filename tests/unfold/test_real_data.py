@@ -4,6 +4,7 @@ Python API on a moved run folder, and bad input refused in one line."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shutil
 from pathlib import Path
@@ -146,6 +147,12 @@ def test_weighted_efficiency_equals_the_duplicated_file(recon_run, semileptonic_
             if name == "weighted":
                 np.testing.assert_array_equal(file["WEIGHTS/weight"][...], weights)
     assert tables["weighted"] == tables["duplicated"]
+    evaluated = {}
+    for name, path in (("weighted", weighted), ("duplicated", duplicated)):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", "recon", "--checkpoint", str(recon_run), "--data", str(path), "--json", str(out)]) == 0
+        evaluated[name] = json.loads(out.read_text())["model"]
+    assert evaluated["weighted"] == evaluated["duplicated"] == json.loads(tables["weighted"])["model"]
     negative = stripped_copy(test, tmp_path / "negative.h5", extra={"nlo": np.where(subset, -0.5, 1.0)})
     assert main(["predict", "recon", "--checkpoint", str(recon_run), "--data", str(negative), "--weights", "nlo",
                  "--out", str(tmp_path / "negative_predictions.h5")]) == 0
