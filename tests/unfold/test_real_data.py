@@ -407,3 +407,33 @@ def test_the_real_spanet_example_predicts_every_head_without_truth(spanet_exampl
         assert (file["PREDICTIONS/REGRESSIONS/neutrino_pz_uncertainty"][...] > 0).all()
         assert "TARGETS" not in file
         assert file.attrs["note"] == NO_TARGETS
+
+
+def test_the_parton_onnx_graphs_reproduce_torch_sampling(parton_run, semileptonic_files, tmp_path):
+    """A scheduler loop over the exported denoising step gives torch's draws (same noise)."""
+    onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX export check needs the onnx extra: pip install -e '.[onnx]'")
+    from unfold.data.event_tensors import encoder_inputs
+    from unfold.models.diffusion.sampler import denoise
+    from unfold.tasks.export_recon import onnx_inputs
+
+    out = tmp_path / "parton.onnx"
+    assert main(["export", "parton", str(parton_run), "--onnx", str(out), "--data", str(semileptonic_files[1])]) == 0
+    model = UnfoldingModel.load(parton_run)
+    vld = model.module.vld
+    data = read_spanet(semileptonic_files[1], model.topology, start=50, limit=9)
+    sessions = {part: onnxruntime.InferenceSession(str(tmp_path / f"parton.{part}.onnx")) for part in ("condition", "denoiser", "decoder")}
+    feeds = onnx_inputs(data, model.topology)
+    (condition,) = sessions["condition"].run(None, {i.name: feeds[i.name] for i in sessions["condition"].get_inputs()})
+
+    def onnx_noise(state, t):
+        (noise,) = sessions["denoiser"].run(None, {"state": state.numpy(), "timestep": t.numpy().astype(np.int64),
+                                                   "condition": condition})
+        return torch.from_numpy(noise)
+
+    options = {"training_scheduler": vld.scheduler, "sampler": "ddim", "steps": 5, "device": "cpu", "dtype": torch.float32}
+    latent = denoise(onnx_noise, (9, vld.diffused_width), generator=torch.Generator().manual_seed(4), **options)
+    (partons,) = sessions["decoder"].run(None, {"latent": latent.numpy(), "condition": condition})
+    with torch.no_grad():
+        event = model.module.encoder(encoder_inputs(data, model.topology)).event
+    expected = vld.sample(event, 1, sampler="ddim", steps=5, generator=torch.Generator().manual_seed(4))
+    np.testing.assert_allclose(partons, expected[:, 0].detach().numpy(), atol=1e-3)
