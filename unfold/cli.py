@@ -93,7 +93,12 @@ def _main(argv: list[str]) -> int:
 
         command, run = f"train {argv[1]}", lambda: run_task(argv[1], argv[2:])
     else:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:
+            if done.code:  # a usage error, already printed as one line
+                return int(done.code)
+            raise  # --help and --version end the program as argparse means them to
         command, run = args.command, lambda: args.func(args)
     try:
         return int(run() or 0)

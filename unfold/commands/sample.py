@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("task", nargs="?", choices=("parton", "particle"), default=None,
                         help="unfold only this level (default: every level with a trained run)")
-    parser.add_argument("--n", type=positive_int, default=33, help="unfoldings per event")
+    parser.add_argument("--n", type=int, default=33, help="unfoldings per event")
     parser.add_argument("--checkpoint", type=Path, default=None, help="run folder or .ckpt of a parton or particle run (the task is read from it)")
     parser.add_argument("--data", type=Path, default=None, help="detector-level file (default: the default test file)")
     parser.add_argument("--out", type=Path, default=Path("samples.h5"), help="output samples file")
