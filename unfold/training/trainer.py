@@ -83,8 +83,15 @@ def new_run_dir(root: Path, task: str) -> Path:
     return run
 
 
+class _ConfigDumper(yaml.SafeDumper):
+    """YAML of plain values; constrained strings (e.g. :data:`MaxTime`) are written as strings."""
+
+
+_ConfigDumper.add_multi_representer(str, lambda dumper, value: dumper.represent_str(str(value)))
+
+
 def write_config(run: Path, config: dict) -> None:
-    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run / "config.yaml").write_text(yaml.dump(config, Dumper=_ConfigDumper, sort_keys=False))
 
 
 def default_precision(accelerator: str) -> str:
