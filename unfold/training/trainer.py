@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -173,23 +175,24 @@ def _metrics_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str) -> L.Trainer:
-    """Trainer writing checkpoints (every epoch's last, and the best by ``monitor``), CSV and
-    TensorBoard metrics into ``run``; a resumed run keeps its earlier metrics rows."""
+def _make_trainer(options: TrainerOptions, **arguments) -> L.Trainer:
+    """A trainer with the user's hardware options resolved (precision, devices, ddp for several)."""
     precision = options.precision or default_precision(options.accelerator)
     devices = int(options.devices) if str(options.devices).isdigit() else options.devices
     strategy = options.strategy
     if strategy == "auto" and isinstance(devices, int) and devices > 1:
         strategy = "ddp"
+    return _Trainer(max_epochs=options.epochs, max_time=options.max_time, accelerator=options.accelerator,
+                    devices=devices, strategy=strategy, precision=precision, **arguments)
+
+
+def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str) -> L.Trainer:
+    """Trainer writing checkpoints (every epoch's last, and the best by ``monitor``), CSV and
+    TensorBoard metrics into ``run``; a resumed run keeps its earlier metrics rows."""
     earlier = _metrics_rows(run / "metrics" / "metrics.csv")
-    return _Trainer(
+    return _make_trainer(
+        options,
         default_root_dir=run,
-        max_epochs=options.epochs,
-        max_time=options.max_time,
-        accelerator=options.accelerator,
-        devices=devices,
-        strategy=strategy,
-        precision=precision,
         logger=[CSVLogger(run, name="metrics", version=""), TensorBoardLogger(run, name="tensorboard", version="")],
         callbacks=[
             ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor=monitor, mode=mode),
@@ -257,6 +260,21 @@ def check_hardware(options: TrainerOptions) -> None:
         if options.devices > available:
             kind = "CUDA GPUs" if on_gpu else "CPU cores"
             raise UnfoldError(f"--devices {options.devices}: this machine has {available} {kind}; expected at most {available}")
+    # Lightning itself judges the combination (a precision needing a missing package, an unknown
+    # strategy), from a trainer that writes nothing; its device report is left to the real one.
+    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():  # the real trainer warns again where it matters
+            warnings.simplefilter("ignore")
+            _make_trainer(options, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    except Exception as error:  # Lightning raises MisconfigurationException, ValueError, ModuleNotFoundError, ...
+        given = f"--accelerator {options.accelerator} --devices {options.devices} --precision {options.precision} " \
+                f"--strategy {options.strategy}"
+        raise UnfoldError(f"{given}: Lightning refuses this combination ({' '.join(str(error).split())[:200]})") from None
+    finally:
+        quiet.setLevel(level)
 
 
 def checkpoint_task(hyperparameters: dict) -> Literal["recon", "parton", "particle"] | None:
