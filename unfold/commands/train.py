@@ -271,12 +271,14 @@ def parse_task(task: str, argv: Sequence[str]) -> dict:
 
 
 def _builtin_numbers(value):
-    """Restricted numbers (PositiveInt, OpenUnitInterval: int and float subclasses) as plain int
-    and float, so the configuration dumps as YAML and compares equal to a reloaded one."""
+    """Restricted types (PositiveInt, OpenUnitInterval, MaxTime: int, float and str subclasses) as
+    plain int, float and str, so the configuration dumps as YAML and compares equal to a reloaded one."""
     if isinstance(value, dict):
         return {k: _builtin_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_builtin_numbers(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return int(value)
     return float(value) if isinstance(value, float) else value
