@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import h5py
@@ -45,6 +46,8 @@ def _write_files(root: Path) -> None:
         file["PREDICTIONS/t_had/b"] = np.zeros(8, dtype=np.int64)
     (root / "notes.txt").write_text("the user's notes\n")
     (root / "broken.yaml").write_text("encoder: [unclosed\n")
+    card = (resources.files("configs.detector") / "cms_like.yaml").read_text()
+    (root / "card.yaml").write_text(card.replace("  efficiency: 0.99\n", "  efficiency: 1.7\n", 1))
     (root / "userdir").mkdir()
     (root / "userdir" / "thesis.tex").write_text("\\chapter{Results}\n")
     with h5py.File(root / "userdir" / "samples.h5", "w") as file:
@@ -100,6 +103,9 @@ CASES = [
     ("train-precision-garbage", ["train", "recon", "--precision", "garbage"], "bf16-mixed"),
     ("train-devices-too-many", ["train", "recon", "--data", "events.h5", "--accelerator", "cpu", "--devices", "4096"],
      "--devices 4096"),
+    ("train-precision-missing-package", ["train", "recon", "--data", "events.h5", "--precision", "transformer-engine"],
+     "Lightning refuses this combination"),
+    ("train-strategy-garbage", ["train", "recon", "--data", "events.h5", "--strategy", "garbage"], "invalid strategy"),
     ("train-limit-0", ["train", "recon", "--limit", "0"], "limit"),
     ("train-config-missing", ["train", "recon", "--config", "missing.yaml"], "missing.yaml"),
     ("train-config-malformed", ["train", "recon", "--config", "broken.yaml"], "--config broken.yaml: not a YAML"),
@@ -115,9 +121,12 @@ CASES = [
     ("report-out-too-long-parent", ["report", "samples.h5", "--out", f"{LONG}{LONG}/report"], "name too long"),
     ("train-out-under-file", ["train", "parton", "--data", "events.h5", "--out", "notes.txt/runs"], "not a folder"),
     ("sample-limit-0", ["sample", "--limit", "0"], "--limit: got '0'"),
-    ("sample-n-0", ["sample", "--n", "0"], "--n: got '0'"),
-    ("generate-events-0", ["generate", "--events", "0"], "--events: got '0'"),
-    ("generate-workers-0", ["generate", "--workers", "0"], "--workers"),
+    ("sample-steps-0", ["sample", "--steps", "0"], "--steps: got '0'"),
+    ("generate-card-efficiency-1.7", ["generate", "--detector", "card.yaml", "--out", "gen", "--events", "10"],
+     "'jets.efficiency' is a probability, got 1.7"),
+    ("generate-events-0", ["generate", "--events", "0", "--out", "gen"], "--events must be a positive number"),
+    ("generate-workers-0", ["generate", "--workers", "0", "--out", "gen"], "--workers must be at least 1"),
+    ("generate-max-jets-0", ["generate", "--max-particle-jets", "0"], "--max-particle-jets: got '0'"),
     ("evaluate-limit-0", ["evaluate", "recon", "--limit", "0"], "--limit"),
     ("inspect-folder", ["inspect", "userdir"], "userdir: a folder"),
     ("inspect-missing", ["inspect", "missing.h5"], "missing.h5"),
@@ -134,10 +143,7 @@ def test_a_bad_input_is_refused_cleanly(argv, fragment, tmp_path, monkeypatch, c
     _write_files(tmp_path)
     monkeypatch.chdir(tmp_path)
     before = _snapshot(tmp_path)
-    try:
-        status = main(argv)
-    except SystemExit as done:  # argparse's usage errors
-        status = done.code
+    status = main(argv)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 2, err
@@ -297,3 +303,42 @@ def test_physical_nonsense_in_the_data_is_refused_before_a_run_folder(case, span
     assert fragment in err
     assert str(data) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5"], "no runs/ folder"
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker processes from Linux's /proc")
+def test_generate_of_a_billion_events_stays_small_and_ends_cleanly_on_sigterm(tmp_path):
+    """`generate --events 1000000000` starts its workers without first planning every shard in
+    memory; SIGTERM then ends the workers, removes the shard folder and partial files, and the
+    leftovers of an earlier killed run (a dead process's shard folder and partial file) are gone too."""
+    out = tmp_path / "data"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [out / f".shards-{dead.stdout.strip()}-x1y2", out / f".ttbar_semileptonic_train.h5.partial-{dead.stdout.strip()}"]
+    stale[0].mkdir()
+    (stale[0] / "shard-00000.h5").write_bytes(b"left by a killed run")
+    stale[1].write_bytes(b"left by a killed run")
+    process = subprocess.Popen([sys.executable, "-m", "unfold.cli", "generate", "--events", "1000000000", "--workers",
+                                "2", "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    for _ in range(600):
+        workers = _children(process.pid)
+        if len(workers) == 2 or process.poll() is not None:
+            break
+        time.sleep(0.2)
+    rss_kib = int(next(line for line in Path(f"/proc/{process.pid}/status").read_text().splitlines()
+                       if line.startswith("VmRSS")).split()[1])
+    assert len(workers) == 2, "both workers run"
+    assert not any(path.exists() for path in stale), "a dead run's shard folder and partial file are removed"
+    assert rss_kib < 2 * 1024**2, "the parent does not hold a plan of every shard"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert [line for line in err.splitlines() if line.strip() and not line.startswith("#")] == [
+        "unfold generate: interrupted by SIGTERM"
+    ]
+    assert list(out.iterdir()) == [], "no shard folder, no partial file"
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "the workers are ended"

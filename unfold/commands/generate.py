@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import get_args
 
-from unfold.commands import DefaultsHelpFormatter, non_negative_int, positive_int
+from unfold.commands import DefaultsHelpFormatter, positive_int
 from unfold.generation.pipeline import GenerationConfig
 from unfold.generation.processes import ProcessName
 
@@ -27,11 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--process", choices=get_args(ProcessName), default="ttbar-semileptonic",
                         help="semi-leptonic (one W -> e/mu nu) or all-hadronic ttbar")
-    parser.add_argument("--events", type=positive_int, default=GenerationConfig.events,
+    parser.add_argument("--events", type=int, default=GenerationConfig.events,
                         help="events passing the detector selection to write, train and test together")
     parser.add_argument("--out", type=Path, default=Path("data"), help="folder for the train and test files")
-    parser.add_argument("--seed", type=non_negative_int, default=1, help="master seed of Pythia and the detector smearing")
-    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel worker processes")
+    parser.add_argument("--seed", type=int, default=1, help="master seed of Pythia and the detector smearing")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel worker processes")
     parser.add_argument("--detector", type=Path, default=None, metavar="CARD.yaml",
                         help="detector card (default: the packaged CMS-like card configs/detector/cms_like.yaml)")
     parser.add_argument("--mpi", action=argparse.BooleanOptionalAction, default=True,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from unfold.errors import UnfoldError
@@ -198,6 +199,7 @@ class DetectorCard:
         except yaml.YAMLError as error:
             raise UnfoldError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
         built = _build(cls, raw, "", str(path), skip={"path", "text"})
+        _check_btag(built.btag, str(path))
         return dataclasses.replace(built, path=str(path), text=text)
 
 
@@ -223,6 +225,7 @@ def _build(cls: type, raw: object, key: str, origin: str, skip: frozenset[str] |
         if field.name not in raw:
             raise UnfoldError(f"{origin}: missing parameter {sub!r}")
         values[field.name] = _value(hints[field.name], raw[field.name], sub, origin)
+    _check_efficiencies(cls, values, key, origin)
     if "eta_edges" in values:
         edges = values["eta_edges"]
         if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
@@ -233,6 +236,37 @@ def _build(cls: type, raw: object, key: str, origin: str, skip: frozenset[str] |
                     f"{origin}: {key}.{name} has {len(value)} values; expected {len(edges) - 1}, one per |eta| bin"
                 )
     return cls(**values)
+
+
+def _check_efficiencies(cls: type, values: dict, key: str, origin: str) -> None:
+    """Efficiencies are probabilities, at most 1 (every number is already refused below 0)."""
+    if cls is BinnedEfficiency:
+        found = {"values": values["values"]}
+    else:
+        found = {name: value for name, value in values.items() if name == "efficiency" and isinstance(value, float)}
+    for name, value in found.items():
+        for i, number in enumerate(value if isinstance(value, list) else [value]):
+            if number > 1.0:
+                where = f"{key}.{name}" + (f"[{i}]" if isinstance(value, list) else "")
+                raise UnfoldError(f"{origin}: parameter {where!r} is a probability, got {number}; expected a value in [0, 1]")
+
+
+# Jet pT up to half of sqrt(s) = 13 TeV, where the b-tag curves are checked to stay probabilities.
+_BTAG_PT_GRID = np.geomspace(1.0, 6500.0, 4000)
+
+
+def _check_btag(card: BTagCard, origin: str) -> None:
+    """The b-tag efficiency curves (b, c, light) stay within [0, 1] over every reachable jet pT."""
+    # The detector's own formula; imported here because the detector module imports this one.
+    from unfold.generation.detector import btag_efficiency
+    from unfold.generation.particle_level import BOTTOM, CHARM
+
+    for name, flavour in (("b", BOTTOM), ("c", CHARM), ("light", 0)):
+        curve = btag_efficiency(_BTAG_PT_GRID, np.full(_BTAG_PT_GRID.shape, flavour), card)
+        if curve.max() > 1.0:
+            at = _BTAG_PT_GRID[np.argmax(curve)]
+            raise UnfoldError(f"{origin}: btag.{name} gives an efficiency of {curve.max():.3g} at pT = {at:.0f} GeV; "
+                              "expected a probability in [0, 1] up to 6.5 TeV")
 
 
 def _value(hint: object, raw: object, key: str, origin: str):

@@ -2,17 +2,25 @@
 
 Events are produced in shards of fixed size, each with its own Pythia seed and detector RNG
 drawn from one ``numpy.random.SeedSequence``; shards are merged in shard order, so the files
-depend on the seed and not on how many worker processes ran them.
+depend on the seed and not on how many worker processes ran them. Shards are made and submitted
+as workers free up and appended to the files as they finish in order, so memory and the shard
+folder stay bounded whatever the number of events asked for. Ctrl-C or SIGTERM ends the workers
+and removes the shard folder and partial files; a shard folder left by a killed run (its
+process gone) is removed by the next run in the same folder.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
@@ -21,7 +29,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from unfold.data.hdf5_io import atomic_output, write_arrays
+from unfold.data.hdf5_io import append_arrays, atomic_output
 from unfold.errors import UnfoldError
 from unfold.generation.detector import lepton_possible
 from unfold.generation.detector_card import DetectorCard, load_detector_card
@@ -80,8 +88,11 @@ _counter = None  # events done, shared with worker processes
 
 
 def _init_worker(counter) -> None:
+    """Workers leave Ctrl-C to the parent (which ends them) and die quietly when it does."""
     global _counter
     _counter = counter
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle_jets: int, folder: Path) -> tuple[Path, int]:
@@ -116,21 +127,63 @@ def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle
     return path, tried
 
 
-def _shards(config: GenerationConfig, process: Process) -> list[_Shard]:
+def _shard(config: GenerationConfig, index: int, settings: tuple[str, ...]) -> _Shard:
+    """Shard ``index``; its seed is ``SeedSequence(config.seed).spawn(n)[index]``, made alone so
+    no list of every shard is ever held."""
+    seed = np.random.SeedSequence(config.seed, spawn_key=(index,))
+    return _Shard(
+        index=index,
+        events=min(config.shard_size, config.events - index * config.shard_size),
+        pythia_seed=int(seed.generate_state(1)[0] % PYTHIA_MAX_SEED) + 1,
+        detector_seed=seed.spawn(1)[0],
+        settings=settings,
+    )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale_shards(folder: Path) -> None:
+    """Remove what killed runs left in ``folder``: shard folders ``.shards-<pid>-*`` and partial
+    files ``.<name>.partial-<pid>`` whose process is gone."""
+    for stale in folder.glob(".shards-*"):
+        pid = stale.name.split("-")[1]
+        if stale.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    for stale in folder.glob(".*.partial-*"):
+        pid = stale.name.rsplit("-", 1)[1]
+        if stale.is_file() and pid.isdigit() and not _process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _shard_results(config: GenerationConfig, process: Process, card: DetectorCard, folder: Path,
+                   progress: bool) -> Iterator[tuple[Path, int]]:
+    """(file, events tried) of every shard in shard order. At most two shards per worker are in
+    flight; the next is made and submitted only when one finishes."""
     n_shards = -(-config.events // config.shard_size)
-    seeds = np.random.SeedSequence(config.seed).spawn(n_shards)
-    return [
-        _Shard(
-            index=i,
-            events=min(config.shard_size, config.events - i * config.shard_size),
-            pythia_seed=int(seed.generate_state(1)[0] % PYTHIA_MAX_SEED) + 1,
-            detector_seed=seed.spawn(1)[0],
-            settings=pythia_settings(process, mpi=config.mpi, extra=config.pythia),
-        )
-        for i, seed in enumerate(seeds)
-    ]
-
-
+    settings = pythia_settings(process, mpi=config.mpi, extra=config.pythia)
+    counter = multiprocessing.Value("q", 0)
+    workers = min(config.workers, n_shards)
+    bar = tqdm(total=config.events, unit="ev", desc=f"generate {config.process}", disable=not progress, smoothing=0.1)
+    with bar, multiprocessing.get_context("fork").Pool(workers, _init_worker, (counter,)) as pool:
+        pending: collections.deque = collections.deque()
+        submitted = 0
+        while submitted < n_shards or pending:
+            while submitted < n_shards and len(pending) < 2 * workers:
+                shard = _shard(config, submitted, settings)
+                pending.append(pool.apply_async(_run_shard, (shard, process, card, config.max_particle_jets, folder)))
+                submitted += 1
+            pending[0].wait(0.2)
+            bar.update(counter.value - bar.n)
+            if pending[0].ready():
+                yield pending.popleft().get()
 def _validate(config: GenerationConfig) -> None:
     if config.events <= 0:
         raise UnfoldError(f"--events must be a positive number of events, got {config.events}")
@@ -152,50 +205,44 @@ def generate(config: GenerationConfig, *, progress: bool = True) -> GenerationRe
     _validate(config)
     process = get_process(config.process)
     card = load_detector_card(config.detector)
-    shards = _shards(config, process)
     train_path, test_path = default_paths(Path(config.out), config.process)
     train_path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_shards(train_path.parent)
     start = time.perf_counter()
-    folder = Path(tempfile.mkdtemp(prefix=".shards-", dir=train_path.parent))
+    n_train = config.events - max(1, round(config.events * config.test_fraction))
+    folder = Path(tempfile.mkdtemp(prefix=f".shards-{os.getpid()}-", dir=train_path.parent))
     try:
-        counter = multiprocessing.Value("q", 0)
-        workers = min(config.workers, len(shards))
-        bar = tqdm(total=config.events, unit="ev", desc=f"generate {config.process}", disable=not progress, smoothing=0.1)
-        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (counter,)) as pool:
-            jobs = [pool.apply_async(_run_shard, (s, process, card, config.max_particle_jets, folder)) for s in shards]
-            while not all(job.ready() for job in jobs):
-                time.sleep(0.2)
-                bar.update(counter.value - bar.n)
-            results = [job.get() for job in jobs]
-        bar.update(counter.value - bar.n)
-        bar.close()
-        tried = sum(t for _, t in results)
-        n_test = max(1, round(config.events * config.test_fraction))
-        attrs = _attributes(config, process, card, tried)
-        _merge([p for p, _ in results], train_path, 0, config.events - n_test, {**attrs, "split": "train"})
-        _merge([p for p, _ in results], test_path, config.events - n_test, config.events, {**attrs, "split": "test"})
+        with atomic_output(train_path) as train_partial, atomic_output(test_path) as test_partial, \
+                h5py.File(train_partial, "w") as train, h5py.File(test_partial, "w") as test:
+            written = tried = 0
+            # closing(): an interruption ends the pool at once, not when the traceback is freed.
+            with contextlib.closing(_shard_results(config, process, card, folder, progress)) as results:
+                for shard, shard_tried in results:
+                    tried += shard_tried
+                    written = _split_append(shard, written, n_train, train, test)
+                    shard.unlink()
+            attrs = _attributes(config, process, card, tried)
+            train.attrs.update({**attrs, "split": "train"})
+            test.attrs.update({**attrs, "split": "test"})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return GenerationResult(train_path, test_path, config.events, tried, time.perf_counter() - start)
 
 
-def _merge(shards: list[Path], path: Path, begin: int, end: int, attrs: dict) -> None:
-    """Concatenate events [begin, end) of the ordered shards into ``path`` (atomically)."""
-    arrays: dict[str, list[np.ndarray]] = {}
-    offset = 0
-    for shard in shards:
-        with h5py.File(shard, "r") as file:
-            n = len(file["INPUTS/Momenta/MASK"])
-            lo, hi = max(begin - offset, 0), min(end - offset, n)
-            if lo < hi:
-                file.visititems(
-                    lambda key, obj, lo=lo, hi=hi: arrays.setdefault(key, []).append(obj[lo:hi])
-                    if isinstance(obj, h5py.Dataset)
-                    else None
-                )
-            offset += n
-    with atomic_output(path) as partial, h5py.File(partial, "w") as file:
-        write_arrays(file, {key: np.concatenate(parts) for key, parts in sorted(arrays.items())}, attrs)
+def _split_append(shard: Path, written: int, n_train: int, train: h5py.File, test: h5py.File) -> int:
+    """Append a shard's events to the train file up to event ``n_train`` and to the test file after
+    it; returns the events written so far."""
+    with h5py.File(shard, "r") as file:
+        keys: list[str] = []
+        file.visititems(lambda key, obj: keys.append(key) if isinstance(obj, h5py.Dataset) else None)
+        arrays = {key: file[key][()] for key in sorted(keys)}
+    n = len(arrays["INPUTS/Momenta/MASK"])
+    cut = min(max(n_train - written, 0), n)
+    if cut > 0:
+        append_arrays(train, {key: value[:cut] for key, value in arrays.items()})
+    if cut < n:
+        append_arrays(test, {key: value[cut:] for key, value in arrays.items()})
+    return written + n
 
 
 def _attributes(config: GenerationConfig, process: Process, card: DetectorCard, tried: int) -> dict:
