@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from unfold.cli import main
+from unfold.data.hdf5_io import atomic_output
 from unfold.errors import UnfoldError
 from unfold.outputs import check_output_file
 
@@ -189,6 +190,21 @@ def test_an_output_replaces_only_its_own_kind(tmp_path):
         check_output_file(tmp_path / "samples.h5", option="--out", kind="samples", inputs=[tmp_path / "samples.h5"])
     with pytest.raises(UnfoldError, match="an events file"):
         check_output_file(tmp_path / "events.h5", option="--out", kind="samples")
+
+
+def test_a_killed_writers_partial_file_is_removed_by_the_next_write(tmp_path):
+    """SIGKILL leaves `.NAME.partial-PID` behind; the next atomic write of NAME removes it once
+    PID is gone, and leaves a live writer's partial file alone."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".samples.h5.partial-{dead.stdout.strip()}"
+    live = tmp_path / f".samples.h5.partial-{os.getppid()}"
+    for path in (stale, live):
+        path.write_bytes(b"half a file")
+    with atomic_output(tmp_path / "samples.h5") as partial:
+        partial.write_bytes(b"whole")
+    assert not stale.exists()
+    assert live.read_bytes() == b"half a file"
+    assert (tmp_path / "samples.h5").read_bytes() == b"whole"
 
 
 def test_sigterm_ends_a_command_like_ctrl_c(tmp_path):

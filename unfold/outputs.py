@@ -10,6 +10,7 @@ system. The file itself is then written under :func:`partial_name` and renamed i
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Iterable
@@ -20,7 +21,10 @@ import h5py
 
 from unfold.errors import UnfoldError
 
-__all__ = ["OutputKind", "check_output_file", "check_output_root", "output_kind", "partial_name"]
+__all__ = [
+    "OutputKind", "check_output_file", "check_output_root", "output_kind", "partial_name", "process_alive",
+    "remove_stale_partials",
+]
 
 OutputKind = Literal["samples", "predictions", "events", "json"]
 # The group that makes an HDF5 file a samples or predictions file; event files have INPUTS only.
@@ -30,6 +34,27 @@ _MARKER_GROUPS = {"samples": "SAMPLES", "predictions": "PREDICTIONS"}
 def partial_name(path: Path) -> Path:
     """The temporary name a file is written under beside ``path`` before it is renamed to it."""
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (the owner of a temporary name ending in its pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_partials(folder: Path, name: str = "*") -> None:
+    """Remove partial files (:func:`partial_name`) of ``name`` in ``folder`` whose writing
+    process is gone: what a killed (SIGKILL) run leaves behind."""
+    pattern = "*" if name == "*" else glob.escape(name)
+    for stale in Path(folder).glob(f".{pattern}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[1]
+        if stale.is_file() and pid.isdigit() and not process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
 
 
 def output_kind(path: Path) -> OutputKind | None:

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from unfold.errors import UnfoldError
-from unfold.outputs import partial_name
+from unfold.outputs import partial_name, remove_stale_partials
 
 __all__ = ["append_arrays", "atomic_output", "open_h5", "write_arrays"]
 
@@ -24,6 +24,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path.parent, path.name)
     partial = partial_name(path)
     try:
         yield partial

@@ -36,6 +36,7 @@ from unfold.generation.detector_card import DetectorCard, load_detector_card
 from unfold.generation.processes import Process, ProcessName, get_process
 from unfold.generation.pythia_events import generate_truth, pythia_settings
 from unfold.generation.simulation import simulate_event
+from unfold.outputs import process_alive, remove_stale_partials
 
 __all__ = ["GenerationConfig", "GenerationResult", "default_paths", "ensure_default_data", "generate"]
 
@@ -140,27 +141,14 @@ def _shard(config: GenerationConfig, index: int, settings: tuple[str, ...]) -> _
     )
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def _remove_stale_shards(folder: Path) -> None:
     """Remove what killed runs left in ``folder``: shard folders ``.shards-<pid>-*`` and partial
     files ``.<name>.partial-<pid>`` whose process is gone."""
     for stale in folder.glob(".shards-*"):
         pid = stale.name.split("-")[1]
-        if stale.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+        if stale.is_dir() and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-    for stale in folder.glob(".*.partial-*"):
-        pid = stale.name.rsplit("-", 1)[1]
-        if stale.is_file() and pid.isdigit() and not _process_alive(int(pid)):
-            stale.unlink(missing_ok=True)
+    remove_stale_partials(folder)
 
 
 def _shard_results(config: GenerationConfig, process: Process, card: DetectorCard, folder: Path,
