@@ -232,6 +232,8 @@ def summarise(
     edges: np.ndarray,
     truth_weights: np.ndarray,
     weights: np.ndarray,
+    truth_point: np.ndarray | None = None,
+    point: np.ndarray | None = None,
 ) -> dict[Metric, DistanceSummary]:
     """Every metric between the truth and one sample or each of n draws, with bootstrap errors.
 
@@ -246,9 +248,12 @@ def summarise(
         truth_weights: (K, R) bootstrap weights of the truth rows.
         weights: (K, R') bootstrap weights of the rows of ``values`` (the same array as
             ``truth_weights`` when rows are the same events: a paired bootstrap).
+        truth_point, point: (R,) and (R',) event weights of the rows for the distance itself
+            (the samples file's WEIGHTS/weight); None for ones.
     """
     draws = values[:, None] if values.ndim == 1 else values
-    ones_a, ones_b = np.ones((1, truth.size)), np.ones((1, draws.shape[0]))
+    ones_a = np.ones((1, truth.size)) if truth_point is None else np.asarray(truth_point, np.float64)[None]
+    ones_b = np.ones((1, draws.shape[0])) if point is None else np.asarray(point, np.float64)[None]
     point = np.array([
         [row[0] for row in weighted_distances(truth, column, edges, ones_a, ones_b).values()] for column in draws.T
     ])

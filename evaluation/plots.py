@@ -113,6 +113,7 @@ def plot_distribution(
     references: Sequence[Reference],
     unfoldings: Sequence[Series],
     com_tev: float | None,
+    truth_label: str = "Truth",
 ) -> None:
     """Truth with its statistical error bars, detector-level references and each unfolding (the
     bin-wise mean over its draws, with the spread of the draws as a band), with a ratio-to-truth
@@ -126,6 +127,7 @@ def plot_distribution(
         references: detector-level lines (dashed, then dotted).
         unfoldings: each with (R_s, n) draws.
         com_tev: collision energy for the label [TeV], or None if unknown.
+        truth_label: what the truth line is (the detector level for measured events).
     """
     with plt.style.context(STYLE):
         figure, (main, ratio) = plt.subplots(
@@ -135,11 +137,11 @@ def plot_distribution(
         truth_density, truth_error = _density(truth, edges)
         mplhep.histplot(
             truth_density, edges, yerr=truth_error, histtype="errorbar", color=TRUTH_COLOUR,
-            markersize=4, label="Truth (stat. unc.)", ax=main,
+            markersize=4, label=f"{truth_label} (stat. unc.)", ax=main,
         )
         relative = _safe_ratio(truth_error, truth_density)
         ratio.stairs(1 + relative, edges, baseline=1 - relative, fill=True, color="0.8", linewidth=0,
-                     label="Truth stat. unc.")
+                     label=f"{truth_label} stat. unc.")
         ratio.axhline(1.0, color=TRUTH_COLOUR, linewidth=1)
         for style, reference in zip(("--", ":"), references, strict=False):
             if not np.isfinite(reference.values).any():

@@ -202,9 +202,15 @@ def _migration_names(
 
 
 def _analyse(
-    observables: Sequence[Mapping[str, Observable]], names: Sequence[str], bins: int, resamples: int, n_events: int
+    observables: Sequence[Mapping[str, Observable]], names: Sequence[str], bins: int, resamples: int, n_events: int,
+    file_weights: np.ndarray | None = None,
+    calibrated: bool = True,
 ) -> list[_ObservableResult]:
     """Distances with noise floors and bootstrap errors, calibration and mass peaks.
+
+    ``file_weights`` (E,), the samples' event weights, weight every distance and noise floor (a
+    weight of 2 counts an event twice); the calibration ranks stay unweighted. Without truth
+    (``calibrated`` False) there is no calibration: the detector level is no posterior target.
 
     The bootstrap resamples events: one set of event weights resamples the truth, the references
     and every draw together (a paired bootstrap); a per-object observable (every jet) carries
@@ -212,12 +218,16 @@ def _analyse(
     """
     rng = np.random.default_rng(TIE_BREAK_SEED)
     bootstrap = np.random.default_rng(BOOTSTRAP_SEED)
+    scale = np.ones(n_events) if file_weights is None else np.asarray(file_weights, np.float64)
     results = []
     for name in names:
         per_file = tuple(o[name] for o in observables)
         truth = per_file[0]
         edges = histogram_edges(truth.truth, bins, discrete=truth.discrete)
-        event_weights = bootstrap_weights(n_events, resamples, bootstrap)
+        event_weights = bootstrap_weights(n_events, resamples, bootstrap) * scale[None]
+
+        def point(rows: int) -> np.ndarray | None:
+            return None if file_weights is None else scale[np.arange(rows) // (rows // n_events)]
 
         def weights(rows: int, name=name, event_weights=event_weights) -> np.ndarray:
             """Each row's event weight: rows are the events, or E blocks of M object slots."""
@@ -230,20 +240,22 @@ def _analyse(
         def against_truth(values: np.ndarray | None, truth=truth, edges=edges, truth_weights=truth_weights, weights=weights):
             if values is None or not np.isfinite(values).any():
                 return None
-            return summarise(truth.truth, values, edges, truth_weights, weights(values.shape[0]))
+            return summarise(truth.truth, values, edges, truth_weights, weights(values.shape[0]),
+                             point(truth.truth.size), point(values.shape[0]))
 
         reference, matched = against_truth(truth.reference), against_truth(truth.matched)
         distances = tuple(
-            summarise(truth.truth, o.draws, edges, truth_weights, weights(o.draws.shape[0])) for o in per_file
+            summarise(truth.truth, o.draws, edges, truth_weights, weights(o.draws.shape[0]),
+                      point(truth.truth.size), point(o.draws.shape[0])) for o in per_file
         )
-        independent = bootstrap_weights(n_events, resamples, bootstrap)
+        independent = bootstrap_weights(n_events, resamples, bootstrap) * scale[None]
         noise = noise_floor(truth.truth, edges, truth_weights, weights(truth.truth.size, event_weights=independent))
         verdicts = tuple(
             {m: None if reference is None else verdict(d[m], reference[m], noise[m]) for m in METRICS}
             for d in distances
         )
         calibrations = tuple(
-            calibrate(truth.truth, o.draws, rng) if truth.per_event else None for o in per_file
+            calibrate(truth.truth, o.draws, rng) if truth.per_event and calibrated else None for o in per_file
         )
         peaks = _mass_peaks(truth, per_file) if _is_mass(truth) else None
         results.append(
@@ -260,6 +272,7 @@ def _plot_jobs(
     *,
     method: str | None,
     com_tev: float | None,
+    truth_label: str = "Truth",
 ) -> list[PlotJob]:
     """Distribution and calibration plots per observable, migration matrices for those named in
     ``migrations``, correlations for the pairs present; ``method`` is the parton reference's
@@ -288,6 +301,7 @@ def _plot_jobs(
                     references=references,
                     unfoldings=series,
                     com_tev=com_tev,
+                    truth_label=truth_label,
                 ),
             )
         )
@@ -325,7 +339,7 @@ def _plot_jobs(
             )
     for x_name, y_name in correlation_pairs(set(by_name)):
         x, y = by_name[x_name], by_name[y_name]
-        panels = [("Truth", x.truth.truth, y.truth.truth)] + [
+        panels = [(truth_label, x.truth.truth, y.truth.truth)] + [
             (lab, xo.draws.ravel(), yo.draws.ravel())
             for lab, xo, yo in zip(labels, x.unfoldings, y.unfoldings, strict=True)
         ]
@@ -509,6 +523,7 @@ def _metrics_json(
         }
     return {
         "mode": "samples",
+        "compared_with": samples[0].compared_with,
         "bins": bins,
         "bootstrap_resamples": resamples,
         "kl_pseudocount": KL_PSEUDOCOUNT,
@@ -530,6 +545,13 @@ def _metrics_json(
 def _reference_note(samples: SamplesFile) -> str:
     """What the parton-level detector reference is, from the samples file's attributes."""
     method = samples.attrs.get("reference")
+    if samples.compared_with != "truth":
+        return (
+            f"<p><b>No truth in {escape(samples.path.name)}</b> (measured events): every distance compares the "
+            "unfoldings with the detector level (the reference reconstructed "
+            f"{escape('by ' + method if method else 'from the detector objects')}), shown where the truth would be; "
+            "there is no calibration and no verdict against a reference.</p>"
+        )
     if method is None:
         return (
             "<p>Parton-level detector reference: not recorded in this samples file (written before the "
@@ -817,11 +839,13 @@ def write_report(
         selected = _select(list(observables[0].values()), features)
         if not selected:
             raise ReportError(f"{paths[0]}: no observables to report")
-        results = _analyse(observables, selected, bins, resamples, samples[0].n_events)
+        results = _analyse(observables, selected, bins, resamples, samples[0].n_events, samples[0].weights,
+                           calibrated=samples[0].compared_with == "truth")
         method = samples[0].attrs.get("reference")
         jobs = _plot_jobs(
             results, names, bins, _migration_names(samples[0], selected, features), method=method,
             com_tev=_collision_energy(samples[0]),
+            truth_label="Truth" if samples[0].compared_with == "truth" else "Detector level (no truth)",
         )
         headline = _headline(results, names, method)
         metrics = _metrics_json(samples, names, results, bins, resamples)

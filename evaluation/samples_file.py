@@ -90,6 +90,10 @@ class SamplesFile:
         particles: the particle level, or None.
         composites: derived object -> its constituent partons, e.g. t_had -> (b_had, q1, q2).
         attrs: every root attribute as text (process, seed, model, sampler, steps, ...).
+        weights: (E,) event weights (``WEIGHTS/weight``), or None when the file has none.
+        compared_with: ``"truth"``, or ``"detector level"`` for measured events (no truth in the
+            file): the detector-level reference then stands where the truth would, and there is
+            no separate reference to compare against.
     """
 
     path: Path
@@ -99,6 +103,8 @@ class SamplesFile:
     particles: ParticleLevel | None
     composites: Mapping[str, tuple[str, ...]]
     attrs: Mapping[str, str]
+    weights: np.ndarray | None = None
+    compared_with: str = "truth"
 
 
 class _Reader:
@@ -243,34 +249,41 @@ def read_samples_file(path: str | Path) -> SamplesFile:
         raise ReportError(f"{path}: not a readable HDF5 file ({error})") from None
     with file:
         levels = [level for level in ("PARTONS", "PARTICLES") if level in file]
-        if not levels:
+        measured = [level for level in ("PARTONS", "PARTICLES") if f"REFERENCE/{level}" in file and f"SAMPLES/{level}" in file]
+        if not levels and not measured:
             raise ReportError(
-                f"{path}: no truth: expected a 'PARTONS' and/or 'PARTICLES' group at the root, "
-                f"found {sorted(file.keys())}"
+                f"{path}: no truth: expected a 'PARTONS' and/or 'PARTICLES' group at the root (or a detector-level "
+                f"REFERENCE/ beside SAMPLES/ for measured events), found {sorted(file.keys())}"
             )
+        truth_prefix = "" if levels else "REFERENCE/"
         reader = _Reader(file, path)
         partons = particles = None
-        if "PARTONS" in file:
-            truth = reader.partons("PARTONS", "truth", None)
+        if f"{truth_prefix}PARTONS" in file:
+            truth = reader.partons(f"{truth_prefix}PARTONS", "truth", None)
             if not truth:
                 raise reader.fail("PARTONS", "holds no parton groups")
             names = {p: list(f) for p, f in truth.items()}
             draws = reader.partons("SAMPLES/PARTONS", "draws", names)
             reference, matched = (
-                reader.partons(f"{group}/PARTONS", "truth", names) if f"{group}/PARTONS" in file else {}
+                reader.partons(f"{group}/PARTONS", "truth", names) if f"{group}/PARTONS" in file and not truth_prefix else {}
                 for group in ("REFERENCE", "MATCHED")
             )
             partons = PartonLevel(truth, draws, reference, matched)
-        if "PARTICLES" in file:
-            truth_collections = reader.collections("PARTICLES", "truth", None)
+        if f"{truth_prefix}PARTICLES" in file:
+            truth_collections = reader.collections(f"{truth_prefix}PARTICLES", "truth", None)
             if not truth_collections:
                 raise reader.fail("PARTICLES", "holds no collections")
             particles = ParticleLevel(
                 truth_collections,
                 reader.collections("SAMPLES/PARTICLES", "draws", truth_collections),
-                _reference_collections(reader, truth_collections),
+                {} if truth_prefix else _reference_collections(reader, truth_collections),
             )
         attrs = dict(file.attrs)
+        weights = None
+        if "WEIGHTS/weight" in file:
+            weights = reader.array("WEIGHTS/weight", "truth")
+            if not np.isfinite(weights).all() or weights.sum() <= 0:
+                raise reader.fail("WEIGHTS/weight", "expected finite event weights with a positive sum")
     if reader.n_draws is None or reader.n_draws < 1:
         raise ReportError(f"{path}: SAMPLES: expected at least one draw per event")
     return SamplesFile(
@@ -281,6 +294,8 @@ def read_samples_file(path: str | Path) -> SamplesFile:
         particles=particles,
         composites=_composites(path, attrs),
         attrs={key: _attr_text(value) for key, value in attrs.items() if key != "composites"},
+        weights=weights,
+        compared_with="detector level" if truth_prefix else "truth",
     )
 
 

@@ -437,3 +437,91 @@ def test_the_parton_onnx_graphs_reproduce_torch_sampling(parton_run, semileptoni
         event = model.module.encoder(encoder_inputs(data, model.topology)).event
     expected = vld.sample(event, 1, sampler="ddim", steps=5, generator=torch.Generator().manual_seed(4))
     np.testing.assert_allclose(partons, expected[:, 0].detach().numpy(), atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def particle_run(semileptonic_files, tmp_path_factory) -> Path:
+    """A weighted particle run: weights from an arbitrary dataset, negative ones included."""
+    with h5py.File(semileptonic_files[0]) as file:
+        n = len(file["INPUTS/Momenta/MASK"])
+    folder = tmp_path_factory.mktemp("particle")
+    data = stripped_copy(semileptonic_files[0], folder / "weighted.h5", extra={"my/w": np.linspace(-0.5, 2.0, n)})
+    assert main(["train", "particle", "--config", "small", "--data", str(data), "--out", str(folder / "runs"),
+                 "--epochs", "1", "--batch-size", "64", "--accelerator", "cpu", "--weights", "my/w", "--limit", "120"]) == 0
+    (run,) = (folder / "runs" / "particle").iterdir()
+    return run
+
+
+@pytest.mark.parametrize("task", ["parton", "particle"])
+def test_sample_runs_on_measured_events_and_says_truth_is_absent(task, parton_run, particle_run, recon_run,
+                                                                 semileptonic_files, tmp_path):
+    run = parton_run if task == "parton" else particle_run
+    bare = stripped_copy(semileptonic_files[1], tmp_path / "measured.h5", TRUTH_GROUPS, attrs=False,
+                         extra={"WEIGHTS/weight": np.full(100, 0.5, np.float32)})
+    out = tmp_path / "samples.h5"
+    assert main(["sample", task, "--checkpoint", str(run), "--data", str(bare), "--out", str(out), "--n", "2",
+                 "--steps", "2", "--limit", "30", "--recon", str(recon_run)]) == 0
+    with h5py.File(out) as file:
+        assert file.attrs["truth"].startswith("none")
+        assert not {"PARTONS", "PARTICLES", "MATCHED"} & set(file)
+        np.testing.assert_array_equal(file["EVENT_INDEX"][...], np.arange(30))
+        np.testing.assert_array_equal(file["WEIGHTS/weight"][...], np.full(30, 0.5))
+        level = "PARTONS" if task == "parton" else "PARTICLES"
+        assert f"SAMPLES/{level}" in file
+        assert f"REFERENCE/{level}" in file, "the detector-level reference needs no truth"
+
+
+def test_a_weighted_report_matches_the_report_of_the_duplicated_file(parton_run, recon_run, semileptonic_files, tmp_path):
+    """Samples with weight 2 on a third of the events: every unbinned distance equals the one of a
+    samples file holding those events twice (binned ones differ only by the bins' quantiles)."""
+    samples = tmp_path / "samples.h5"
+    assert main(["sample", "parton", "--checkpoint", str(parton_run), "--data", str(semileptonic_files[1]),
+                 "--out", str(samples), "--n", "2", "--steps", "2", "--limit", "60", "--recon", str(recon_run)]) == 0
+    subset = np.arange(60) % 3 == 0
+    weighted, duplicated = tmp_path / "weighted.h5", tmp_path / "duplicated.h5"
+    rows = np.concatenate([np.arange(60), np.flatnonzero(subset)])
+    with h5py.File(samples) as old, h5py.File(weighted, "w") as w, h5py.File(duplicated, "w") as d:
+        def copy(key: str, item) -> None:
+            if isinstance(item, h5py.Dataset):
+                w.create_dataset(key, data=item[...] if key != "WEIGHTS/weight" else np.where(subset, 2.0, 1.0))
+                d.create_dataset(key, data=item[...][rows] if key != "WEIGHTS/weight" else np.ones(len(rows)))
+
+        old.visititems(copy)
+        w.attrs.update(old.attrs)
+        d.attrs.update(old.attrs)
+    metrics = {}
+    for name, path in (("weighted", weighted), ("duplicated", duplicated)):
+        out = tmp_path / f"report_{name}"
+        assert main(["report", str(path), "--out", str(out), "--labels", "model", "--bootstrap", "5"]) == 0
+        metrics[name] = json.loads((out / "metrics.json").read_text())["observables"]
+    assert metrics["weighted"].keys() == metrics["duplicated"].keys()
+    for name, observable in metrics["weighted"].items():
+        for metric in ("wasserstein", "energy", "ks"):
+            got = observable["distances"]["model"][metric]["value"]
+            expected = metrics["duplicated"][name]["distances"]["model"][metric]["value"]
+            assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), f"{name} {metric}"
+    unweighted = tmp_path / "unweighted"
+    with h5py.File(weighted, "a") as file:
+        del file["WEIGHTS/weight"]
+    assert main(["report", str(weighted), "--out", str(unweighted), "--labels", "model", "--bootstrap", "5"]) == 0
+    plain = json.loads((unweighted / "metrics.json").read_text())["observables"]
+    assert any(plain[n]["distances"]["model"]["wasserstein"]["value"]
+               != pytest.approx(metrics["duplicated"][n]["distances"]["model"]["wasserstein"]["value"], rel=1e-6)
+               for n in plain), "the weights change the distances"
+
+
+def test_a_report_on_measured_events_compares_with_the_detector_level(parton_run, recon_run, semileptonic_files,
+                                                                      tmp_path):
+    bare = stripped_copy(semileptonic_files[1], tmp_path / "measured.h5", TRUTH_GROUPS, attrs=False)
+    samples = tmp_path / "samples.h5"
+    assert main(["sample", "parton", "--checkpoint", str(parton_run), "--data", str(bare), "--out", str(samples),
+                 "--n", "2", "--steps", "2", "--limit", "40", "--recon", str(recon_run)]) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(samples), "--out", str(out), "--bootstrap", "5"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["compared_with"] == "detector level"
+    assert "No truth in samples.h5" in (out / "index.html").read_text()
+    observable = next(iter(metrics["observables"].values()))
+    assert observable["reference"] is None
+    assert observable["distances"]["samples"]["wasserstein"]["value"] is not None
+    assert observable["calibration"] == {}

@@ -42,6 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fit-data", type=Path, default=None,
                         help="training file on whose truth-matched events the chi-square reference fits its mass "
                         "resolutions (default: the *_train.h5 beside a *_test.h5 --data)")
+    parser.add_argument("--weights", default=None, metavar="DATASET",
+                        help="per-event weights copied to WEIGHTS/weight beside EVENT_INDEX (default: SPANet's "
+                        "WEIGHTS/weight when the file has it, else 1)")
     parser.set_defaults(func=run)
 
 
@@ -69,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, option="--out", kind="samples", inputs=(*given, data, *checkpoints.values()))
     out = sample_unfoldings(checkpoints, data, args.out, n=args.n, sampler=args.sampler, steps=args.steps,
                             batch_size=args.batch_size, seed=args.seed, devices=args.devices, limit=args.limit,
-                            recon=args.recon, fit_data=args.fit_data)
+                            recon=args.recon, fit_data=args.fit_data, weights=args.weights)
     print(f"{args.n} unfoldings per event ({', '.join(checkpoints)}) written to {out}")
     return 0

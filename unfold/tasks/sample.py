@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from unfold.data.event_tensors import encoder_inputs, map_tensors, take_events
 from unfold.data.hdf5_io import atomic_output, write_arrays
-from unfold.data.hdf5_schema import read_spanet, read_truth
+from unfold.data.hdf5_schema import has_group, read_spanet, read_truth
 from unfold.errors import UnfoldError
 from unfold.models.diffusion.sampler import DEFAULT_SAMPLER
 from unfold.tasks.assignment_model import AssignmentModel
@@ -59,9 +59,15 @@ def sample_unfoldings(
     limit: int | None = None,
     recon: Path | None = None,
     fit_data: Path | None = None,
+    weights: str | None = None,
 ) -> Path:
     """Draw n unfoldings of every event of ``data_path`` with each trained task and write them, with
     the truth, detector-level references and inputs, to ``out`` (atomically).
+
+    The file needs only the detector inputs: truth (``PARTONS``, ``PARTICLES``) and the truth-matched
+    jets (``TARGETS``) are copied where present, and the root attribute ``truth`` lists what was
+    found (``none`` for measured events). Every event's weight (``weights`` dataset, else SPANet's
+    ``WEIGHTS/weight``, else 1) and its row in ``data_path`` go to ``WEIGHTS/weight`` and ``EVENT_INDEX``.
 
     The parton-level reference reconstructs every event: with the ``recon`` run's assignments, else
     with the chi-square baseline fitted on ``fit_data`` (default: :func:`default_fit_data`).
@@ -80,7 +86,7 @@ def sample_unfoldings(
     copies = {task: [_load(task, path, target) for target in targets] for task, path in checkpoints.items()}
     modules = {task: models[0] for task, models in copies.items()}
     topology = next(iter(modules.values())).topology
-    process = process_of(data_path)
+    process = process_of(data_path, topology)
     for task, module in modules.items():
         trained_for = getattr(module.hparams, "process", process)
         if trained_for != process:
@@ -89,7 +95,8 @@ def sample_unfoldings(
             raise UnfoldError(
                 f"{checkpoints[task]}: trained on other detector inputs than the {next(iter(checkpoints))} run"
             )
-    data = read_spanet(data_path, topology, limit=limit)
+    data = read_spanet(data_path, topology, limit=limit, weights=weights)
+    truth_groups = [group for group in ("PARTONS", "PARTICLES") if has_group(data_path, group)]
     if "parton" in modules:
         assignments, method = reconstruct(data_path, data, topology, recon=recon, fit_data=fit_data)
     inputs = encoder_inputs(data, topology)
@@ -98,7 +105,8 @@ def sample_unfoldings(
     attrs: dict[str, object] = {"n": n, "sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size,
                                 "inputs": str(data_path), "devices": ",".join(map(str, targets)),
                                 "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()}),
-                                **_collision_energy(data_path)}
+                                "truth": ", ".join(truth_groups) or "none: the input file holds no PARTONS or PARTICLES",
+                                "weights": data.weights_key or "none (all 1)", **_collision_energy(data_path)}
     description = f"sample {'+'.join(copies)} (n={n}, {sampler}, {steps} steps, {attrs['devices']})"
     with tqdm(total=len(batches) * len(copies), desc=description, unit="batch") as progress:
         for task, models in copies.items():
@@ -115,6 +123,8 @@ def sample_unfoldings(
     for i, feature in enumerate(source.features):
         arrays[f"INPUTS/{source.name}/{feature}"] = data.sequential[source.name][..., i]
     arrays[f"INPUTS/{source.name}/MASK"] = data.masks[source.name]
+    arrays["EVENT_INDEX"] = data.event_index
+    arrays["WEIGHTS/weight"] = data.event_weights
     with atomic_output(out) as partial, h5py.File(partial, "w") as file:
         write_arrays(file, arrays, attrs)
     return out
@@ -237,11 +247,13 @@ def _parton_arrays(arrays, parts, data, topology, module, data_path, limit, assi
     for name, features in parts[0].items():
         for feature in features:
             arrays[f"SAMPLES/PARTONS/{name}/{feature}"] = torch.cat([p[name][feature] for p in parts]).numpy().astype(np.float32)
-    truth = read_truth(data_path, "PARTONS", limit=limit)
-    for name in module.representation.daughters:
-        for feature in ("pt", "eta", "phi", "mass"):
-            arrays[f"PARTONS/{name}/{feature}"] = truth[name][feature]
-    for group, slots in (("REFERENCE", assignments), ("MATCHED", data.targets)):
+    if has_group(data_path, "PARTONS"):
+        truth = read_truth(data_path, "PARTONS", limit=limit)
+        for name in module.representation.daughters:
+            for feature in ("pt", "eta", "phi", "mass"):
+                arrays[f"PARTONS/{name}/{feature}"] = truth[name][feature]
+    references = (("REFERENCE", assignments), ("MATCHED", data.targets)) if data.has_targets else (("REFERENCE", assignments),)
+    for group, slots in references:
         for name, features in parton_reference(data, topology, module.hparams.process, slots).items():
             for feature, values in features.items():
                 arrays[f"{group}/PARTONS/{name}/{feature}"] = values.astype(np.float32)
@@ -261,13 +273,14 @@ def _collision_energy(data_path: Path) -> dict[str, float]:
 def _reference_attrs(arrays: dict[str, np.ndarray], method: str, partons) -> dict[str, object]:
     """How the parton reference was made, on how many events, and the truth-matched coverage."""
     reconstructed = np.stack([np.isfinite(arrays[f"REFERENCE/PARTONS/{p}/pt"]) for p in partons], axis=1)
-    matched = {p: float(np.isfinite(arrays[f"MATCHED/PARTONS/{p}/pt"]).mean()) for p in partons}
-    return {
+    attrs: dict[str, object] = {
         "reference": method,
         "reference_events": int(reconstructed.all(axis=1).sum()),
         "reference_unassigned": json.dumps({p: int((~reconstructed[:, i]).sum()) for i, p in enumerate(partons)}),
-        "matched_fraction": json.dumps(matched),
     }
+    if f"MATCHED/PARTONS/{partons[0]}/pt" in arrays:
+        attrs["matched_fraction"] = json.dumps({p: float(np.isfinite(arrays[f"MATCHED/PARTONS/{p}/pt"]).mean()) for p in partons})
+    return attrs
 
 
 def _particle_arrays(arrays, parts, data, topology, data_path, limit) -> None:
@@ -276,12 +289,15 @@ def _particle_arrays(arrays, parts, data, topology, data_path, limit) -> None:
         for feature in features:
             arrays[f"SAMPLES/PARTICLES/{name}/{feature}"] = np.concatenate([d[name][feature] for d in decoded])
     arrays["SAMPLES/PARTICLE_MULTIPLICITY"] = torch.cat([multiplicity for multiplicity, _ in parts]).numpy()
-    truth = read_truth(data_path, "PARTICLES", limit=limit)
-    for name, features in decoded[0].items():
-        for feature in features:
-            arrays[f"PARTICLES/{name}/{feature}"] = truth[name][feature]
-    slots = {name: truth[name]["MASK"].shape[1] for name in decoded[0] if "MASK" in truth[name]}
+    if has_group(data_path, "PARTICLES"):
+        truth = read_truth(data_path, "PARTICLES", limit=limit)
+        for name, features in decoded[0].items():
+            for feature in features:
+                arrays[f"PARTICLES/{name}/{feature}"] = truth[name][feature]
+        slots = {name: truth[name]["MASK"].shape[1] for name in decoded[0] if "MASK" in truth[name]}
+    else:  # measured events: the detector reference padded to the unfolded slots
+        slots = {name: features["MASK"].shape[-1] for name, features in decoded[0].items() if "MASK" in features}
     for name, features in particle_reference(data, topology, slots).items():
         for feature, values in features.items():
-            if f"PARTICLES/{name}/{feature}" in arrays:
+            if f"SAMPLES/PARTICLES/{name}/{feature}" in arrays:
                 arrays[f"REFERENCE/PARTICLES/{name}/{feature}"] = values
