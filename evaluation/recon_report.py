@@ -36,6 +36,8 @@ PREDICTION_SCORES = frozenset(
     {"assignment_probability", "detection_probability", "marginal_probability", "entropy", "correct"}
 )
 MOMENTA = ("pt", "eta", "sin_phi", "cos_phi", "mass", "MASK")
+# Groups of PREDICTIONS that hold event-level heads, not resonances.
+EVENT_HEADS = frozenset({"REGRESSIONS", "CLASSIFICATIONS"})
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ def build_recon_report(path: Path, *, bins: int) -> ReconReport:
     """Read a predictions file and plan its report (tables, correct vs wrong masses)."""
     with h5py.File(path, "r") as file:
         resonances = [
-            n for n in file["PREDICTIONS"] if isinstance(file["PREDICTIONS"][n], h5py.Group)
+            n for n in file["PREDICTIONS"]
+            if isinstance(file["PREDICTIONS"][n], h5py.Group) and n not in EVENT_HEADS
         ]
         if not resonances:
             raise ReportError(f"{path}: PREDICTIONS: holds no resonance groups")
@@ -177,19 +180,20 @@ def build_recon_report(path: Path, *, bins: int) -> ReconReport:
             ).astype(np.int64)
             for r in resonances
         }
+        has_targets = "TARGETS" in file
         targets = {
             r: np.stack(
                 [_read(file, path, f"TARGETS/{r}/{d}") for d in daughters[r]], axis=1
             ).astype(np.int64)
-            for r in resonances
+            for r in resonances if has_targets
         }
-        missing = [r for r in resonances if "correct" not in file["PREDICTIONS"][r]]
+        missing = [r for r in resonances if has_targets and "correct" not in file["PREDICTIONS"][r]]
         if missing:
             raise ReportError(
                 f"{path}: PREDICTIONS/{missing[0]}/correct: not found; expected a file written by "
                 "the current `unfold predict recon` (run it again)"
             )
-        correct = {r: _read(file, path, f"PREDICTIONS/{r}/correct").astype(bool) for r in resonances}
+        correct = {r: _read(file, path, f"PREDICTIONS/{r}/correct").astype(bool) for r in targets}
         momenta = {f: _read(file, path, f"INPUTS/Momenta/{f}") for f in MOMENTA}
         try:
             efficiency = json.loads(file.attrs.get("efficiency", "{}"))
@@ -204,7 +208,7 @@ def build_recon_report(path: Path, *, bins: int) -> ReconReport:
             )
     momenta["MASK"] = momenta["MASK"].astype(bool)
     jobs, counts = [], {}
-    for name in resonances:
+    for name in targets:  # measured events (no TARGETS) have no correct / wrong split
         complete = (targets[name] >= 0).all(axis=1)
         q_columns = [i for i, d in enumerate(daughters[name]) if d.startswith("q")]
         systems = [("all", list(range(len(daughters[name]))))]
@@ -227,7 +231,8 @@ def build_recon_report(path: Path, *, bins: int) -> ReconReport:
                 )
             )
     headline = (
-        "\n".join(_text_tables(efficiency)) if efficiency else f"{path}: no efficiency tables"
+        "\n".join(_text_tables(efficiency)) if efficiency
+        else f"{path}: no efficiency tables" + ("" if has_targets else " (no TARGETS: measured events)")
     )
     metrics = {
         "mode": "recon",

@@ -95,6 +95,8 @@ def test_predict_runs_on_a_file_stripped_of_each_truth_group(recon_run, full_pre
             assert (file[f"PREDICTIONS/REGRESSIONS/{name}_uncertainty"][...] > 0).all()
         assert {"Momenta", "Met"} <= set(file["INPUTS"]), "every input source is copied"
         assert ("TARGETS" in file) == (group != "TARGETS")
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0, "the recon report reads it, truth or not"
+    with h5py.File(out) as file:
         if group == "TARGETS":
             assert file.attrs["note"] == NO_TARGETS
             assert "efficiency" not in file.attrs
