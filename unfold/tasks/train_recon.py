@@ -10,6 +10,7 @@ import torch
 
 from recon.assignment_loss import pattern_balance_weights, resonance_presence
 from recon.event_topology import EventTopology
+from unfold.data.datamodule import EventDataModule
 from unfold.data.hdf5_schema import read_spanet
 from unfold.data.recon_data import assignment_tensors
 from unfold.errors import UnfoldError
@@ -20,7 +21,6 @@ from unfold.training.trainer import (
     find_checkpoint,
     new_run_dir,
     resumed_run,
-    split_loaders,
     write_config,
 )
 
@@ -68,9 +68,10 @@ def train_recon(config: ReconConfig) -> Path:
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     data = read_spanet(config.data, topology, limit=config.limit, weights=config.weights, require_targets=True)
     tensors = assignment_tensors(data, topology)
-    train_rows, train_loader, val_loader = split_loaders(
+    data_module = EventDataModule(
         tensors, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
     )
+    train_rows = data_module.train_rows
     checkpoint = None
     if config.resume is not None:
         run, checkpoint = resumed_run(config.resume)
@@ -112,5 +113,5 @@ def train_recon(config: ReconConfig) -> Path:
             "trainer": asdict(config.trainer),
         })
     trainer = build_trainer(run, config.trainer, monitor="val_event_efficiency", mode="max")
-    trainer.fit(module, train_loader, val_loader, ckpt_path=checkpoint)
+    trainer.fit(module, datamodule=data_module, ckpt_path=checkpoint)
     return run

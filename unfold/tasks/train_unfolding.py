@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from recon.event_topology import EventTopology
+from unfold.data.datamodule import EventDataModule, split_rows
 from unfold.data.event_tensors import IndexedTensors, encoder_inputs, take_events
 from unfold.data.hdf5_io import open_h5
 from unfold.data.hdf5_schema import has_group, read_spanet, read_truth
@@ -23,8 +24,6 @@ from unfold.training.trainer import (
     find_checkpoint,
     new_run_dir,
     resumed_run,
-    split_loaders,
-    split_rows,
     write_config,
 )
 from unfold.training.unfolding_modules import ParticleModule, PartonModule, encoder_options_from
@@ -142,7 +141,7 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
             module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)))
     truth = _truth_tensors(module, config.task, config.data, None if checkpoint else train_rows, config.limit)
     dataset = IndexedTensors((inputs, truth, torch.from_numpy(data.event_weights)), data.n_events)
-    _, train_loader, val_loader = split_loaders(
+    data_module = EventDataModule(
         dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
     )
     if config.resume is None:
@@ -158,5 +157,5 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
             "trainer": asdict(config.trainer),
         })
     trainer = build_trainer(run, config.trainer, monitor="val_loss", mode="min")
-    trainer.fit(module, train_loader, val_loader, ckpt_path=checkpoint)
+    trainer.fit(module, datamodule=data_module, ckpt_path=checkpoint)
     return run

@@ -37,8 +37,6 @@ __all__ = [
     "new_run_dir",
     "newest_run",
     "resumed_run",
-    "split_loaders",
-    "split_rows",
     "write_config",
 ]
 
@@ -228,13 +226,6 @@ def newest_run(root: Path, task: str) -> Path:
     return runs[-1]
 
 
-def split_rows(n_events: int, *, validation_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A seeded random split of event indices into training and validation rows."""
-    n_val = max(1, int(n_events * validation_fraction))
-    if n_events - n_val < 1:
-        raise UnfoldError(f"{n_events} events are too few to split into training and validation")
-    order = torch.randperm(n_events, generator=torch.Generator().manual_seed(seed)).tolist()
-    return order[n_val:], order[:n_val]
 
 
 def resumed_run(path: Path) -> tuple[Path, Path]:
@@ -301,17 +292,3 @@ def check_resume(path: Path, task: str) -> Path:
     return checkpoint
 
 
-def split_loaders(dataset, *, batch_size: int, validation_fraction: float, seed: int):
-    """Shuffled train and fixed validation loaders of an :class:`~unfold.data.event_tensors.IndexedTensors`.
-
-    Returns the training rows too, so statistics (normalisations, class weights) are fitted on
-    training events only; they are the rows :func:`split_rows` gives for the same seed.
-    """
-    train_rows, val_rows = split_rows(len(dataset), validation_fraction=validation_fraction, seed=seed)
-
-    def loader(rows: list[int], shuffle: bool) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, rows), batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate
-        )
-
-    return train_rows, loader(train_rows, True), loader(val_rows, False)
