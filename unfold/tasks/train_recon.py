@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +16,7 @@ from unfold.data.recon_data import assignment_tensors
 from unfold.errors import UnfoldError
 from unfold.training.recon_module import ReconModule
 from unfold.training.trainer import (
-    TrainerOptions,
+    RunConfig,
     build_trainer,
     find_checkpoint,
     new_run_dir,
@@ -28,8 +28,8 @@ __all__ = ["ReconConfig", "train_recon"]
 
 
 
-@dataclass(frozen=True)
-class ReconConfig:
+@dataclass(frozen=True, kw_only=True)
+class ReconConfig(RunConfig):
     """A recon training run, in the layout of ``configs/models/recon.yaml``.
 
     Attributes:
@@ -39,23 +39,10 @@ class ReconConfig:
             options of :class:`ReconModule` (regression_distribution, balance_patterns).
         optimizer: learning_rate and weight_decay of AdamW.
         test: file of the efficiency table printed after training (recorded in config.yaml).
-        weights: dataset of per-event weights scaling every loss term (None: SPANet's WEIGHTS/weight
-            when the file has it, else ones).
     """
 
-    data: Path
-    event_file: Path
-    out: Path = Path("runs")
-    encoder: dict = field(default_factory=dict)
-    model: dict = field(default_factory=dict)
-    optimizer: dict = field(default_factory=dict)
-    trainer: TrainerOptions = field(default_factory=TrainerOptions)
-    validation_fraction: float = 0.1
     init_from: Path | None = None
-    resume: Path | None = None
-    limit: int | None = None
     test: Path | None = None
-    weights: str | None = None
 
 
 def _path(value: Path | None) -> str | None:

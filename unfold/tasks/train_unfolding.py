@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +19,7 @@ from unfold.data.hdf5_schema import has_group, read_spanet, read_truth
 from unfold.errors import UnfoldError
 from unfold.generation.processes import PROCESSES
 from unfold.training.trainer import (
-    TrainerOptions,
+    RunConfig,
     build_trainer,
     find_checkpoint,
     new_run_dir,
@@ -35,8 +35,8 @@ Task = Literal["parton", "particle"]
 MODULES = {"parton": PartonModule, "particle": ParticleModule}
 
 
-@dataclass(frozen=True)
-class UnfoldingConfig:
+@dataclass(frozen=True, kw_only=True)
+class UnfoldingConfig(RunConfig):
     """A parton or particle unfolding run, in the layout of ``configs/models/{parton,particle}.yaml``.
 
     Attributes:
@@ -46,25 +46,12 @@ class UnfoldingConfig:
             for partons; SetLatentDiffusion for particles).
         optimizer: learning_rate and weight_decay of AdamW.
         process: (parton) the process whose partons are unfolded; None: from the file (:func:`process_of`).
-        weights: dataset of per-event weights scaling every loss term (None: SPANet's WEIGHTS/weight
-            when the file has it, else ones).
     """
 
     task: Task
-    data: Path
-    event_file: Path
-    out: Path = Path("runs")
-    encoder: dict = field(default_factory=dict)
-    model: dict = field(default_factory=dict)
-    optimizer: dict = field(default_factory=dict)
-    trainer: TrainerOptions = field(default_factory=TrainerOptions)
-    validation_fraction: float = 0.1
     encoder_from: Path | None = None
     freeze_encoder: bool = False
-    resume: Path | None = None
-    limit: int | None = None
     process: str | None = None
-    weights: str | None = None
 
 
 def process_of(path: Path, topology: EventTopology | None = None) -> str:

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -26,6 +26,7 @@ from unfold.errors import UnfoldError
 from unfold.outputs import partial_name
 
 __all__ = [
+    "RunConfig",
     "TrainerOptions",
     "TrainingInterrupted",
     "build_trainer",
@@ -81,6 +82,33 @@ def new_run_dir(root: Path, task: str) -> Path:
         suffix += 1
     run.mkdir(parents=True)
     return run
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """What every training run shares, in the layout of ``configs/models/<task>.yaml``.
+
+    Attributes:
+        data: training file; event_file: the SPANet event file of its inputs; out: root of runs/<task>/<id>/.
+        encoder, model: constructor keywords of the shared encoder and of the task's network.
+        optimizer: learning_rate and weight_decay of AdamW.
+        validation_fraction: share of events held out (one seeded split, :mod:`unfold.data.datamodule`).
+        resume: run folder or checkpoint to continue; limit: first N events only.
+        weights: dataset of per-event weights scaling every loss term (None: SPANet's WEIGHTS/weight
+            when the file has it, else ones).
+    """
+
+    data: Path
+    event_file: Path
+    out: Path = Path("runs")
+    encoder: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    optimizer: dict = field(default_factory=dict)
+    trainer: TrainerOptions = field(default_factory=TrainerOptions)
+    validation_fraction: float = 0.1
+    resume: Path | None = None
+    limit: int | None = None
+    weights: str | None = None
 
 
 class _ConfigDumper(yaml.SafeDumper):
