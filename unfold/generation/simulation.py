@@ -1,7 +1,7 @@
 """One event through the whole chain: truth -> particle level -> detector -> SPANet record.
 
 The record is a flat mapping from HDF5 dataset path to this event's value, in the schema of
-``../shared/ARCHITECTURE.md``: detector inputs and assignment targets in SPANet's layout
+:mod:`unfold.data.hdf5_schema`: detector inputs and assignment targets in SPANet's layout
 (lepton in slot 0 of ``Momenta`` for semi-leptonic events, jets after it, hardest first),
 parton truth under ``PARTONS/`` and particle-level truth under ``PARTICLES/``.
 """
