@@ -25,7 +25,7 @@ from unfold.generation.pythia_events import TruthEvent
 
 __all__ = ["PARTICLE_JET_ETA_MAX", "PARTICLE_JET_PT_MIN", "match_partons", "momenta_slots", "simulate_event"]
 
-# Particle-level jet definition of the issue and of the ATLAS/CMS top fiducial regions.
+# Particle-level jet definition of the ATLAS/CMS top fiducial regions.
 PARTICLE_JET_PT_MIN = 20.0
 PARTICLE_JET_ETA_MAX = 2.5
 KINEMATICS = ("pt", "eta", "phi", "mass")
