@@ -29,6 +29,7 @@ from unfold.tasks.assignment_model import AssignmentModel
 from unfold.tasks.evaluate_recon import chi_square_assignments
 from unfold.tasks.references import assigned_partons, particle_reference, parton_reference
 from unfold.tasks.train_unfolding import MODULES, Task, process_of
+from unfold.training.trainer import checkpoint_task as saved_task
 from unfold.training.trainer import (
     find_checkpoint,
 )
@@ -227,12 +228,10 @@ def checkpoint_task(path: Path) -> Task:
         hyperparameters = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
     except Exception as error:  # torch raises many kinds for a file that is not a checkpoint
         raise UnfoldError(f"{checkpoint}: not a readable checkpoint ({str(error).splitlines()[0][:120]})") from None
-    model = hyperparameters.get("model")
-    if "max_particles" in hyperparameters or (isinstance(model, dict) and "max_particles" in model):
-        return "particle"
-    if "process" in hyperparameters:
-        return "parton"
-    raise UnfoldError(f"{checkpoint}: not a parton or particle unfolding checkpoint (a recon run?)")
+    task = saved_task(hyperparameters)
+    if task not in ("parton", "particle"):
+        raise UnfoldError(f"{checkpoint}: not a parton or particle unfolding checkpoint (a {task or 'foreign'} run?)")
+    return task
 
 
 def _load(task: str, path: Path, device: torch.device):
