@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +20,7 @@ from unfold.training.trainer import (
     build_trainer,
     find_checkpoint,
     new_run_dir,
+    resolved_config,
     resumed_run,
     write_config,
 )
@@ -89,16 +90,7 @@ def train_recon(config: ReconConfig) -> Path:
         targets = tensors.tensors.targets
         present = resonance_presence([t[rows] for t in targets.indices], [m[rows] for m in targets.resonance_masks])
         module.pattern_weights.copy_(pattern_balance_weights(present, topology.event_group))
-        hparams = module.hparams
-        write_config(run, {
-            "data": str(config.data), "event_file": str(config.event_file), "out": str(config.out),
-            "limit": config.limit, "validation_fraction": config.validation_fraction, "resume": None,
-            "weights": config.weights, "test": _path(config.test), "init_from": _path(config.init_from),
-            "encoder": dict(hparams.encoder),
-            "model": {**hparams.model, **{key: hparams[key] for key in ReconModule.MODEL_OPTIONS}},
-            "optimizer": {key: hparams[key] for key in ReconModule.OPTIMIZER_OPTIONS},
-            "trainer": asdict(config.trainer),
-        })
+        write_config(run, resolved_config(config, module, test=_path(config.test), init_from=_path(config.init_from)))
     trainer = build_trainer(run, config.trainer, monitor="val_event_efficiency", mode="max")
     trainer.fit(module, datamodule=data_module, ckpt_path=checkpoint)
     return run

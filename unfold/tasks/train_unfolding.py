@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +23,7 @@ from unfold.training.trainer import (
     build_trainer,
     find_checkpoint,
     new_run_dir,
+    resolved_config,
     resumed_run,
     write_config,
 )
@@ -132,17 +133,10 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
         dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed
     )
     if config.resume is None:
-        hparams = module.hparams
-        write_config(run, {
-            "data": str(config.data), "event_file": str(config.event_file), "out": str(config.out),
-            "limit": config.limit, "validation_fraction": config.validation_fraction, "resume": None,
-            "weights": config.weights, **({"process": hparams.process} if config.task == "parton" else {}),
-            "encoder_from": None if config.encoder_from is None else str(config.encoder_from),
-            "freeze_encoder": config.freeze_encoder, "encoder": dict(hparams.encoder),
-            "model": {**hparams.model, **{key: hparams[key] for key in module.MODEL_OPTIONS}},
-            "optimizer": {key: hparams[key] for key in module.OPTIMIZER_OPTIONS},
-            "trainer": asdict(config.trainer),
-        })
+        process = {"process": module.hparams.process} if config.task == "parton" else {}
+        encoder_from = None if config.encoder_from is None else str(config.encoder_from)
+        write_config(run, resolved_config(config, module, **process, encoder_from=encoder_from,
+                                          freeze_encoder=config.freeze_encoder))
     trainer = build_trainer(run, config.trainer, monitor="val_loss", mode="min")
     trainer.fit(module, datamodule=data_module, ckpt_path=checkpoint)
     return run

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -37,6 +37,7 @@ __all__ = [
     "find_checkpoint",
     "new_run_dir",
     "newest_run",
+    "resolved_config",
     "resumed_run",
     "write_config",
 ]
@@ -109,6 +110,21 @@ class RunConfig:
     resume: Path | None = None
     limit: int | None = None
     weights: str | None = None
+
+
+def resolved_config(config: RunConfig, module: L.LightningModule, **task_options) -> dict:
+    """What a run's ``config.yaml`` holds: ``config``'s paths and the values ``module`` was built with
+    (its resolved encoder, model and optimizer keywords), with the task's own options after ``weights``,
+    in the layout ``--config`` reads back."""
+    hparams = module.hparams
+    return {
+        "data": str(config.data), "event_file": str(config.event_file), "out": str(config.out),
+        "limit": config.limit, "validation_fraction": config.validation_fraction, "resume": None,
+        "weights": config.weights, **task_options, "encoder": dict(hparams.encoder),
+        "model": {**hparams.model, **{key: hparams[key] for key in module.MODEL_OPTIONS}},
+        "optimizer": {key: hparams[key] for key in module.OPTIMIZER_OPTIONS},
+        "trainer": asdict(config.trainer),
+    }
 
 
 class _ConfigDumper(yaml.SafeDumper):
