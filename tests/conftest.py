@@ -34,3 +34,14 @@ def spanet_example() -> tuple[Path, Path]:
     if not SPANET_EXAMPLE.is_file():
         pytest.skip(f"real SPANet example not found at {SPANET_EXAMPLE} (../shared/data is absent)")
     return SPANET_EXAMPLE, SPANET_EXAMPLE_EVENT_FILE
+
+
+@pytest.fixture
+def one_thread():
+    """Many small training steps on one torch thread: no thread contention on a shared machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,8 +8,8 @@ import pytest
 
 from unfold.generation.detector import btag_efficiency, jet_resolution, reconstruct_jets
 from unfold.generation.detector_card import load_detector_card
-from unfold.generation.pipeline import GenerationConfig, generate
 from unfold.generation.kinematics import delta_r, to_cartesian, to_cylindrical
+from unfold.generation.pipeline import GenerationConfig, generate
 
 # Pythia 8.3 defaults (ParticleData 6:m0 and 24:m0).
 TOP_MASS, W_MASS = 173.0, 80.385

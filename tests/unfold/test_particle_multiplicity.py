@@ -96,14 +96,6 @@ def test_bad_options_and_values_raise() -> None:
         predictor.sample(torch.randn(2, 4), 0)
 
 
-@pytest.fixture
-def one_thread():
-    """Run a training loop on one torch thread (the test machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def synthetic_multiplicity(
     num_events: int, generator: torch.Generator

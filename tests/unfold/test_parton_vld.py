@@ -126,14 +126,6 @@ def test_bad_shapes_and_sampler_raise():
 SMEARING = 0.5  # detector resolution s: y = x + N(0, s^2), x ~ N(0, 1)
 
 
-@pytest.fixture
-def one_thread():
-    """Train on one thread (two threads on a busy two-core machine spin and run slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")

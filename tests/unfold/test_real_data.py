@@ -49,14 +49,6 @@ def stripped_copy(source: Path, out: Path, drop: tuple[str, ...] = (), *, attrs:
     return out
 
 
-@pytest.fixture
-def one_thread():
-    """Many tiny forward passes: one torch thread avoids contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def recon_run(semileptonic_files, tmp_path_factory) -> Path:
