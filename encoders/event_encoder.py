@@ -134,8 +134,9 @@ class EventEncoder(nn.Module):
         self.output_norm = nn.LayerNorm(width)
 
     @torch.no_grad()
-    def fit_normalization(self, inputs: EncoderInputs) -> None:
-        """Fit every source's normalisation statistics on a (large) batch of training inputs."""
+    def fit_normalization(self, inputs: EncoderInputs, weights: Tensor | None = None) -> None:
+        """Fit every source's normalisation statistics on a (large) batch of training inputs,
+        weighted by the (E,) event weights when given."""
         self._check(inputs)
         for embedding, features, mask in zip(
             self.sequential_embeddings,
@@ -143,9 +144,9 @@ class EventEncoder(nn.Module):
             inputs.sequential_masks,
             strict=True,
         ):
-            embedding.normalizer.fit(features, mask)
+            embedding.normalizer.fit(features, mask, weights)
         for embedding, features in zip(self.global_embeddings, inputs.global_features, strict=True):
-            embedding.normalizer.fit(features)
+            embedding.normalizer.fit(features, weights=weights)
 
     def forward(self, inputs: EncoderInputs) -> EncoderOutput:
         """Encode one batch; see :class:`EncoderInputs` for the shapes."""

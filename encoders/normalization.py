@@ -27,25 +27,52 @@ class Standardisation(NamedTuple):
     scale: Tensor
 
 
-def fit_standardisation(values: Tensor) -> Standardisation:
+def fit_standardisation(values: Tensor, weights: Tensor | None = None) -> Standardisation:
     r"""Mean and population standard deviation of each feature of (R, F) rows, in float64.
 
     Non-finite entries (NaN for a missing target) are skipped feature by feature; a feature with
     no finite entry gets (0, 1). One rule for constant features everywhere: a spread
     :math:`\sigma \le 10^{-6} (|\mu| + 1)` gives scale 1, so the feature is only centred.
 
+    With (R,) row weights w (event weights, negative ones from NLO generators allowed) the mean
+    and variance are the weighted ones, sum w x / sum w and sum w (x - mu)^2 / sum w, so a row of
+    weight 2 counts as two copies. Where signed weights make the total weight or the variance of
+    a feature non-positive (the weighted moments are then meaningless), that feature falls back
+    to the moments weighted by |w|, which equal the weighted ones for non-negative weights.
+
     Raises:
-        EncoderError: If ``values`` is not two-dimensional.
+        EncoderError: If ``values`` is not two-dimensional or ``weights`` is not (R,).
     """
     values = torch.as_tensor(values).double()
     if values.dim() != 2:
         raise EncoderError(f"standardisation: values have shape {tuple(values.shape)}; expected (R, F)")
     finite = torch.isfinite(values)
-    count = finite.sum(0).clamp_min(1)
-    mean = torch.where(finite, values, 0.0).sum(0) / count
-    spread = ((torch.where(finite, values - mean, 0.0) ** 2).sum(0) / count).sqrt()
+    if weights is None:
+        mean, variance = _moments(values, finite.double())
+    else:
+        weights = torch.as_tensor(weights).double()
+        if weights.shape != values.shape[:1]:
+            raise EncoderError(f"standardisation: weights have shape {tuple(weights.shape)}; expected ({values.shape[0]},)")
+        signed = torch.where(finite, weights[:, None], 0.0)
+        mean, variance = _moments(values, signed)
+        absolute_mean, absolute_variance = _moments(values, signed.abs())
+        usable = (signed.sum(0) > 0) & (variance >= 0)
+        mean = torch.where(usable, mean, absolute_mean)
+        variance = torch.where(usable, variance, absolute_variance)
+    spread = variance.clamp_min(0.0).sqrt()
     constant = spread <= CONSTANT_FEATURE_TOLERANCE * (mean.abs() + 1.0)
     return Standardisation(mean, torch.where(constant, torch.ones_like(spread), spread))
+
+
+def _moments(values: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """(F,) weighted mean and variance of (R, F) ``values`` with (R, F) ``weights`` (zero where
+    a value is missing); (0, 1) for a feature of zero total weight."""
+    total = weights.sum(0)
+    present = total != 0
+    safe = torch.where(present, total, 1.0)
+    mean = torch.where(weights != 0, values, 0.0).mul(weights).sum(0) / safe
+    variance = (torch.where(weights != 0, values - mean, 0.0) ** 2).mul(weights).sum(0) / safe
+    return torch.where(present, mean, 0.0), torch.where(present, variance, 1.0)
 
 
 class FeatureNormalizer(nn.Module):
@@ -99,29 +126,37 @@ class FeatureNormalizer(nn.Module):
         return torch.where(self.log_features, torch.log1p(x.clamp_min(0.0)), x)
 
     @torch.no_grad()
-    def fit(self, x: Tensor, mask: Tensor | None = None) -> None:
+    def fit(self, x: Tensor, mask: Tensor | None = None, weights: Tensor | None = None) -> None:
         """Set mean and std from data, counting only unmasked objects.
 
         Args:
             x: raw features (..., F), e.g. (E, N, F) objects or (E, F) event vectors.
             mask: (...) bool, True for real objects; all rows count when omitted.
+            weights: (E,) event weights, carried to every object of the event
+                (:func:`fit_standardisation`); None for ones.
         """
         if x.shape[-1] != self.features:
             raise EncoderError(
                 f"fit: features have {x.shape[-1]} columns; expected {self.features}"
             )
         rows = x.reshape(-1, self.features)
+        if weights is not None:
+            weights = torch.as_tensor(weights, device=x.device).double()
+            if weights.shape != x.shape[:1]:
+                raise EncoderError(f"fit: weights have shape {tuple(weights.shape)}; expected ({x.shape[0]},)")
+            weights = weights.reshape(-1, *([1] * (x.dim() - 2))).expand(x.shape[:-1]).reshape(-1)
         if mask is not None:
             if mask.shape != x.shape[:-1]:
                 raise EncoderError(
                     f"fit: mask has shape {tuple(mask.shape)}; expected {tuple(x.shape[:-1])}"
                 )
             rows = rows[mask.reshape(-1)]
+            weights = None if weights is None else weights[mask.reshape(-1)]
         if rows.shape[0] == 0:
             raise EncoderError("fit: no unmasked objects to take statistics from")
         if not torch.isfinite(rows).all():
             raise EncoderError("fit: features contain NaN or inf in unmasked objects")
-        mean, std = fit_standardisation(self._log_transform(rows.double()))
+        mean, std = fit_standardisation(self._log_transform(rows.double()), weights)
         self.mean.copy_(torch.where(self.standardised, mean, torch.zeros_like(mean)))
         self.std.copy_(torch.where(self.standardised, std, torch.ones_like(std)))
 

@@ -85,16 +85,22 @@ def _pattern_codes(present: Tensor) -> Tensor:
     return (present.long() * powers).sum(dim=1)
 
 
-def pattern_balance_weights(present: Tensor, event_group: Sequence[Sequence[int]]) -> Tensor:
+def pattern_balance_weights(
+    present: Tensor, event_group: Sequence[Sequence[int]], weights: Tensor | None = None
+) -> Tensor:
     """Class-balancing weights per pattern of present resonances, as SPANet balances particles.
 
     Patterns related by the event group G_E form one class. Each class c seen in ``present``
     gets weight E / (number of classes seen * count_c), so every class contributes equally
-    and the mean weight over these events is one; unseen patterns get weight one.
+    and the mean weight over these events is one; unseen patterns get weight one. With event
+    weights, E and count_c are sums of weights (an event of weight 2 counts twice); should
+    signed (NLO) weights leave a seen class with a non-positive sum, the sums of |w| are used
+    instead, since a negative class weight would reward the wrong assignment.
 
     Args:
         present: (E, m) bool presence of the training events' resonances.
         event_group: G_E as permutations of ``range(m)``.
+        weights: (E,) event weights; None for ones.
 
     Returns:
         (2**m,) float weights indexed by the pattern code sum_i present_i 2^i.
@@ -106,10 +112,15 @@ def pattern_balance_weights(present: Tensor, event_group: Sequence[Sequence[int]
     orbit_codes = torch.stack([_pattern_codes(patterns[:, list(p)]) for p in event_group])
     canonical = orbit_codes.min(dim=0).values
     event_classes = canonical[_pattern_codes(present.cpu())]
-    counts = torch.bincount(event_classes, minlength=2**count).double()
-    seen = int((counts > 0).sum())
+    seen_classes = torch.bincount(event_classes, minlength=2**count) > 0
+    weights = torch.ones(events, dtype=torch.float64) if weights is None else weights.detach().cpu().double()
+    counts = torch.bincount(event_classes, weights=weights, minlength=2**count)
+    if (counts[seen_classes] <= 0).any():
+        weights = weights.abs()
+        counts = torch.bincount(event_classes, weights=weights, minlength=2**count)
+    seen = int(seen_classes.sum())
     class_weights = torch.where(
-        counts > 0, events / (seen * counts.clamp_min(1.0)), torch.ones_like(counts)
+        seen_classes & (counts > 0), weights.sum() / (seen * counts.clamp_min(1e-300)), torch.ones_like(counts)
     )
     return class_weights[canonical].float().to(present.device)
 

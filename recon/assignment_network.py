@@ -121,11 +121,14 @@ class AssignmentNetwork(nn.Module):
         )
 
     @torch.no_grad()
-    def fit_normalization(self, inputs: EncoderInputs, regressions: Tensor | None = None) -> None:
-        """Fit the input normalisation and, when given, the regression targets' (E, R) location and scale."""
-        self.encoder.fit_normalization(inputs)
+    def fit_normalization(
+        self, inputs: EncoderInputs, regressions: Tensor | None = None, weights: Tensor | None = None
+    ) -> None:
+        """Fit the input normalisation and, when given, the regression targets' (E, R) location and
+        scale, weighted by the (E,) event weights when given."""
+        self.encoder.fit_normalization(inputs, weights)
         if regressions is not None and self.regression is not None:
-            self.regression.fit(regressions)
+            self.regression.fit(regressions, weights)
 
     def forward(self, inputs: EncoderInputs) -> AssignmentOutput:
         """Predict assignments and event-level quantities; see :class:`encoders.EncoderInputs` for shapes."""

@@ -68,13 +68,14 @@ class RegressionHead(nn.Module):
         self.register_buffer("scale", torch.ones(outputs))
 
     @torch.no_grad()
-    def fit(self, targets: Tensor) -> None:
-        """Set location and scale from training targets (E, R); NaN entries (missing) are skipped."""
+    def fit(self, targets: Tensor, weights: Tensor | None = None) -> None:
+        """Set location and scale from training targets (E, R), weighted by the (E,) event weights
+        when given; NaN entries (missing) are skipped."""
         if targets.dim() != 2 or targets.shape[1] != self.location.shape[0]:
             raise ReconError(
                 f"regression targets {tuple(targets.shape)}; expected (E, {self.location.shape[0]})"
             )
-        location, scale = fit_standardisation(targets)
+        location, scale = fit_standardisation(targets, weights)
         self.location.copy_(location)
         self.scale.copy_(scale)
 

@@ -364,14 +364,13 @@ def run_task(task: str, argv: Sequence[str]) -> int:
         "resume": config["resume"], "limit": config["limit"], "weights": config["weights"],
     }
     if task == "recon":
-        from unfold.tasks.evaluate_recon import evaluate_recon
+        from unfold.tasks.evaluate_recon import training_table
         from unfold.tasks.train_recon import ReconConfig, train_recon
 
         run = train_recon(ReconConfig(**common, init_from=config["init_from"], test=test))
         print(f"run written to {run}")
         if test is not None:
-            _, text = evaluate_recon(run, test, data)
-            print(f"efficiency on {test}:\n{text}")
+            print(f"efficiency on {test}:\n{training_table(run, test, data, config['weights'])}")
         return 0
     from unfold.tasks.train_unfolding import UnfoldingConfig, train_unfolding
 

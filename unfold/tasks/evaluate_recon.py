@@ -10,12 +10,13 @@ from recon.chi_square import ChiSquareBaseline, channel_of
 from recon.efficiency import efficiency_table, format_efficiency_tables
 from recon.errors import ReconError
 from recon.event_topology import EventTopology
-from unfold.data.hdf5_schema import SpanetData, read_spanet
+from unfold.data.hdf5_io import open_h5
+from unfold.data.hdf5_schema import SPANET_WEIGHTS, SpanetData, read_spanet
 from unfold.data.recon_data import detector_events, jet_multiplicity
 from unfold.generation.inspection import generator_masses
 from unfold.tasks.assignment_model import AssignmentModel
 
-__all__ = ["chi_square_assignments", "default_jet_bins", "evaluate_recon", "fit_chi_square"]
+__all__ = ["chi_square_assignments", "default_jet_bins", "evaluate_recon", "fit_chi_square", "training_table"]
 
 
 def default_jet_bins(topology: EventTopology) -> tuple[str, ...]:
@@ -62,3 +63,20 @@ def evaluate_recon(
             chi2 = chi_square_assignments(train_path, data, topology)
             tables["chi-square"] = efficiency_table(chi2, data.targets, topology, n_jets, bins, data.event_weights)
     return tables, format_efficiency_tables(tables) + note
+
+
+def training_table(run: Path, test_path: Path, train_path: Path | None, weights: str | None) -> str:
+    """The efficiency tables printed at the end of ``unfold train recon``, weighted like the training:
+    by the ``weights`` dataset of the test file when it has one, else by SPANet's WEIGHTS/weight
+    when the test file has that, else unweighted; the text says which."""
+    with open_h5(test_path) as file:
+        found = weights is not None and weights in file
+        default = SPANET_WEIGHTS in file
+    note = ""
+    if weights is not None and not found:
+        note = f"\nnote: {test_path} has no {weights!r}; " + (
+            f"weighted by {SPANET_WEIGHTS}" if default else "unweighted")
+        weights = None
+    used = weights or (SPANET_WEIGHTS if default else None)
+    _, text = evaluate_recon(run, test_path, train_path, weights=weights)
+    return text + (f"\nweights: {used}" if used else "") + note

@@ -11,6 +11,7 @@ import torch
 from recon.assignment_loss import pattern_balance_weights, resonance_presence
 from recon.event_topology import EventTopology
 from unfold.data.datamodule import EventDataModule
+from unfold.data.event_tensors import IndexedTensors
 from unfold.data.hdf5_schema import read_spanet
 from unfold.data.recon_data import assignment_tensors
 from unfold.errors import UnfoldError
@@ -25,7 +26,7 @@ from unfold.training.trainer import (
     write_config,
 )
 
-__all__ = ["ReconConfig", "train_recon"]
+__all__ = ["ReconConfig", "fit_statistics", "train_recon"]
 
 
 
@@ -48,6 +49,20 @@ class ReconConfig(RunConfig):
 
 def _path(value: Path | None) -> str | None:
     return None if value is None else str(value)
+
+
+def fit_statistics(module: ReconModule, tensors: IndexedTensors, rows: torch.Tensor, *, normalization: bool = True) -> None:
+    """Fit what the network learns from before training on the training ``rows``, weighted by
+    the events' weights (an event of weight 2 counts as two copies): the input and regression
+    normalisation (skipped with ``normalization`` False, e.g. when it comes from a pretrained run)
+    and the pattern-balance weights, from the weighted count of each pattern of present resonances."""
+    targets = tensors.tensors.targets
+    weights = targets.event_weights[rows]
+    if normalization:
+        batch = tensors.collate(rows.tolist())
+        module.network.fit_normalization(batch.inputs, batch.targets.regressions, weights)
+    present = resonance_presence([t[rows] for t in targets.indices], [m[rows] for m in targets.resonance_masks])
+    module.pattern_weights.copy_(pattern_balance_weights(present, module.topology.event_group, weights))
 
 
 def train_recon(config: ReconConfig) -> Path:
@@ -84,12 +99,7 @@ def train_recon(config: ReconConfig) -> Path:
             # The pretrained normalisation statistics come with the weights, so inputs keep the
             # scale the network learned on.
             module.network.load_state_dict(source.network.state_dict())
-        else:
-            batch = tensors.collate(train_rows)
-            module.network.fit_normalization(batch.inputs, batch.targets.regressions)
-        targets = tensors.tensors.targets
-        present = resonance_presence([t[rows] for t in targets.indices], [m[rows] for m in targets.resonance_masks])
-        module.pattern_weights.copy_(pattern_balance_weights(present, topology.event_group))
+        fit_statistics(module, tensors, rows, normalization=config.init_from is None)
         write_config(run, resolved_config(config, module, test=_path(config.test), init_from=_path(config.init_from)))
     trainer = build_trainer(run, config.trainer, monitor="val_event_efficiency", mode="max")
     trainer.fit(module, datamodule=data_module, ckpt_path=checkpoint)

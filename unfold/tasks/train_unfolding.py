@@ -83,13 +83,14 @@ def process_of(path: Path, topology: EventTopology | None = None) -> str:
     )
 
 
-def _truth_tensors(module, task: Task, path: Path, rows: list[int] | None, limit: int | None):
+def _truth_tensors(module, task: Task, path: Path, rows: list[int] | None, limit: int | None, weights: np.ndarray):
     """Encode every event's truth, first fitting the representation on the training ``rows``
-    (None keeps the statistics a resumed checkpoint brought)."""
+    weighted by their event ``weights`` (None keeps the statistics a resumed checkpoint brought)."""
     group = "PARTONS" if task == "parton" else "PARTICLES"
     truth = read_truth(path, group, limit=limit)
     if rows is not None:
-        module.representation.fit({name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()})
+        module.representation.fit({name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()},
+                                  torch.from_numpy(weights[rows]) if task == "parton" else weights[rows])
     encoded = module.representation.encode(truth)
     return encoded if task == "parton" else (encoded.features, encoded.types, encoded.mask, encoded.event_features)
 
@@ -126,8 +127,10 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
         if source is not None:
             module.load_encoder(source)
         else:
-            module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)))
-    truth = _truth_tensors(module, config.task, config.data, None if checkpoint else train_rows, config.limit)
+            module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)),
+                                             torch.from_numpy(data.event_weights[train_rows]))
+    truth = _truth_tensors(module, config.task, config.data, None if checkpoint else train_rows, config.limit,
+                           data.event_weights)
     dataset = IndexedTensors((inputs, truth, torch.from_numpy(data.event_weights)), data.n_events)
     data_module = EventDataModule(
         dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed

@@ -136,20 +136,26 @@ class ParticleRepresentation(nn.Module):
         self.register_buffer("event_std", torch.ones(self.num_event_features))
         self.register_buffer("is_fitted", torch.tensor(False))
 
-    def fit(self, particles: ParticleArrays) -> ParticleRepresentation:
-        """Fit the per-feature means and standard deviations on training events; returns self."""
+    def fit(self, particles: ParticleArrays, weights: np.ndarray | None = None) -> ParticleRepresentation:
+        """Fit the per-feature means and standard deviations on training events, weighted by the
+        (E,) event weights when given (each object carries its event's); returns self."""
         features, _, mask, event_features = self._physical(particles)
         objects = features[mask]
+        if weights is None:
+            object_weights = event_weights = None
+        else:
+            event_weights = torch.as_tensor(np.asarray(weights, np.float64))
+            object_weights = torch.as_tensor(np.broadcast_to(np.asarray(weights, np.float64)[:, None], mask.shape)[mask])
         if objects.shape[0] < 2:
             raise UnfoldError(
                 f"PARTICLES/{self.jet_collection} + PARTICLES/{self.lepton_collection}: "
                 f"need at least 2 objects to fit the standardisation, got {objects.shape[0]}"
             )
-        for mean, std, values in (
-            (self.feature_mean, self.feature_std, objects),
-            (self.event_mean, self.event_std, event_features),
+        for mean, std, values, value_weights in (
+            (self.feature_mean, self.feature_std, objects, object_weights),
+            (self.event_mean, self.event_std, event_features, event_weights),
         ):
-            fitted = fit_standardisation(torch.from_numpy(values))
+            fitted = fit_standardisation(torch.from_numpy(values), value_weights)
             mean.copy_(fitted.mean)
             std.copy_(fitted.scale)
         self.is_fitted.fill_(True)

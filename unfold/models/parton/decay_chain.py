@@ -127,13 +127,14 @@ class DecayChainRepresentation(PartonRepresentation):
         )
         return roots + directions + tuple(self._mass_feature(name) for name in self.massive_nodes)
 
-    def fit(self, partons: PartonTruth) -> None:
+    def fit(self, partons: PartonTruth, weights: Tensor | None = None) -> None:
         """Fit each resonance's Breit-Wigner location and width, then the standardisation.
 
         For a Breit-Wigner in :math:`m^2` (a Cauchy distribution) the median is :math:`M^2` and
         the quartiles lie at :math:`M^2 \\pm M\\Gamma`, so both come from quantiles, unaffected by tails.
         The coordinates seen in training bound the decoded ones, so a generated outlier cannot
-        decode to a resonance heavier (or lighter) than any in the training truth.
+        decode to a resonance heavier (or lighter) than any in the training truth. Event ``weights``
+        enter the standardisation only; the quantiles and limits stay unweighted.
         """
         nodes = self.node_four_momenta(partons)
         quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
@@ -144,7 +145,7 @@ class DecayChainRepresentation(PartonRepresentation):
             self.pole_width_term[index] = ((high - low) / 2).clamp_min(1e-6)
             coordinates = self._breit_wigner_coordinate(name, mass)
             self.coordinate_limits[index] = torch.stack([coordinates.min(), coordinates.max()])
-        super().fit(partons)
+        super().fit(partons, weights)
 
     def physical_features(self, partons: PartonTruth) -> Tensor:
         """Float64 (E, F): root momenta and masses, decay directions, decay products' masses."""

@@ -108,14 +108,15 @@ class PartonRepresentation(nn.Module, ABC):
     def consistency(self, x: Tensor) -> Tensor:
         """Physics-consistency terms (..., m) of a standardised (..., F) tensor; zero when consistent."""
 
-    def fit(self, partons: PartonTruth) -> None:
-        """Fit the per-feature mean and width on training truth (:func:`encoders.normalization.fit_standardisation`)."""
+    def fit(self, partons: PartonTruth, weights: Tensor | None = None) -> None:
+        """Fit the per-feature mean and width on training truth (:func:`encoders.normalization.fit_standardisation`),
+        weighted by the (E,) event weights when given."""
         flat = self.physical_features(partons)
         if flat.shape[0] < 2:
             raise UnfoldError(
                 f"fitting the parton standardisation needs at least 2 events, got {flat.shape[0]}"
             )
-        mean, scale = fit_standardisation(flat)
+        mean, scale = fit_standardisation(flat, weights)
         self.mean.copy_(mean.to(self.mean))
         self.scale.copy_(scale.to(self.scale))
 
