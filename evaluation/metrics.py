@@ -68,23 +68,36 @@ BOOTSTRAP_DRAWS = 8
 Verdict = Literal["better", "worse", "compatible"]
 
 
-def histogram_edges(truth: np.ndarray, bins: int, *, discrete: bool = False) -> np.ndarray:
+def histogram_edges(
+    truth: np.ndarray, bins: int, *, discrete: bool = False, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Bin edges over the truth's central 99.8 % (integers for discrete observables).
 
     Args:
         truth: (R,) truth values; NaN ignored.
         bins: number of equal-width bins (continuous observables).
         discrete: one bin per integer between the truth's minimum and maximum.
+        weights: (R,) event weights of the rows; the range is then the central 99.8 % of the
+            weight, so a row of weight 2 counts as two copies. Quantiles of signed weights are not
+            monotonic, so with negative (NLO) weights the range comes from |w|: it only has to
+            hold the bulk of the distribution.
 
     Returns:
         (bins + 1,) increasing edges; a constant truth gets a unit-wide range around it.
     """
-    finite = truth[np.isfinite(truth)]
-    if finite.size == 0:
+    finite = np.isfinite(truth)
+    values = truth[finite]
+    if values.size == 0:
         return np.linspace(0.0, 1.0, bins + 1)
     if discrete:
-        return np.arange(np.floor(finite.min()), np.ceil(finite.max()) + 2) - 0.5
-    low, high = np.percentile(finite, [0.1, 99.9])
+        return np.arange(np.floor(values.min()), np.ceil(values.max()) + 2) - 0.5
+    if weights is None:
+        low, high = np.percentile(values, [0.1, 99.9])
+    else:
+        row_weights = np.abs(np.asarray(weights, np.float64)[finite])
+        if row_weights.sum() <= 0:
+            row_weights = np.ones_like(row_weights)
+        low, high = np.percentile(values, [0.1, 99.9], weights=row_weights, method="inverted_cdf")
     if high <= low:
         low, high = low - 0.5, high + 0.5
     return np.linspace(low, high, bins + 1)

@@ -55,10 +55,11 @@ class PlotJob:
 
 
 class Series(NamedTuple):
-    """One unfolding's values for a plot: its label and (R, n) draws."""
+    """One unfolding's values for a plot: its label, (R, n) draws and (R,) row weights (None: ones)."""
 
     label: str
     draws: np.ndarray
+    weights: np.ndarray | None = None
 
 
 def axis_label(label: str, unit: str) -> str:
@@ -82,13 +83,22 @@ def _simulation_label(axis: matplotlib.axes.Axes, com_tev: float | None) -> None
         axis.text(1.0, 1.01, f"({com_tev:g} TeV)", transform=axis.transAxes, ha="right", va="bottom")
 
 
-def _density(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Histogram normalised to unit area over the finite values in range, with its Poisson
-    (statistical) uncertainty sqrt(N_bin) on the same scale."""
-    finite = values[np.isfinite(values)]
-    counts, _ = np.histogram(finite, bins=edges)
-    scale = 1.0 / max(finite.size, 1) / np.diff(edges)
-    return counts * scale, np.sqrt(counts) * scale
+def _density(values: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of the finite values normalised by their total (weight), per unit x, with its
+    statistical uncertainty sqrt(sum of w^2 per bin) (Poisson sqrt(N) for unit weights) on the same scale.
+
+    Args:
+        values: (R,) values; NaN dropped with their weights.
+        edges: (B + 1,) bin edges.
+        weights: (R,) event weights of the values (negative ones allowed); None for ones.
+    """
+    finite = np.isfinite(values)
+    row_weights = np.ones(int(finite.sum())) if weights is None else np.asarray(weights, np.float64)[finite]
+    counts, _ = np.histogram(values[finite], bins=edges, weights=row_weights)
+    squares, _ = np.histogram(values[finite], bins=edges, weights=row_weights**2)
+    total = row_weights.sum()
+    scale = (1.0 / total if total > 0 else 1.0) / np.diff(edges)
+    return counts * scale, np.sqrt(squares) * scale
 
 
 def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -97,10 +107,11 @@ def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 class Reference(NamedTuple):
-    """A detector-level line of a distribution plot: its legend label and (R',) values."""
+    """A detector-level line of a distribution plot: its legend label, (R',) values and their weights (None: ones)."""
 
     label: str
     values: np.ndarray
+    weights: np.ndarray | None = None
 
 
 def plot_distribution(
@@ -114,6 +125,7 @@ def plot_distribution(
     unfoldings: Sequence[Series],
     com_tev: float | None,
     truth_label: str = "Truth",
+    truth_weights: np.ndarray | None = None,
 ) -> None:
     """Truth with its statistical error bars, detector-level references and each unfolding (the
     bin-wise mean over its draws, with the spread of the draws as a band), with a ratio-to-truth
@@ -128,13 +140,15 @@ def plot_distribution(
         unfoldings: each with (R_s, n) draws.
         com_tev: collision energy for the label [TeV], or None if unknown.
         truth_label: what the truth line is (the detector level for measured events).
+        truth_weights: (R,) event weights of the truth values; every histogram is weighted alike
+            (each reference and series carries its own); None for ones.
     """
     with plt.style.context(STYLE):
         figure, (main, ratio) = plt.subplots(
             2, 1, figsize=(8, 8), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05}
         )
         figure.subplots_adjust(left=0.16, right=0.97, top=0.94, bottom=0.1)
-        truth_density, truth_error = _density(truth, edges)
+        truth_density, truth_error = _density(truth, edges, truth_weights)
         mplhep.histplot(
             truth_density, edges, yerr=truth_error, histtype="errorbar", color=TRUTH_COLOUR,
             markersize=4, label=f"{truth_label} (stat. unc.)", ax=main,
@@ -146,11 +160,11 @@ def plot_distribution(
         for style, reference in zip(("--", ":"), references, strict=False):
             if not np.isfinite(reference.values).any():
                 continue
-            detector, _ = _density(reference.values, edges)
+            detector, _ = _density(reference.values, edges, reference.weights)
             main.stairs(detector, edges, color=DETECTOR_COLOUR, linestyle=style, linewidth=2, label=reference.label)
             ratio.stairs(_safe_ratio(detector, truth_density), edges, color=DETECTOR_COLOUR, linestyle=style, linewidth=2)
         for colour, series in zip(itertools.cycle(UNFOLDING_COLOURS), unfoldings, strict=False):
-            per_draw = np.array([_density(d, edges)[0] for d in series.draws.T])
+            per_draw = np.array([_density(d, edges, series.weights)[0] for d in series.draws.T])
             mean, spread = per_draw.mean(axis=0), per_draw.std(axis=0)
             n = series.draws.shape[1]
             main.stairs(mean, edges, color=colour, linewidth=2, label=f"{series.label}: mean of {n} draws")
@@ -175,7 +189,7 @@ def plot_distribution(
 def plot_calibration(
     paths: Sequence[Path], *, label: str, results: Sequence[tuple[str, CalibrationResult]]
 ) -> None:
-    """Rank histogram (flat when calibrated, band = binomial +- 1 std) and coverage curve
+    """Rank histogram (flat when calibrated, band = binomial +- 1 std on n_eff events) and coverage curve
     (on the diagonal when calibrated) of one observable for each unfolding."""
     with plt.style.context(PANEL_STYLE):
         figure, (rank_axis, coverage_axis) = plt.subplots(1, 2, figsize=(14, 6.5))
@@ -199,8 +213,8 @@ def plot_calibration(
             )
         if results:
             n_ranks = results[0][1].rank_counts.size
-            total = results[0][1].rank_counts.sum()
-            band = np.sqrt(total * (1 / n_ranks) * (1 - 1 / n_ranks)) * n_ranks / total
+            effective = results[0][1].effective_events  # Kish's n_eff: the number of events when unweighted
+            band = np.sqrt((n_ranks - 1) / effective)  # binomial sd of a rank's share, relative to 1 / n_ranks
             rank_axis.axhspan(
                 1 - band, 1 + band, color="0.85", zorder=0, label="Calibrated ($\\pm 1\\sigma$)"
             )
@@ -227,6 +241,7 @@ def plot_migration(
     edges: np.ndarray,
     truth: np.ndarray,
     panels: Sequence[tuple[str, np.ndarray]],
+    weights: np.ndarray | None = None,
 ) -> None:
     """Migration matrices P(other bin | truth bin): each row (truth bin) normalised to one.
 
@@ -234,6 +249,7 @@ def plot_migration(
         edges: (B + 1,) bin edges used on both axes.
         truth: (E,) per-event truth.
         panels: (title, (E,) per-event values) pairs, e.g. detector level and one draw.
+        weights: (E,) event weights filling the matrices; None for ones.
     """
     with plt.style.context(PANEL_STYLE):
         figure, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 6.5), squeeze=False)
@@ -246,6 +262,7 @@ def plot_migration(
                 np.clip(truth[both], edges[0], edges[-1]),
                 np.clip(values[both], edges[0], edges[-1]),
                 bins=(edges, edges),
+                weights=None if weights is None else weights[both],
             )
             rows = counts.sum(axis=1, keepdims=True)
             matrix = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
@@ -266,24 +283,40 @@ def plot_correlation(
     x_edges: np.ndarray,
     y_edges: np.ndarray,
     panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    weights: Sequence[np.ndarray | None] | None = None,
 ) -> None:
     """2-D densities of an observable pair, one panel per source (truth, each unfolding's draws
-    pooled), with Pearson's correlation coefficient in the title."""
+    pooled), with Pearson's correlation coefficient in the title; ``weights``, one (R,) array (or
+    None) per panel, weight the densities and the correlation."""
     with plt.style.context(PANEL_STYLE):
         figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6.5), squeeze=False)
         figure.subplots_adjust(
             left=0.12 / len(panels), right=0.98, top=0.92, bottom=0.14, wspace=0.3
         )
-        for axis, (title, x, y) in zip(axes[0], panels, strict=True):
+        for axis, (title, x, y), panel_weights in zip(axes[0], panels, weights or [None] * len(panels), strict=True):
             both = np.isfinite(x) & np.isfinite(y)
-            counts, _, _ = np.histogram2d(x[both], y[both], bins=(x_edges, y_edges), density=True)
+            w = np.ones(int(both.sum())) if panel_weights is None else np.asarray(panel_weights, np.float64)[both]
+            counts, _, _ = np.histogram2d(x[both], y[both], bins=(x_edges, y_edges), density=True, weights=w)
             axis.pcolormesh(x_edges, y_edges, counts.T, cmap="viridis")
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rho = np.corrcoef(x[both], y[both])[0, 1] if both.sum() > 1 else float("nan")
+            rho = _weighted_correlation(x[both], y[both], w) if both.sum() > 1 else float("nan")
             axis.set_title(f"{title} ($\\rho$ = {rho:.2f})", fontsize=16)
             axis.set_xlabel(x_label)
             axis.set_ylabel(y_label)
         _save(figure, paths)
+
+
+def _weighted_correlation(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """Pearson's coefficient with event weights; with signed weights that leave a non-positive
+    total or variance, the |w|-weighted one (NaN when still undefined)."""
+    for weights in (w, np.abs(w)):
+        total = weights.sum()
+        if total <= 0:
+            continue
+        dx, dy = x - (weights @ x) / total, y - (weights @ y) / total
+        vx, vy = weights @ (dx * dx), weights @ (dy * dy)
+        if vx > 0 and vy > 0:
+            return float((weights @ (dx * dy)) / np.sqrt(vx * vy))
+    return float("nan")
 
 
 def plot_recon_masses(

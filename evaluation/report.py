@@ -201,6 +201,15 @@ def _migration_names(
     }
 
 
+def _row_weights(event_weights: np.ndarray, rows: int, name: str) -> np.ndarray:
+    """(rows,) weight of each value of an observable: rows are the E events, or E blocks of M
+    object slots (every jet of an event carries the event's weight)."""
+    n_events = event_weights.shape[0]
+    if rows % n_events:
+        raise ReportError(f"{name}: {rows} values do not split into {n_events} events")
+    return event_weights[np.arange(rows) // (rows // n_events)]
+
+
 def _analyse(
     observables: Sequence[Mapping[str, Observable]], names: Sequence[str], bins: int, resamples: int, n_events: int,
     file_weights: np.ndarray | None = None,
@@ -208,8 +217,8 @@ def _analyse(
 ) -> list[_ObservableResult]:
     """Distances with noise floors and bootstrap errors, calibration and mass peaks.
 
-    ``file_weights`` (E,), the samples' event weights, weight every distance and noise floor (a
-    weight of 2 counts an event twice); the calibration ranks stay unweighted. Without truth
+    ``file_weights`` (E,), the samples' event weights, weight every distance, noise floor, bin
+    range and calibration (a weight of 2 counts an event twice; see :func:`_row_weights`). Without truth
     (``calibrated`` False) there is no calibration: the detector level is no posterior target.
 
     The bootstrap resamples events: one set of event weights resamples the truth, the references
@@ -223,11 +232,12 @@ def _analyse(
     for name in names:
         per_file = tuple(o[name] for o in observables)
         truth = per_file[0]
-        edges = histogram_edges(truth.truth, bins, discrete=truth.discrete)
+        edges = histogram_edges(truth.truth, bins, discrete=truth.discrete,
+                                weights=None if file_weights is None else _row_weights(scale, truth.truth.size, name))
         event_weights = bootstrap_weights(n_events, resamples, bootstrap) * scale[None]
 
-        def point(rows: int) -> np.ndarray | None:
-            return None if file_weights is None else scale[np.arange(rows) // (rows // n_events)]
+        def point(rows: int, name=name) -> np.ndarray | None:
+            return None if file_weights is None else _row_weights(scale, rows, name)
 
         def weights(rows: int, name=name, event_weights=event_weights) -> np.ndarray:
             """Each row's event weight: rows are the events, or E blocks of M object slots."""
@@ -255,7 +265,8 @@ def _analyse(
             for d in distances
         )
         calibrations = tuple(
-            calibrate(truth.truth, o.draws, rng) if truth.per_event and calibrated else None for o in per_file
+            calibrate(truth.truth, o.draws, rng, point(n_events)) if truth.per_event and calibrated else None
+            for o in per_file
         )
         peaks = _mass_peaks(truth, per_file) if _is_mass(truth) else None
         results.append(
@@ -273,19 +284,25 @@ def _plot_jobs(
     method: str | None,
     com_tev: float | None,
     truth_label: str = "Truth",
+    weights: np.ndarray | None = None,
 ) -> list[PlotJob]:
     """Distribution and calibration plots per observable, migration matrices for those named in
     ``migrations``, correlations for the pairs present; ``method`` is the parton reference's
-    reconstruction (the samples file's ``reference`` attribute)."""
+    reconstruction (the samples file's ``reference`` attribute). Every histogram is filled with
+    the (E,) event ``weights`` (None: ones), a jet carrying its event's weight."""
     jobs = []
     by_name = {r.truth.name: r for r in results}
+
+    def rows(values: np.ndarray, name: str) -> np.ndarray | None:
+        return None if weights is None else _row_weights(weights, values.shape[0], name)
+
     for result in results:
         obs = result.truth
         series = [
-            Series(label, o.draws) for label, o in zip(labels, result.unfoldings, strict=True)
+            Series(label, o.draws, rows(o.draws, obs.name)) for label, o in zip(labels, result.unfoldings, strict=True)
         ]
         references = [
-            Reference(_reference_label(kind, values, method), values)
+            Reference(_reference_label(kind, values, method), values, rows(values, obs.name))
             for kind, values in (("detector", obs.reference), (MATCHED_LABEL, obs.matched))
             if values is not None
         ]
@@ -302,6 +319,7 @@ def _plot_jobs(
                     unfoldings=series,
                     com_tev=com_tev,
                     truth_label=truth_label,
+                    truth_weights=rows(obs.truth, obs.name),
                 ),
             )
         )
@@ -323,7 +341,7 @@ def _plot_jobs(
                 (f"{lab} draw 1", o.draws[:, 0])
                 for lab, o in zip(labels, result.unfoldings, strict=True)
             ]
-            coarse = histogram_edges(obs.truth, max(bins // 4, 4), discrete=obs.discrete)
+            coarse = histogram_edges(obs.truth, max(bins // 4, 4), discrete=obs.discrete, weights=rows(obs.truth, obs.name))
             jobs.append(
                 PlotJob(
                     f"migration_{_slug(obs.name)}",
@@ -334,6 +352,7 @@ def _plot_jobs(
                         edges=coarse,
                         truth=obs.truth,
                         panels=panels,
+                        weights=weights,
                     ),
                 )
             )
@@ -343,20 +362,23 @@ def _plot_jobs(
             (lab, xo.draws.ravel(), yo.draws.ravel())
             for lab, xo, yo in zip(labels, x.unfoldings, y.unfoldings, strict=True)
         ]
+        # Draws ravel event by event, so row r of a panel is event r // n_draws (r // (M n) per object).
+        panel_weights = [rows(values, x_name) for _, values, _ in panels]
         jobs.append(
             PlotJob(
                 f"corr_{_slug(x_name)}__vs__{_slug(y_name)}",
-                lambda paths, x=x, y=y, panels=panels: plot_correlation(
+                lambda paths, x=x, y=y, panels=panels, panel_weights=panel_weights: plot_correlation(
                     paths,
                     x_label=axis_label(x.truth.label, x.truth.unit),
                     y_label=axis_label(y.truth.label, y.truth.unit),
                     x_edges=histogram_edges(
-                        x.truth.truth, max(bins // 2, 4), discrete=x.truth.discrete
+                        x.truth.truth, max(bins // 2, 4), discrete=x.truth.discrete, weights=panel_weights[0]
                     ),
                     y_edges=histogram_edges(
-                        y.truth.truth, max(bins // 2, 4), discrete=y.truth.discrete
+                        y.truth.truth, max(bins // 2, 4), discrete=y.truth.discrete, weights=panel_weights[0]
                     ),
                     panels=panels,
+                    weights=panel_weights,
                 ),
             )
         )
@@ -846,6 +868,7 @@ def write_report(
             results, names, bins, _migration_names(samples[0], selected, features), method=method,
             com_tev=_collision_energy(samples[0]),
             truth_label="Truth" if samples[0].compared_with == "truth" else "Detector level (no truth)",
+            weights=samples[0].weights,
         )
         headline = _headline(results, names, method)
         metrics = _metrics_json(samples, names, results, bins, resamples)
