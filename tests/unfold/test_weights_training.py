@@ -1,0 +1,149 @@
+"""Weighted training equals training on the duplicated events: weight 2 on a subset S and 1
+elsewhere must train a model exactly as the same events with S copied twice and unit weights.
+
+What is compared: deterministic full-batch AdamW steps on CPU (one batch holding every event, no
+dropout, fixed initialisation), so the weighted mean loss of one batch is the mean loss of the
+duplicated batch and every step must agree up to float rounding. Compared: the loss trajectory
+(relative 1e-5) and the mean absolute parameter difference after the steps. Not the largest single
+difference: Adam divides by the root of the squared gradient, so a parameter whose gradient is at
+rounding level moves by up to the learning rate on rounding alone. The recon test also fits what training fits first (input and regression normalisation,
+pattern-balance weights) with the training code, so weighted statistics are part of what is compared.
+A control run that ignores the weights must differ, so the tests can fail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recon.assignment_loss import pattern_balance_weights, resonance_presence
+from recon.event_topology import EventTopology
+from unfold.data.event_tensors import IndexedTensors, take_events
+from unfold.data.hdf5_schema import read_spanet
+from unfold.data.recon_data import assignment_tensors
+from unfold.models.parton import VariationalLatentDiffusion
+from unfold.tasks.train_recon import fit_statistics
+from unfold.training.recon_module import ReconModule
+
+EVENT_FILE = Path(__file__).resolve().parents[2] / "configs" / "events" / "ttbar_semileptonic.yaml"
+STEPS = 5
+
+
+def _with_weights(tensors: IndexedTensors, rows: torch.Tensor, weights: torch.Tensor) -> IndexedTensors:
+    """The events ``rows`` of ``tensors`` (repeats allowed), with event weights ``weights``."""
+    batch = take_events(tensors.tensors, rows)
+    return IndexedTensors(batch._replace(targets=batch.targets._replace(event_weights=weights)), len(rows))
+
+
+def _train_recon(tensors: IndexedTensors) -> tuple[list[float], torch.Tensor, torch.Tensor]:
+    """Losses of STEPS full-batch AdamW steps of a tiny recon model (fixed initialisation), its
+    final parameters and its fitted input means."""
+    torch.manual_seed(3)
+    module = ReconModule(event_file_yaml=EVENT_FILE.read_text(), encoder={"width": 16, "depth": 1, "heads": 2},
+                         model={"attention_width": 8}, learning_rate=3e-3)
+    rows = torch.arange(len(tensors))
+    fit_statistics(module, tensors, rows)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=module.hparams.learning_rate,
+                                  weight_decay=module.hparams.weight_decay)
+    batch = tensors.collate(rows.tolist())
+    losses = []
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        total = module._loss(batch)[1].total
+        total.backward()
+        optimizer.step()
+        losses.append(float(total.detach()))
+    means = torch.cat([b for n, b in module.named_buffers() if n.endswith("normalizer.mean")])
+    return losses, torch.cat([p.detach().flatten() for p in module.parameters()]), means
+
+
+def test_weighted_recon_training_equals_training_on_the_duplicated_events(semileptonic_files, one_thread):
+    topology = EventTopology.from_yaml(EVENT_FILE)
+    data = read_spanet(semileptonic_files[0], topology, limit=80, require_targets=True)
+    tensors = assignment_tensors(data, topology)
+    events = torch.arange(data.n_events)
+    subset = events % 3 == 0
+    duplicated_rows = torch.cat([events, events[subset]])
+
+    weighted = _train_recon(_with_weights(tensors, events, torch.where(subset, 2.0, 1.0)))
+    duplicated = _train_recon(_with_weights(tensors, duplicated_rows, torch.ones(len(duplicated_rows))))
+    ignored = _train_recon(_with_weights(tensors, events, torch.ones(data.n_events)))
+
+    assert weighted[0] == pytest.approx(duplicated[0], rel=1e-5)
+    torch.testing.assert_close(weighted[2], duplicated[2], rtol=1e-6, atol=1e-6)  # weighted normalisation
+    gap = (weighted[1] - duplicated[1]).abs().mean()
+    assert gap < 1e-5
+    assert ignored[0] != pytest.approx(duplicated[0], rel=1e-3), "ignoring the weights gives other losses"
+    assert (ignored[1] - duplicated[1]).abs().mean() > 100 * gap, "ignoring the weights trains another model"
+
+
+def test_weighted_pattern_balance_counts_a_weight_two_event_twice(semileptonic_files):
+    """Pattern-balance weights from weighted pattern counts equal those of the duplicated events;
+    signed weights that leave a pattern with a negative sum fall back to |w|, never below zero."""
+    topology = EventTopology.from_yaml(EVENT_FILE)
+    data = read_spanet(semileptonic_files[0], topology, limit=200, require_targets=True)
+    targets = assignment_tensors(data, topology).tensors.targets
+    present = resonance_presence(list(targets.indices), list(targets.resonance_masks))
+    weights = torch.where(torch.arange(len(present)) % 2 == 0, 2.0, 1.0)
+    rows = torch.cat([torch.arange(len(present)), torch.where(weights == 2.0)[0]])
+    balanced = pattern_balance_weights(present, topology.event_group, weights)
+    torch.testing.assert_close(balanced, pattern_balance_weights(present[rows], topology.event_group))
+    assert not torch.allclose(balanced, pattern_balance_weights(present, topology.event_group))
+    signed = pattern_balance_weights(present, topology.event_group, torch.where(weights == 2.0, -3.0, 1.0))
+    assert (signed > 0).all()
+    assert torch.isfinite(signed).all()
+
+
+def _train_vld(x: torch.Tensor, condition: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | None,
+               monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], torch.Tensor]:
+    """STEPS full-batch AdamW steps of a tiny VLD whose random numbers (posterior sample,
+    timestep, diffusion noise) are tied to each event's id in fixed per-step tables, so that a
+    duplicated event draws exactly what its original draws."""
+    torch.manual_seed(5)
+    model = VariationalLatentDiffusion(features=x.shape[1], condition_width=condition.shape[1], latent_width=4,
+                                       width=16, depth=1)
+    table = torch.Generator().manual_seed(9)
+    noise = torch.randn(STEPS, 2, int(ids.max()) + 1, 4, generator=table)
+    timesteps = torch.randint(0, model.scheduler.config.num_train_timesteps, (STEPS, int(ids.max()) + 1),
+                              generator=table)
+    state = {"step": 0, "call": 0}
+
+    def randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        state["call"] += 1
+        return noise[state["step"], (state["call"] - 1) % 2, ids].to(like.dtype)
+
+    monkeypatch.setattr(model, "_randn", randn)
+    monkeypatch.setattr(torch, "randint", lambda *args, **kwargs: timesteps[state["step"], ids])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(STEPS):
+        state["step"] = step
+        optimizer.zero_grad()
+        total = model(x, condition, weights=weights).total
+        total.backward()
+        optimizer.step()
+        losses.append(float(total.detach()))
+    monkeypatch.undo()
+    return losses, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_weighted_parton_training_equals_training_on_the_duplicated_events(monkeypatch, one_thread):
+    generator = torch.Generator().manual_seed(1)
+    events = 40
+    x, condition = torch.randn(events, 6, generator=generator), torch.randn(events, 3, generator=generator)
+    ids = torch.arange(events)
+    subset = ids < 12
+    x[subset] += 3.0  # the doubled events differ from the others, so their weight matters
+    rows = torch.cat([ids, ids[subset]])
+
+    weighted = _train_vld(x, condition, ids, torch.where(subset, 2.0, 1.0), monkeypatch)
+    duplicated = _train_vld(x[rows], condition[rows], rows, None, monkeypatch)
+    ignored = _train_vld(x, condition, ids, None, monkeypatch)
+
+    assert weighted[0] == pytest.approx(duplicated[0], rel=1e-5)
+    gap = (weighted[1] - duplicated[1]).abs().mean()
+    assert gap < 1e-5
+    assert ignored[0] != pytest.approx(duplicated[0], rel=1e-3), "ignoring the weights gives other losses"
+    assert (ignored[1] - duplicated[1]).abs().mean() > 100 * gap, "ignoring the weights trains another model"
