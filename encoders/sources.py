@@ -1,13 +1,16 @@
-"""The description of one detector input, as a SPANet event file declares it under INPUTS."""
+"""The description of one detector input, as a SPANet event file declares it under INPUTS, and
+the one reading of its declared features as kinematics (pt, eta, phi, mass)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
+
+import numpy as np
 
 from encoders.errors import EncoderError
 
-__all__ = ["InputSource", "Normalization", "SourceKind"]
+__all__ = ["InputSource", "Kinematics", "Normalization", "SourceKind", "declared_azimuth", "declared_kinematics"]
 
 Normalization = Literal["log_normalize", "normalize", "none"]
 SourceKind = Literal["SEQUENTIAL", "GLOBAL"]
@@ -48,3 +51,39 @@ class InputSource:
                     f"source {self.name!r}, feature {feature!r}: normalisation {normalization!r}; "
                     f"expected one of {get_args(Normalization)}"
                 )
+
+
+class Kinematics(NamedTuple):
+    """pt [GeV], eta, phi [rad] and mass [GeV] of a source's objects, each of the objects' shape."""
+
+    pt: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
+    mass: np.ndarray
+
+
+def declared_azimuth(source: InputSource, values: np.ndarray) -> np.ndarray | None:
+    """The azimuth (...) of raw features (..., F): the declared ``phi``, else atan2(``sin_phi``, ``cos_phi``)
+    (SPANet's examples declare either); None when the source declares neither."""
+    index = {feature: i for i, feature in enumerate(source.features)}
+    if "phi" in index:
+        return values[..., index["phi"]]
+    if {"sin_phi", "cos_phi"} <= index.keys():
+        return np.arctan2(values[..., index["sin_phi"]], values[..., index["cos_phi"]])
+    return None
+
+
+def declared_kinematics(source: InputSource, values: np.ndarray) -> Kinematics | None:
+    """The kinematics of a source's raw features (..., F) as its event file names them.
+
+    ``pt``, ``eta``, the azimuth (:func:`declared_azimuth`) and ``mass`` (zero, massless objects,
+    when not declared). The normalisation flags do not enter: an event file's features hold raw
+    values, and ``log_normalize`` is applied when a model reads them (SPANet arXiv 2309.01886).
+    None when the source declares no pt, eta or azimuth.
+    """
+    index = {feature: i for i, feature in enumerate(source.features)}
+    phi = declared_azimuth(source, values)
+    if phi is None or not {"pt", "eta"} <= index.keys():
+        return None
+    mass = values[..., index["mass"]] if "mass" in index else np.zeros_like(phi)
+    return Kinematics(values[..., index["pt"]], values[..., index["eta"]], phi, mass)

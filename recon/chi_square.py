@@ -13,8 +13,9 @@ where the bracket is the leptonic top of semi-leptonic events, its neutrino's pz
 W mass constraint. All permutations are scored at once per chunk of events: the jets' Minkowski
 products are computed once per event and every candidate mass is a sum of gathered products.
 
-Inputs are :class:`DetectorEvents`, built from plain arrays or from SPANet's ``Momenta`` / ``Met``
-sources with :meth:`DetectorEvents.from_spanet`; outputs are indices into the ``Momenta`` slots.
+Inputs are :class:`DetectorEvents`, built from plain arrays or, with :meth:`DetectorEvents.from_inputs`,
+from the raw inputs of any event file whose features give four-momenta; outputs are indices into the
+concatenated objects, the slots SPANet's targets index.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import vector
 from numpy.typing import ArrayLike
 
+from encoders.sources import InputSource, Kinematics, declared_azimuth, declared_kinematics
 from recon.errors import ReconError
 from recon.event_topology import EventTopology
 
@@ -41,6 +43,7 @@ __all__ = [
     "DetectorEvents",
     "central_half_width",
     "channel_of",
+    "check_inputs",
     "neutrino_pz_solutions",
 ]
 
@@ -56,11 +59,12 @@ _CHUNK_ELEMENTS = 2**22
 Channel = Literal["semileptonic", "allhadronic"]
 Centres = Literal["pdg", "fitted", "generator"]
 
-# The ttbar topologies this baseline knows, as {resonance: daughters} in our event files.
-_CHANNEL_RESONANCES: dict[Channel, dict[str, tuple[str, ...]]] = {
-    "semileptonic": {"lt": ("b", "l"), "ht": ("b", "q1", "q2")},
-    "allhadronic": {"t1": ("b", "q1", "q2"), "t2": ("b", "q1", "q2")},
-}
+# The top decays this baseline knows, by daughter name in its own daughter order: a ttbar event
+# file may list them in any order (SPANet's all-hadronic example writes q1, q2, b).
+_HADRONIC_TOP = ("b", "q1", "q2")
+_LEPTONIC_TOP = ("b", "l")
+# Names under which an event file declares the b-tag: a 0/1 flag, or a tag probability cut at 1/2.
+_BTAG_FEATURES = ("btag", "b_tag", "btagged")
 
 
 @dataclass(frozen=True)
@@ -141,50 +145,61 @@ class DetectorEvents:
         )
 
     @classmethod
-    def from_spanet(
+    def from_inputs(
         cls,
-        momenta: Mapping[str, ArrayLike],
-        met: Mapping[str, ArrayLike],
+        sequential: Mapping[str, ArrayLike],
+        masks: Mapping[str, ArrayLike],
+        global_inputs: Mapping[str, ArrayLike],
+        topology: EventTopology,
         origin: str = "<memory>",
     ) -> DetectorEvents:
-        """Read SPANet's ``INPUTS/Momenta`` and ``INPUTS/Met`` sources (h5py groups or dicts).
+        """Read raw detector inputs through the features their event file declares.
 
-        Jets are the real slots with neither ``etag`` nor ``utag``; ``qtag`` is not used,
-        since SPANet's own example sets it only on light (untagged) jets.
+        The slots are the objects of every sequential source concatenated in event-file order (the
+        indices SPANet's targets hold). Kinematics come from :func:`encoders.sources.declared_kinematics`
+        (pt, eta, phi or sin_phi/cos_phi, mass); a source that declares none gives empty slots.
+        Leptons are the real objects flagged by ``etag`` or ``utag`` (SPANet's example files) or held
+        in a source that a lepton daughter ``l`` points into; jets are the other real objects, b-tagged
+        by a feature named as in ``_BTAG_FEATURES`` (none declared: no tags). The MET is the first
+        global source declaring ``met`` (or ``pt``) and an azimuth, zero where none does.
 
         Args:
-            momenta: ``pt, eta, sin_phi, cos_phi, mass, btag, etag, utag, MASK``, each (E, N).
-            met: ``met, sin_phi, cos_phi``, each (E,).
+            sequential: source -> (E, N_s, F_s) raw features in the event file's feature order.
+            masks: source -> (E, N_s), true for real objects.
+            global_inputs: source -> (E, F_g) raw features.
+            topology: the event file that declares them.
             origin: the file they came from, for error messages.
         """
-        needed = {
-            "Momenta": (
-                momenta,
-                ("pt", "eta", "sin_phi", "cos_phi", "mass", "btag", "etag", "utag", "MASK"),
-            ),
-            "Met": (met, ("met", "sin_phi", "cos_phi")),
+        if not any(_declares_kinematics(source) for source in topology.sequential):
+            raise ReconError(f"{origin}: {_NO_KINEMATICS}")
+        lepton_sources = {
+            source
+            for resonance in topology.resonances
+            for daughter, source in zip(resonance.daughters, resonance.sources, strict=False)
+            if daughter == "l" and source is not None
         }
-        arrays: dict[str, dict[str, np.ndarray]] = {}
-        for source, (group, keys) in needed.items():
-            missing = [k for k in keys if k not in group]
-            if missing:
-                raise ReconError(
-                    f"{origin}: INPUTS/{source} lacks {missing}; expected {list(keys)}"
-                )
-            arrays[source] = {k: np.asarray(group[k]) for k in keys}
-        objects, missing_et = arrays["Momenta"], arrays["Met"]
-        real = objects["MASK"].astype(bool)
-        lepton = real & ((objects["etag"] > 0) | (objects["utag"] > 0))
+        parts = [
+            _source_slots(source, np.asarray(sequential[source.name], dtype=np.float64),
+                          np.asarray(masks[source.name], dtype=bool), source.name in lepton_sources)
+            for source in topology.sequential
+        ]
+        kinematics, btag, is_jet, is_lepton = zip(*parts, strict=True)
+        n_events = is_jet[0].shape[0]
+        met, met_phi = np.zeros(n_events), np.zeros(n_events)
+        for source in topology.globals:
+            values = np.asarray(global_inputs[source.name], dtype=np.float64)
+            phi = declared_azimuth(source, values)
+            magnitude = next((f for f in ("met", "pt") if f in source.features), None)
+            if phi is not None and magnitude is not None:
+                met, met_phi = values[:, source.features.index(magnitude)], phi
+                break
         return cls.from_arrays(
-            pt=objects["pt"],
-            eta=objects["eta"],
-            phi=np.arctan2(objects["sin_phi"], objects["cos_phi"]),
-            mass=objects["mass"],
-            btag=real & (objects["btag"] > 0) & ~lepton,
-            is_jet=real & ~lepton,
-            is_lepton=lepton,
-            met=missing_et["met"],
-            met_phi=np.arctan2(missing_et["sin_phi"], missing_et["cos_phi"]),
+            **{name: np.concatenate([getattr(k, name) for k in kinematics], axis=1) for name in Kinematics._fields},
+            btag=np.concatenate(btag, axis=1),
+            is_jet=np.concatenate(is_jet, axis=1),
+            is_lepton=np.concatenate(is_lepton, axis=1),
+            met=met,
+            met_phi=met_phi,
         )
 
     def subset(self, rows: slice | np.ndarray) -> DetectorEvents:
@@ -274,16 +289,94 @@ def central_half_width(values: ArrayLike, coverage: float = _ONE_SIGMA_COVERAGE)
     return float(high - low) / 2
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where the baseline's tops sit in a topology.
+
+    Attributes:
+        channel: semi-leptonic or all-hadronic.
+        hadronic: per hadronic top, (resonance name, the column of b, q1, q2 in its daughter order).
+        leptonic: (resonance name, the column of b, l), or None for all-hadronic.
+    """
+
+    channel: Channel
+    hadronic: tuple[tuple[str, tuple[int, ...]], ...]
+    leptonic: tuple[str, tuple[int, ...]] | None
+
+
+def _layout(topology: EventTopology) -> _Layout:
+    """The tops of a ttbar topology, whatever its resonance names and daughter order."""
+    found: dict[tuple[str, ...], list[tuple[str, tuple[int, ...]]]] = {_HADRONIC_TOP: [], _LEPTONIC_TOP: []}
+    for resonance in topology.resonances:
+        for decay, tops in found.items():
+            if sorted(resonance.daughters) == sorted(decay):
+                tops.append((resonance.name, tuple(resonance.daughters.index(d) for d in decay)))
+    hadronic, leptonic = found[_HADRONIC_TOP], found[_LEPTONIC_TOP]
+    if len(topology.resonances) == 2 and len(hadronic) == 2:
+        return _Layout("allhadronic", tuple(hadronic), None)
+    if len(topology.resonances) == 2 and len(hadronic) == 1 and len(leptonic) == 1:
+        return _Layout("semileptonic", tuple(hadronic), leptonic[0])
+    raise ReconError(
+        f"{topology.path}: the chi-square baseline supports only ttbar: two resonances with daughters "
+        f"{set(_HADRONIC_TOP)} (all-hadronic) or one of them and one with {set(_LEPTONIC_TOP)} (semi-leptonic); "
+        f"this topology has {({r.name: r.daughters for r in topology.resonances})}"
+    )
+
+
 def channel_of(topology: EventTopology) -> Channel:
     """Which ttbar channel an event topology is; the chi-square supports only these two."""
-    found = {r.name: r.daughters for r in topology.resonances}
-    for channel, resonances in _CHANNEL_RESONANCES.items():
-        if found == resonances:
-            return channel
-    raise ReconError(
-        f"{topology.path}: the chi-square baseline supports only ttbar topologies "
-        f"{dict(_CHANNEL_RESONANCES.items())}; this topology has {found}"
-    )
+    return _layout(topology).channel
+
+
+_NO_KINEMATICS = (
+    "no sequential input declares pt, eta and phi (or sin_phi and cos_phi): the chi-square baseline needs four-momenta"
+)
+
+
+def check_inputs(topology: EventTopology) -> Channel:
+    """The channel of ``topology`` if its declared inputs can feed the baseline: a ttbar topology
+    (:func:`channel_of`), four-momenta from a sequential source and, for semi-leptonic events, a
+    global MET source (``met`` or ``pt``, and an azimuth) for the neutrino.
+
+    Raises:
+        ReconError: naming what is missing.
+    """
+    channel = channel_of(topology)
+    if not any(_declares_kinematics(source) for source in topology.sequential):
+        raise ReconError(f"{topology.path}: {_NO_KINEMATICS}")
+    met = [
+        s for s in topology.globals
+        if {"met", "pt"} & set(s.features) and declared_azimuth(s, np.zeros((0, len(s.features)))) is not None
+    ]
+    if channel == "semileptonic" and not met:
+        raise ReconError(
+            f"{topology.path}: no global input declares the MET (met or pt, and phi or sin_phi/cos_phi): "
+            "the semi-leptonic chi-square needs it for the neutrino"
+        )
+    return channel
+
+
+def _declares_kinematics(source: InputSource) -> bool:
+    return declared_kinematics(source, np.zeros((0, len(source.features)))) is not None
+
+
+def _source_slots(
+    source: InputSource, values: np.ndarray, real: np.ndarray, leptons: bool
+) -> tuple[Kinematics, np.ndarray, np.ndarray, np.ndarray]:
+    """Kinematics, b-tags, jet and lepton flags (E, N_s) of one sequential source's objects
+    (see :meth:`DetectorEvents.from_inputs`)."""
+    kinematics = declared_kinematics(source, values)
+    if kinematics is None:
+        empty = np.zeros(real.shape)
+        return Kinematics(empty, empty, empty, empty), *(np.zeros(real.shape, dtype=bool),) * 3
+
+    def flag(names: tuple[str, ...], threshold: float) -> np.ndarray:
+        found = [values[..., source.features.index(n)] > threshold for n in names if n in source.features]
+        return np.logical_or.reduce(found) if found else np.zeros(real.shape, dtype=bool)
+
+    lepton = real & (flag(("etag", "utag"), 0.0) | leptons)
+    jet = real & ~lepton
+    return kinematics, jet & flag(_BTAG_FEATURES, 0.5), jet, lepton
 
 
 @dataclass(frozen=True)
@@ -362,14 +455,15 @@ class ChiSquareBaseline:
             )
         if centres == "generator" and generator_masses is None:
             raise ReconError("ChiSquareBaseline.fit: centres='generator' needs generator_masses=(m_t, m_W)")
-        channel = channel_of(topology)
+        layout = _layout(topology)
         _check_targets(targets, topology, events)
         p4 = events.four_momenta()
-        hadronic = ("ht",) if channel == "semileptonic" else ("t1", "t2")
+        hadronic = tuple(name for name, _ in layout.hadronic)
         top_masses, w_masses = [], []
-        for name in hadronic:
-            rows = np.flatnonzero((targets[name] >= 0).all(axis=1))
-            matched = np.asarray(targets[name])[rows]
+        for name, columns in layout.hadronic:
+            ordered = np.asarray(targets[name])[:, columns]  # (b, q1, q2)
+            rows = np.flatnonzero((ordered >= 0).all(axis=1))
+            matched = ordered[rows]
             top_masses.append(_mass_of(p4[rows], matched))
             w_masses.append(_mass_of(p4[rows], matched[:, 1:]))
         top_mass, w_mass = np.concatenate(top_masses), np.concatenate(w_masses)
@@ -386,12 +480,14 @@ class ChiSquareBaseline:
             "m_t": float(m_t),
             "m_W": float(m_w),
         }
-        if channel == "semileptonic":
-            rows = np.flatnonzero((targets["lt"] >= 0).all(axis=1) & (events.leading_lepton() >= 0))
-            b_jet = p4[rows, np.asarray(targets["lt"])[rows, 0]]
+        if layout.leptonic is not None:
+            name, columns = layout.leptonic
+            ordered = np.asarray(targets[name])[:, columns]  # (b, l)
+            rows = np.flatnonzero((ordered >= 0).all(axis=1) & (events.leading_lepton() >= 0))
+            b_jet = p4[rows, ordered[rows, 0]]
             leptonic_w = events.lepton_momentum()[rows] + events.neutrino()[rows]
             leptonic_top = _mass(b_jet + leptonic_w)
-            _require_matches(leptonic_top, ("lt",), topology)
+            _require_matches(leptonic_top, (name,), topology)
             fitted["sigma_t_lep"] = central_half_width(leptonic_top)
         return cls(**fitted, n_leading_jets=n_leading_jets, use_btag=use_btag)
 
@@ -406,9 +502,10 @@ class ChiSquareBaseline:
 
         Returns:
             resonance name -> (E, K) int64 slot indices in the topology's daughter order; for
-            ``lt`` the ``l`` daughter is the leading lepton's slot.
+            the leptonic top the ``l`` daughter is the leading lepton's slot.
         """
-        channel = channel_of(topology)
+        layout = _layout(topology)
+        channel = layout.channel
         if channel == "semileptonic" and self.sigma_t_lep is None:
             raise ReconError("ChiSquareBaseline: sigma_t_lep is needed for semi-leptonic events")
         if channel == "allhadronic" and self.n_leading_jets < 6:
@@ -421,10 +518,16 @@ class ChiSquareBaseline:
         for start in range(0, events.n_events, chunk_size):
             chunk = slice(start, start + chunk_size)
             slots[chunk] = self._best_slots(events.subset(chunk), channel, tuples)
-        if channel == "allhadronic":
-            return {"t1": slots[:, 0:3], "t2": slots[:, 3:6]}
-        lepton = np.where(slots[:, 0] >= 0, events.leading_lepton(), -1)
-        return {"lt": np.stack([slots[:, 0], lepton], axis=1), "ht": slots[:, 1:4]}
+        if layout.leptonic is None:
+            tops = dict(zip(layout.hadronic, (slots[:, 0:3], slots[:, 3:6]), strict=True))
+        else:
+            lepton = np.where(slots[:, 0] >= 0, events.leading_lepton(), -1)
+            tops = {layout.leptonic: np.stack([slots[:, 0], lepton], axis=1), layout.hadronic[0]: slots[:, 1:4]}
+        assigned = {}
+        for (name, columns), ordered in tops.items():
+            assigned[name] = np.empty_like(ordered)
+            assigned[name][:, columns] = ordered  # back to the topology's daughter order
+        return assigned
 
     def _best_slots(
         self, events: DetectorEvents, channel: Channel, tuples: np.ndarray

@@ -451,12 +451,16 @@ def test_rejects_unsupported_topology_and_bad_inputs(rng, spanet_example, semile
 
 
 def test_runs_on_the_real_spanet_example(spanet_example, semileptonic):
-    """The ttH file read through from_spanet; the ttbar hypothesis finds its hadronic top far above chance."""
+    """The ttH file's inputs read through from_inputs under the semi-leptonic ttbar event file; the
+    ttbar hypothesis finds its hadronic top far above chance."""
     path, _ = spanet_example
     with h5py.File(path) as file:
-        events = DetectorEvents.from_spanet(
-            file["INPUTS/Momenta"], file["INPUTS/Met"], origin=str(path)
-        )
+        inputs = {
+            kind: {s.name: np.stack([file[f"INPUTS/{s.name}/{f}"][:] for f in s.features], axis=-1) for s in sources}
+            for kind, sources in (("sequential", semileptonic.sequential), ("global", semileptonic.globals))
+        }
+        masks = {"Momenta": file["INPUTS/Momenta/MASK"][:]}
+        events = DetectorEvents.from_inputs(inputs["sequential"], masks, inputs["global"], semileptonic, origin=str(path))
         truth = {
             name: np.stack([file[f"TARGETS/{name}/{d}"][:] for d in r.daughters], axis=1)
             for name, r in (

@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from encoders.sources import declared_kinematics
 from recon.event_topology import EventTopology
 from unfold.data.hdf5_io import open_h5
 from unfold.errors import UnfoldError
@@ -283,20 +284,14 @@ def _event_targets(file, group, names, events, n_events, dtype, missing) -> np.n
 
 
 def _four_momenta(sequential: dict[str, np.ndarray], topology: EventTopology) -> np.ndarray | None:
-    """(E, N, 4) (E, px, py, pz) from pt, eta, phi (or sin_phi, cos_phi) and mass, if every source has them."""
+    """(E, N, 4) (E, px, py, pz) from the declared kinematics (:func:`encoders.sources.declared_kinematics`:
+    pt, eta, phi or sin_phi/cos_phi, mass or massless), if every source declares them."""
     parts = []
     for source in topology.sequential:
-        index = {f: i for i, f in enumerate(source.features)}
-        x = sequential[source.name]
-        if not {"pt", "eta", "mass"} <= index.keys():
+        kinematics = declared_kinematics(source, sequential[source.name])
+        if kinematics is None:
             return None
-        if "phi" in index:
-            phi = x[..., index["phi"]]
-        elif {"sin_phi", "cos_phi"} <= index.keys():
-            phi = np.arctan2(x[..., index["sin_phi"]], x[..., index["cos_phi"]])
-        else:
-            return None
-        pt, eta, mass = x[..., index["pt"]], x[..., index["eta"]], x[..., index["mass"]]
+        pt, eta, phi, mass = kinematics
         px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
         energy = np.sqrt(px**2 + py**2 + pz**2 + mass**2)
         parts.append(np.stack([energy, px, py, pz], axis=-1))

@@ -37,15 +37,9 @@ def assignment_tensors(data: SpanetData, topology: EventTopology) -> IndexedTens
 
 
 def detector_events(data: SpanetData, topology: EventTopology) -> DetectorEvents:
-    """The chi-square baseline's view of the first sequential source and the first global source."""
-    source = topology.sequential[0]
-    momenta = {f: data.sequential[source.name][..., i] for i, f in enumerate(source.features)}
-    momenta["MASK"] = data.masks[source.name]
-    for tag in ("etag", "utag"):
-        momenta.setdefault(tag, np.zeros_like(momenta["pt"]))
-    met_source = next((s for s in topology.globals), None)
-    met = {f: data.globals[met_source.name][:, i] for i, f in enumerate(met_source.features)} if met_source else {}
-    return DetectorEvents.from_spanet(momenta, met, origin=data.path)
+    """The chi-square baseline's view of the inputs, read as the event file declares them
+    (:meth:`DetectorEvents.from_inputs`); its slots are the concatenated objects the targets index."""
+    return DetectorEvents.from_inputs(data.sequential, data.masks, data.globals, topology, origin=data.path)
 
 
 def jet_multiplicity(data: SpanetData, topology: EventTopology) -> np.ndarray:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.chi_square import ChiSquareBaseline, channel_of
+from recon.chi_square import ChiSquareBaseline, check_inputs
 from recon.efficiency import efficiency_table, format_efficiency_tables
 from recon.errors import ReconError
 from recon.event_topology import EventTopology
 from unfold.data.hdf5_io import open_h5
-from unfold.data.hdf5_schema import SPANET_WEIGHTS, SpanetData, read_spanet
+from unfold.data.hdf5_schema import SPANET_WEIGHTS, SpanetData, has_group, read_spanet
 from unfold.data.recon_data import detector_events, jet_multiplicity
 from unfold.generation.inspection import generator_masses
 from unfold.tasks.assignment_model import AssignmentModel
@@ -27,11 +27,15 @@ def default_jet_bins(topology: EventTopology) -> tuple[str, ...]:
 
 def fit_chi_square(train_path: Path, topology: EventTopology) -> ChiSquareBaseline:
     """The chi-square baseline, its resolutions fitted on matched events of (the first 20k events of)
-    ``train_path`` and its centres on the generator's top and W masses in that file."""
+    ``train_path`` and its centres on the generator's top and W masses in that file, or, for a file
+    without the generator's record (``PARTONS``: SPANet's files, real data), on the medians of the
+    matched detector-level masses."""
     train = read_spanet(train_path, topology, limit=20_000, require_targets=True)
+    events = detector_events(train, topology)
+    if not has_group(train_path, "PARTONS"):
+        return ChiSquareBaseline.fit(events, train.targets, topology, centres="fitted")
     return ChiSquareBaseline.fit(
-        detector_events(train, topology), train.targets, topology,
-        centres="generator", generator_masses=generator_masses(train_path),
+        events, train.targets, topology, centres="generator", generator_masses=generator_masses(train_path),
     )
 
 
@@ -56,8 +60,8 @@ def evaluate_recon(
     note = ""
     if train_path is not None:
         try:
-            channel_of(topology)
-        except ReconError as unsupported:  # e.g. ttH: the baseline knows only the two ttbar channels
+            check_inputs(topology)
+        except ReconError as unsupported:  # e.g. ttH, or inputs without four-momenta
             note = f"\nnote: chi-square baseline skipped: {unsupported}"
         else:
             chi2 = chi_square_assignments(train_path, data, topology)
