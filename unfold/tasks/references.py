@@ -32,7 +32,7 @@ def parton_reference(
 
     Args:
         data: the detector-level events.
-        topology: their event topology (the assignments index its first sequential source).
+        topology: their event topology (the assignments index its concatenated sequential objects).
         process: the process name (which partons exist and whose daughters they are).
         assignments: resonance -> (E, K) slot of each daughter, -1 where none was assigned
             (a reconstruction, or the truth matching ``data.targets``).
