@@ -25,11 +25,11 @@ __all__ = [
     "isolated",
     "jet_resolution",
     "lepton_efficiency",
-    "lepton_possible",
     "lepton_resolution",
     "missing_transverse_momentum",
     "reconstruct_jets",
     "reconstruct_lepton",
+    "selection_possible",
     "track_resolution",
 ]
 
@@ -142,13 +142,33 @@ def reconstruct_lepton(lepton: np.ndarray | None, card: DetectorCard, rng: np.ra
     return np.array([pt_reco, eta, phi, mass, lepton[4]])
 
 
-def lepton_possible(lepton: np.ndarray, card: DetectorCard) -> bool:
-    """Whether a particle-level lepton (px, py, pz, E, id) could still be selected: inside its
-    acceptance in |eta| (not smeared) and above half the pT threshold (the worst card
-    resolution, 7 % for endcap electrons, would need a 14 sigma fluctuation to double it)."""
-    pt, eta, _, _ = to_cylindrical(lepton[:4])
-    lepton_card: LeptonCard = card.electrons if abs(int(lepton[4])) == 11 else card.muons
-    return bool(abs(eta) <= lepton_card.eta_max and pt > 0.5 * lepton_card.pt_min)
+# Smearing fluctuations an event may need to pass the selection and still be generated in full:
+# beyond 6 sigma (probability 1e-9 per object) an event is dropped before its detector simulation.
+SELECTION_SIGMAS = 6.0
+
+
+def selection_possible(lepton: np.ndarray | None, jets: np.ndarray, card: DetectorCard, *, leptons: int, min_jets: int) -> bool:
+    """Whether an event could still pass the detector-level selection whatever its smearing (up to
+    :data:`SELECTION_SIGMAS`): a particle-level lepton (px, py, pz, E, id) inside its acceptance whose
+    pT, scaled up by that many resolutions, clears the threshold (when the process has one), and at
+    least ``min_jets`` particle-level jets (px, py, pz, E) that could be measured above the jet pT
+    threshold and inside the jet acceptance. Events that fail are dropped before their detector
+    simulation and before most of the event record is read."""
+    if leptons:
+        if lepton is None:
+            return False
+        pt, eta, _, _ = to_cylindrical(lepton[:4])
+        pdg_id = int(lepton[4])
+        lepton_card: LeptonCard = card.electrons if abs(pdg_id) == 11 else card.muons
+        best_pt = pt * (1.0 + SELECTION_SIGMAS * float(lepton_resolution(pt, eta, pdg_id, card)))
+        if abs(eta) > lepton_card.eta_max or best_pt < lepton_card.pt_min:
+            return False
+    if len(jets) < min_jets:
+        return False
+    pt, eta, _, _ = to_cylindrical(jets).T
+    best_pt = pt * (card.jets.energy_scale + SELECTION_SIGMAS * jet_resolution(pt, eta, card.jets.resolution))
+    reachable = (best_pt > card.jets.pt_min) & (np.abs(eta) < card.jets.eta_max + SELECTION_SIGMAS * card.jets.eta_resolution)
+    return int(reachable.sum()) >= min_jets
 
 
 def isolated(lepton: np.ndarray, visible: np.ndarray, card: DetectorCard) -> bool:

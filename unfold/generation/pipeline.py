@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from unfold.data.hdf5_io import append_arrays, atomic_output
 from unfold.errors import UnfoldError
-from unfold.generation.detector import lepton_possible
+from unfold.generation.detector import selection_possible
 from unfold.generation.detector_card import DetectorCard, load_detector_card
 from unfold.generation.processes import Process, ProcessName, get_process
 from unfold.generation.pythia_events import generate_truth, pythia_settings
@@ -106,7 +106,7 @@ def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle
         process,
         jet_radius=card.jets.cluster_radius,
         jet_pt_min=card.jets.cluster_pt_min,
-        lepton_possible=lambda lepton: lepton_possible(lepton, card),
+        selection_possible=lambda lepton, jets: selection_possible(lepton, jets, card, leptons=process.leptons, min_jets=process.min_jets),
     )
     for truth in truths:
         tried += 1

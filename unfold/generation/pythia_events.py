@@ -76,11 +76,12 @@ def generate_truth(
     *,
     jet_radius: float,
     jet_pt_min: float,
-    lepton_possible: Callable[[np.ndarray], bool] = lambda lepton: True,
+    selection_possible: Callable[[np.ndarray | None, np.ndarray], bool] = lambda lepton, jets: True,
 ) -> Iterator[TruthEvent | None]:
     """Endless stream of events from a Pythia instance initialised with ``settings`` and ``seed``,
     with anti-kT jets of radius ``jet_radius`` above ``jet_pt_min``. An event whose dressed
-    prompt lepton (px, py, pz, E, id) fails ``lepton_possible`` is yielded as None unread."""
+    prompt lepton (px, py, pz, E, id, or None) and particle-level jets (J, 4) fail
+    ``selection_possible`` is yielded as None, the rest of its record unread."""
     pythia = pythia8mc.Pythia("", False)
     # Registers the ResonanceDecayFilter settings; the filter acts only when switched on.
     decay_filter = pythia8mc.ResonanceDecayFilterHook(pythia.settings)
@@ -90,7 +91,7 @@ def generate_truth(
             raise UnfoldError(f"Pythia setting not understood: {line!r}")
     if not pythia.init():
         raise UnfoldError(f"Pythia failed to initialise with settings {list(settings)}")
-    reader = _Reader(pythia.particleData, process, JetClustering(jet_radius, jet_pt_min), lepton_possible)
+    reader = _Reader(pythia.particleData, process, JetClustering(jet_radius, jet_pt_min), selection_possible)
     failures = 0
     while True:
         if not pythia.next():
@@ -134,11 +135,11 @@ def _columns(particles: list) -> np.ndarray:
 class _Reader:
     """Reads a :class:`TruthEvent` from Pythia's event record (PDG properties cached per id)."""
 
-    def __init__(self, particle_data, process: Process, clustering: JetClustering, lepton_possible) -> None:
+    def __init__(self, particle_data, process: Process, clustering: JetClustering, selection_possible) -> None:
         self._data = particle_data
         self._process = process
         self._clustering = clustering
-        self._lepton_possible = lepton_possible
+        self._selection_possible = selection_possible
         self._kinds: dict[int, tuple[bool, bool, int]] = {}
 
     def _kind(self, pdg_id: int) -> tuple[bool, bool, int]:
@@ -153,26 +154,32 @@ class _Reader:
         return self._kinds[pdg_id]
 
     def read(self, event) -> TruthEvent | None:
+        """The event's truth, or None when it cannot pass the selection (decided from the lepton and
+        the jets, before the bulk of the record is read)."""
         particles = event.particles()
         n = len(particles)
         ids = np.fromiter(map(pythia8mc.Particle.id, particles), np.int64, n)
         final = np.fromiter(map(pythia8mc.Particle.isFinal, particles), bool, n)
-        unique, inverse = np.unique(ids, return_inverse=True)
-        kinds = np.array([self._kind(int(i)) for i in unique]).reshape(-1, 3)[inverse]
         partons, record, prompt_lepton, prompt_neutrinos = self._top_decays(event, ids)
-        visible_index = np.flatnonzero(final & (kinds[:, 0] == 1))
 
         lepton, dressed_lepton = None, []
         if prompt_lepton >= 0:
-            photons = visible_index[ids[visible_index] == 22]
+            photons = np.flatnonzero(final & (ids == 22))
             dressed, used = dress(_four(event[prompt_lepton]), _columns([particles[i] for i in photons]), ids[photons])
             lepton = _with_id(dressed, ids[prompt_lepton])
-            if not self._lepton_possible(lepton):
-                return None
             dressed_lepton = [prompt_lepton, *photons[used].tolist()]
-            visible_index = np.setdiff1d(visible_index, dressed_lepton)
-        visible = _columns([particles[i] for i in visible_index])
+        for i in dressed_lepton:  # hidden from the jet clustering, then restored
+            event[i].statusNeg()
+        jets, constituents = self._clustering.cluster(event)
+        for i in dressed_lepton:
+            event[i].statusPos()
+        if not self._selection_possible(lepton, jets):
+            return None
 
+        unique, inverse = np.unique(ids, return_inverse=True)
+        kinds = np.array([self._kind(int(i)) for i in unique]).reshape(-1, 3)[inverse]
+        visible_index = np.setdiff1d(np.flatnonzero(final & (kinds[:, 0] == 1)), dressed_lepton)
+        visible = _columns([particles[i] for i in visible_index])
         heavy = np.flatnonzero(kinds[:, 2] > 0)
         heavy_four = _columns([particles[i] for i in heavy])
         hard = np.hypot(heavy_four[:, 0], heavy_four[:, 1]) > _HADRON_PT_MIN
@@ -180,12 +187,6 @@ class _Reader:
         c_hadrons = heavy_four[hard & (kinds[heavy, 2] == 4)]
         invisible = np.flatnonzero(final & (kinds[:, 0] == 0))
         neutrinos_four = _columns([particles[i] for i in invisible])
-
-        for i in dressed_lepton:  # hidden from the jet clustering, then restored
-            event[i].statusNeg()
-        jets, constituents = self._clustering.cluster(event)
-        for i in dressed_lepton:
-            event[i].statusPos()
         jet_of = np.full(n, -1, dtype=np.int64)
         for j, members in enumerate(constituents):
             jet_of[members] = j
