@@ -49,7 +49,7 @@ class GenerationConfig:
     """Everything that defines a generated data set (and so its files, bit for bit)."""
 
     process: ProcessName = "ttbar-semileptonic"
-    events: int = 25_000
+    events: int = 20_000  # 16k train, 4k test: recon on 16k train events is within 0.003 event efficiency of 20k (README)
     out: Path = Path("data")
     seed: int = 1
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
