@@ -16,7 +16,7 @@ from unfold.cli import main
 from unfold.data.hdf5_schema import read_spanet
 from unfold.errors import UnfoldError
 from unfold.tasks.references import parton_reference
-from unfold.tasks.sample import default_fit_data, reconstruct
+from unfold.tasks.sample import default_fit_data, reconstruction
 
 PROCESS = "ttbar-semileptonic"
 PARTONS = ("b_had", "q1", "q2", "b_lep", "lepton", "neutrino")
@@ -37,7 +37,8 @@ def _top_mass(reference: dict) -> np.ndarray:
 
 def test_chi_square_reference_reconstructs_every_event_without_truth(events, semileptonic_files):
     path, data, topology = events
-    assignments, method = reconstruct(path, data, topology, recon=None, fit_data=None)
+    assign, method = reconstruction(path, topology, recon=None, fit_data=None)
+    assignments = assign(data)
     assert method.startswith("chi-square")
     assert str(semileptonic_files[0]) in method
     reference = parton_reference(data, topology, PROCESS, assignments)
@@ -48,7 +49,7 @@ def test_chi_square_reference_reconstructs_every_event_without_truth(events, sem
     assert np.isfinite(_top_mass(matched)).mean() < 0.8  # the matched subset is a minority population
     # The reconstruction reads no truth: hiding the targets changes nothing.
     hidden = dataclasses.replace(data, targets={k: np.full_like(v, -1) for k, v in data.targets.items()})
-    again, _ = reconstruct(path, hidden, topology, recon=None, fit_data=semileptonic_files[0])
+    again = reconstruction(path, topology, recon=None, fit_data=semileptonic_files[0])[0](hidden)
     for name in assignments:
         np.testing.assert_array_equal(again[name], assignments[name])
     # The reconstructed hadronic top sits near the top mass (chi-square centre, jet resolution).
@@ -57,7 +58,7 @@ def test_chi_square_reference_reconstructs_every_event_without_truth(events, sem
 
 def test_the_lepton_is_the_selected_one_and_the_neutrino_solves_the_w_mass(events):
     path, data, topology = events
-    assignments, _ = reconstruct(path, data, topology, recon=None, fit_data=None)
+    assignments = reconstruction(path, topology, recon=None, fit_data=None)[0](data)
     reference = parton_reference(data, topology, PROCESS, assignments)
     lepton, neutrino = (from_pt_eta_phi_m(*(reference[p][f] for f in ("pt", "eta", "phi", "mass"))) for p in ("lepton", "neutrino"))
     w_mass = invariant_mass(lepton + neutrino)
@@ -71,7 +72,8 @@ def test_a_recon_run_reconstructs_the_reference(events, semileptonic_files, tmp_
     assert main(["train", "recon", "--data", str(semileptonic_files[0]), "--out", str(runs), "--epochs", "1",
                  "--limit", "50"]) == 0
     run = next((runs / "recon").iterdir())
-    assignments, method = reconstruct(path, data, topology, recon=run, fit_data=None)
+    assign, method = reconstruction(path, topology, recon=run, fit_data=None)
+    assignments = assign(data)
     assert method.startswith("recon model")
     assert str(run) in method
     reference = parton_reference(data, topology, PROCESS, assignments)

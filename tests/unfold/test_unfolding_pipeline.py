@@ -29,6 +29,15 @@ def particle_run(semileptonic_files, tmp_path_factory):
     return _train("particle", semileptonic_files, tmp_path_factory.mktemp("runs"))
 
 
+@pytest.fixture(scope="module")
+def recon_run(semileptonic_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "recon", "--data", str(semileptonic_files[0]), "--out", str(out), "--epochs", "1",
+                 "--limit", "50"]) == 0
+    (run,) = (out / "recon").iterdir()
+    return run
+
+
 def _sample(run, files, out, task, *extra) -> int:
     return main(["sample", task, "--checkpoint", str(run), "--data", str(files[1]), "--out", str(out), "--steps", "4",
                  "--n", "3", "--limit", "40", *extra])
@@ -94,13 +103,9 @@ def test_the_task_of_a_checkpoint_is_read_from_it(parton_run, semileptonic_files
         assert file.attrs["sampler"] == "ddim"
 
 
-def test_a_recon_checkpoint_is_refused(semileptonic_files, tmp_path, capsys):
-    run = tmp_path / "runs"
-    assert main(["train", "recon", "--data", str(semileptonic_files[0]), "--out", str(run), "--epochs", "1",
-                 "--limit", "50"]) == 0
+def test_a_recon_checkpoint_is_refused(recon_run, semileptonic_files, tmp_path, capsys):
     out = tmp_path / "samples.h5"
-    assert main(["sample", "--checkpoint", str(next((run / "recon").iterdir())), "--data", str(semileptonic_files[1]),
-                 "--out", str(out)]) == 2
+    assert main(["sample", "--checkpoint", str(recon_run), "--data", str(semileptonic_files[1]), "--out", str(out)]) == 2
     assert "not a parton or particle unfolding checkpoint" in capsys.readouterr().err
     assert not out.exists()
 
@@ -215,3 +220,69 @@ def test_devices_name_gpus_by_number_or_by_name(monkeypatch):
     assert parse_devices("auto") == [torch.device("cuda:0")]
     assert parse_devices("2") == [torch.device("cuda:0"), torch.device("cuda:1")]
     assert parse_devices("cuda:1, cpu,cpu") == [torch.device("cuda:1"), torch.device("cpu"), torch.device("cpu")]
+
+
+def _datasets_and_attrs(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    with h5py.File(path) as file:
+        datasets = {}
+        file.visititems(lambda name, item: datasets.update({name: item[...]}) if isinstance(item, h5py.Dataset) else None)
+        return datasets, {key: str(value) for key, value in file.attrs.items()}
+
+
+@pytest.mark.parametrize("task", ["parton", "particle", "parton --recon"])
+def test_the_samples_file_does_not_depend_on_the_chunk_size(task, request, recon_run, semileptonic_files, tmp_path):
+    """Streaming in chunks of 12 events (rounded up to 16, two batches of 8: chunks 16, 16, 8) writes the
+    same file, every dataset and attribute, as one chunk: the draws, truth, references (the chi-square
+    fitted once, or the recon run), inputs, weights and event index."""
+    task, *extra = task.split()
+    run = request.getfixturevalue(f"{task}_run")
+    extra = ["--recon", str(recon_run)] if extra else []
+    paths = {size: tmp_path / f"{size}.h5" for size in ("12", "4096")}
+    for size, path in paths.items():
+        assert _sample(run, semileptonic_files, path, task, "--batch-size", "8", "--chunk-size", size, *extra) == 0
+    (chunked, chunked_attrs), (whole, whole_attrs) = (_datasets_and_attrs(path) for path in paths.values())
+    assert chunked.keys() == whole.keys()
+    assert {"EVENT_INDEX", "WEIGHTS/weight"} <= whole.keys()
+    assert any(name.startswith(f"SAMPLES/{task.upper()}S/") for name in whole)
+    for name, values in whole.items():
+        assert (chunked[name].dtype, chunked[name].shape) == (values.dtype, values.shape), name
+        assert np.array_equal(chunked[name], values, equal_nan=values.dtype.kind == "f"), name
+    assert np.array_equal(whole["EVENT_INDEX"], np.arange(40))
+    assert chunked_attrs == whole_attrs
+    if extra:
+        assert str(recon_run) in whole_attrs["reference"]
+
+
+@pytest.fixture
+def broken_at_event_30(semileptonic_files, tmp_path):
+    """The test file (100 events) with event 30 emptied: a file that fails only where it is read."""
+    data = tmp_path / "broken_test.h5"
+    shutil.copy(semileptonic_files[1], data)
+    with h5py.File(data, "a") as file:
+        file["INPUTS/Momenta/MASK"][30] = False
+    return data
+
+
+def test_limit_reads_only_the_first_events(parton_run, broken_at_event_30, semileptonic_files, tmp_path):
+    out = tmp_path / "samples.h5"
+    assert main(["sample", "parton", "--checkpoint", str(parton_run), "--data", str(broken_at_event_30),
+                 "--fit-data", str(semileptonic_files[0]), "--out", str(out), "--steps", "2", "--n", "2",
+                 "--limit", "30", "--batch-size", "8", "--chunk-size", "8"]) == 0
+    with h5py.File(out) as file:
+        assert np.array_equal(file["EVENT_INDEX"][...], np.arange(30))
+        assert file["SAMPLES/PARTONS/b_had/pt"].shape == (30, 2)
+        assert file["PARTONS/b_had/pt"].shape == (30,)
+        assert file.attrs["reference_events"] <= 30
+
+
+def test_a_chunk_failing_midway_leaves_nothing_behind(parton_run, broken_at_event_30, semileptonic_files, tmp_path,
+                                                      capsys):
+    out = tmp_path / "out" / "samples.h5"
+    assert main(["sample", "parton", "--checkpoint", str(parton_run), "--data", str(broken_at_event_30),
+                 "--fit-data", str(semileptonic_files[0]), "--out", str(out), "--steps", "2", "--n", "2",
+                 "--batch-size", "8", "--chunk-size", "8"]) == 2
+    err = capsys.readouterr().err
+    line = err.splitlines()[-1]  # one line, after the progress bar of the three chunks sampled before event 30
+    assert line.startswith("unfold sample: error: ")
+    assert "events have no objects (first: event 30)" in line
+    assert list(out.parent.iterdir()) == []  # events 0-23 went to a partial file, which is gone

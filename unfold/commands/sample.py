@@ -17,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Draw n unfoldings of every event with the newest parton run (and the newest particle run, when "
         "there is one) or the given checkpoint; writes SAMPLES/PARTONS/<parton>/<feature> (E, n) and "
         "SAMPLES/PARTICLES/<collection>/<feature> (E, n, M) with MASK, the truth, detector-level references and the "
-        "inputs beside them. Streams in batches over the --devices; nothing is written unless the whole file is.",
+        "inputs beside them. Streams over the input in chunks and in batches over the --devices; nothing is written "
+        "unless the whole file is.",
         formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("task", nargs="?", choices=("parton", "particle"), default=None,
@@ -35,7 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--devices", default="auto",
                         help="auto (cuda:0 if there is a GPU, else cpu), N (the first N GPUs) or comma-separated "
                         "torch devices (cpu, cuda:1, cuda:0,cuda:1); batches go round-robin, one thread per device")
-    parser.add_argument("--limit", type=positive_int, default=None, help="unfold only the first N events")
+    parser.add_argument("--limit", type=positive_int, default=None, help="unfold only the first N events (only they are read)")
+    parser.add_argument("--chunk-size", type=positive_int, default=4096,
+                        help="events read, sampled and written at a time (rounded up to a multiple of --batch-size; "
+                        "memory holds one chunk whatever the file's length, and the draws do not depend on it)")
     parser.add_argument("--recon", type=Path, default=None,
                         help="recon run (folder or .ckpt) whose jet-parton assignment reconstructs every event for "
                         "the parton-level detector reference (default: the chi-square baseline)")
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, option="--out", kind="samples", inputs=(*given, data, *checkpoints.values()))
     out = sample_unfoldings(checkpoints, data, args.out, n=args.n, sampler=args.sampler, steps=args.steps,
                             batch_size=args.batch_size, seed=args.seed, devices=args.devices, limit=args.limit,
-                            recon=args.recon, fit_data=args.fit_data, weights=args.weights)
+                            recon=args.recon, fit_data=args.fit_data, weights=args.weights,
+                            chunk_size=args.chunk_size)
     print(f"{args.n} unfoldings per event ({', '.join(checkpoints)}) written to {out}")
     return 0

@@ -12,7 +12,7 @@ import numpy as np
 from unfold.errors import UnfoldError
 from unfold.outputs import partial_name, remove_stale_partials
 
-__all__ = ["append_arrays", "atomic_output", "open_h5", "write_arrays"]
+__all__ = ["append_arrays", "atomic_output", "event_chunks", "open_h5", "write_arrays"]
 
 
 @contextlib.contextmanager
@@ -65,3 +65,12 @@ def append_arrays(file: h5py.File, arrays: Mapping[str, np.ndarray]) -> None:
         start = dataset.shape[0]
         dataset.resize(start + len(value), axis=0)
         dataset[start:] = value
+
+
+def event_chunks(total: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` of the events 0..total-1, the unit in which commands stream
+    over a file (read a chunk, process it, :func:`append_arrays`), so memory holds one chunk whatever
+    the file's length."""
+    if size < 1:
+        raise UnfoldError(f"--chunk-size must be positive, got {size}")
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)]

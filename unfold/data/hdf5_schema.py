@@ -298,13 +298,15 @@ def _four_momenta(sequential: dict[str, np.ndarray], topology: EventTopology) ->
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def read_truth(path: str | Path, group: str, *, limit: int | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Read ``PARTONS`` or ``PARTICLES`` as {object: {feature: array}}, or fail naming the group."""
+def read_truth(path: str | Path, group: str, *, limit: int | None = None, start: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Read ``PARTONS`` or ``PARTICLES`` (events ``start`` to ``start + limit``) as {object: {feature: array}},
+    or fail naming the group."""
+    events = slice(start, None if limit is None else start + limit)
     with open_h5(path) as file:
         if group not in file:
             raise UnfoldError(f"{file.filename}: missing group {group!r}; expected {group}/<object>/<feature> truth")
         return {
-            name: {feature: data[:limit] for feature, data in obj.items()}
+            name: {feature: data[events] for feature, data in obj.items()}
             for name, obj in file[group].items()
             if isinstance(obj, h5py.Group)
         }

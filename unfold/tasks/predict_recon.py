@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from recon.efficiency import efficiency_table, event_correctness
-from unfold.data.hdf5_io import append_arrays, atomic_output, open_h5
+from unfold.data.hdf5_io import append_arrays, atomic_output, event_chunks, open_h5
 from unfold.data.hdf5_schema import count_events, read_spanet
 from unfold.data.recon_data import detector_events, jet_multiplicity
 from unfold.errors import UnfoldError
@@ -48,20 +48,19 @@ def predict_recon(
 
     Returns ``out``; the root attribute ``note`` says when the file had no targets.
     """
-    if chunk_size < 1:
-        raise UnfoldError(f"--chunk-size must be positive, got {chunk_size}")
     model = AssignmentModel.load(checkpoint)
     topology = model.topology
     total = count_events(data_path, topology)
     total = total if limit is None else min(limit, total)
     if total < 1:
         raise UnfoldError(f"{data_path}: no events to predict (--limit {limit})")
+    chunks = event_chunks(total, chunk_size)
     baseline = fit_chi_square(train_path, topology) if train_path is not None else None
     kept: dict[str, list[np.ndarray]] = {"n_jets": [], "weights": []}
     has_targets = True
     with atomic_output(out) as partial, h5py.File(partial, "w") as file:
-        for start in range(0, total, chunk_size):
-            data = read_spanet(data_path, topology, start=start, limit=min(chunk_size, total - start), weights=weights)
+        for events in chunks:
+            data = read_spanet(data_path, topology, start=events.start, limit=events.stop - events.start, weights=weights)
             has_targets = data.has_targets
             result = model.predict_all(data, embeddings=embeddings, progress=total > chunk_size)
             arrays = _prediction_arrays(data, topology, result)

@@ -1,4 +1,4 @@
-"""``unfold sample``: n unfoldings per event, streamed in batches over one or more devices.
+"""``unfold sample``: n unfoldings per event, streamed over the input in chunks and batches over one or more devices.
 
 The samples file keeps the schema of the README: ``SAMPLES/PARTONS/<parton>/<feature>``
 (E, n), ``SAMPLES/PARTICLES/<collection>/<feature>`` (E, n, M) with MASK, the truth groups
@@ -21,18 +21,17 @@ import torch
 from tqdm import tqdm
 
 from unfold.data.event_tensors import encoder_inputs, map_tensors, take_events
-from unfold.data.hdf5_io import atomic_output, write_arrays
-from unfold.data.hdf5_schema import has_group, read_spanet, read_truth
+from unfold.data.hdf5_io import append_arrays, atomic_output, event_chunks
+from unfold.data.hdf5_schema import SpanetData, count_events, has_group, read_spanet, read_truth
+from unfold.data.recon_data import detector_events
 from unfold.errors import UnfoldError
 from unfold.models.diffusion.sampler import DEFAULT_SAMPLER
 from unfold.tasks.assignment_model import AssignmentModel
-from unfold.tasks.evaluate_recon import chi_square_assignments
+from unfold.tasks.evaluate_recon import fit_chi_square
 from unfold.tasks.references import assigned_partons, particle_reference, parton_reference
 from unfold.tasks.train_unfolding import MODULES, Task, process_of
 from unfold.training.trainer import checkpoint_task as saved_task
-from unfold.training.trainer import (
-    find_checkpoint,
-)
+from unfold.training.trainer import find_checkpoint
 
 __all__ = [
     "DEFAULT_SAMPLER",
@@ -40,10 +39,12 @@ __all__ = [
     "checkpoint_task",
     "default_fit_data",
     "parse_devices",
-    "reconstruct",
+    "reconstruction",
     "sample_unfoldings",
 ]
 
+# The truth group copied beside each task's samples.
+_TRUTH = {"parton": "PARTONS", "particle": "PARTICLES"}
 
 
 def sample_unfoldings(
@@ -61,9 +62,10 @@ def sample_unfoldings(
     recon: Path | None = None,
     fit_data: Path | None = None,
     weights: str | None = None,
+    chunk_size: int = 4096,
 ) -> Path:
-    """Draw n unfoldings of every event of ``data_path`` with each trained task and write them, with
-    the truth, detector-level references and inputs, to ``out`` (atomically).
+    """Draw n unfoldings of every event of ``data_path`` (the first ``limit``) with each trained task and
+    write them, with the truth, detector-level references and inputs, to ``out`` (atomically).
 
     The file needs only the detector inputs: truth (``PARTONS``, ``PARTICLES``) and the truth-matched
     jets (``TARGETS``) are copied where present, and the root attribute ``truth`` lists what was
@@ -71,11 +73,13 @@ def sample_unfoldings(
     ``WEIGHTS/weight``, else 1) and its row in ``data_path`` go to ``WEIGHTS/weight`` and ``EVENT_INDEX``.
 
     The parton-level reference reconstructs every event: with the ``recon`` run's assignments, else
-    with the chi-square baseline fitted on ``fit_data`` (default: :func:`default_fit_data`).
+    with the chi-square baseline fitted once on ``fit_data`` (default: :func:`default_fit_data`).
 
-    Batches go round-robin to ``devices`` (see :func:`parse_devices`), one model copy and thread per
-    device; each batch draws from its own generator (:func:`batch_generator`), so the samples depend
-    on ``seed`` and ``batch_size`` but not on the devices.
+    The input is streamed: ``chunk_size`` events (rounded up to a multiple of ``batch_size``) are read,
+    sampled and appended to ``out`` at a time, so memory does not grow with the file. Batches go
+    round-robin to ``devices`` (see :func:`parse_devices`), one model copy and thread per device; each
+    batch draws from its own generator, seeded by its index in the file (:func:`batch_generator`), so
+    the samples depend on ``seed`` and ``batch_size`` but not on the devices or the chunk size.
     """
     if n < 1:
         raise UnfoldError(f"--n must be a positive number of unfoldings per event, got {n}")
@@ -83,6 +87,8 @@ def sample_unfoldings(
         raise UnfoldError(f"--batch-size must be positive, got {batch_size}")
     if seed < 0:
         raise UnfoldError(f"--seed must be a non-negative integer, got {seed}")
+    if chunk_size < 1:
+        raise UnfoldError(f"--chunk-size must be positive, got {chunk_size}")
     targets = parse_devices(devices)
     copies = {task: [_load(task, path, target) for target in targets] for task, path in checkpoints.items()}
     modules = {task: models[0] for task, models in copies.items()}
@@ -96,38 +102,54 @@ def sample_unfoldings(
             raise UnfoldError(
                 f"{checkpoints[task]}: trained on other detector inputs than the {next(iter(checkpoints))} run"
             )
-    data = read_spanet(data_path, topology, limit=limit, weights=weights)
+    total = count_events(data_path, topology) if limit is None else min(limit, count_events(data_path, topology))
+    if total < 1:
+        raise UnfoldError(f"{data_path}: no events to unfold")
+    chunks = event_chunks(total, -(-chunk_size // batch_size) * batch_size)
     truth_groups = [group for group in ("PARTONS", "PARTICLES") if has_group(data_path, group)]
     if "parton" in modules:
-        assignments, method = reconstruct(data_path, data, topology, recon=recon, fit_data=fit_data)
-    inputs = encoder_inputs(data, topology)
-    batches = list(torch.arange(data.n_events).split(batch_size))
-    arrays: dict[str, np.ndarray] = {}
+        assign, method = reconstruction(data_path, topology, recon=recon, fit_data=fit_data, batch_size=batch_size)
+        partons = modules["parton"].representation.daughters
+        tally = _ReferenceTally(partons)
     attrs: dict[str, object] = {"n": n, "sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size,
                                 "inputs": str(data_path), "devices": ",".join(map(str, targets)),
                                 "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()}),
                                 "truth": ", ".join(truth_groups) or "none: the input file holds no PARTONS or PARTICLES",
-                                "weights": data.weights_key or "none (all 1)", **_collision_energy(data_path)}
+                                **_collision_energy(data_path)}
     description = f"sample {'+'.join(copies)} (n={n}, {sampler}, {steps} steps, {attrs['devices']})"
-    with tqdm(total=len(batches) * len(copies), desc=description, unit="batch") as progress:
-        for task, models in copies.items():
-            draw = functools.partial(_draw, task, inputs, batches, n=n, sampler=sampler, steps=steps, seed=seed)
-            parts = _round_robin(draw, models, len(batches), progress)
-            if task == "parton":
-                _parton_arrays(arrays, parts, data, topology, modules[task], data_path, limit, assignments)
-                attrs.update(_reference_attrs(arrays, method, modules[task].representation.daughters))
-                attrs["composites"] = json.dumps(modules[task].representation.composites)
-                attrs["process"] = modules[task].hparams.process
-            else:
-                _particle_arrays(arrays, parts, data, topology, data_path, limit)
-    source = topology.sequential[0]
-    for i, feature in enumerate(source.features):
-        arrays[f"INPUTS/{source.name}/{feature}"] = data.sequential[source.name][..., i]
-    arrays[f"INPUTS/{source.name}/MASK"] = data.masks[source.name]
-    arrays["EVENT_INDEX"] = data.event_index
-    arrays["WEIGHTS/weight"] = data.event_weights
-    with atomic_output(out) as partial, h5py.File(partial, "w") as file:
-        write_arrays(file, arrays, attrs)
+    with (tqdm(total=-(-total // batch_size) * len(copies), desc=description, unit="batch") as progress,
+          atomic_output(out) as partial, h5py.File(partial, "w") as file):
+        for events in chunks:
+            data = read_spanet(data_path, topology, start=events.start, limit=events.stop - events.start, weights=weights)
+            inputs = encoder_inputs(data, topology)
+            batches = list(torch.arange(data.n_events).split(batch_size))
+            arrays: dict[str, np.ndarray] = {}
+            for task, models in copies.items():
+                draw = functools.partial(_draw, task, inputs, batches, n=n, sampler=sampler, steps=steps, seed=seed,
+                                         first=events.start // batch_size)
+                parts = _round_robin(draw, models, len(batches), progress)
+                truth = None
+                if _TRUTH[task] in truth_groups:
+                    truth = read_truth(data_path, _TRUTH[task], start=events.start, limit=data.n_events)
+                if task == "parton":
+                    _parton_arrays(arrays, parts, data, topology, modules[task], truth, assign(data))
+                    tally.add(arrays)
+                else:
+                    _particle_arrays(arrays, parts, data, topology, truth)
+            source = topology.sequential[0]
+            for i, feature in enumerate(source.features):
+                arrays[f"INPUTS/{source.name}/{feature}"] = data.sequential[source.name][..., i]
+            arrays[f"INPUTS/{source.name}/MASK"] = data.masks[source.name]
+            arrays["EVENT_INDEX"] = data.event_index
+            arrays["WEIGHTS/weight"] = data.event_weights
+            append_arrays(file, arrays)
+        attrs["weights"] = data.weights_key or "none (all 1)"
+        if "parton" in modules:
+            attrs.update(tally.attrs(method))
+            attrs["composites"] = json.dumps(modules["parton"].representation.composites)
+            attrs["process"] = modules["parton"].hparams.process
+        for key, value in attrs.items():
+            file.attrs[key] = value
     return out
 
 
@@ -142,21 +164,34 @@ def default_fit_data(data_path: Path) -> Path:
                       "TRAIN.h5 or --recon RUN")
 
 
-def reconstruct(data_path: Path, data, topology, *, recon: Path | None, fit_data: Path | None) -> tuple[dict[str, np.ndarray], str]:
-    """Jet-parton assignment of every event without truth, and a line saying how it was made: the
-    trained ``recon`` run's, else the chi-square baseline's (resolutions fitted on the truth-matched
-    events of ``fit_data``); lepton daughters are the selected lepton."""
+def reconstruction(data_path: Path, topology, *, recon: Path | None, fit_data: Path | None,
+                   batch_size: int = 1024) -> tuple[Callable[[SpanetData], dict[str, np.ndarray]], str]:
+    """The jet-parton assignment of events without truth, ready to apply chunk by chunk, and a line
+    saying how it is made: the trained ``recon`` run's, else the chi-square baseline's (resolutions
+    fitted once on the truth-matched events of ``fit_data``); lepton daughters are the selected lepton.
+
+    The recon network runs in batches of ``batch_size`` from the start of each chunk: with chunks
+    that are whole batches, the assignments do not depend on the chunking (the network's float
+    rounding, which can swap a symmetric pair such as the W's two quarks, depends on the batch)."""
     if recon is not None:
         model = AssignmentModel.load(recon)
         if model.topology.sources != topology.sources or model.topology.resonance_names != topology.resonance_names:
             raise UnfoldError(f"{recon}: a recon run for other detector inputs or resonances than {data_path}")
-        predicted = {name: result["indices"] for name, result in model.predict(data).items()}
-        return assigned_partons(data, topology, predicted), f"recon model {find_checkpoint(recon)}"
+
+        def assign(data: SpanetData) -> dict[str, np.ndarray]:
+            predicted = {name: result["indices"] for name, result in model.predict(data, batch_size=batch_size).items()}
+            return assigned_partons(data, topology, predicted)
+
+        return assign, f"recon model {find_checkpoint(recon)}"
     fit = fit_data if fit_data is not None else default_fit_data(data_path)
     if not fit.is_file():
         raise UnfoldError(f"--fit-data {fit}: no such file")
-    assignments = chi_square_assignments(fit, data, topology)
-    return assigned_partons(data, topology, assignments), f"chi-square (resolutions fitted on truth-matched events of {fit})"
+    baseline = fit_chi_square(fit, topology)
+
+    def assign_chi_square(data: SpanetData) -> dict[str, np.ndarray]:
+        return assigned_partons(data, topology, baseline.assign(detector_events(data, topology), topology))
+
+    return assign_chi_square, f"chi-square (resolutions fitted on truth-matched events of {fit})"
 
 
 def parse_devices(devices: str) -> list[torch.device]:
@@ -193,11 +228,12 @@ def batch_generator(seed: int, task: str, index: int, device: torch.device) -> t
 
 
 def _draw(task: str, inputs, batches: list[torch.Tensor], module, index: int, *, n: int, sampler: str, steps: int,
-          seed: int):
-    """Batch ``index``'s draws with ``module`` on its device, moved to the CPU: parton -> name -> feature
-    -> (E, n); particle -> ((E, n) multiplicities, decoded collections)."""
+          seed: int, first: int):
+    """The draws of a chunk's batch ``index`` (batch ``first + index`` of the file) with ``module`` on its
+    device, moved to the CPU: parton -> name -> feature -> (E, n); particle -> ((E, n) multiplicities,
+    decoded collections)."""
     batch = map_tensors(lambda tensor: tensor.to(module.device), take_events(inputs, batches[index]))
-    generator = batch_generator(seed, task, index, module.device)
+    generator = batch_generator(seed, task, first + index, module.device)
     result = module.sample(batch, n, sampler=sampler, steps=steps, generator=generator)
     if task == "particle":
         draws, collections = result
@@ -242,12 +278,13 @@ def _load(task: str, path: Path, device: torch.device):
         raise UnfoldError(f"{checkpoint}: not a {task} unfolding checkpoint ({str(error).splitlines()[0][:120]})") from None
 
 
-def _parton_arrays(arrays, parts, data, topology, module, data_path, limit, assignments) -> None:
+def _parton_arrays(arrays, parts, data, topology, module, truth, assignments) -> None:
+    """One chunk's parton draws, truth (``truth`` None: the file has none), and the reconstructed
+    (``assignments``) and truth-matched detector references."""
     for name, features in parts[0].items():
         for feature in features:
             arrays[f"SAMPLES/PARTONS/{name}/{feature}"] = torch.cat([p[name][feature] for p in parts]).numpy().astype(np.float32)
-    if has_group(data_path, "PARTONS"):
-        truth = read_truth(data_path, "PARTONS", limit=limit)
+    if truth is not None:
         for name in module.representation.daughters:
             for feature in ("pt", "eta", "phi", "mass"):
                 arrays[f"PARTONS/{name}/{feature}"] = truth[name][feature]
@@ -269,27 +306,47 @@ def _collision_energy(data_path: Path) -> dict[str, float]:
     return {}
 
 
-def _reference_attrs(arrays: dict[str, np.ndarray], method: str, partons) -> dict[str, object]:
-    """How the parton reference was made, on how many events, and the truth-matched coverage."""
-    reconstructed = np.stack([np.isfinite(arrays[f"REFERENCE/PARTONS/{p}/pt"]) for p in partons], axis=1)
-    attrs: dict[str, object] = {
-        "reference": method,
-        "reference_events": int(reconstructed.all(axis=1).sum()),
-        "reference_unassigned": json.dumps({p: int((~reconstructed[:, i]).sum()) for i, p in enumerate(partons)}),
-    }
-    if f"MATCHED/PARTONS/{partons[0]}/pt" in arrays:
-        attrs["matched_fraction"] = json.dumps({p: float(np.isfinite(arrays[f"MATCHED/PARTONS/{p}/pt"]).mean()) for p in partons})
-    return attrs
+class _ReferenceTally:
+    """Counts over every chunk of how many events the parton reference reconstructs and how many are
+    truth-matched, for the root attributes."""
+
+    def __init__(self, partons: list[str]) -> None:
+        self.partons = list(partons)
+        self.events = 0
+        self.complete = 0
+        self.unassigned = np.zeros(len(self.partons), np.int64)
+        self.matched: np.ndarray | None = None
+
+    def add(self, arrays: dict[str, np.ndarray]) -> None:
+        """Count one chunk's ``REFERENCE/PARTONS`` (and ``MATCHED/PARTONS``, where the file has targets)."""
+        reconstructed = np.stack([np.isfinite(arrays[f"REFERENCE/PARTONS/{p}/pt"]) for p in self.partons], axis=1)
+        self.events += len(reconstructed)
+        self.complete += int(reconstructed.all(axis=1).sum())
+        self.unassigned += (~reconstructed).sum(axis=0)
+        if f"MATCHED/PARTONS/{self.partons[0]}/pt" in arrays:
+            matched = np.array([np.isfinite(arrays[f"MATCHED/PARTONS/{p}/pt"]).sum() for p in self.partons])
+            self.matched = matched if self.matched is None else self.matched + matched
+
+    def attrs(self, method: str) -> dict[str, object]:
+        """How the parton reference was made, on how many events, and the truth-matched coverage."""
+        attrs: dict[str, object] = {
+            "reference": method,
+            "reference_events": self.complete,
+            "reference_unassigned": json.dumps({p: int(u) for p, u in zip(self.partons, self.unassigned, strict=True)}),
+        }
+        if self.matched is not None:
+            attrs["matched_fraction"] = json.dumps({p: int(m) / self.events for p, m in zip(self.partons, self.matched, strict=True)})
+        return attrs
 
 
-def _particle_arrays(arrays, parts, data, topology, data_path, limit) -> None:
+def _particle_arrays(arrays, parts, data, topology, truth) -> None:
+    """One chunk's particle draws, truth (``truth`` None: the file has none) and detector reference."""
     decoded = [collections for _, collections in parts]
     for name, features in decoded[0].items():
         for feature in features:
             arrays[f"SAMPLES/PARTICLES/{name}/{feature}"] = np.concatenate([d[name][feature] for d in decoded])
     arrays["SAMPLES/PARTICLE_MULTIPLICITY"] = torch.cat([multiplicity for multiplicity, _ in parts]).numpy()
-    if has_group(data_path, "PARTICLES"):
-        truth = read_truth(data_path, "PARTICLES", limit=limit)
+    if truth is not None:
         for name, features in decoded[0].items():
             for feature in features:
                 arrays[f"PARTICLES/{name}/{feature}"] = truth[name][feature]
