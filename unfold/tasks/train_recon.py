@@ -10,6 +10,7 @@ import torch
 
 from recon.assignment_loss import pattern_balance_weights, resonance_presence
 from recon.event_topology import EventTopology
+from unfold.data.augmentation import DetectorSymmetries
 from unfold.data.datamodule import EventDataModule
 from unfold.data.event_tensors import IndexedTensors
 from unfold.data.hdf5_schema import read_spanet
@@ -68,6 +69,7 @@ def fit_statistics(module: ReconModule, tensors: IndexedTensors, rows: torch.Ten
 def train_recon(config: ReconConfig) -> Path:
     """Train an assignment network; returns the run folder."""
     topology = EventTopology.from_yaml(config.event_file)
+    DetectorSymmetries(topology, config.model.get("augment", ()))  # refuses, before any work, what the inputs cannot take
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     data = read_spanet(config.data, topology, limit=config.limit, weights=config.weights, require_targets=True)
     tensors = assignment_tensors(data, topology)

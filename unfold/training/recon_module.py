@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
@@ -15,6 +16,7 @@ from recon.assignment_network import AssignmentNetwork
 from recon.decoding import decode_assignments
 from recon.efficiency import event_correctness
 from recon.event_topology import EventTopology
+from unfold.data.augmentation import Augmentation, DetectorSymmetries
 from unfold.data.recon_data import AssignmentBatch
 from unfold.training.options import complete_options, saved_hyperparameters
 
@@ -29,7 +31,7 @@ class ReconModule(L.LightningModule):
     """
 
     # Keywords that a configuration file sets under ``model:`` and ``optimizer:``.
-    MODEL_OPTIONS = ("regression_distribution", "balance_patterns")
+    MODEL_OPTIONS = ("regression_distribution", "balance_patterns", "augment")
     OPTIMIZER_OPTIONS = ("learning_rate", "weight_decay")
 
     def __init__(
@@ -40,6 +42,7 @@ class ReconModule(L.LightningModule):
         model: dict | None = None,
         regression_distribution: RegressionDistribution = "gaussian",
         balance_patterns: bool = True,
+        augment: Sequence[Augmentation] = (),
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
     ) -> None:
@@ -50,6 +53,7 @@ class ReconModule(L.LightningModule):
             model: AssignmentNetwork keywords of the heads (branch_depth, attention_width, ...).
             regression_distribution: likelihood of the regression targets.
             balance_patterns: weight events by the inverse frequency of their pattern of present resonances.
+            augment: detector symmetries drawn per event and training batch (:class:`DetectorSymmetries`).
             learning_rate: AdamW learning rate (cosine-annealed to 5% of it).
             weight_decay: AdamW weight decay.
         """
@@ -61,10 +65,12 @@ class ReconModule(L.LightningModule):
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "encoder": encoder, "model": model,
             "regression_distribution": regression_distribution, "balance_patterns": balance_patterns,
+            "augment": list(augment),
             "learning_rate": learning_rate, "weight_decay": weight_decay,
         })
         self.network = AssignmentNetwork(topology=self.topology, **encoder, **model)
         self.register_buffer("pattern_weights", torch.ones(2 ** len(self.topology.resonances)))
+        self.symmetries = DetectorSymmetries(self.topology, augment) if augment else None
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs) -> ReconModule:
@@ -88,6 +94,8 @@ class ReconModule(L.LightningModule):
         return output, loss
 
     def training_step(self, batch: AssignmentBatch, batch_idx: int) -> torch.Tensor:
+        if self.symmetries is not None:
+            batch = self.symmetries(batch)
         _, loss = self._loss(batch)
         size = len(batch.inputs.sequential_masks[0])
         self.log("train_loss", loss.total, prog_bar=True, batch_size=size)
