@@ -190,8 +190,10 @@ def weighted_distances(
         n_bins = edges.size - 1
         bins = np.clip(np.searchsorted(edges, ordered, side="right") - 1, 0, n_bins - 1)
         starts = np.searchsorted(bins, np.arange(n_bins + 1), side="left")
-        counts_a = np.diff(cum_a[:, starts], axis=1).astype(np.float64)
-        counts_b = np.diff(cum_b[:, starts], axis=1).astype(np.float64)
+        # Signed (NLO) weights can leave a bin with a negative sum; a probability is not negative,
+        # so such bins count as empty (no-op for non-negative weights).
+        counts_a = np.diff(cum_a[:, starts], axis=1).astype(np.float64).clip(min=0.0)
+        counts_b = np.diff(cum_b[:, starts], axis=1).astype(np.float64).clip(min=0.0)
         result["kl"] = kl_divergence(counts_a, counts_b)
         result["triangular"] = 1e3 * triangular_discrimination(counts_a, counts_b)
     empty = (total_a[:, 0] <= 0) | (total_b[:, 0] <= 0)
@@ -319,26 +321,36 @@ def verdict(model: DistanceSummary, reference: DistanceSummary, noise: float) ->
     return "compatible"
 
 
-def peak_position(values: np.ndarray, grid_points: int = 4001) -> float:
+def peak_position(values: np.ndarray, grid_points: int = 4001, weights: np.ndarray | None = None) -> float:
     """Most probable value of a sample: the maximum of its Gaussian kernel density estimate.
 
     The density is a fine histogram over the central 98 % smoothed by a Gaussian of Silverman's
     robust bandwidth, 0.9 min(sigma, IQR / 1.34) n^(-1/5), so a narrow peak on broad tails (a
     Breit-Wigner resonance, a mass reconstructed with resolution tails) is located by its core.
-    NaN values are ignored.
+    NaN values are ignored. With ``weights`` (one per value, e.g. event weights repeated over the
+    draws) the histogram is weighted, n is Kish's n_eff = (sum w)^2 / sum w^2 and the range,
+    sigma and IQR come from |w| (quantiles of signed weights are not monotonic), so a value of
+    weight 2 counts as two copies.
 
     Raises:
         ReportError: With fewer than two finite values.
     """
-    finite = np.asarray(values, dtype=np.float64).ravel()
-    finite = finite[np.isfinite(finite)]
-    if finite.size < 2:
-        raise ReportError(f"a peak position needs at least 2 finite values, got {finite.size}")
-    low, high = np.percentile(finite, [1.0, 99.0])
-    quartiles = np.subtract(*np.percentile(finite, [75.0, 25.0]))
-    spread = min(finite.std(), quartiles / 1.34) or finite.std() or 1.0
-    bandwidth = 0.9 * spread * finite.size ** (-0.2)
-    counts, edges = np.histogram(finite, bins=grid_points, range=(low, high))
+    values = np.asarray(values, dtype=np.float64).ravel()
+    finite = np.isfinite(values)
+    if weights is None:
+        weights = np.ones(values.size)
+    weights = np.asarray(weights, dtype=np.float64).ravel()[finite]
+    values = values[finite]
+    if values.size < 2:
+        raise ReportError(f"a peak position needs at least 2 finite values, got {values.size}")
+    magnitude = np.abs(weights) if np.abs(weights).sum() > 0 else np.ones_like(weights)
+    low, high, upper, lower = np.percentile(values, [1.0, 99.0, 75.0, 25.0], weights=magnitude, method="inverted_cdf")
+    mean = magnitude @ values / magnitude.sum()
+    sigma = np.sqrt(magnitude @ (values - mean) ** 2 / magnitude.sum())
+    spread = min(sigma, (upper - lower) / 1.34) or sigma or 1.0
+    effective = weights.sum() ** 2 / max(np.sum(weights**2), np.finfo(np.float64).tiny)
+    bandwidth = 0.9 * spread * max(effective, 2.0) ** (-0.2)
+    counts, edges = np.histogram(values, bins=grid_points, range=(low, high), weights=weights)
     density = ndimage.gaussian_filter1d(counts.astype(np.float64), bandwidth / (edges[1] - edges[0]), mode="constant")
     peak = int(np.argmax(density))
     return float(0.5 * (edges[peak] + edges[peak + 1]))

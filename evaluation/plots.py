@@ -327,14 +327,18 @@ def plot_recon_masses(
     correct: np.ndarray,
     wrong: np.ndarray,
     com_tev: float | None = None,
+    correct_weights: np.ndarray | None = None,
+    wrong_weights: np.ndarray | None = None,
 ) -> None:
-    """Reconstructed mass of the predicted daughters' jets, correct vs wrong assignments."""
+    """Reconstructed mass of the predicted daughters' jets, correct vs wrong assignments, each
+    event counted with its weight (None: ones)."""
     with plt.style.context(STYLE):
         figure, axis = plt.subplots(figsize=(8, 6.5))
         figure.subplots_adjust(left=0.15, right=0.97, top=0.94, bottom=0.14)
         axis.hist(
             correct,
             bins=edges,
+            weights=correct_weights,
             histtype="step",
             linewidth=2,
             color=UNFOLDING_COLOURS[0],
@@ -343,6 +347,7 @@ def plot_recon_masses(
         axis.hist(
             wrong,
             bins=edges,
+            weights=wrong_weights,
             histtype="step",
             linewidth=2,
             color=UNFOLDING_COLOURS[1],

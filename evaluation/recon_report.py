@@ -9,7 +9,7 @@ Reads ``PREDICTIONS/<resonance>/<daughter>`` (E,) predicted jet indices,
 Whether an assignment is correct is decided once, by recon when it writes the file (daughters
 equal to the truth up to the resonance's symmetry group, the event's symmetry group resolved per
 event, as in SPANet's evaluation), and read here. Only resonances whose truth is fully matched
-enter the correct / wrong mass histograms.
+enter the correct / wrong mass histograms, each event with its ``WEIGHTS/weight`` (1 without).
 """
 
 from __future__ import annotations
@@ -195,13 +195,16 @@ def build_recon_report(path: Path, *, bins: int) -> ReconReport:
             )
         correct = {r: _read(file, path, f"PREDICTIONS/{r}/correct").astype(bool) for r in targets}
         momenta = {f: _read(file, path, f"INPUTS/Momenta/{f}") for f in MOMENTA}
+        weights = _read(file, path, "WEIGHTS/weight").astype(np.float64) if "WEIGHTS/weight" in file else None
         try:
             efficiency = json.loads(file.attrs.get("efficiency", "{}"))
         except (json.JSONDecodeError, TypeError) as error:
             raise ReportError(f"{path}: attribute 'efficiency': not valid JSON ({error})") from None
         event_file = str(file.attrs.get("event_file_yaml", ""))
     n_events = momenta["pt"].shape[0]
-    for name, array in [*predictions.items(), *targets.items(), *correct.items()]:
+    if weights is None:
+        weights = np.ones(n_events)
+    for name, array in [*predictions.items(), *targets.items(), *correct.items(), ("WEIGHTS/weight", weights)]:
         if array.shape[0] != n_events:
             raise ReportError(
                 f"{path}: {name}: {array.shape[0]} events, INPUTS/Momenta has {n_events}"
@@ -216,18 +219,20 @@ def build_recon_report(path: Path, *, bins: int) -> ReconReport:
             systems.append(("q", q_columns))
         for system, columns in systems:
             masses = _resonance_masses(momenta, predictions[name][:, columns])
-            good = masses[complete & correct[name] & np.isfinite(masses)]
-            bad = masses[complete & ~correct[name] & np.isfinite(masses)]
+            right = complete & correct[name] & np.isfinite(masses)
+            wrong = complete & ~correct[name] & np.isfinite(masses)
+            good, bad = masses[right], masses[wrong]
             parts = [daughters[name][c] for c in columns]
             label = f"$m({latex_name(name)}: {', '.join(latex_name(p) for p in parts)})$"
             counts[f"{name}/{system}"] = {"correct": int(good.size), "wrong": int(bad.size)}
-            edges = histogram_edges(np.concatenate([good, bad]), bins)
+            edges = histogram_edges(np.concatenate([good, bad]), bins,
+                                    weights=np.concatenate([weights[right], weights[wrong]]))
             jobs.append(
                 PlotJob(
                     f"mass_{name}_{system}",
-                    lambda paths, label=label, edges=edges, good=good, bad=bad: plot_recon_masses(
-                        paths, label=label, edges=edges, correct=good, wrong=bad
-                    ),
+                    lambda paths, label=label, edges=edges, good=good, bad=bad, w=(weights[right], weights[wrong]):
+                    plot_recon_masses(paths, label=label, edges=edges, correct=good, wrong=bad,
+                                      correct_weights=w[0], wrong_weights=w[1]),
                 )
             )
     headline = (

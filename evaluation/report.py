@@ -268,7 +268,7 @@ def _analyse(
             calibrate(truth.truth, o.draws, rng, point(n_events)) if truth.per_event and calibrated else None
             for o in per_file
         )
-        peaks = _mass_peaks(truth, per_file) if _is_mass(truth) else None
+        peaks = _mass_peaks(truth, per_file, file_weights) if _is_mass(truth) else None
         results.append(
             _ObservableResult(truth, per_file, edges, noise, reference, matched, distances, verdicts, calibrations, peaks)
         )
@@ -471,12 +471,18 @@ def _is_mass(observable: Observable) -> bool:
     return observable.per_event and observable.unit == "GeV" and observable.name.endswith("/mass")
 
 
-def _mass_peaks(truth: Observable, unfoldings: Sequence[Observable]) -> tuple[float | None, ...]:
+def _mass_peaks(
+    truth: Observable, unfoldings: Sequence[Observable], weights: np.ndarray | None = None
+) -> tuple[float | None, ...]:
     """Most probable value (evaluation.metrics.peak_position) of the truth, the detector
-    reference, the truth-matched reference (None without one) and each unfolding."""
+    reference, the truth-matched reference (None without one) and each unfolding, with the (E,)
+    event weights (None: ones) carried to every row and draw."""
 
     def peak(values: np.ndarray | None) -> float | None:
-        return peak_position(values) if values is not None and np.isfinite(values).sum() >= 2 else None
+        if values is None or np.isfinite(values).sum() < 2:
+            return None
+        rows = None if weights is None else _row_weights(weights, values.shape[0], truth.name)
+        return peak_position(values, weights=None if rows is None else np.repeat(rows, values.size // values.shape[0]))
 
     return (peak(truth.truth), peak(truth.reference), peak(truth.matched), *(peak(o.draws) for o in unfoldings))
 
