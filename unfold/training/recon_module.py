@@ -42,7 +42,7 @@ class ReconModule(L.LightningModule):
         model: dict | None = None,
         regression_distribution: RegressionDistribution = "gaussian",
         balance_patterns: bool = True,
-        augment: Sequence[Augmentation] = (),
+        augment: Sequence[Augmentation] | None = None,
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
     ) -> None:
@@ -53,7 +53,8 @@ class ReconModule(L.LightningModule):
             model: AssignmentNetwork keywords of the heads (branch_depth, attention_width, ...).
             regression_distribution: likelihood of the regression targets.
             balance_patterns: weight events by the inverse frequency of their pattern of present resonances.
-            augment: detector symmetries drawn per event and training batch (:class:`DetectorSymmetries`).
+            augment: detector symmetries drawn per event and training batch (:class:`DetectorSymmetries`);
+                None or empty: none.
             learning_rate: AdamW learning rate (cosine-annealed to 5% of it).
             weight_decay: AdamW weight decay.
         """
@@ -65,7 +66,7 @@ class ReconModule(L.LightningModule):
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "encoder": encoder, "model": model,
             "regression_distribution": regression_distribution, "balance_patterns": balance_patterns,
-            "augment": list(augment),
+            "augment": list(augment) if augment else None,
             "learning_rate": learning_rate, "weight_decay": weight_decay,
         })
         self.network = AssignmentNetwork(topology=self.topology, **encoder, **model)
