@@ -16,6 +16,7 @@ from unfold.models.diffusion import (
     denoise,
     make_sampling_scheduler,
     make_training_scheduler,
+    resolve_sampler,
 )
 from unfold.models.particle import SetLatentDiffusion
 from unfold.models.parton import VariationalLatentDiffusion
@@ -125,10 +126,15 @@ def test_predict_noise_receives_one_timestep_per_row():
 
 
 def test_library_and_cli_share_one_default_sampler():
-    """The sampling loop, both models and `unfold sample` default to DDPM, from one constant."""
+    """The sampling loop, both models and `unfold sample` default to one constant, None, which each
+    objective resolves to its own sampler: DDPM for diffusion, Euler for flow matching."""
+    from unfold.cli import build_parser
     from unfold.tasks import sample
 
-    assert DEFAULT_SAMPLER == "ddpm"
+    assert DEFAULT_SAMPLER is None
+    assert resolve_sampler("diffusion", DEFAULT_SAMPLER) == "ddpm"
+    assert resolve_sampler("flow-matching", DEFAULT_SAMPLER) == "euler"
     assert sample.DEFAULT_SAMPLER is DEFAULT_SAMPLER
+    assert build_parser().parse_args(["sample"]).sampler is DEFAULT_SAMPLER
     for function in (denoise, VariationalLatentDiffusion.sample, SetLatentDiffusion.sample, sample.sample_unfoldings):
         assert inspect.signature(function).parameters["sampler"].default == DEFAULT_SAMPLER, function

@@ -3,7 +3,8 @@
 :class:`PartonModule` conditions the latent variational diffusion of the partons on the
 encoder's event vector (VLD, arXiv 2305.10399); :class:`ParticleModule` conditions the
 multiplicity predictor and set denoiser on the event vector and the object embeddings
-(arXiv 2404.14332). Both train end to end through the encoder unless it is frozen.
+(arXiv 2404.14332). Both train end to end through the encoder unless it is frozen, with the
+objective of ``model.objective``: diffusion or conditional flow matching (same networks).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from encoders import EncoderInputs, EventEncoder
 from recon.event_topology import EventTopology
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
+from unfold.models.diffusion import Objective
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
 from unfold.models.parton import REPRESENTATIONS, PartonRepresentation, VariationalLatentDiffusion
 from unfold.training.options import RENAMED, complete_options, saved_hyperparameters
@@ -113,7 +115,8 @@ class PartonModule(ConditionedModule):
         representation: the parton features, ``"decay-chain"`` (masses and rest-frame decay
             directions, consistent by construction) or ``"objects"`` (the VLD code's 11 x 5).
         encoder: EventEncoder keywords (width, depth, heads, pair_bias, ...).
-        model: VariationalLatentDiffusion keywords (latent, latent_width, width, depth, ...).
+        model: VariationalLatentDiffusion keywords (latent, latent_width, width, depth, objective, ...);
+            a checkpoint saved before ``objective`` existed loads as diffusion, its default.
         learning_rate: AdamW learning rate (1e-3 as the VLD code), cosine-annealed to 5% of it.
         weight_decay: AdamW weight decay.
         freeze_encoder: keep the encoder's weights fixed (e.g. when started from a recon run).
@@ -157,6 +160,11 @@ class PartonModule(ConditionedModule):
     def representation(self) -> PartonRepresentation:
         return self.vld.representation
 
+    @property
+    def objective(self) -> Objective:
+        """``"diffusion"`` or ``"flow-matching"``: what the denoiser learns and how it is sampled."""
+        return self.vld.objective
+
     def training_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, partons, weights = batch
         return self._log_terms("train", self.vld(partons, self.encoder(inputs).event, weights=weights), len(partons))
@@ -178,7 +186,7 @@ class ParticleModule(ConditionedModule):
     Args:
         event_file_yaml, encoder, learning_rate, weight_decay, freeze_encoder: as :class:`PartonModule`.
         model: SetLatentDiffusion keywords (max_particles, M_max, the slots of the unfolded set of
-            jets and the lepton; latent_width, width, depth, heads, multiplicity_distribution, ...).
+            jets and the lepton; latent_width, width, depth, heads, multiplicity_distribution, objective, ...).
     """
 
     def __init__(
@@ -200,6 +208,11 @@ class ParticleModule(ConditionedModule):
         })
         self.representation = ParticleRepresentation(max_particles=model["max_particles"])
         self.diffusion = SetLatentDiffusion(condition_width=self.encoder.width, **model)
+
+    @property
+    def objective(self) -> Objective:
+        """``"diffusion"`` or ``"flow-matching"``: what the denoiser learns and how it is sampled."""
+        return self.diffusion.objective
 
     def _loss(self, batch):
         inputs, truth, weights = batch

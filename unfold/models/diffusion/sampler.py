@@ -1,10 +1,17 @@
-"""The shared diffusion sampling loop over ``diffusers`` schedulers, written in the open.
+"""The shared generative loop over ``diffusers`` schedulers, for two objectives, written in the open.
 
-Training draws noisy states with :meth:`diffusers.DDPMScheduler.add_noise`; sampling builds a
-fresh scheduler ``from_config`` of the training one on every call (schedulers hold run state)
-and runs the loop of diffusers' ``pipelines/ddpm/pipeline_ddpm.py``: ``set_timesteps``, start
-from Gaussian noise scaled by ``init_noise_sigma``, ``scale_model_input``, predict the noise,
-``step(...).prev_sample``.
+``diffusion`` (DDPM, arXiv 2006.11239): training draws integer timesteps and noisy states with
+:meth:`diffusers.DDPMScheduler.add_noise`, and the network predicts the noise. ``flow-matching``
+(conditional flow matching / rectified flow, Lipman et al. arXiv 2210.02747, Liu et al. arXiv
+2209.03003): x_t = (1 - t) x_0 + t noise with t ~ U(0, 1), and the network predicts the velocity
+noise - x_0; it sees the time as t T, on the scale of the diffusion timesteps, so both objectives
+share the networks and their time embeddings. The training scheduler's class is the objective:
+:func:`draw_timesteps`, :func:`add_noise` and :func:`training_target` read it, and so does
+:func:`denoise`, which builds a fresh sampling scheduler ``from_config`` of the training one on
+every call (schedulers hold run state) and runs the loop of diffusers' ``pipelines/ddpm/
+pipeline_ddpm.py``: ``set_timesteps``, start from Gaussian noise scaled by ``init_noise_sigma``,
+``scale_model_input``, predict, ``step(...).prev_sample``. A flow-matching run integrates the ODE
+from t = 1 to 0 with :class:`diffusers.FlowMatchEulerDiscreteScheduler`.
 """
 
 from __future__ import annotations
@@ -12,34 +19,61 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal, get_args
 
+import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import Tensor
 
 from unfold.errors import UnfoldError
 
 __all__ = [
+    "DEFAULT_OBJECTIVE",
     "DEFAULT_SAMPLER",
+    "OBJECTIVES",
+    "SAMPLERS",
     "SAMPLER_NAMES",
+    "Objective",
     "SamplerName",
+    "TrainingScheduler",
     "add_noise",
     "denoise",
+    "draw_timesteps",
     "make_sampling_scheduler",
     "make_training_scheduler",
+    "objective_of",
+    "resolve_sampler",
+    "sampler_attribute",
+    "training_target",
 ]
 
-SamplerName = Literal["ddpm", "ddim", "dpm-solver"]
-# DDPM by default: on the trained models it beat DPM-Solver at 25 steps on all parton observables but
-# the lepton pT (W1 of m(ttbar) 14.8 vs 37.7 GeV) and on every particle-level kinematic one (MET 5.3 vs
-# 31 GeV); the deterministic solvers follow the learned score's errors exactly.
-DEFAULT_SAMPLER: SamplerName = "ddpm"
-SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
+Objective = Literal["diffusion", "flow-matching"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+DEFAULT_OBJECTIVE: Objective = "diffusion"
+DiffusionSampler = Literal["ddpm", "ddim", "dpm-solver"]
+SamplerName = Literal[DiffusionSampler, "euler"]
+# The samplers of each objective, its default first. DDPM for diffusion: on the trained models it
+# beat DPM-Solver at 25 steps on all parton observables but the lepton pT (W1 of m(ttbar) 14.8 vs
+# 37.7 GeV) and on every particle-level kinematic one (MET 5.3 vs 31 GeV); the deterministic
+# solvers follow the learned score's errors exactly. Flow matching has one: the Euler ODE step.
+SAMPLERS: dict[str, tuple[str, ...]] = {"diffusion": get_args(DiffusionSampler), "flow-matching": ("euler",)}
+# The diffusion samplers (the speed-fidelity table's rows).
+SAMPLER_NAMES: tuple[str, ...] = SAMPLERS["diffusion"]
+# None: the default of the run's objective (ddpm for diffusion, euler for flow matching).
+DEFAULT_SAMPLER: SamplerName | None = None
+
+TrainingScheduler = DDPMScheduler | FlowMatchEulerDiscreteScheduler
 
 _SCHEDULER_CLASSES: dict[str, type[SchedulerMixin]] = {
     "ddpm": DDPMScheduler,
     "ddim": DDIMScheduler,
     "dpm-solver": DPMSolverMultistepScheduler,
+    "euler": FlowMatchEulerDiscreteScheduler,
 }
 
 
@@ -47,28 +81,38 @@ def make_training_scheduler(
     num_train_timesteps: int = 1000,
     beta_schedule: str = "squaredcos_cap_v2",
     prediction_type: str = "epsilon",
-) -> DDPMScheduler:
-    """The DDPM noise schedule used for training and as the template of every sampler.
+    objective: Objective = DEFAULT_OBJECTIVE,
+) -> TrainingScheduler:
+    """The training schedule of an objective, and the template of every sampler.
 
-    Samples are standardised, not images in [-1, 1], so ``clip_sample`` is off. Timesteps are
-    spaced ``"leading"``: with the cosine schedule the last step has sqrt(abar) ~ 5e-5 (its beta
-    is capped at 0.999), so a few-step sampler that started there would multiply the denoiser's
-    error by the ratio of signal scales of consecutive steps (~1e3) and diverge; leading spacing
-    starts at t = T - T / steps (sqrt(abar) ~ 0.06 for 25 of 1000 steps). The price: starting
-    from pure noise there drops that fraction of the data's mean, a bias of a few percent of the
-    mean in standardised units that shrinks with more steps.
+    Diffusion: the DDPM noise schedule. Samples are standardised, not images in [-1, 1], so
+    ``clip_sample`` is off. Timesteps are spaced ``"leading"``: with the cosine schedule the last
+    step has sqrt(abar) ~ 5e-5 (its beta is capped at 0.999), so a few-step sampler that started
+    there would multiply the denoiser's error by the ratio of signal scales of consecutive steps
+    (~1e3) and diverge; leading spacing starts at t = T - T / steps (sqrt(abar) ~ 0.06 for 25 of
+    1000 steps). The price: starting from pure noise there drops that fraction of the data's
+    mean, a bias of a few percent of the mean in standardised units that shrinks with more steps.
+
+    Flow matching: the linear path of :class:`diffusers.FlowMatchEulerDiscreteScheduler` without
+    shift; ``num_train_timesteps`` only scales the time the network sees (t T), and
+    ``beta_schedule`` and ``prediction_type`` do not apply (the target is the velocity).
 
     Args:
-        num_train_timesteps: Number T of discrete diffusion steps.
+        num_train_timesteps: Number T of discrete diffusion steps (the time scale of flow matching).
         beta_schedule: A ``diffusers`` beta schedule; the default is the cosine schedule of
             Nichol & Dhariwal (arXiv 2102.09672).
         prediction_type: What the denoiser predicts: ``"epsilon"``, ``"sample"`` or ``"v_prediction"``.
+        objective: ``"diffusion"`` or ``"flow-matching"``.
 
     Returns:
-        A configured :class:`diffusers.DDPMScheduler`.
+        A configured :class:`diffusers.DDPMScheduler` or :class:`diffusers.FlowMatchEulerDiscreteScheduler`.
     """
     if num_train_timesteps < 2:
         raise UnfoldError(f"num_train_timesteps must be at least 2, got {num_train_timesteps}")
+    if objective == "flow-matching":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=1.0)
+    if objective != "diffusion":
+        raise UnfoldError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
         beta_schedule=beta_schedule,
@@ -78,61 +122,116 @@ def make_training_scheduler(
     )
 
 
-def make_sampling_scheduler(training: DDPMScheduler, sampler: SamplerName) -> SchedulerMixin:
+def objective_of(scheduler: TrainingScheduler) -> Objective:
+    """The objective a training scheduler stands for."""
+    return "flow-matching" if isinstance(scheduler, FlowMatchEulerDiscreteScheduler) else "diffusion"
+
+
+def resolve_sampler(objective: Objective, sampler: SamplerName | None) -> SamplerName:
+    """The sampler a run of ``objective`` uses: ``sampler``, or the objective's default for None.
+
+    Raises:
+        UnfoldError: If ``sampler`` belongs to no objective or to the other one.
+    """
+    if sampler is None:
+        return SAMPLERS[objective][0]
+    if sampler in SAMPLERS[objective]:
+        return sampler
+    if sampler in _SCHEDULER_CLASSES:
+        raise UnfoldError(f"sampler {sampler!r} does not apply to a {objective} run; choose one of "
+                          f"{', '.join(SAMPLERS[objective])} (default {SAMPLERS[objective][0]})")
+    raise UnfoldError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS[objective])}")
+
+
+def sampler_attribute(objectives: dict[str, Objective], sampler: SamplerName | None) -> str:
+    """The samplers that runs of ``objectives`` (name -> objective) use, as one text: the sampler
+    if they share one, else ``name: sampler`` for each. Raises as :func:`resolve_sampler`."""
+    resolved = {name: resolve_sampler(objective, sampler) for name, objective in objectives.items()}
+    if len(set(resolved.values())) == 1:
+        return next(iter(resolved.values()))
+    return ", ".join(f"{name}: {used}" for name, used in resolved.items())
+
+
+def make_sampling_scheduler(training: TrainingScheduler, sampler: SamplerName | None) -> SchedulerMixin:
     """A fresh sampling scheduler built ``from_config`` of the training scheduler.
 
     Args:
         training: The scheduler the denoiser was trained with.
-        sampler: ``"ddpm"`` (ancestral, stochastic), ``"ddim"`` (deterministic, eta = 0) or
-            ``"dpm-solver"`` (DPM-Solver++ multistep, arXiv 2211.01095).
+        sampler: Diffusion: ``"ddpm"`` (ancestral, stochastic), ``"ddim"`` (deterministic, eta = 0)
+            or ``"dpm-solver"`` (DPM-Solver++ multistep, arXiv 2211.01095); flow matching:
+            ``"euler"``; None for the objective's default.
 
     Returns:
-        A new scheduler sharing the training noise schedule.
+        A new scheduler sharing the training schedule.
 
     Raises:
-        UnfoldError: If ``sampler`` is not one of the choices.
+        UnfoldError: If ``sampler`` is not one of the objective's choices.
     """
-    if sampler not in _SCHEDULER_CLASSES:
-        raise UnfoldError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
-    return _SCHEDULER_CLASSES[sampler].from_config(training.config)
+    return _SCHEDULER_CLASSES[resolve_sampler(objective_of(training), sampler)].from_config(training.config)
 
 
-def add_noise(scheduler: DDPMScheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-    """The forward process q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise.
+def draw_timesteps(
+    scheduler: TrainingScheduler, count: int, *, generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Training times, shape (count,): diffusion, integers uniform in [0, T); flow matching,
+    t T with t ~ U(0, 1), as floats."""
+    num_train = scheduler.config.num_train_timesteps
+    if objective_of(scheduler) == "flow-matching":
+        return num_train * torch.rand(count, generator=generator, device=device)
+    return torch.randint(0, num_train, (count,), generator=generator, device=device)
+
+
+def add_noise(scheduler: TrainingScheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """The noisy state at time t: diffusion, q(x_t | x_0) = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise;
+    flow matching, (1 - t / T) x_0 + (t / T) noise.
 
     Args:
         scheduler: The training scheduler.
         x0: Clean states, shape (E, ...).
         noise: Standard Gaussian noise, same shape as ``x0``.
-        t: Integer timesteps, shape (E,).
+        t: Times of :func:`draw_timesteps`, shape (E,).
 
     Returns:
         Noisy states x_t, same shape as ``x0``.
     """
+    if objective_of(scheduler) == "flow-matching":
+        sigma = (t / scheduler.config.num_train_timesteps).to(x0).view(-1, *[1] * (x0.ndim - 1))
+        return (1 - sigma) * x0 + sigma * noise
     return scheduler.add_noise(x0, noise, t)
+
+
+def training_target(scheduler: TrainingScheduler, x0: Tensor, noise: Tensor) -> Tensor:
+    """What the network learns to predict: the noise (diffusion, epsilon prediction) or the
+    velocity d x_t / dt = noise - x_0 (flow matching)."""
+    return noise - x0 if objective_of(scheduler) == "flow-matching" else noise
 
 
 def denoise(
     predict_noise: Callable[[Tensor, Tensor], Tensor],
     shape: tuple[int, ...],
     *,
-    training_scheduler: DDPMScheduler,
-    sampler: SamplerName = DEFAULT_SAMPLER,
+    training_scheduler: TrainingScheduler,
+    sampler: SamplerName | None = DEFAULT_SAMPLER,
     steps: int = 25,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
 ) -> Tensor:
-    """Run the reverse diffusion from Gaussian noise to clean states.
+    """Run the reverse process from Gaussian noise to clean states.
+
+    A flow-matching run takes ``steps`` equal Euler steps of t from 1 to 0 (the sigmas
+    ``linspace(1, 1 / steps, steps)`` of diffusers' Flux pipeline; the scheduler appends t = 0).
 
     Args:
-        predict_noise: ``predict_noise(x_t, t)`` with x_t of ``shape`` and t a LongTensor of
-            shape (shape[0],) returns the predicted noise, of ``shape``.
+        predict_noise: ``predict_noise(x_t, t)`` with x_t of ``shape`` and t of shape (shape[0],)
+            (LongTensor for diffusion, float t T for flow matching) returns the network's
+            prediction (noise or velocity), of ``shape``.
         shape: Shape of the states, (E, ...).
-        training_scheduler: The scheduler the denoiser was trained with.
-        sampler: Which sampling scheduler to use.
-        steps: Number of denoising steps.
+        training_scheduler: The scheduler the network was trained with (its class is the objective).
+        sampler: Which sampling scheduler to use; None for the objective's default.
+        steps: Number of denoising (integration) steps.
         generator: Source of the initial noise and of every stochastic step; a seeded generator
             makes sampling reproducible. It must live on ``device``.
         device: Where the states live.
@@ -143,8 +242,8 @@ def denoise(
         The denoised states, of ``shape``.
 
     Raises:
-        UnfoldError: If ``sampler`` is unknown, ``steps`` is not positive or exceeds the
-            number of training timesteps, or ``shape`` is empty.
+        UnfoldError: If ``sampler`` does not fit the objective, ``steps`` is not positive or
+            exceeds the number of training timesteps, or ``shape`` is empty.
     """
     scheduler = make_sampling_scheduler(training_scheduler, sampler)
     num_train = training_scheduler.config.num_train_timesteps
@@ -152,17 +251,19 @@ def denoise(
         raise UnfoldError(f"steps must be between 1 and {num_train}, got {steps}")
     if len(shape) == 0 or shape[0] < 1:
         raise UnfoldError(f"shape must start with a positive batch size, got {shape}")
-    scheduler.set_timesteps(steps, device=device)
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), device=device)
+    else:
+        scheduler.set_timesteps(steps, device=device)
     x = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    x = x * scheduler.init_noise_sigma
+    x = x * getattr(scheduler, "init_noise_sigma", 1.0)  # the flow starts from unit noise at t = 1
     timesteps = scheduler.timesteps
     if progress:
         from tqdm.auto import tqdm
 
-        timesteps = tqdm(timesteps, desc=f"{sampler} sampling", leave=False)
+        timesteps = tqdm(timesteps, desc=f"{type(scheduler).__name__} sampling", leave=False)
     for t in timesteps:
-        model_input = scheduler.scale_model_input(x, t)
-        t_batch = torch.full((shape[0],), int(t), device=x.device, dtype=torch.long)
-        noise = predict_noise(model_input, t_batch)
-        x = scheduler.step(noise, t, x, generator=generator).prev_sample
+        model_input = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
+        prediction = predict_noise(model_input, t.to(x.device).repeat(shape[0]))
+        x = scheduler.step(prediction, t, x, generator=generator).prev_sample
     return x

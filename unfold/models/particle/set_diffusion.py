@@ -9,11 +9,15 @@ from torch import Tensor, nn
 
 from unfold.errors import UnfoldError
 from unfold.models.diffusion.sampler import (
+    DEFAULT_OBJECTIVE,
     DEFAULT_SAMPLER,
+    Objective,
     SamplerName,
     add_noise,
     denoise,
+    draw_timesteps,
     make_training_scheduler,
+    training_target,
 )
 from unfold.models.particle.multiplicity import MultiplicityDistribution, MultiplicityPredictor
 from unfold.models.particle.representation import ParticleBatch
@@ -34,7 +38,7 @@ class ParticleLoss:
         type_cross_entropy: masked mean cross-entropy of the decoded object types.
         event_reconstruction: mean squared error of the decoded event features (MET_x, MET_y).
         kl: KL(q(z | x) || N(0, 1)) per real object plus per event slot, averaged.
-        diffusion: epsilon mean squared error on the real latent slots.
+        diffusion: epsilon (flow matching: velocity) mean squared error on the real latent slots.
         total: the weighted sum that is minimised.
     """
 
@@ -75,7 +79,9 @@ class SetLatentDiffusion(nn.Module):
     that attends to the detector object embeddings, and decoded to features and type logits.
     Noise schedule and samplers come from ``diffusers`` via :mod:`unfold.models.diffusion.sampler`.
     Training is end to end: the diffusion loss back-propagates into the VAE encoders and, like
-    every term, into the conditioning tensors (the shared encoder).
+    every term, into the conditioning tensors (the shared encoder). With
+    ``objective="flow-matching"`` the denoiser learns the velocity noise - z of conditional flow
+    matching (arXiv 2210.02747) on the same latents and is sampled by the Euler ODE step.
 
     Args:
         condition_width: width D of the shared encoder's object embeddings and event vector.
@@ -91,12 +97,14 @@ class SetLatentDiffusion(nn.Module):
         multiplicity_distribution: ``"categorical"`` or ``"negative-binomial"``.
         multiplicity_depth: hidden layers of the multiplicity MLP.
         num_train_timesteps: diffusion steps T of the training schedule.
-        beta_schedule: ``diffusers`` beta schedule.
+        beta_schedule: ``diffusers`` beta schedule (diffusion only).
+        objective: ``"diffusion"`` (DDPM, epsilon prediction) or ``"flow-matching"`` (velocity of
+            the linear path; sampled with diffusers' FlowMatchEulerDiscreteScheduler).
         dropout: dropout in the denoiser.
         multiplicity_weight: weight of the multiplicity NLL.
         reconstruction_weight: weight of the feature, type and event reconstruction terms.
         kl_weight: weight of the VAE KL term.
-        diffusion_weight: weight of the epsilon MSE.
+        diffusion_weight: weight of the epsilon (velocity) MSE.
     """
 
     def __init__(
@@ -116,6 +124,7 @@ class SetLatentDiffusion(nn.Module):
         multiplicity_depth: int = 2,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
+        objective: Objective = DEFAULT_OBJECTIVE,
         dropout: float = 0.0,
         multiplicity_weight: float = 1.0,
         reconstruction_weight: float = 1.0,
@@ -125,7 +134,7 @@ class SetLatentDiffusion(nn.Module):
         super().__init__()
         self.max_particles = max_particles
         self.latent_width = latent_width
-        self.num_train_timesteps = num_train_timesteps
+        self.objective = objective
         self.multiplicity_weight = multiplicity_weight
         self.reconstruction_weight = reconstruction_weight
         self.kl_weight = kl_weight
@@ -159,7 +168,7 @@ class SetLatentDiffusion(nn.Module):
             heads=heads,
             dropout=dropout,
         )
-        self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule)
+        self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule, objective=objective)
 
     def loss(
         self,
@@ -214,19 +223,14 @@ class SetLatentDiffusion(nn.Module):
         clean = torch.cat([event_latents, latents], dim=1)
         keep_all = torch.cat([slot_mask, mask], dim=1).unsqueeze(-1).to(event.dtype)
         noise = _randn_like(clean, generator) * keep_all
-        timesteps = torch.randint(
-            0,
-            self.num_train_timesteps,
-            (num_events,),
-            generator=generator,
-            device=event.device,
-        )
+        timesteps = draw_timesteps(self.training_scheduler, num_events, generator=generator, device=event.device)
         noisy = add_noise(self.training_scheduler, clean, noise, timesteps) * keep_all
+        target = training_target(self.training_scheduler, clean, noise)
         prediction = self.denoiser(
             noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event
         )
         predicted = torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles], dim=1)
-        diffusion = weighted_mean(((predicted - noise) ** 2).mean(-1), weights, keep_all.squeeze(-1) > 0)
+        diffusion = weighted_mean(((predicted - target) ** 2).mean(-1), weights, keep_all.squeeze(-1) > 0)
 
         multiplicity = weighted_mean(-self.multiplicity.log_prob(event, batch.multiplicity), weights)
         total = (
@@ -254,7 +258,7 @@ class SetLatentDiffusion(nn.Module):
         event: Tensor,
         n: int,
         *,
-        sampler: SamplerName = DEFAULT_SAMPLER,
+        sampler: SamplerName | None = DEFAULT_SAMPLER,
         steps: int = 25,
         generator: torch.Generator | None = None,
         progress: bool = False,
@@ -266,7 +270,8 @@ class SetLatentDiffusion(nn.Module):
             object_mask: (E, N) bool real detector objects.
             event: (E, D) detector event vector.
             n: draws per event.
-            sampler: ``"ddpm"``, ``"ddim"`` or ``"dpm-solver"``.
+            sampler: ``"ddpm"``, ``"ddim"`` or ``"dpm-solver"`` (diffusion), ``"euler"`` (flow
+                matching), None for the objective's default.
             steps: denoising steps.
             generator: seeded generator on the tensors' device for reproducible draws.
             progress: show a progress bar over the steps.

@@ -9,11 +9,15 @@ from torch import Tensor, nn
 
 from unfold.errors import UnfoldError
 from unfold.models.diffusion.sampler import (
+    DEFAULT_OBJECTIVE,
     DEFAULT_SAMPLER,
+    Objective,
     SamplerName,
     add_noise,
     denoise,
+    draw_timesteps,
     make_training_scheduler,
+    training_target,
 )
 from unfold.models.parton.networks import ConditionalMLP, SinusoidalTimeEmbedding
 from unfold.models.parton.representation import PartonRepresentation
@@ -24,7 +28,8 @@ __all__ = ["VLDLoss", "VariationalLatentDiffusion"]
 
 @dataclass(frozen=True)
 class VLDLoss:
-    """The weighted loss terms (scalars) and their sum ``total``; unused terms are zero."""
+    """The weighted loss terms (scalars) and their sum ``total``; unused terms are zero.
+    ``diffusion`` is the denoiser's regression loss of either objective (noise or velocity)."""
 
     reconstruction: Tensor
     kl: Tensor
@@ -54,6 +59,11 @@ class VariationalLatentDiffusion(nn.Module):
     here the prior KL to N(0, 1) with a small beta keeps the latent at the noise's scale.
     C is the physics-consistency term of ``representation``.
 
+    With ``objective="flow-matching"`` the same denoiser learns the velocity of conditional flow
+    matching instead (arXiv 2210.02747): its term is ||(noise - z) - v_theta(z_t, t, c)||^2 with
+    z_t = (1 - t) z + t noise, and sampling integrates the ODE from t = 1 to 0
+    (:mod:`unfold.models.diffusion.sampler`); nothing else changes.
+
     With ``latent=False`` there is no VAE: the same denoiser diffuses the standardised x
     directly (the non-latent conditional diffusion baseline); only the diffusion term is used.
 
@@ -69,7 +79,9 @@ class VariationalLatentDiffusion(nn.Module):
         depth: Residual blocks per MLP.
         time_embedding_width: Width of the sinusoidal timestep features.
         num_train_timesteps: Number T of DDPM steps.
-        beta_schedule: ``diffusers`` beta schedule.
+        beta_schedule: ``diffusers`` beta schedule (diffusion only).
+        objective: ``"diffusion"`` (DDPM, epsilon prediction) or ``"flow-matching"`` (velocity of
+            the linear path; sampled with diffusers' FlowMatchEulerDiscreteScheduler).
         kl_weight: beta, the KL weight.
         consistency_weight: lambda, the consistency weight (used when ``representation`` is given).
         representation: The parton representation (its statistics are saved with the model);
@@ -88,6 +100,7 @@ class VariationalLatentDiffusion(nn.Module):
         time_embedding_width: int = 64,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
+        objective: Objective = DEFAULT_OBJECTIVE,
         kl_weight: float = 1e-3,
         consistency_weight: float = 0.1,
         representation: PartonRepresentation | None = None,
@@ -110,7 +123,8 @@ class VariationalLatentDiffusion(nn.Module):
         self.kl_weight = kl_weight
         self.consistency_weight = consistency_weight
         self.representation = representation
-        self.scheduler = make_training_scheduler(num_train_timesteps, beta_schedule)
+        self.objective = objective
+        self.scheduler = make_training_scheduler(num_train_timesteps, beta_schedule, objective=objective)
         self.diffused_width = latent_width if latent else features
         mlp = {"width": width, "depth": depth}
         if latent:
@@ -139,7 +153,8 @@ class VariationalLatentDiffusion(nn.Module):
         return self.decoder(z, condition)
 
     def predict_noise(self, state: Tensor, t: Tensor, condition: Tensor) -> Tensor:
-        """Predicted noise (E, W) of noisy states (E, W) at integer timesteps (E,) given (E, C)."""
+        """The denoiser's prediction (E, W) (noise, or velocity for flow matching) of noisy states
+        (E, W) at times (E,) (integer timesteps, or t T for flow matching) given (E, C)."""
         return self.denoiser(state, torch.cat([condition, self.time_embedding(t)], dim=-1))
 
     def forward(
@@ -177,16 +192,11 @@ class VariationalLatentDiffusion(nn.Module):
             clean = z.detach()
         else:
             clean = x
-        t = torch.randint(
-            0,
-            self.scheduler.config.num_train_timesteps,
-            (x.shape[0],),
-            generator=generator,
-            device=x.device,
-        )
+        t = draw_timesteps(self.scheduler, x.shape[0], generator=generator, device=x.device)
         noise = self._randn(clean, generator)
         noisy = add_noise(self.scheduler, clean, noise, t)
-        diffusion = weighted_mean((self.predict_noise(noisy, t, condition) - noise).pow(2).mean(-1), weights)
+        target = training_target(self.scheduler, clean, noise)
+        diffusion = weighted_mean((self.predict_noise(noisy, t, condition) - target).pow(2).mean(-1), weights)
         kl = self.kl_weight * kl
         consistency = self.consistency_weight * consistency
         total = reconstruction + kl + diffusion + consistency
@@ -204,7 +214,7 @@ class VariationalLatentDiffusion(nn.Module):
         condition: Tensor,
         n: int,
         *,
-        sampler: SamplerName = DEFAULT_SAMPLER,
+        sampler: SamplerName | None = DEFAULT_SAMPLER,
         steps: int = 25,
         generator: torch.Generator | None = None,
         progress: bool = False,
@@ -214,7 +224,8 @@ class VariationalLatentDiffusion(nn.Module):
         Args:
             condition: Conditions (E, C).
             n: Draws per event.
-            sampler: ``"ddpm"``, ``"ddim"`` or ``"dpm-solver"``.
+            sampler: ``"ddpm"``, ``"ddim"`` or ``"dpm-solver"`` (diffusion), ``"euler"`` (flow
+                matching), None for the objective's default.
             steps: Denoising steps (fewer is faster, coarser).
             generator: Seeded generator on the condition's device for reproducible draws.
             progress: Show a progress bar over the steps.
