@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -24,8 +26,10 @@ from unfold.data.event_tensors import IndexedTensors, take_events
 from unfold.data.hdf5_schema import read_spanet
 from unfold.data.recon_data import assignment_tensors
 from unfold.models.parton import VariationalLatentDiffusion
-from unfold.tasks.train_recon import fit_statistics
+from unfold.tasks.evaluate_recon import training_table
+from unfold.tasks.train_recon import ReconConfig, fit_statistics, train_recon
 from unfold.training.recon_module import ReconModule
+from unfold.training.trainer import TrainerOptions
 
 EVENT_FILE = Path(__file__).resolve().parents[2] / "configs" / "events" / "ttbar_semileptonic.yaml"
 STEPS = 5
@@ -147,3 +151,43 @@ def test_weighted_parton_training_equals_training_on_the_duplicated_events(monke
     assert gap < 1e-5
     assert ignored[0] != pytest.approx(duplicated[0], rel=1e-3), "ignoring the weights gives other losses"
     assert (ignored[1] - duplicated[1]).abs().mean() > 100 * gap, "ignoring the weights trains another model"
+
+
+def _copy(source: Path, out: Path, rows: np.ndarray, extra: dict[str, np.ndarray]) -> Path:
+    """``source`` with its events in the order ``rows`` (repeats allowed) plus the datasets ``extra``."""
+    with h5py.File(source) as old, h5py.File(out, "w") as new:
+        n_events = old["INPUTS/Momenta/MASK"].shape[0]
+        new.attrs.update(old.attrs)
+
+        def copy(name: str, node) -> None:  # visititems stops at the first non-None return
+            if isinstance(node, h5py.Dataset):
+                new[name] = node[()][rows] if node.shape and node.shape[0] == n_events else node[()]
+
+        old.visititems(copy)
+        for key, value in extra.items():
+            new[key] = value
+    return out
+
+
+def test_the_end_of_training_table_is_weighted_like_the_training(semileptonic_files, tmp_path, one_thread):
+    """``unfold train recon --weights my/w --test FILE`` prints the table weighted by FILE's my/w:
+    equal to the table of FILE with the weight-2 events written twice; a test file without my/w
+    falls back to SPANet's WEIGHTS/weight (here absent: unweighted) and says so."""
+    run = train_recon(ReconConfig(
+        data=semileptonic_files[0], event_file=EVENT_FILE, out=tmp_path / "runs", limit=120,
+        encoder={"width": 16, "depth": 1, "heads": 2}, model={"attention_width": 8},
+        trainer=TrainerOptions(epochs=1, batch_size=64, accelerator="cpu"), weights=None,
+    ))
+    test = semileptonic_files[1]
+    with h5py.File(test) as file:
+        n = file["INPUTS/Momenta/MASK"].shape[0]
+    subset = np.arange(n) % 2 == 0
+    weighted = _copy(test, tmp_path / "weighted.h5", np.arange(n), {"my/w": np.where(subset, 2.0, 1.0)})
+    duplicated = _copy(test, tmp_path / "duplicated.h5", np.concatenate([np.arange(n), np.flatnonzero(subset)]),
+                       {"my/w": np.ones(n + subset.sum())})
+    weighted_text = training_table(run, weighted, None, "my/w")
+    assert weighted_text.endswith("weights: my/w")
+    assert weighted_text == training_table(run, duplicated, None, "my/w")
+    plain_text = training_table(run, test, None, "my/w")
+    assert f"{test} has no 'my/w'; unweighted" in plain_text
+    assert plain_text.split("\nnote")[0] != weighted_text.split("\nweights")[0], "the weights change the table"
