@@ -1,0 +1,230 @@
+"""``unfold closure``: the prior-dependence test of a trained unfolding, nothing trained.
+
+A nominal file and one or more alternatives (another top mass, a reweighted spectrum, another tune),
+all with truth, are unfolded with the same run (:class:`UnfoldingModel`); for each key observable of
+``unfold report`` the shift of the unfolded distribution between the nominal and each alternative is
+compared with the shift of the truth and of the detector level (:mod:`evaluation.closure`). Writes
+``metrics.json``, ``index.html`` and one plot per observable into a report folder, replaced whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.closure import (
+    ClosureSample,
+    closure_page,
+    location,
+    peak_window,
+    plot_closure,
+    shift_statistics,
+)
+from evaluation.observables import Observable, compute_observables
+from evaluation.report import REPORT_MARKER, check_report_folder
+from evaluation.samples_file import Collection, ParticleLevel, PartonLevel, SamplesFile
+from unfold.data.hdf5_schema import has_group, read_spanet, read_truth
+from unfold.errors import UnfoldError
+from unfold.generation.processes import get_process
+from unfold.tasks.references import particle_reference, parton_reference
+from unfold.tasks.sample import reconstruction
+from unfold.tasks.train_unfolding import process_of
+from unfold.tasks.unfolding_model import UnfoldingModel
+
+__all__ = ["ClosureResult", "run_closure"]
+
+TRUTH_GROUP = {"parton": "PARTONS", "particle": "PARTICLES"}
+
+
+@dataclass(frozen=True)
+class ClosureResult:
+    """Where the report went and its headline lines (one per key observable and alternative)."""
+
+    out: Path
+    headline: str
+
+
+def _check_file(path: Path, task: str, model: UnfoldingModel) -> None:
+    """The file exists, has the truth closure compares with, and holds the process the run was trained for."""
+    if not path.is_file():
+        raise UnfoldError(f"{path}: no such file")
+    group = TRUTH_GROUP[task]
+    if not has_group(path, group):
+        raise UnfoldError(f"{path}: no {group} group; closure compares unfoldings with the truth, give files with "
+                          f"{group}/<object>/<feature> (as `unfold generate` writes them)")
+    if task == "parton":
+        process = process_of(path, model.topology)
+        if process != model.process:
+            raise UnfoldError(f"{path}: holds {process} events, but the run was trained for {model.process}")
+
+
+def _observables(model: UnfoldingModel, path: Path, *, n: int, seed: int, steps: int, sampler: str | None,
+                 batch_size: int, assign, limit: int | None) -> list[Observable]:
+    """Unfold every event of ``path`` n times and derive the report's observables (truth, draws and
+    detector level side by side, as ``unfold report`` reads them from a samples file)."""
+    data = read_spanet(path, model.topology, limit=limit)
+    options = {"sampler": sampler} if sampler is not None else {}
+    draws = model.sample(data, n=n, seed=seed, steps=steps, batch_size=batch_size, **options)
+    truth = read_truth(path, TRUTH_GROUP[model.task], limit=data.n_events)
+    partons = particles = None
+    composites: dict[str, tuple[str, ...]] = {}
+    if model.task == "parton":
+        process = model.process
+        reference = parton_reference(data, model.topology, process, assign(data))
+        partons = PartonLevel(
+            truth={name: {f: truth[name][f].astype(np.float64) for f in features} for name, features in draws.items()},
+            draws={name: {f: v.astype(np.float64) for f, v in features.items()} for name, features in draws.items()},
+            reference={name: reference[name] for name in draws if name in reference},
+            matched={},
+        )
+        composites = dict(get_process(process).composites)
+    else:
+        draws.pop("multiplicity")  # the masks carry it
+        slots = {name: truth[name]["MASK"].shape[1] for name in draws if "MASK" in truth[name]}
+        reference = particle_reference(data, model.topology, slots)
+
+        def collection(features: dict[str, np.ndarray], names) -> Collection:
+            mask = features.get("MASK")
+            return Collection({f: np.asarray(features[f], np.float64) for f in names if f in features},
+                              None if mask is None else np.asarray(mask, bool))
+
+        kinematic = {name: [f for f in features if f not in ("MASK", "pdgid", "charge")] for name, features in draws.items()}
+        particles = ParticleLevel(
+            truth={name: collection(truth[name], kinematic[name]) for name in draws},
+            draws={name: collection(draws[name], kinematic[name]) for name in draws},
+            reference={name: collection(reference[name], kinematic[name]) for name in draws if name in reference},
+        )
+    samples = SamplesFile(path=path, n_events=data.n_events, n_draws=n, partons=partons, particles=particles,
+                          composites=composites, attrs={})
+    return [o for o in compute_observables(samples) if o.key and o.per_event]
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite float as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def _publish(temporary: Path, out: Path) -> None:
+    """Put the finished report folder in place of ``out``; an old report is removed only after."""
+    previous = out.with_name(f".{out.name}.previous-{os.getpid()}")
+    if out.exists():
+        out.rename(previous)
+    try:
+        temporary.rename(out)
+    except OSError:
+        if previous.exists():
+            previous.rename(out)
+        raise
+    if previous.exists():
+        shutil.rmtree(previous)
+
+
+def run_closure(
+    run: Path,
+    nominal: Path,
+    alternatives: Sequence[Path],
+    out: Path,
+    *,
+    labels: Sequence[str] | None = None,
+    n: int = 33,
+    resamples: int = 50,
+    seed: int = 0,
+    steps: int = 25,
+    sampler: str | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    recon: Path | None = None,
+    fit_data: Path | None = None,
+    limit: int | None = None,
+) -> ClosureResult:
+    """Unfold ``nominal`` and each of ``alternatives`` with ``run`` and write the closure report to ``out``.
+
+    Args:
+        labels: one per file, the nominal's first (default: "nominal" and the alternatives' stems).
+        n: unfoldings per event; resamples: bootstrap resamples of the events.
+        recon: recon run whose assignments reconstruct the detector level (default: the chi-square
+            baseline fitted on the truth-matched events of ``fit_data``, default the nominal file).
+        limit: use only the first N events of each file.
+    """
+    files = [Path(nominal), *map(Path, alternatives)]
+    if not alternatives:
+        raise UnfoldError("--alternative: give at least one alternative file to compare with the nominal")
+    names = list(labels) if labels else ["nominal", *(p.stem for p in alternatives)]
+    if len(names) != len(files) or len(set(names)) != len(names):
+        raise UnfoldError(f"--labels: {len(names)} distinct labels given ({', '.join(names)}); expected {len(files)}, "
+                          "the nominal's first")
+    if n < 1 or resamples < 2:
+        raise UnfoldError(f"--n {n} / --bootstrap {resamples}: expected at least 1 draw and 2 bootstrap resamples")
+    out = Path(out)
+    check_report_folder(out, files)
+    model = UnfoldingModel.load(run, map_location=device)
+    for path in files:
+        _check_file(path, model.task, model)
+    assign = None
+    method = "none (particle level: the detector-level objects)"
+    if model.task == "parton":
+        assign, method = reconstruction(files[0], model.topology, recon=recon, fit_data=fit_data or files[0],
+                                        batch_size=batch_size)
+    per_file = [{o.name: o for o in _observables(model, path, n=n, seed=seed, steps=steps, sampler=sampler,
+                                                 batch_size=batch_size, assign=assign, limit=limit)}
+                for path in files]
+    samples = [{name: ClosureSample(o.truth, o.draws, o.reference) for name, o in observables.items()}
+               for observables in per_file]
+    metrics: dict = {
+        "run": str(run), "task": model.task, "n_draws": n, "bootstrap": resamples, "seed": seed, "steps": steps,
+        "detector_level": method,
+        "files": {label: {"path": str(path), "events": len(next(iter(s.values())).truth)}
+                  for label, path, s in zip(names, files, samples, strict=True)},
+        "statistics": {"window_mean": "mean of the values inside the window", "median": "median of all values"},
+        "observables": {},
+    }
+    rows, headline, plots = [], [], []
+    for index, (name, observable) in enumerate(per_file[0].items()):
+        low, high, rule = peak_window(name, observable.truth)
+        entry: dict = {"label": observable.label, "unit": observable.unit, "window": [low, high], "window_rule": rule,
+                       "locations": {label: location(s[name], (low, high)) for label, s in zip(names, samples, strict=True)},
+                       "shifts": {}}
+        for label, alternative in zip(names[1:], samples[1:], strict=True):
+            shifts = shift_statistics(samples[0][name], alternative[name], (low, high), resamples=resamples)
+            entry["shifts"][label] = {statistic: shift.as_json() for statistic, shift in shifts.items()}
+            rows.append((name, observable.unit, label, (low, high, rule), shifts))
+            mean = shifts["window_mean"]
+            headline.append(f"{name:24s} {label:>14s}: truth {mean.truth:+8.3f} unfolded {mean.unfolded:+8.3f} "
+                            f"+- {mean.error:.3f} followed {mean.fraction:+.2f} +- {mean.fraction_error:.2f}")
+        metrics["observables"][name] = entry
+        plots.append((f"{index:02d}_{name.replace('/', '_').replace('+', '_')}.png", name, observable, (low, high)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    try:
+        (temporary / REPORT_MARKER).write_text("written by unfold closure; replaced by the next report\n")
+        for file_name, name, observable, window in plots:
+            plot_closure(temporary / file_name, label=observable.label, unit=observable.unit,
+                         samples=[(label, s[name]) for label, s in zip(names, samples, strict=True)], window=window)
+        (temporary / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False, default=str) + "\n")
+        meta = {"run": run, "task": model.task, "draws per event": n, "bootstrap resamples": resamples,
+                "detector level": method, **{f"file: {label}": f"{path} ({metrics['files'][label]['events']} events)"
+                                             for label, path in zip(names, files, strict=True)}}
+        images = [(file_name, f"{name}: truth (dashed) and unfolded (solid), window edges dotted")
+                  for file_name, name, _, _ in plots]
+        (temporary / "index.html").write_text(closure_page(f"Prior dependence: {Path(run).name}", meta, rows, images))
+        _publish(temporary, out)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)
+    header = f"{'observable':24s} {'alternative':>14s}: shift of the mean in the window (alternative - nominal)"
+    return ClosureResult(out=out, headline="\n".join([header, *headline]))
