@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from encoders.normalization import fit_standardisation
 from recon.assignment_loss import pattern_balance_weights, resonance_presence
 from recon.event_topology import EventTopology
 from unfold.data.event_tensors import IndexedTensors, take_events
@@ -191,3 +192,22 @@ def test_the_end_of_training_table_is_weighted_like_the_training(semileptonic_fi
     plain_text = training_table(run, test, None, "my/w")
     assert f"{test} has no 'my/w'; unweighted" in plain_text
     assert plain_text.split("\nnote")[0] != weighted_text.split("\nweights")[0], "the weights change the table"
+
+
+def test_weighted_standardisation_counts_weight_two_twice_and_survives_signed_weights(rng):
+    """Weighted mean and width equal the duplicated rows'; where signed weights make a feature's
+    weighted variance negative, that feature takes the |w|-weighted statistics instead."""
+    values = torch.from_numpy(rng.normal([3.0, -1.0], [2.0, 0.5], size=(200, 2)))
+    weights = torch.where(torch.arange(200) < 50, 2.0, 1.0)
+    rows = torch.cat([torch.arange(200), torch.arange(50)])
+    weighted, duplicated = fit_standardisation(values, weights), fit_standardisation(values[rows])
+    torch.testing.assert_close(weighted.mean, duplicated.mean)
+    torch.testing.assert_close(weighted.scale, duplicated.scale)
+    assert not torch.allclose(weighted.mean, fit_standardisation(values).mean)
+    # Large negative weights on the far rows of feature 0: its signed variance is negative.
+    signed = torch.where((values[:, 0] - 3.0).abs() > 2.0, -1.0, 1.0)
+    fallback = fit_standardisation(values, signed)
+    absolute = fit_standardisation(values, signed.abs())
+    torch.testing.assert_close(fallback.scale[0], absolute.scale[0])
+    assert torch.isfinite(fallback.scale).all()
+    assert (fallback.scale > 0).all()
