@@ -5,7 +5,8 @@ fit) and peak resident memory should stay flat.
     python benchmarks/bench_sample_scaling.py --checkpoint runs/parton/<id> \\
         [--data data/ttbar_semileptonic_test.h5] [--fit-data data/ttbar_semileptonic_train.h5] [--n 2]
 
-Each run is its own `unfold sample` process; its peak RSS is that process's ``ru_maxrss`` (os.wait4).
+Each run is its own `unfold sample` process; its peak RSS is that process's ``ru_maxrss`` and its CPU
+time ``ru_utime + ru_stime`` (os.wait4), which a loaded machine disturbs less than the wall time.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def replicate(source: Path, out: Path, copies: int) -> int:
     return events * copies
 
 
-def sample(args: argparse.Namespace, data: Path, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one `unfold sample` process on ``data``."""
+def sample(args: argparse.Namespace, data: Path, out: Path) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MiB) of one `unfold sample` process on ``data``."""
     command = [sys.executable, "-m", "unfold.cli", "sample", "parton", "--checkpoint", str(args.checkpoint),
                "--data", str(data), "--out", str(out), "--n", str(args.n), "--steps", str(args.steps),
                "--fit-data", str(args.fit_data), "--devices", args.devices]
@@ -53,7 +54,7 @@ def sample(args: argparse.Namespace, data: Path, out: Path) -> tuple[float, floa
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 def main() -> None:
@@ -72,10 +73,12 @@ def main() -> None:
         rows = {}
         for label, data in (("1x", args.data), (f"{args.copies}x", large)):
             rows[label] = sample(args, data, Path(folder) / f"samples-{label}.h5")
-            print(f"{label:>4} {events // args.copies if label == '1x' else events:>8} events: "
-                  f"{rows[label][0]:8.1f} s, peak RSS {rows[label][1]:8.0f} MiB", flush=True)
-    (one_time, one_rss), (big_time, big_rss) = rows.values()
-    print(f"ratio {args.copies}x/1x: time {big_time / one_time:.2f}, peak RSS {big_rss / one_rss:.2f}")
+            wall, cpu, rss = rows[label]
+            print(f"{label:>4} {events // args.copies if label == '1x' else events:>8} events: wall {wall:8.1f} s, "
+                  f"CPU {cpu:8.1f} s, peak RSS {rss:6.0f} MiB", flush=True)
+    (one_wall, one_cpu, one_rss), (big_wall, big_cpu, big_rss) = rows.values()
+    print(f"ratio {args.copies}x/1x: wall {big_wall / one_wall:.2f}, CPU {big_cpu / one_cpu:.2f}, "
+          f"peak RSS {big_rss / one_rss:.2f}")
 
 
 if __name__ == "__main__":
