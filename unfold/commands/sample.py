@@ -10,7 +10,7 @@ from unfold.commands import DefaultsHelpFormatter, non_negative_int, positive_in
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from unfold.models.diffusion.sampler import SamplerName
+    from unfold.models.diffusion.sampler import DEFAULT_SAMPLER, SamplerName
 
     parser = subparsers.add_parser(
         "sample", help="draw n unfoldings per event into samples.h5 (truth kept beside them)",
@@ -28,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, default=None, help="detector-level file (default: the default test file)")
     parser.add_argument("--out", type=Path, default=Path("samples.h5"), help="output samples file")
     parser.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
-    parser.add_argument("--sampler", choices=get_args(SamplerName), default="ddpm",
-                        help="diffusers sampler (ddpm measured best at 25 steps for both levels)")
+    parser.add_argument("--sampler", choices=get_args(SamplerName), default=DEFAULT_SAMPLER,
+                        help="diffusers sampler: ddpm, ddim or dpm-solver for a diffusion run (default ddpm, measured "
+                        "best at 25 steps for both levels); euler for a flow-matching run (its only one and default)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="events per batch")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the draws (same seed and batch size, same samples on any devices)")

@@ -25,7 +25,7 @@ from unfold.data.hdf5_io import append_arrays, atomic_output, event_chunks
 from unfold.data.hdf5_schema import SpanetData, count_events, has_group, read_spanet, read_truth
 from unfold.data.recon_data import detector_events
 from unfold.errors import UnfoldError
-from unfold.models.diffusion.sampler import DEFAULT_SAMPLER
+from unfold.models.diffusion.sampler import DEFAULT_SAMPLER, sampler_attribute
 from unfold.tasks.assignment_model import AssignmentModel
 from unfold.tasks.evaluate_recon import fit_chi_square
 from unfold.tasks.references import assigned_partons, particle_reference, parton_reference
@@ -53,7 +53,7 @@ def sample_unfoldings(
     out: Path,
     *,
     n: int = 33,
-    sampler: str = DEFAULT_SAMPLER,
+    sampler: str | None = DEFAULT_SAMPLER,
     steps: int = 25,
     batch_size: int = 256,
     seed: int = 0,
@@ -92,6 +92,7 @@ def sample_unfoldings(
     targets = parse_devices(devices)
     copies = {task: [_load(task, path, target) for target in targets] for task, path in checkpoints.items()}
     modules = {task: models[0] for task, models in copies.items()}
+    samplers = sampler_attribute({task: module.objective for task, module in modules.items()}, sampler)
     topology = next(iter(modules.values())).topology
     process = process_of(data_path, topology)
     for task, module in modules.items():
@@ -111,12 +112,12 @@ def sample_unfoldings(
         assign, method = reconstruction(data_path, topology, recon=recon, fit_data=fit_data, batch_size=batch_size)
         partons = modules["parton"].representation.daughters
         tally = _ReferenceTally(partons)
-    attrs: dict[str, object] = {"n": n, "sampler": sampler, "steps": steps, "seed": seed, "batch_size": batch_size,
+    attrs: dict[str, object] = {"n": n, "sampler": samplers, "steps": steps, "seed": seed, "batch_size": batch_size,
                                 "inputs": str(data_path), "devices": ",".join(map(str, targets)),
                                 "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()}),
                                 "truth": ", ".join(truth_groups) or "none: the input file holds no PARTONS or PARTICLES",
                                 **_collision_energy(data_path)}
-    description = f"sample {'+'.join(copies)} (n={n}, {sampler}, {steps} steps, {attrs['devices']})"
+    description = f"sample {'+'.join(copies)} (n={n}, {samplers}, {steps} steps, {attrs['devices']})"
     with (tqdm(total=-(-total // batch_size) * len(copies), desc=description, unit="batch") as progress,
           atomic_output(out) as partial, h5py.File(partial, "w") as file):
         for events in chunks:
@@ -227,7 +228,7 @@ def batch_generator(seed: int, task: str, index: int, device: torch.device) -> t
     return torch.Generator(device=device).manual_seed(int(stream.generate_state(1, np.uint64)[0]))
 
 
-def _draw(task: str, inputs, batches: list[torch.Tensor], module, index: int, *, n: int, sampler: str, steps: int,
+def _draw(task: str, inputs, batches: list[torch.Tensor], module, index: int, *, n: int, sampler: str | None, steps: int,
           seed: int, first: int):
     """The draws of a chunk's batch ``index`` (batch ``first + index`` of the file) with ``module`` on its
     device, moved to the CPU: parton -> name -> feature -> (E, n); particle -> ((E, n) multiplicities,
