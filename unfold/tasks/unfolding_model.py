@@ -59,7 +59,7 @@ class UnfoldingModel:
         data: SpanetData | str | Path,
         n: int = 33,
         *,
-        sampler: str = DEFAULT_SAMPLER,
+        sampler: str | None = DEFAULT_SAMPLER,
         steps: int = 25,
         batch_size: int = 256,
         seed: int = 0,
