@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from evaluation.closure import (
 from evaluation.observables import Observable, compute_observables
 from evaluation.report import REPORT_MARKER, check_report_folder
 from evaluation.samples_file import Collection, ParticleLevel, PartonLevel, SamplesFile
-from unfold.data.hdf5_schema import has_group, read_spanet, read_truth
+from unfold.data.hdf5_schema import SpanetData, has_group, read_spanet, read_truth
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 from unfold.tasks.references import particle_reference, parton_reference
@@ -65,7 +65,8 @@ def _check_file(path: Path, task: str, model: UnfoldingModel) -> None:
 
 
 def _observables(model: UnfoldingModel, path: Path, *, n: int, seed: int, steps: int, sampler: str | None,
-                 batch_size: int, assign, limit: int | None) -> list[Observable]:
+                 batch_size: int, assign: Callable[[SpanetData], dict[str, np.ndarray]] | None,
+                 limit: int | None) -> list[Observable]:
     """Unfold every event of ``path`` n times and derive the report's observables (truth, draws and
     detector level side by side, as ``unfold report`` reads them from a samples file)."""
     data = read_spanet(path, model.topology, limit=limit)
