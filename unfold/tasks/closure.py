@@ -166,8 +166,10 @@ def run_closure(
     if len(names) != len(files) or len(set(names)) != len(names):
         raise UnfoldError(f"--labels: {len(names)} distinct labels given ({', '.join(names)}); expected {len(files)}, "
                           "the nominal's first")
-    if n < 1 or resamples < 2:
-        raise UnfoldError(f"--n {n} / --bootstrap {resamples}: expected at least 1 draw and 2 bootstrap resamples")
+    if n < 1:
+        raise UnfoldError(f"--n {n}: expected a positive number of unfoldings per event")
+    if resamples < 2:
+        raise UnfoldError(f"--bootstrap {resamples}: expected at least 2 resamples for a bootstrap error")
     out = Path(out)
     check_report_folder(out, files)
     model = UnfoldingModel.load(run, map_location=device)
