@@ -18,10 +18,11 @@ from encoders import EncoderInputs
 from encoders.kinematics import invariant_mass, to_cartesian, wrap_phi
 from recon.assignment_loss import AssignmentTargets
 from recon.event_topology import EventTopology
-from unfold.data.augmentation import DetectorSymmetries
+from unfold.data.augmentation import DetectorSymmetries, allowed_augmentations
 from unfold.data.recon_data import AssignmentBatch
 from unfold.errors import UnfoldError
 from unfold.tasks.train_recon import ReconConfig, train_recon
+from unfold.training.recon_module import ReconModule
 from unfold.training.trainer import TrainerOptions
 
 EVENTS, SLOTS = 2000, 8
@@ -198,3 +199,21 @@ def test_training_with_both_augmentations_records_them_and_refuses_before_any_wo
         train_recon(ReconConfig(data=data, event_file=tmp_path / "no_phi.yaml", out=tmp_path / "refused", model=model,
                                 trainer=TrainerOptions(epochs=1, accelerator="cpu")))
     assert not (tmp_path / "refused").exists()
+
+
+def test_auto_takes_every_augmentation_the_inputs_allow_and_old_checkpoints_keep_none(tmp_path):
+    """``model.augment: auto`` (the default) resolves to what the event file can take and is stored
+    resolved; a checkpoint written before augmentation existed loads without it."""
+    assert allowed_augmentations(_spanet()) == ["rotate_phi", "reflect_eta"]
+    no_phi = {"pt": "log_normalize", "eta": "normalize", "mass": "log_normalize"}
+    assert allowed_augmentations(_spanet(no_phi)) == ["reflect_eta"]
+    module = ReconModule(event_file_yaml=yaml.safe_dump(SPANET_ALLHADRONIC), encoder={"width": 16, "depth": 1, "heads": 2})
+    assert module.hparams.augment == ["rotate_phi", "reflect_eta"]
+    assert module.symmetries is not None
+    old = dict(module.hparams)
+    del old["augment"]
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": old, "pytorch-lightning_version": "2.5.0"}, path)
+    loaded = ReconModule.load_from_checkpoint(path, map_location="cpu")
+    assert loaded.symmetries is None
+    assert loaded.hparams.augment is None

@@ -25,7 +25,7 @@ from recon.event_topology import EventTopology
 from unfold.data.recon_data import AssignmentBatch
 from unfold.errors import UnfoldError
 
-__all__ = ["AUGMENTATIONS", "Augmentation", "DetectorSymmetries"]
+__all__ = ["AUGMENTATIONS", "Augmentation", "DetectorSymmetries", "allowed_augmentations"]
 
 Augmentation = Literal["rotate_phi", "reflect_eta"]
 AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
@@ -185,3 +185,16 @@ def _check(topology: EventTopology, augmentation: str, where: str) -> None:
     if not touched:
         raise UnfoldError(f"{where} {augmentation}: no input declares any of {list(changed)}, so there is "
                           f"nothing to {'rotate' if augmentation == 'rotate_phi' else 'reflect'}")
+
+
+def allowed_augmentations(topology: EventTopology) -> list[str]:
+    """The augmentations the event file's inputs can take (``model.augment: auto``): those
+    :class:`DetectorSymmetries` accepts, each checked alone."""
+    allowed = []
+    for augmentation in AUGMENTATIONS:
+        try:
+            DetectorSymmetries(topology, [augmentation])
+        except UnfoldError:
+            continue
+        allowed.append(augmentation)
+    return allowed

@@ -69,7 +69,9 @@ def fit_statistics(module: ReconModule, tensors: IndexedTensors, rows: torch.Ten
 def train_recon(config: ReconConfig) -> Path:
     """Train an assignment network; returns the run folder."""
     topology = EventTopology.from_yaml(config.event_file)
-    DetectorSymmetries(topology, config.model.get("augment") or ())  # refuses, before any work, what the inputs cannot take
+    augment = config.model.get("augment", "auto")
+    if augment != "auto":
+        DetectorSymmetries(topology, augment or ())  # refuses, before any work, what the inputs cannot take
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     data = read_spanet(config.data, topology, limit=config.limit, weights=config.weights, require_targets=True)
     tensors = assignment_tensors(data, topology)
