@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="report folder, new or a previous report (default: reports/closure-<run name>)")
     parser.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
-    parser.add_argument("--sampler", default=None, help="sampler of the draws (default: that of `unfold sample`)")
+    parser.add_argument("--sampler", default=None, help="sampler of the draws (default: the run's own, ddpm for diffusion, euler for flow matching)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="events per batch")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws")
     parser.add_argument("--device", default="auto", help="torch device, auto: cuda if there is a GPU, else cpu")

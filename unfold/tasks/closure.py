@@ -70,8 +70,7 @@ def _observables(model: UnfoldingModel, path: Path, *, n: int, seed: int, steps:
     """Unfold every event of ``path`` n times and derive the report's observables (truth, draws and
     detector level side by side, as ``unfold report`` reads them from a samples file)."""
     data = read_spanet(path, model.topology, limit=limit)
-    options = {"sampler": sampler} if sampler is not None else {}
-    draws = model.sample(data, n=n, seed=seed, steps=steps, batch_size=batch_size, **options)
+    draws = model.sample(data, n=n, seed=seed, steps=steps, batch_size=batch_size, sampler=sampler)
     truth = read_truth(path, TRUTH_GROUP[model.task], limit=data.n_events)
     partons = particles = None
     composites: dict[str, tuple[str, ...]] = {}
