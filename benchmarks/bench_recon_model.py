@@ -1,7 +1,7 @@
 """Inference throughput and peak memory of the assignment network on the semi-leptonic ttbar topology.
 
 Random detector inputs with N objects per event (default 12) go through the default
-AssignmentNetwork and the greedy decoding at batch sizes 1, 64 and 1024. CPU peak memory is
+AssignmentNetwork and the greedy decoding at batch sizes 1, 256 and 1024. CPU peak memory is
 the growth of the resident set (ru_maxrss) during inference, measured in a fresh process per
 batch size; GPU peak memory is torch.cuda.max_memory_allocated. Published reference (SPANet
 arXiv 2106.03898, semi-leptonic ttbar): 705 events/s on CPU, 4407 events/s on GPU.
@@ -35,7 +35,7 @@ from recon import (
 from recon.assignment_loss import assignment_loss
 from recon.chi_square import ChiSquareBaseline, DetectorEvents
 
-BATCH_SIZES = (1, 64, 1024)
+BATCH_SIZES = (1, 256, 1024)  # SPANet measured here at 256 (issue 16: 726 events/s, 2 threads)
 
 
 class Measurement(NamedTuple):
