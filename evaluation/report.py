@@ -13,7 +13,8 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -60,6 +61,7 @@ __all__ = [
     "ImageFormat",
     "ReportResult",
     "check_report_folder",
+    "report_folder",
     "write_report",
 ]
 
@@ -786,6 +788,24 @@ def _publish(temporary: Path, out: Path) -> None:
         shutil.rmtree(previous)
 
 
+@contextmanager
+def report_folder(out: Path, writer: str) -> Iterator[Path]:
+    """A temporary folder, marked as a report written by ``writer``, to draw a report in; it takes
+    the place of ``out`` only when the block ends without error, and is removed otherwise."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_names(out)[0]
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    try:
+        (temporary / REPORT_MARKER).write_text(f"written by {writer}; replaced by the next report\n")
+        yield temporary
+        _publish(temporary, out)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)
+
+
 def _collision_energy(samples: SamplesFile) -> float | None:
     """sqrt(s) in TeV from the samples file's ``sqrt_s_gev`` attribute, None where it has none."""
     text = samples.attrs.get("sqrt_s_gev")
@@ -882,18 +902,8 @@ def write_report(
         def render_page(images: Mapping[str, tuple[str, str | None]]) -> str:
             return _html_page(samples, names, results, images, resamples)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary_names(out)[0]
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    temporary.mkdir()
-    try:
-        (temporary / REPORT_MARKER).write_text("written by unfold report; replaced by the next report\n")
+    with report_folder(out, "unfold report") as temporary:
         images = _draw(jobs, temporary, image_format, progress)
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (temporary / "index.html").write_text(render_page(images))
-        _publish(temporary, out)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
     return ReportResult(out=out, headline=headline, n_plots=len(jobs))

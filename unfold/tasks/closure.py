@@ -10,8 +10,6 @@ compared with the shift of the truth and of the detector level (:mod:`evaluation
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from evaluation.closure import (
     shift_statistics,
 )
 from evaluation.observables import Observable, compute_observables
-from evaluation.report import REPORT_MARKER, check_report_folder
+from evaluation.report import check_report_folder, report_folder
 from evaluation.samples_file import Collection, ParticleLevel, PartonLevel, SamplesFile
 from unfold.data.hdf5_schema import SpanetData, has_group, read_spanet, read_truth
 from unfold.errors import UnfoldError
@@ -116,21 +114,6 @@ def _finite(value):
     return value
 
 
-def _publish(temporary: Path, out: Path) -> None:
-    """Put the finished report folder in place of ``out``; an old report is removed only after."""
-    previous = out.with_name(f".{out.name}.previous-{os.getpid()}")
-    if out.exists():
-        out.rename(previous)
-    try:
-        temporary.rename(out)
-    except OSError:
-        if previous.exists():
-            previous.rename(out)
-        raise
-    if previous.exists():
-        shutil.rmtree(previous)
-
-
 def run_closure(
     run: Path,
     nominal: Path,
@@ -207,13 +190,7 @@ def run_closure(
                             f"+- {mean.error:.3f} followed {mean.fraction:+.2f} +- {mean.fraction_error:.2f}")
         metrics["observables"][name] = entry
         plots.append((f"{index:02d}_{name.replace('/', '_').replace('+', '_')}.png", name, observable, (low, high)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    temporary.mkdir()
-    try:
-        (temporary / REPORT_MARKER).write_text("written by unfold closure; replaced by the next report\n")
+    with report_folder(out, "unfold closure") as temporary:
         for file_name, name, observable, window in plots:
             plot_closure(temporary / file_name, label=observable.label, unit=observable.unit,
                          samples=[(label, s[name]) for label, s in zip(names, samples, strict=True)], window=window)
@@ -224,9 +201,5 @@ def run_closure(
         images = [(file_name, f"{name}: truth (dashed) and unfolded (solid), window edges dotted")
                   for file_name, name, _, _ in plots]
         (temporary / "index.html").write_text(closure_page(f"Prior dependence: {Path(run).name}", meta, rows, images))
-        _publish(temporary, out)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
     header = f"{'observable':24s} {'alternative':>14s}: shift of the mean in the window (alternative - nominal)"
     return ClosureResult(out=out, headline="\n".join([header, *headline]))
