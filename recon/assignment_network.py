@@ -13,6 +13,7 @@ from recon.branch_encoder import BranchEncoder
 from recon.errors import ReconError
 from recon.event_topology import EventTopology
 from recon.heads import ClassificationHead, DetectionHead, RegressionHead
+from recon.mass_prior import TupleMassPrior
 from recon.symmetric_attention import SymmetricTensorAttention
 
 __all__ = ["AssignmentNetwork", "AssignmentOutput"]
@@ -61,6 +62,8 @@ class AssignmentNetwork(nn.Module):
         feedforward_multiplier: the encoder's feed-forward hidden width in units of D.
         branch_depth: transformer blocks in each resonance branch.
         attention_width: D_a, the width of each symmetric attention weight (D_a**K entries).
+        mass_prior: add to each resonance of two or more daughters a learned logit of its tuple's
+            masses (:class:`recon.mass_prior.TupleMassPrior`; needs four-momenta).
         classification_classes: number of classes of each classification target in topology
             order; every target is binary when omitted.
     """
@@ -77,6 +80,7 @@ class AssignmentNetwork(nn.Module):
         feedforward_multiplier: int = 2,
         branch_depth: int = 1,
         attention_width: int = 32,
+        mass_prior: bool = False,
         classification_classes: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
@@ -110,6 +114,14 @@ class AssignmentNetwork(nn.Module):
             )
             for r in topology.resonances
         )
+        self.mass_priors = (
+            nn.ModuleList(
+                TupleMassPrior(order=r.order, group=r.group) if r.order >= 2 else nn.Identity()
+                for r in topology.resonances
+            )
+            if mass_prior
+            else None
+        )
         self.detections = nn.ModuleList(DetectionHead(width=width) for _ in topology.resonances)
         self.regression = (
             RegressionHead(width=width, outputs=len(topology.regressions))
@@ -133,12 +145,13 @@ class AssignmentNetwork(nn.Module):
     def forward(self, inputs: EncoderInputs) -> AssignmentOutput:
         """Predict assignments and event-level quantities; see :class:`encoders.EncoderInputs` for shapes."""
         encoded = self.encoder(inputs)
+        priors = self._mass_priors(inputs.four_momenta)
         log_probs, detection_logits = [], []
-        for branch, attention, detection in zip(
-            self.branches, self.attentions, self.detections, strict=True
+        for branch, attention, detection, prior in zip(
+            self.branches, self.attentions, self.detections, priors, strict=True
         ):
             branched = branch(encoded)
-            log_probs.append(attention(branched.objects, encoded.object_mask))
+            log_probs.append(attention(branched.objects, encoded.object_mask, prior))
             detection_logits.append(detection(encoded.event, branched.summary))
         if self.regression is not None:
             mean, log_scale = self.regression(encoded.event)
@@ -152,3 +165,13 @@ class AssignmentNetwork(nn.Module):
             classification_logits=tuple(head(encoded.event) for head in self.classifications),
             object_mask=encoded.object_mask,
         )
+
+    def _mass_priors(self, four_momenta: Tensor | None) -> list[Tensor | None]:
+        """Per resonance, the mass prior's (E, N, ..., N) logits, or None where there is none."""
+        if self.mass_priors is None:
+            return [None] * len(self.attentions)
+        if four_momenta is None:
+            raise ReconError(f"{self.topology.path}: the mass prior needs four-momenta; these inputs give none")
+        return [
+            prior(four_momenta) if isinstance(prior, TupleMassPrior) else None for prior in self.mass_priors
+        ]

@@ -106,12 +106,14 @@ class SymmetricTensorAttention(nn.Module):
         """S, Theta averaged over the group's axis permutations; (D_a,) * K."""
         return torch.stack([self.theta.permute(p) for p in self.group]).mean(0)
 
-    def forward(self, objects: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, objects: Tensor, mask: Tensor, bias: Tensor | None = None) -> Tensor:
         """Log-probabilities of every K-tuple.
 
         Args:
             objects: (E, N, D) branch-encoded objects.
             mask: (E, N) bool, True for real objects.
+            bias: optional (E, N, ..., N) logits added before the softmax, symmetric under the
+                same group (e.g. :class:`recon.mass_prior.TupleMassPrior`).
 
         Returns:
             (E, N, ..., N) with K object axes; -inf on forbidden tuples; over the allowed
@@ -119,4 +121,6 @@ class SymmetricTensorAttention(nn.Module):
         """
         projected = self.project(objects)
         logits = torch.einsum(self._equation, self.symmetric_weight(), *([projected] * self.order))
+        if bias is not None:
+            logits = logits + bias
         return masked_log_softmax(logits, allowed_tuples(mask, self.order))

@@ -57,10 +57,10 @@ def random_inputs(rng: np.random.Generator, events: int = 6, count: int = COUNT)
     )
 
 
-def build(pair_bias: bool = True, topology: EventTopology = SEMILEPTONIC) -> AssignmentNetwork:
+def build(pair_bias: bool = True, topology: EventTopology = SEMILEPTONIC, mass_prior: bool = False) -> AssignmentNetwork:
     torch.manual_seed(0)
     return AssignmentNetwork(
-        topology=topology, width=32, depth=2, heads=4, pair_bias=pair_bias, attention_width=8
+        topology=topology, width=32, depth=2, heads=4, pair_bias=pair_bias, attention_width=8, mass_prior=mass_prior
     )
 
 
@@ -77,6 +77,18 @@ def test_output_shapes(pair_bias: bool, rng: np.random.Generator) -> None:
     torch.testing.assert_close(output.log_probs[1].exp().flatten(1).sum(1), torch.ones(6))
 
 
+def test_the_mass_prior_needs_four_momenta(rng: np.random.Generator) -> None:
+    inputs = random_inputs(rng)._replace(four_momenta=None)
+    with pytest.raises(ReconError, match="mass prior needs four-momenta"):
+        build(pair_bias=False, mass_prior=True)(inputs)
+
+
+def test_the_mass_prior_keeps_the_hadronic_top_symmetric_in_its_w_daughters(rng: np.random.Generator) -> None:
+    output = build(mass_prior=True).eval()(random_inputs(rng))
+    hadronic = output.log_probs[SEMILEPTONIC.resonance_names.index("ht")]  # (b, q1, q2)
+    torch.testing.assert_close(hadronic, hadronic.transpose(2, 3))
+
+
 def test_topology_without_event_targets_keeps_the_output_types(rng: np.random.Generator) -> None:
     bare = EventTopology(SEMILEPTONIC.sources, SEMILEPTONIC.resonances, SEMILEPTONIC.event_group)
     output = build(topology=bare).eval()(random_inputs(rng))
@@ -84,11 +96,11 @@ def test_topology_without_event_targets_keeps_the_output_types(rng: np.random.Ge
     assert output.classification_logits == ()
 
 
-@pytest.mark.parametrize("pair_bias", [False, True])
+@pytest.mark.parametrize(("pair_bias", "mass_prior"), [(False, False), (True, False), (False, True)])
 def test_permuting_objects_permutes_every_assignment_axis(
-    pair_bias: bool, rng: np.random.Generator
+    pair_bias: bool, mass_prior: bool, rng: np.random.Generator
 ) -> None:
-    model = build(pair_bias).eval()
+    model = build(pair_bias, mass_prior=mass_prior).eval()
     inputs = random_inputs(rng)
     order = torch.as_tensor(rng.permutation(COUNT))
     permuted = EncoderInputs(

@@ -166,7 +166,8 @@ def build_task_parser(task: str):
     _add_signature(parser, EventEncoder, "encoder", skip={"sources"}, types=pair_bias)
     if task == "recon":
         encoder_keys = set(inspect.signature(EventEncoder).parameters)
-        _add_signature(parser, AssignmentNetwork, "model", skip={"topology", *encoder_keys})
+        _add_signature(parser, AssignmentNetwork, "model", skip={"topology", *encoder_keys},
+                       types={"mass_prior": bool | Literal["auto"]})
         module = ReconModule
     elif task == "parton":
         _add_signature(parser, PartonModule, "model", only=PartonModule.MODEL_OPTIONS)

@@ -39,9 +39,10 @@ class OnnxAssignmentNetwork(nn.Module):
         topology = network.topology
         self.sequential = [s.name for s in topology.sequential]
         self.globals = [s.name for s in topology.globals]
-        self.pair_bias = network.encoder.pair_bias is not None
+        # The pair bias and the mass prior read the objects' four-momenta.
+        self.four_momenta = network.encoder.pair_bias is not None or network.mass_priors is not None
         self.input_names = [f"{s}_features" for s in self.sequential] + [f"{s}_mask" for s in self.sequential]
-        self.input_names += [f"{g}_features" for g in self.globals] + (["four_momenta"] if self.pair_bias else [])
+        self.input_names += [f"{g}_features" for g in self.globals] + (["four_momenta"] if self.four_momenta else [])
         self.output_names = [f"log_probs_{r}" for r in topology.resonance_names] + ["detection_logits"]
         self.output_names += ["regression_mean", "regression_log_scale"]
         self.output_names += [f"classification_logits_{c}" for c in topology.classifications]
@@ -53,7 +54,7 @@ class OnnxAssignmentNetwork(nn.Module):
             sequential_features=tensors[:n_seq],
             sequential_masks=tensors[n_seq : 2 * n_seq],
             global_features=tensors[2 * n_seq : 2 * n_seq + n_glob],
-            four_momenta=tensors[2 * n_seq + n_glob] if self.pair_bias else None,
+            four_momenta=tensors[2 * n_seq + n_glob] if self.four_momenta else None,
         )
         output = self.network(inputs)
         return (*output.log_probs, output.detection_logits, output.regression_mean, output.regression_log_scale,
@@ -69,7 +70,7 @@ class OnnxAssignmentNetwork(nn.Module):
             axes[f"{s}_mask"] = {0: "events", 1: objects}
         for g in self.globals:
             axes[f"{g}_features"] = {0: "events"}
-        if self.pair_bias:
+        if self.four_momenta:
             axes["four_momenta"] = {0: "events", 1: "objects"}
         for name, order in zip(self.output_names, self.orders, strict=False):
             axes[name] = {0: "events", **dict.fromkeys(range(1, order + 1), "objects")}
@@ -99,8 +100,8 @@ def onnx_inputs(data: SpanetData, topology) -> dict[str, np.ndarray]:
 def export_network(network: AssignmentNetwork, out: Path, feeds: dict[str, np.ndarray]) -> Path:
     """Trace ``network`` on the first events of ``feeds`` (:func:`onnx_inputs`) and write it to ``out`` (ONNX)."""
     wrapper = OnnxAssignmentNetwork(network).eval()
-    if wrapper.pair_bias and "four_momenta" not in feeds:
-        raise UnfoldError("the model uses the pair bias but the inputs give no four-momenta "
+    if wrapper.four_momenta and "four_momenta" not in feeds:
+        raise UnfoldError("the model uses the pair bias or the mass prior but the inputs give no four-momenta "
                           "(expected pt, eta, phi or sin_phi/cos_phi, and mass)")
     example = tuple(torch.as_tensor(feeds[name][:4]) for name in wrapper.input_names)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,8 @@ class ReconConfig(RunConfig):
     Attributes:
         encoder: EventEncoder keywords; ``pair_bias: "auto"`` (or absent) turns the Lorentz-invariant
             pair bias on whenever the inputs give four-momenta.
-        model: AssignmentNetwork head keywords (branch_depth, attention_width, ...) and the loss
+        model: AssignmentNetwork head keywords (branch_depth, attention_width, ...; ``mass_prior: "auto"``
+            or absent turns the tuple mass prior on whenever the inputs give four-momenta) and the loss
             options of :class:`ReconModule` (regression_distribution, balance_patterns).
         optimizer: learning_rate and weight_decay of AdamW.
         test: file of the efficiency table printed after training (recorded in config.yaml).
@@ -91,6 +92,8 @@ def train_recon(config: ReconConfig) -> Path:
         if encoder.get("pair_bias", "auto") == "auto":
             encoder["pair_bias"] = data.four_momenta is not None
         model = dict(config.model)
+        if model.get("mass_prior", "auto") == "auto":
+            model["mass_prior"] = data.four_momenta is not None
         loss = {key: model.pop(key) for key in ReconModule.MODEL_OPTIONS if key in model}
         module = ReconModule(event_file_yaml=Path(config.event_file).read_text(), encoder=encoder, model=model,
                              **loss, **config.optimizer)
