@@ -62,8 +62,9 @@ class AssignmentNetwork(nn.Module):
         feedforward_multiplier: the encoder's feed-forward hidden width in units of D.
         branch_depth: transformer blocks in each resonance branch.
         attention_width: D_a, the width of each symmetric attention weight (D_a**K entries).
-        mass_prior: add to each resonance of two or more daughters a learned logit of its tuple's
-            masses (:class:`recon.mass_prior.TupleMassPrior`; needs four-momenta).
+        mass_prior: add to each resonance of two or more daughters a learned chi-square of its tuple's
+            masses (:class:`recon.mass_prior.TupleMassPrior`; needs four-momenta; start it with
+            :meth:`fit_mass_priors`).
         classification_classes: number of classes of each classification target in topology
             order; every target is binary when omitted.
     """
@@ -141,6 +142,14 @@ class AssignmentNetwork(nn.Module):
         self.encoder.fit_normalization(inputs, weights)
         if regressions is not None and self.regression is not None:
             self.regression.fit(regressions, weights)
+
+    @torch.no_grad()
+    def fit_mass_priors(self, four_momenta: Tensor, indices: Sequence[Tensor]) -> None:
+        """Start each mass prior at the masses of the truth-matched daughters: (E, N, 4) four-momenta
+        [GeV] and, per resonance in topology order, (E, K_r) object indices (-1 unmatched)."""
+        for prior, daughters in zip(self.mass_priors or (), indices, strict=True):
+            if isinstance(prior, TupleMassPrior):
+                prior.fit(four_momenta, daughters)
 
     def forward(self, inputs: EncoderInputs) -> AssignmentOutput:
         """Predict assignments and event-level quantities; see :class:`encoders.EncoderInputs` for shapes."""

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from recon.errors import ReconError
 
-__all__ = ["TupleMassPrior", "tuple_mass_features"]
+__all__ = ["TupleMassPrior", "tuple_masses"]
 
 # Masses enter the MLP in units of 100 GeV, the scale of m_W and m_t (order-one inputs).
 _MASS_UNIT = 100.0
@@ -29,22 +29,23 @@ def _minkowski_gram(four_momenta: Tensor) -> Tensor:
     return torch.einsum("eac,ebc->eab", four_momenta * metric, four_momenta)
 
 
-def tuple_mass_features(four_momenta: Tensor, order: int) -> Tensor:
+def tuple_masses(four_momenta: Tensor, order: int) -> tuple[Tensor, list[Tensor]]:
     """Invariant masses of every K-tuple and of each of its daughter pairs, in units of 100 GeV.
 
     Built from the Minkowski products only: :math:`m^2_{a_1 \\dots a_K} = \\sum_{i,j} p_{a_i} \\cdot p_{a_j}`.
+    m^2 < 0 from rounding or smeared masses gives 0.
 
     Args:
         four_momenta: (E, N, 4) as (energy, px, py, pz) in GeV.
         order: K >= 2.
 
     Returns:
-        (E, N, ..., N, 1 + K(K-1)/2) with K object axes: the tuple mass, then the pair masses
-        in the order of ``itertools.combinations(range(K), 2)``; m^2 < 0 from rounding or
-        smeared masses gives 0.
+        The tuple masses (E, N, ..., N) with K object axes, and the pair masses in the order of
+        ``itertools.combinations(range(K), 2)``, each shaped to broadcast over the tuple axes
+        (size N on its two axes, 1 on the others).
     """
     if order < 2:
-        raise ReconError(f"tuple_mass_features: order {order}; a mass needs at least 2 objects")
+        raise ReconError(f"tuple_masses: order {order}; a mass needs at least 2 objects")
     gram = _minkowski_gram(four_momenta.float())
     events, count = gram.shape[:2]
 
@@ -58,37 +59,80 @@ def tuple_mass_features(four_momenta: Tensor, order: int) -> Tensor:
     pairs = [along(a, a) + along(b, b) + 2 * along(a, b) for a, b in combinations(range(order), 2)]
     singles = sum(along(a, a) for a in range(order))
     # m^2(tuple) = sum_a m_a^2 + 2 sum_{a<b} p_a.p_b = sum of the pair m^2 minus (K - 2) sum_a m_a^2.
-    whole = sum(pairs) - (order - 2) * singles
-    shape = [events] + [count] * order
-    squared = torch.stack([whole.expand(shape)] + [p.expand(shape) for p in pairs], dim=-1)
-    return squared.clamp_min(0.0).sqrt() / _MASS_UNIT
+    whole = (sum(pairs) - (order - 2) * singles).expand([events] + [count] * order)
+
+    def mass(squared: Tensor) -> Tensor:
+        return squared.clamp_min(0.0).sqrt() / _MASS_UNIT
+
+    return mass(whole), [mass(p) for p in pairs]
 
 
 class TupleMassPrior(nn.Module):
-    """An additive logit for every K-tuple from its masses, symmetric under the daughter group.
+    r"""A chi-square logit for every K-tuple from its masses, learned, symmetric under the daughter group.
 
-    An MLP maps the features of :func:`tuple_mass_features` to one number; the result is
-    averaged over the group's permutations of the object axes, so swapping q1 and q2 of a W
-    leaves it unchanged exactly, like the attention it is added to.
+    For the tuple mass and (for K >= 3) each daughter pair's mass :math:`m_f` (:func:`tuple_masses`),
+
+    .. math:: \text{logit} = -\frac{1}{2} \sum_f \left(\frac{m_f - \mu_f}{\sigma_f}\right)^2,
+
+    the chi-square of :mod:`recon.chi_square` over every mass of the tuple (for a hadronic top:
+    m(bqq'), m(qq'), m(bq), m(bq')). :meth:`fit` starts the centres and widths at the median and
+    central half-width of the truth-matched training tuples; training then moves them. The
+    result is averaged over the group's permutations of the object axes, so swapping q1 and q2
+    of a W leaves it unchanged exactly, like the attention it is added to. It costs a few
+    element-wise operations per tuple.
 
     Args:
         order: K >= 2 daughters.
         group: G_P as index permutations of ``range(K)`` (the identity alone when trivial).
-        hidden: the MLP's hidden width.
     """
 
-    def __init__(self, *, order: int, group: Sequence[Sequence[int]], hidden: int = 16) -> None:
+    def __init__(self, *, order: int, group: Sequence[Sequence[int]]) -> None:
         super().__init__()
         if order < 2:
             raise ReconError(f"TupleMassPrior: order {order}; a mass prior needs at least 2 daughters")
         self.order = order
         self.group = tuple(tuple(int(i) for i in p) for p in group) or (tuple(range(order)),)
-        features = 1 + order * (order - 1) // 2
-        self.mlp = nn.Sequential(nn.Linear(features, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        features = 1 + (order * (order - 1) // 2 if order >= 3 else 0)
+        # Until fitted: every mass centred at 100 GeV with a 100 GeV width, a gentle start.
+        self.centre = nn.Parameter(torch.ones(features))
+        self.log_width = nn.Parameter(torch.zeros(features))
+
+    def _masses(self, four_momenta: Tensor) -> list[Tensor]:
+        whole, pairs = tuple_masses(four_momenta, self.order)
+        return [whole, *pairs] if self.order >= 3 else [whole]
 
     def forward(self, four_momenta: Tensor) -> Tensor:
         """(E, N, ..., N) logits with K object axes from the (E, N, 4) four-momenta [GeV]."""
-        logits = self.mlp(tuple_mass_features(four_momenta, self.order)).squeeze(-1)
+        widths = self.log_width.exp()
+        chi2 = sum(
+            ((mass - centre) / width) ** 2
+            for mass, centre, width in zip(self._masses(four_momenta), self.centre, widths, strict=True)
+        )
+        logits = -0.5 * chi2
         if len(self.group) == 1:
             return logits
         return torch.stack([logits.permute(0, *(1 + a for a in p)) for p in self.group]).mean(0)
+
+    @torch.no_grad()
+    def fit(self, four_momenta: Tensor, daughters: Tensor) -> None:
+        """Centre and width of each mass from the truth-matched tuples.
+
+        Args:
+            four_momenta: (E, N, 4) as (energy, px, py, pz) in GeV.
+            daughters: (E, K) object index of each daughter, -1 where unmatched; events with
+                every daughter matched count.
+        """
+        matched = (daughters >= 0).all(dim=1)
+        if int(matched.sum()) < 2:
+            raise ReconError(f"TupleMassPrior.fit: {int(matched.sum())} fully matched tuples; need at least 2")
+        p4, tuples = four_momenta[matched], daughters[matched]
+        rows = torch.arange(len(tuples))
+        chosen = [p4[rows, tuples[:, k]][:, None, :] for k in range(self.order)]
+        one_tuple = torch.cat(chosen, dim=1)  # (e, K, 4): each event's true tuple as objects 0..K-1
+        shape = [len(tuples)] + [self.order] * self.order
+        for feature, mass in enumerate(self._masses(one_tuple)):
+            values = mass.expand(shape)[(slice(None), *range(self.order))]  # the tuple (0, 1, ..., K-1)
+            # The median and the central 68.27 % half-width: robust against combinatorial tails.
+            low, median, high = torch.quantile(values, values.new_tensor([0.158655, 0.5, 0.841345]))
+            self.centre[feature] = median
+            self.log_width[feature] = ((high - low) / 2).clamp_min(1e-3).log()

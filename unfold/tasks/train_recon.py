@@ -56,13 +56,16 @@ def _path(value: Path | None) -> str | None:
 def fit_statistics(module: ReconModule, tensors: IndexedTensors, rows: torch.Tensor, *, normalization: bool = True) -> None:
     """Fit what the network learns from before training on the training ``rows``, weighted by
     the events' weights (an event of weight 2 counts as two copies): the input and regression
-    normalisation (skipped with ``normalization`` False, e.g. when it comes from a pretrained run)
+    normalisation and the mass priors' centres and widths (skipped with ``normalization`` False, e.g.
+    when they come from a pretrained run)
     and the pattern-balance weights, from the weighted count of each pattern of present resonances."""
     targets = tensors.tensors.targets
     weights = targets.event_weights[rows]
     if normalization:
         batch = tensors.collate(rows.tolist())
         module.network.fit_normalization(batch.inputs, batch.targets.regressions, weights)
+        if batch.inputs.four_momenta is not None:
+            module.network.fit_mass_priors(batch.inputs.four_momenta, batch.targets.indices)
     present = resonance_presence([t[rows] for t in targets.indices], [m[rows] for m in targets.resonance_masks])
     module.pattern_weights.copy_(pattern_balance_weights(present, module.topology.event_group, weights))
 
