@@ -40,6 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="extra Pythia setting, repeatable, applied last (e.g. '6:m0 = 173.5' for a top-mass variation)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="share of events written to the test file")
     parser.add_argument("--max-particle-jets", type=positive_int, default=16, help="slots of the particle-level jet collection")
+    parser.add_argument("--keep-missed", action="store_true",
+                        help="also write the parton and particle truth of the events that fail the detector selection "
+                             "under MISSED/PARTONS and MISSED/PARTICLES of the same files, for efficiency corrections "
+                             "(reads every event in full: slower)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     config = GenerationConfig(
         process=args.process, events=args.events, out=args.out, seed=args.seed, workers=args.workers,
         detector=args.detector, mpi=args.mpi, pythia=tuple(args.pythia), test_fraction=args.test_fraction,
-        max_particle_jets=args.max_particle_jets,
+        max_particle_jets=args.max_particle_jets, keep_missed=args.keep_missed,
     )
     result = generate(config, progress=not args.quiet)
     print(

@@ -14,6 +14,7 @@ import numpy as np
 import pythia8mc
 
 from unfold.generation.kinematics import delta_r, to_cylindrical
+from unfold.generation.processes import FiducialRegion
 
 __all__ = [
     "BOTTOM",
@@ -24,6 +25,7 @@ __all__ = [
     "JetClustering",
     "dress",
     "flavour_labels",
+    "in_fiducial",
     "not_overlapping",
     "relative_isolation",
 ]
@@ -101,3 +103,17 @@ def flavour_labels(
         dr = delta_r(jet_cyl[:, None, 1], jet_cyl[:, None, 2], hadron_cyl[None, :, 1], hadron_cyl[None, :, 2])
         labels[(dr < radius).any(axis=1)] = flavour
     return labels
+
+
+def in_fiducial(region: FiducialRegion, lepton_cyl: np.ndarray | None, jets_cyl: np.ndarray, flavour: np.ndarray) -> bool:
+    """Whether a particle-level event lies in ``region``: its dressed prompt lepton (pt, eta, phi,
+    mass, or None) and its jets (J, 4) (pt, eta, phi, mass) with flavour labels (J,); jets within
+    :data:`OVERLAP_RADIUS` of the lepton do not count."""
+    leptons = 0
+    if lepton_cyl is not None:
+        leptons = int(lepton_cyl[0] > region.lepton_pt_min and abs(lepton_cyl[1]) < region.lepton_eta_max)
+    if leptons != region.leptons:
+        return False
+    jets = (jets_cyl[:, 0] > region.jet_pt_min) & (np.abs(jets_cyl[:, 1]) < region.jet_eta_max)
+    jets &= not_overlapping(jets_cyl, lepton_cyl)
+    return int(jets.sum()) >= region.jets and int((jets & (flavour == BOTTOM)).sum()) >= region.b_jets

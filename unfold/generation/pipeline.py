@@ -21,7 +21,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -35,12 +35,14 @@ from unfold.generation.detector import selection_possible
 from unfold.generation.detector_card import DetectorCard, load_detector_card
 from unfold.generation.processes import Process, ProcessName, get_process
 from unfold.generation.pythia_events import generate_truth, pythia_settings
-from unfold.generation.simulation import simulate_event
+from unfold.generation.simulation import simulate_event, truth_record
 from unfold.outputs import process_alive, remove_stale_partials
 
 __all__ = ["GenerationConfig", "GenerationResult", "default_paths", "ensure_default_data", "generate"]
 
 SHARD_SIZE = 250
+MISSED = "MISSED"  # group of the events that fail the detector selection (--keep-missed)
+_POSITION = f"{MISSED}/selected_before"  # shard files only: selected events generated before each missed one
 PYTHIA_MAX_SEED = 900_000_000  # Pythia's Random:seed range
 
 
@@ -59,6 +61,7 @@ class GenerationConfig:
     test_fraction: float = 0.2
     max_particle_jets: int = 16
     shard_size: int = SHARD_SIZE
+    keep_missed: bool = False  # also write the truth of the events that fail the selection, under MISSED/
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,16 @@ def _init_worker(counter) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle_jets: int, folder: Path) -> tuple[Path, int]:
-    """Generate one shard's accepted events into ``folder``; returns its file and events tried."""
+def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle_jets: int, folder: Path,
+               keep_missed: bool = False) -> tuple[Path, int]:
+    """Generate one shard's accepted events into ``folder``; returns its file and events tried.
+
+    With ``keep_missed`` the truth of every event that fails the selection goes to ``MISSED/`` with
+    the number of selected events generated before it. The detector RNG is drawn only for events
+    that may pass, so the selected events are the same with and without it.
+    """
     rng = np.random.default_rng(shard.detector_seed)
-    records, tried = [], 0
+    records, missed, tried = [], [], 0
     truths = generate_truth(
         shard.settings,
         shard.pythia_seed,
@@ -107,13 +116,17 @@ def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle
         jet_radius=card.jets.cluster_radius,
         jet_pt_min=card.jets.cluster_pt_min,
         selection_possible=lambda lepton, jets: selection_possible(lepton, jets, card, leptons=process.leptons, min_jets=process.min_jets),
+        keep_vetoed=keep_missed,
     )
     for truth in truths:
         tried += 1
         if truth is None:
             continue
-        record = simulate_event(truth, process, card, rng, max_particle_jets=max_particle_jets)
+        record = simulate_event(truth, process, card, rng, max_particle_jets=max_particle_jets) if truth.selectable else None
         if record is None:
+            if keep_missed:
+                missed.append({f"{MISSED}/{key}": value for key, value in truth_record(truth, process, card, max_particle_jets=max_particle_jets).items()})
+                missed[-1][_POSITION] = np.int64(len(records))
             continue
         records.append(record)
         if _counter is not None:
@@ -123,8 +136,9 @@ def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle
             break
     path = folder / f"shard-{shard.index:05d}.h5"
     with h5py.File(path, "w") as file:
-        for key in records[0]:
-            file.create_dataset(key, data=np.stack([np.asarray(r[key]) for r in records]))
+        for batch in (records, missed):
+            for key in batch[0] if batch else ():
+                file.create_dataset(key, data=np.stack([np.asarray(r[key]) for r in batch]))
     return path, tried
 
 
@@ -166,7 +180,7 @@ def _shard_results(config: GenerationConfig, process: Process, card: DetectorCar
         while submitted < n_shards or pending:
             while submitted < n_shards and len(pending) < 2 * workers:
                 shard = _shard(config, submitted, settings)
-                pending.append(pool.apply_async(_run_shard, (shard, process, card, config.max_particle_jets, folder)))
+                pending.append(pool.apply_async(_run_shard, (shard, process, card, config.max_particle_jets, folder, config.keep_missed)))
                 submitted += 1
             pending[0].wait(0.2)
             bar.update(counter.value - bar.n)
@@ -219,17 +233,22 @@ def generate(config: GenerationConfig, *, progress: bool = True) -> GenerationRe
 
 def _split_append(shard: Path, written: int, n_train: int, train: h5py.File, test: h5py.File) -> int:
     """Append a shard's events to the train file up to event ``n_train`` and to the test file after
-    it; returns the events written so far."""
+    it; returns the events written so far. Missed events go to the file of the next selected event
+    generated after them, so each file's selected and missed events come from one stretch of the stream."""
     with h5py.File(shard, "r") as file:
         keys: list[str] = []
         file.visititems(lambda key, obj: keys.append(key) if isinstance(obj, h5py.Dataset) else None)
         arrays = {key: file[key][()] for key in sorted(keys)}
-    n = len(arrays["INPUTS/Momenta/MASK"])
+    selected = {key: value for key, value in arrays.items() if not key.startswith(f"{MISSED}/")}
+    missed = {key: value for key, value in arrays.items() if key.startswith(f"{MISSED}/") and key != _POSITION}
+    n = len(selected["INPUTS/Momenta/MASK"])
     cut = min(max(n_train - written, 0), n)
-    if cut > 0:
-        append_arrays(train, {key: value[:cut] for key, value in arrays.items()})
-    if cut < n:
-        append_arrays(test, {key: value[cut:] for key, value in arrays.items()})
+    to_train = arrays[_POSITION] < cut if missed else np.zeros(0, bool)
+    for file, rows, missed_rows in ((train, slice(0, cut), to_train), (test, slice(cut, n), ~to_train)):
+        if rows.stop > rows.start:
+            append_arrays(file, {key: value[rows] for key, value in selected.items()})
+        if missed_rows.any():
+            append_arrays(file, {key: value[missed_rows] for key, value in missed.items()})
     return written + n
 
 
@@ -248,6 +267,8 @@ def _attributes(config: GenerationConfig, process: Process, card: DetectorCard, 
         "event_file": process.event_file,
         "event_file_yaml": event_file.read_text(),
         "composites": json.dumps(process.composites),
+        "fiducial_region": json.dumps(asdict(process.fiducial)),
+        "keep_missed": config.keep_missed,
         "code_version": metadata.version("unfold-suite"),
     }
 

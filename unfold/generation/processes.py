@@ -19,7 +19,7 @@ from typing import Literal, get_args
 
 from unfold.errors import UnfoldError
 
-__all__ = ["PROCESSES", "Process", "ProcessName", "get_process"]
+__all__ = ["PROCESSES", "FiducialRegion", "Process", "ProcessName", "get_process"]
 
 ProcessName = Literal["ttbar-semileptonic", "ttbar-allhadronic"]
 
@@ -58,8 +58,28 @@ class PartonSlot:
 
 
 @dataclass(frozen=True)
+class FiducialRegion:
+    """The particle-level phase space a measurement unfolds to (``PARTICLES/fiducial``).
+
+    Exactly ``leptons`` dressed prompt leptons with pT > ``lepton_pt_min`` and |eta| <
+    ``lepton_eta_max``, and at least ``jets`` particle-level anti-kT R=0.4 jets (those within
+    Delta R < 0.4 of the lepton removed) with pT > ``jet_pt_min`` and |eta| < ``jet_eta_max``,
+    at least ``b_jets`` of them b-labelled by a b hadron (GeV).
+    """
+
+    leptons: int
+    lepton_pt_min: float
+    lepton_eta_max: float
+    jets: int
+    jet_pt_min: float
+    jet_eta_max: float
+    b_jets: int
+
+
+@dataclass(frozen=True)
 class Process:
-    """A process: event file, Pythia decay settings, parton slots and detector selection."""
+    """A process: event file, Pythia decay settings, parton slots, detector selection and the
+    particle-level fiducial region."""
 
     name: ProcessName
     event_file: str
@@ -68,6 +88,7 @@ class Process:
     record_objects: tuple[tuple[str, Side, Literal["t", "W"]], ...]
     min_jets: int
     leptons: int
+    fiducial: FiducialRegion
 
     def decay_settings(self) -> tuple[str, ...]:
         """W decay settings: hadronic only, or (semi-leptonic) any allowed decay of either W with a
@@ -115,6 +136,10 @@ PROCESSES: dict[str, Process] = {
         ),
         min_jets=4,
         leptons=1,
+        # The resolved lepton+jets particle level of ATLAS, Eur. Phys. J. C 79 (2019) 1028
+        # (arXiv 1908.07305): one e or mu above 27 GeV, >= 4 jets above 25 GeV, >= 2 of them b jets.
+        fiducial=FiducialRegion(leptons=1, lepton_pt_min=27.0, lepton_eta_max=2.5, jets=4, jet_pt_min=25.0,
+                                jet_eta_max=2.5, b_jets=2),
     ),
     "ttbar-allhadronic": Process(
         name="ttbar-allhadronic",
@@ -137,6 +162,10 @@ PROCESSES: dict[str, Process] = {
         record_objects=(("t1", "top", "t"), ("W1", "top", "W"), ("t2", "antitop", "t"), ("W2", "antitop", "W")),
         min_jets=6,
         leptons=0,
+        # The resolved all-hadronic particle level of ATLAS, JHEP 01 (2021) 033 (arXiv 2006.09274):
+        # >= 6 jets above 55 GeV with |eta| < 2.5, >= 2 of them b jets (no prompt lepton exists here).
+        fiducial=FiducialRegion(leptons=0, lepton_pt_min=0.0, lepton_eta_max=0.0, jets=6, jet_pt_min=55.0,
+                                jet_eta_max=2.5, b_jets=2),
     ),
 }
 

@@ -48,6 +48,8 @@ class TruthEvent:
             its pdg id, or None.
         neutrinos: (k, 4) the prompt neutrino(s) from the W decay(s).
         missing_pt: (2,) truth missing transverse momentum: the sum over all final neutrinos.
+        selectable: whether the event may pass the detector selection; False only for events that
+            ``generate_truth(..., keep_vetoed=True)`` read in full although they cannot.
     """
 
     partons: dict[str, np.ndarray]
@@ -62,6 +64,7 @@ class TruthEvent:
     lepton: np.ndarray | None
     neutrinos: np.ndarray
     missing_pt: np.ndarray
+    selectable: bool = True
 
 
 def pythia_settings(process: Process, *, mpi: bool, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -77,11 +80,14 @@ def generate_truth(
     jet_radius: float,
     jet_pt_min: float,
     selection_possible: Callable[[np.ndarray | None, np.ndarray], bool] = lambda lepton, jets: True,
+    keep_vetoed: bool = False,
 ) -> Iterator[TruthEvent | None]:
     """Endless stream of events from a Pythia instance initialised with ``settings`` and ``seed``,
     with anti-kT jets of radius ``jet_radius`` above ``jet_pt_min``. An event whose dressed
     prompt lepton (px, py, pz, E, id, or None) and particle-level jets (J, 4) fail
-    ``selection_possible`` is yielded as None, the rest of its record unread."""
+    ``selection_possible`` is yielded as None, the rest of its record unread; with
+    ``keep_vetoed`` it is read in full and yielded with ``selectable`` False (for the truth of
+    the events the detector misses)."""
     pythia = pythia8mc.Pythia("", False)
     # Registers the ResonanceDecayFilter settings; the filter acts only when switched on.
     decay_filter = pythia8mc.ResonanceDecayFilterHook(pythia.settings)
@@ -91,7 +97,7 @@ def generate_truth(
             raise UnfoldError(f"Pythia setting not understood: {line!r}")
     if not pythia.init():
         raise UnfoldError(f"Pythia failed to initialise with settings {list(settings)}")
-    reader = _Reader(pythia.particleData, process, JetClustering(jet_radius, jet_pt_min), selection_possible)
+    reader = _Reader(pythia.particleData, process, JetClustering(jet_radius, jet_pt_min), selection_possible, keep_vetoed)
     failures = 0
     while True:
         if not pythia.next():
@@ -135,11 +141,13 @@ def _columns(particles: list) -> np.ndarray:
 class _Reader:
     """Reads a :class:`TruthEvent` from Pythia's event record (PDG properties cached per id)."""
 
-    def __init__(self, particle_data, process: Process, clustering: JetClustering, selection_possible) -> None:
+    def __init__(self, particle_data, process: Process, clustering: JetClustering, selection_possible,
+                 keep_vetoed: bool = False) -> None:
         self._data = particle_data
         self._process = process
         self._clustering = clustering
         self._selection_possible = selection_possible
+        self._keep_vetoed = keep_vetoed
         self._kinds: dict[int, tuple[bool, bool, int]] = {}
 
     def _kind(self, pdg_id: int) -> tuple[bool, bool, int]:
@@ -155,7 +163,7 @@ class _Reader:
 
     def read(self, event) -> TruthEvent | None:
         """The event's truth, or None when it cannot pass the selection (decided from the lepton and
-        the jets, before the bulk of the record is read)."""
+        the jets, before the bulk of the record is read) unless vetoed events are kept."""
         particles = event.particles()
         n = len(particles)
         ids = np.fromiter(map(pythia8mc.Particle.id, particles), np.int64, n)
@@ -173,7 +181,8 @@ class _Reader:
         jets, constituents = self._clustering.cluster(event)
         for i in dressed_lepton:
             event[i].statusPos()
-        if not self._selection_possible(lepton, jets):
+        selectable = bool(self._selection_possible(lepton, jets))
+        if not selectable and not self._keep_vetoed:
             return None
 
         unique, inverse = np.unique(ids, return_inverse=True)
@@ -204,6 +213,7 @@ class _Reader:
             lepton=lepton,
             neutrinos=np.array([_four(event[i]) for i in prompt_neutrinos]).reshape(-1, 4),
             missing_pt=neutrinos_four[:, :2].sum(axis=0),
+            selectable=selectable,
         )
 
     def _top_decays(self, event, ids: np.ndarray):

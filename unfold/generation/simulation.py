@@ -19,11 +19,11 @@ from unfold.generation.detector import (
 )
 from unfold.generation.detector_card import DetectorCard
 from unfold.generation.kinematics import delta_r, to_cylindrical
-from unfold.generation.particle_level import BOTTOM, flavour_labels, not_overlapping
+from unfold.generation.particle_level import BOTTOM, flavour_labels, in_fiducial, not_overlapping
 from unfold.generation.processes import Process
 from unfold.generation.pythia_events import TruthEvent
 
-__all__ = ["PARTICLE_JET_ETA_MAX", "PARTICLE_JET_PT_MIN", "match_partons", "momenta_slots", "simulate_event"]
+__all__ = ["PARTICLE_JET_ETA_MAX", "PARTICLE_JET_PT_MIN", "match_partons", "momenta_slots", "simulate_event", "truth_record"]
 
 # Particle-level jet definition of the ATLAS/CMS top fiducial regions.
 PARTICLE_JET_PT_MIN = 20.0
@@ -100,6 +100,18 @@ def simulate_event(
     return record
 
 
+def truth_record(truth: TruthEvent, process: Process, card: DetectorCard, *, max_particle_jets: int) -> dict[str, np.ndarray | float]:
+    """Parton and particle truth alone (``PARTONS/...``, ``PARTICLES/...`` with ``PARTICLES/fiducial``),
+    in the same layout as a selected event's: the record of an event the detector misses."""
+    flavour = flavour_labels(
+        truth.jets, truth.b_hadrons, truth.c_hadrons, radius=card.btag.label_radius, hadron_pt_min=card.btag.label_hadron_pt_min
+    )
+    record: dict[str, np.ndarray | float] = {}
+    _parton_truth(record, truth, process)
+    _particle_truth(record, truth, flavour, process, max_particle_jets)
+    return record
+
+
 def _detector_inputs(record, jets, tagged, lepton, process, card) -> None:
     slots = momenta_slots(process, card)
     features = {name: np.zeros(slots, dtype=np.float32) for name in (*KINEMATICS, "btag", "qtag", "etag", "utag")}
@@ -161,9 +173,10 @@ def _parton_truth(record, truth, process) -> None:
 
 def _particle_truth(record, truth, flavour, process, max_particle_jets) -> None:
     """Particle-level jets (without those within Delta R < 0.4 of the dressed lepton), the dressed
-    lepton, the prompt neutrino and the truth MET."""
+    lepton, the prompt neutrino, the truth MET and whether the event is in the process's fiducial region."""
     cyl = to_cylindrical(truth.jets)
     lepton = to_cylindrical(truth.lepton[:4]) if truth.lepton is not None else None
+    record["PARTICLES/fiducial"] = np.bool_(in_fiducial(process.fiducial, lepton, cyl, flavour))
     inside = (cyl[:, 0] > PARTICLE_JET_PT_MIN) & (np.abs(cyl[:, 1]) < PARTICLE_JET_ETA_MAX)
     keep = np.flatnonzero(inside & not_overlapping(cyl, lepton))
     keep = keep[:max_particle_jets]
