@@ -10,7 +10,9 @@ The chi-square baseline (6 leading jets, b-tag rule on) runs on the same events 
 run, and every rate is also printed as a ratio to it; training events/s (forward, loss,
 backward, AdamW step at batch 256) closes the table.
 
-    python benchmarks/bench_recon_model.py [--objects 12] [--threads 1] [--pair-bias]
+    python benchmarks/bench_recon_model.py [--objects 12] [--threads 1] [--pair-bias] [--mass-prior]
+
+``--pair-bias --mass-prior`` is what ``unfold train recon`` builds by default on inputs with four-momenta.
 """
 
 from __future__ import annotations
@@ -68,10 +70,11 @@ def random_inputs(batch: int, objects: int, device: torch.device) -> EncoderInpu
     )
 
 
-def build_model(pair_bias: bool, device: torch.device) -> AssignmentNetwork:
+def build_model(options: dict, device: torch.device) -> AssignmentNetwork:
+    """The default network with ``options`` (pair_bias, mass_prior) on the semi-leptonic topology."""
     topology = EventTopology.from_yaml(files("configs") / "events" / "ttbar_semileptonic.yaml")
     torch.manual_seed(0)
-    return AssignmentNetwork(topology=topology, pair_bias=pair_bias).to(device).eval()
+    return AssignmentNetwork(topology=topology, **options).to(device).eval()
 
 
 def time_inference(
@@ -93,12 +96,12 @@ def time_inference(
 
 
 def measure_cpu(
-    batch: int, objects: int, threads: int, pair_bias: bool, seconds: float
+    batch: int, objects: int, threads: int, options: dict, seconds: float
 ) -> Measurement:
     """Run in a fresh process, so ru_maxrss growth is this batch size's inference memory alone."""
     torch.set_num_threads(threads)
     device = torch.device("cpu")
-    model = build_model(pair_bias, device)
+    model = build_model(options, device)
     inputs = random_inputs(batch, objects, device)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rate = time_inference(model, inputs, seconds, device)
@@ -106,9 +109,9 @@ def measure_cpu(
     return Measurement("cpu", batch, rate, (after - before) / 1024)
 
 
-def measure_gpu(batch: int, objects: int, pair_bias: bool, seconds: float) -> Measurement:
+def measure_gpu(batch: int, objects: int, options: dict, seconds: float) -> Measurement:
     device = torch.device("cuda")
-    model = build_model(pair_bias, device)
+    model = build_model(options, device)
     inputs = random_inputs(batch, objects, device)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -136,10 +139,10 @@ def chi_square_rate(inputs: EncoderInputs, seconds: float) -> float:
     return repeats * events.n_events / (time.perf_counter() - start)
 
 
-def training_rate(objects: int, threads: int, pair_bias: bool, seconds: float, batch: int = 256) -> float:
+def training_rate(objects: int, threads: int, options: dict, seconds: float, batch: int = 256) -> float:
     """Training events/s: forward, symmetric loss, backward and an AdamW step."""
     torch.set_num_threads(threads)
-    model = build_model(pair_bias, torch.device("cpu")).train()
+    model = build_model(options, torch.device("cpu")).train()
     inputs = random_inputs(batch, objects, torch.device("cpu"))
     mask = inputs.sequential_masks[0]
     generator = torch.Generator().manual_seed(1)
@@ -166,7 +169,9 @@ def main() -> None:
     parser.add_argument(
         "--pair-bias", action="store_true", help="use the Lorentz-invariant pair bias"
     )
+    parser.add_argument("--mass-prior", action="store_true", help="use the tuple mass prior (recon.mass_prior)")
     args = parser.parse_args()
+    options = {"pair_bias": args.pair_bias, "mass_prior": args.mass_prior}
 
     context = multiprocessing.get_context("spawn")
     measurements = []
@@ -174,24 +179,24 @@ def main() -> None:
         with context.Pool(1) as pool:
             measurements.append(
                 pool.apply(
-                    measure_cpu, (batch, args.objects, args.threads, args.pair_bias, args.seconds)
+                    measure_cpu, (batch, args.objects, args.threads, options, args.seconds)
                 )
             )
     if torch.cuda.is_available():
         measurements += [
-            measure_gpu(b, args.objects, args.pair_bias, args.seconds) for b in BATCH_SIZES
+            measure_gpu(b, args.objects, options, args.seconds) for b in BATCH_SIZES
         ]
 
     print(
         f"AssignmentNetwork defaults, semi-leptonic ttbar, N={args.objects}, "
-        f"pair_bias={args.pair_bias}, CPU threads={args.threads}; forward + decoding"
+        f"{options}, CPU threads={args.threads}; forward + decoding"
     )
     chi2 = chi_square_rate(random_inputs(1024, args.objects, torch.device("cpu")), args.seconds)
     print(f"{'device':>6} {'batch':>6} {'events/s':>12} {'x chi-square':>13} {'peak memory MB':>15}")
     for m in measurements:
         print(f"{m.device:>6} {m.batch:>6} {m.events_per_second:>12.0f} {m.events_per_second / chi2:>13.2f} {m.peak_memory_mb:>15.1f}")
     print(f"{'chi2':>6} {1024:>6} {chi2:>12.0f} {1.0:>13.2f} {'-':>15}")
-    train = training_rate(args.objects, args.threads, args.pair_bias, args.seconds)
+    train = training_rate(args.objects, args.threads, options, args.seconds)
     print(f"training (cpu, batch 256): {train:.0f} events/s, {train / chi2:.2f} x the chi-square's inference rate")
 
 
