@@ -1,78 +1,166 @@
-"""Particle-level unfoldings per second vs denoising steps, per sampler (arXiv 2404.14332 model).
+"""Particle-level unfoldings per second, compact sampler against the padded one, and the speed-fidelity table.
 
-An untrained :class:`~unfold.models.particle.SetLatentDiffusion` of the default CPU size samples n
-draws for E random detector conditions; one unfolding is one sampled particle-level event. Runs
-on the GPU when there is one, else on CPU with one thread (the figure per core).
+One unfolding is one sampled particle-level event. Both paths run in the same process on the same
+condition: ``padded`` is the sampler before the compact path (every draw repeats its event's
+condition and the denoiser sees all 1 + M_max + N tokens; tests/unfold/test_particle_sampling_speed.py
+holds it and checks that both give the same draws), ``compact`` is ``SetLatentDiffusion.sample``.
 
-    python benchmarks/bench_particle_sampling.py [--events 16] [--draws 4] [--json out.json]
+Without ``--run``: an untrained model of the shipped size (configs/models/particle.yaml, encoder width
+64) on random detector embeddings whose object counts and sampled multiplicities follow the default
+test data (data/ttbar_semileptonic_test.h5, 4,000 events: detector objects and particle-level jets +
+lepton per event, counted below), so the token counts are the real ones. With ``--run RUN --data
+FILE``: the trained run encodes the first ``--events`` events of FILE, and the table adds the
+Wasserstein-1 distance to the particle-level truth of jet multiplicity, leading-jet pT, lepton pT
+and MET, with the detector-level reference's (what not unfolding gives) in the last row.
+
+    python benchmarks/bench_particle_sampling.py [--events 64] [--draws 16] [--steps 10 25 50]
+                                                 [--run RUN --data FILE] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy.stats import wasserstein_distance
 
-from unfold.models.diffusion.sampler import SAMPLER_NAMES
+from unfold.models.diffusion.sampler import SAMPLERS, resolve_sampler
 from unfold.models.particle import SetLatentDiffusion
 
-STEPS = (10, 25, 100)
+DEFAULT_STEPS = 25  # unfold sample --steps
+# Events of data/ttbar_semileptonic_test.h5 with k = 0, 1, ... detector objects (INPUTS/Momenta/MASK)
+# and with k particle-level jets + lepton (PARTICLES/jets/MASK + PARTICLES/lepton/MASK).
+DETECTOR_OBJECTS = [0, 0, 0, 0, 0, 2170, 1166, 463, 144, 39, 11, 5, 2]
+PARTICLES = [0, 0, 0, 1, 65, 1429, 1401, 705, 247, 109, 32, 6, 4, 1]
+_TEST = Path(__file__).resolve().parents[1] / "tests" / "unfold" / "test_particle_sampling_speed.py"
 
 
-def measure(
-    model: SetLatentDiffusion,
-    condition: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    draws: int,
-    sampler: str,
-    steps: int,
-) -> float:
-    """Unfoldings per second of one ``sample`` call (after one warm-up call)."""
-    device = condition[0].device
-    generator = torch.Generator(device).manual_seed(0)
-    model.sample(*condition, draws, sampler=sampler, steps=2, generator=generator)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def padded_sampler():
+    """``padded_sample`` of the equivalence test: the reference path, kept in one place."""
+    spec = importlib.util.spec_from_file_location("particle_sampling_reference", _TEST)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.padded_sample
+
+
+def untrained_condition(events: int, generator: torch.Generator):
+    """The shipped model size and random embeddings with the default data's token counts."""
+    torch.manual_seed(0)
+    model = SetLatentDiffusion(condition_width=64).eval()
+    frequencies = torch.tensor(PARTICLES + [0] * (model.max_particles + 1 - len(PARTICLES)), dtype=torch.float) + 0.5
+    head = model.multiplicity.network[-1]  # p(M) = the data's marginal, whatever the event
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_((frequencies / frequencies.sum()).log())
+    counts = torch.multinomial(torch.tensor(DETECTOR_OBJECTS, dtype=torch.float), events, True, generator=generator)
+    object_mask = torch.arange(16) < counts.unsqueeze(-1)
+    objects = torch.randn(events, 16, 64, generator=generator) * object_mask.unsqueeze(-1)
+    return model, None, (objects, object_mask, torch.randn(events, 64, generator=generator)), None
+
+
+def trained_condition(run: Path, data_path: Path, events: int):
+    """A trained run's model, representation, encoded condition of the first events, and the truth and reference."""
+    from unfold.data.event_tensors import encoder_inputs
+    from unfold.data.hdf5_schema import read_spanet, read_truth
+    from unfold.tasks.references import particle_reference
+    from unfold.tasks.unfolding_model import UnfoldingModel
+
+    module = UnfoldingModel.load(run).module
+    data = read_spanet(data_path, module.topology, limit=events)
+    with torch.no_grad():
+        encoded = module.encoder(encoder_inputs(data, module.topology))
+    truth = read_truth(data_path, "PARTICLES", limit=events)
+    slots = {name: truth[name]["MASK"].shape[1] for name in ("jets", "lepton")}
+    levels = {"truth": truth, "reference": particle_reference(data, module.topology, slots)}
+    return module.diffusion, module.representation, (encoded.objects, encoded.object_mask, encoded.event), levels
+
+
+def observables(level: dict) -> dict[str, np.ndarray]:
+    """Jet multiplicity, leading-jet pT, lepton pT and MET, pooled over events (and draws)."""
+    jets, lepton = level["jets"], level["lepton"]
+    has_jet = jets["MASK"].any(axis=-1)
+    leading = np.where(jets["MASK"], jets["pt"], -np.inf).max(axis=-1)
+    has_lepton = lepton["MASK"].any(axis=-1)
+    return {
+        "n_jets": jets["MASK"].sum(axis=-1).ravel().astype(float),
+        "jet1_pt": leading[has_jet].ravel(),
+        "lepton_pt": np.where(lepton["MASK"], lepton["pt"], -np.inf).max(axis=-1)[has_lepton].ravel(),
+        "met": np.asarray(level["met"]["met"]).ravel(),
+    }
+
+
+def measure(sample, model, condition, draws: int, sampler: str, steps: int) -> tuple[float, object]:
+    """Unfoldings per second of one call (after a two-step warm-up) and its draws."""
+    sample(model, *condition, draws, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(1))
     start = time.perf_counter()
-    model.sample(*condition, draws, sampler=sampler, steps=steps, generator=generator)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return condition[0].shape[0] * draws / (time.perf_counter() - start)
+    result = sample(model, *condition, draws, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0))
+    return condition[0].shape[0] * draws / (time.perf_counter() - start), result
+
+
+def compact(model, objects, object_mask, event, draws, **options):
+    return model.sample(objects, object_mask, event, draws, **options)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=16, help="detector events E")
-    parser.add_argument("--draws", type=int, default=4, help="unfoldings per event n")
-    parser.add_argument("--objects", type=int, default=10, help="detector objects N per event")
-    parser.add_argument("--width", type=int, default=64, help="encoder width D")
-    parser.add_argument("--json", type=Path, help="also write the table here as JSON")
+    parser.add_argument("--events", type=int, default=64, help="detector events E")
+    parser.add_argument("--draws", type=int, default=16, help="unfoldings per event n")
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50], help="steps of the table")
+    parser.add_argument("--run", type=Path, help="a trained particle run (adds the fidelity columns)")
+    parser.add_argument("--data", type=Path, help="the SPANet file with PARTICLES truth the run is evaluated on")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args()
+    if (args.run is None) != (args.data is None):
+        parser.error("--run and --data go together")
+    padded = padded_sampler()
+    if args.run is None:
+        model, representation, condition, levels = untrained_condition(args.events, torch.Generator().manual_seed(2))
+    else:
+        model, representation, condition, levels = trained_condition(args.run, args.data, args.events)
+    default = resolve_sampler(model.objective, None)
+    rows_total = args.events * args.draws
+    print(f"E={args.events} events x n={args.draws} draws; {'run ' + str(args.run) if args.run else 'untrained model'}")
+    results: dict = {"events": args.events, "draws": args.draws, "default": {}, "table": []}
+    print(f"\ndefault sampler {default}, {DEFAULT_STEPS} steps (unfoldings/s)")
+    print(f"{'threads':>7} {'padded':>9} {'compact':>9} {'ratio':>6}")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        old, _ = measure(padded, model, condition, args.draws, default, DEFAULT_STEPS)
+        new, _ = measure(compact, model, condition, args.draws, default, DEFAULT_STEPS)
+        results["default"][threads] = {"padded": old, "compact": new}
+        print(f"{threads:>7} {old:>9.1f} {new:>9.1f} {new / old:>6.2f}")
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = SetLatentDiffusion(condition_width=args.width).to(device).eval()
-    objects = torch.randn(args.events, args.objects, args.width, device=device)
-    object_mask = torch.rand(args.events, args.objects, device=device) < 0.8
-    event = torch.randn(args.events, args.width, device=device)
-
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU, 1 thread"
-    print(f"device: {name}; E={args.events} events x n={args.draws} draws, M_max=16")
-    print(f"{'sampler':<12}" + "".join(f"{f'{steps} steps':>14}" for steps in STEPS))
-    results: dict[str, dict[int, float]] = {}
-    for sampler in SAMPLER_NAMES:
-        results[sampler] = {
-            steps: measure(model, (objects, object_mask, event), args.draws, sampler, steps)
-            for steps in STEPS
-        }
-        print(f"{sampler:<12}" + "".join(f"{results[sampler][s]:>14.1f}" for s in STEPS))
-    print("(unfoldings per second)")
+    names = ["n_jets", "jet1_pt", "lepton_pt", "met"]
+    if levels is not None:
+        truth = observables(levels["truth"])
+    header = f"{'sampler':<11} {'steps':>5} {'padded/s':>9} {'compact/s':>9} {'ratio':>6}"
+    print("\nspeed-fidelity table, 2 threads" + (" (W1 to truth; GeV but n_jets)" if levels else ""))
+    print(header + ("".join(f"{name:>10}" for name in names) if levels else ""))
+    for sampler in SAMPLERS[model.objective]:
+        for steps in args.steps:
+            old, _ = measure(padded, model, condition, args.draws, sampler, steps)
+            new, draws = measure(compact, model, condition, args.draws, sampler, steps)
+            row = {"sampler": sampler, "steps": steps, "padded": old, "compact": new}
+            line = f"{sampler:<11} {steps:>5} {old:>9.1f} {new:>9.1f} {new / old:>6.2f}"
+            if levels is not None:
+                decoded = representation.decode(draws.features, draws.types, draws.mask, draws.event_features)
+                sampled = observables(decoded)
+                row["w1"] = {name: wasserstein_distance(sampled[name], truth[name]) for name in names}
+                line += "".join(f"{row['w1'][name]:>10.3f}" for name in names)
+            results["table"].append(row)
+            print(line)
+    if levels is not None:
+        reference = observables(levels["reference"])
+        results["reference_w1"] = {name: wasserstein_distance(reference[name], truth[name]) for name in names}
+        print(f"{'detector reference':<43}" + "".join(f"{results['reference_w1'][n]:>10.3f}" for n in names))
+    print(f"(unfoldings/s over {rows_total} draws; ratio = compact / padded in this process)")
     if args.json:
-        args.json.write_text(json.dumps({"device": name, "unfoldings_per_s": results}, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -105,13 +105,34 @@ class SetDenoiser(nn.Module):
             object_mask: (B, N) bool, True for real detector objects.
             event: (B, D) detector event vector from the shared encoder.
         """
+        object_tokens, event_condition = self.condition_tokens(objects, event)
+        return self.predict(
+            particles, particle_mask, event_slot, self.time_embedding(timesteps) + event_condition,
+            object_tokens, object_mask,
+        )
+
+    def condition_tokens(self, objects: Tensor, event: Tensor) -> tuple[Tensor, Tensor]:
+        """The detector tokens (..., N, width) and the projected event vector (..., width): they depend
+        on the detector event only, so sampling computes them once per event, not per draw and step."""
+        return self.object_in(objects) + self.role_embedding[2], self.event_condition(event)
+
+    def predict(
+        self,
+        particles: Tensor,
+        particle_mask: Tensor,
+        event_slot: Tensor,
+        condition: Tensor,
+        object_tokens: Tensor,
+        object_mask: Tensor,
+    ) -> SetNoisePrediction:
+        """:meth:`forward` from the embedded condition: ``condition`` (B, width) is the time embedding plus
+        the projected event vector, ``object_tokens`` (B, N, width) and ``object_mask`` (B, N) the
+        detector tokens of :meth:`condition_tokens`; the other arguments as in :meth:`forward`."""
         num_particles = particles.shape[1]
-        condition = self.time_embedding(timesteps) + self.event_condition(event)
         slot_token = self.event_slot_in(event_slot) + condition + self.role_embedding[0]
         particle_tokens = self.particle_in(particles) + (
             condition + self.role_embedding[1]
         ).unsqueeze(1)
-        object_tokens = self.object_in(objects) + self.role_embedding[2]
         tokens = torch.cat([slot_token.unsqueeze(1), particle_tokens, object_tokens], dim=1)
         always = torch.ones_like(particle_mask[:, :1])
         ignore = ~torch.cat([always, particle_mask, object_mask], dim=1).bool()

@@ -25,7 +25,11 @@ from unfold.models.particle.set_denoiser import SetDenoiser
 from unfold.models.particle.set_vae import ObjectVAE
 from unfold.models.weighting import weighted_mean
 
-__all__ = ["ParticleLoss", "ParticleSample", "SetLatentDiffusion"]
+__all__ = ["ROWS_PER_CALL", "ParticleLoss", "ParticleSample", "SetLatentDiffusion"]
+
+# Draws per set-denoiser call while sampling: 1024 draws of ~15 real tokens at width 128 keep a
+# call's activations near 10 MB, and the sorted calls trim to within a token of every draw.
+ROWS_PER_CALL = 1024
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,7 @@ class SetLatentDiffusion(nn.Module):
         steps: int = 25,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        rows_per_call: int = ROWS_PER_CALL,
     ) -> ParticleSample:
         """Draw n particle-level unfoldings per detector event.
 
@@ -275,31 +280,20 @@ class SetLatentDiffusion(nn.Module):
             steps: denoising steps.
             generator: seeded generator on the tensors' device for reproducible draws.
             progress: show a progress bar over the steps.
+            rows_per_call: draws per denoiser call, which bounds the memory of a step.
+
+        The E n draws are denoised together, but each denoiser call sees only real tokens: the draws
+        are sorted by (sampled multiplicity, number of detector objects) and cut into calls of
+        ``rows_per_call``, each trimmed to its longest draw. The set denoiser is permutation
+        equivariant and masks padding, so this gives the draws of the padded layout (E n draws of
+        1 + M_max + N tokens) up to float rounding, with about half the tokens on the default data.
         """
         self._check_condition(objects, object_mask, event)
         num_events, slots, width = event.shape[0], self.max_particles, self.latent_width
         multiplicity = self.multiplicity.sample(event, n, generator)
-        slot_index = torch.arange(slots, device=event.device)
-        mask = slot_index < multiplicity.unsqueeze(-1)
+        mask = torch.arange(slots, device=event.device) < multiplicity.unsqueeze(-1)
         flat_mask = mask.flatten(0, 1)
-        keep = flat_mask.unsqueeze(-1).to(event.dtype)
-        repeated_objects = objects.repeat_interleave(n, dim=0)
-        repeated_object_mask = object_mask.repeat_interleave(n, dim=0)
-        repeated_event = event.repeat_interleave(n, dim=0)
-
-        def predict_noise(noisy: Tensor, timesteps: Tensor) -> Tensor:
-            prediction = self.denoiser(
-                noisy[:, 1:] * keep,
-                flat_mask,
-                noisy[:, 0],
-                timesteps,
-                repeated_objects,
-                repeated_object_mask,
-                repeated_event,
-            )
-            particles = prediction.particles * keep
-            return torch.cat([prediction.event_slot.unsqueeze(1), particles], dim=1)
-
+        predict_noise = _CompactDenoiser(self.denoiser, objects, object_mask, event, multiplicity, rows_per_call)
         latents = denoise(
             predict_noise,
             (num_events * n, 1 + slots, width),
@@ -311,12 +305,16 @@ class SetLatentDiffusion(nn.Module):
             dtype=event.dtype,
             progress=progress,
         )
-        decoded = self.particle_vae.decode(latents[:, 1:] * keep, flat_mask)
-        types = torch.where(flat_mask, decoded.type_logits.argmax(dim=-1), 0)
+        # Decode only the sampled objects (padding decodes to zero features and type 0).
+        decoded = self.particle_vae.decode(latents[:, 1:][flat_mask], flat_mask.new_ones(int(flat_mask.sum())))
+        features = latents.new_zeros(num_events * n, slots, decoded.features.shape[-1])
+        features[flat_mask] = decoded.features
+        types = torch.zeros(num_events * n, slots, dtype=torch.long, device=event.device)
+        types[flat_mask] = decoded.type_logits.argmax(dim=-1)
         slot_mask = torch.ones(num_events * n, 1, dtype=torch.bool, device=event.device)
         event_features = self.event_vae.decode(latents[:, :1], slot_mask).features.squeeze(1)
         return ParticleSample(
-            features=decoded.features.unflatten(0, (num_events, n)),
+            features=features.unflatten(0, (num_events, n)),
             types=types.unflatten(0, (num_events, n)),
             mask=mask,
             multiplicity=multiplicity,
@@ -336,6 +334,53 @@ class SetLatentDiffusion(nn.Module):
                 "conditioning must be objects (E, N, D), object_mask (E, N) and event (E, D); got "
                 f"{tuple(objects.shape)}, {tuple(object_mask.shape)}, {tuple(event.shape)}"
             )
+
+
+class _CompactDenoiser:
+    """``predict_noise(x_t, t)`` of :func:`denoise` for the (E n, 1 + M_max, L) states of n draws per
+    event, calling the set denoiser on real tokens only.
+
+    The detector tokens and projected event vector are computed once per event (real objects moved
+    first; their order is irrelevant to the denoiser) and the time embedding once per step (every
+    draw is at the same time). Draws are sorted by (multiplicity, detector objects) and cut into
+    calls of ``rows_per_call`` draws, each trimmed to its longest particle set and object list.
+    """
+
+    def __init__(self, denoiser: SetDenoiser, objects: Tensor, object_mask: Tensor, event: Tensor,
+                 multiplicity: Tensor, rows_per_call: int) -> None:
+        if rows_per_call < 1:
+            raise UnfoldError(f"rows_per_call must be positive, got {rows_per_call}")
+        self.denoiser = denoiser
+        num_events, n = multiplicity.shape
+        object_mask = object_mask.bool()
+        first = torch.argsort((~object_mask).to(torch.uint8), dim=1, stable=True)
+        object_tokens, event_condition = denoiser.condition_tokens(objects, event)
+        object_tokens = object_tokens.gather(1, first.unsqueeze(-1).expand_as(object_tokens))
+        object_mask = object_mask.gather(1, first)
+        object_count = object_mask.sum(dim=1)
+        counts = multiplicity.flatten()
+        events = torch.arange(num_events, device=event.device).repeat_interleave(n)
+        order = torch.argsort(counts * (object_mask.shape[1] + 1) + object_count[events], stable=True)
+        self.calls = []
+        for rows in order.split(rows_per_call):
+            row_events = events[rows]
+            slots, width = int(counts[rows].max()), int(object_count[row_events].max())
+            particle_mask = torch.arange(slots, device=event.device) < counts[rows].unsqueeze(-1)
+            self.calls.append((rows, slots, particle_mask, event_condition[row_events],
+                               object_tokens[row_events, :width], object_mask[row_events, :width]))
+
+    def __call__(self, states: Tensor, timesteps: Tensor) -> Tensor:
+        """The prediction (noise or velocity) for states (E n, 1 + M_max, L), zero at padded slots."""
+        time = self.denoiser.time_embedding(timesteps[:1])
+        prediction = torch.zeros_like(states)
+        for rows, slots, particle_mask, event_condition, object_tokens, object_mask in self.calls:
+            state = states[rows]
+            keep = particle_mask.unsqueeze(-1).to(states.dtype)
+            output = self.denoiser.predict(state[:, 1 : 1 + slots] * keep, particle_mask, state[:, 0],
+                                           time + event_condition, object_tokens, object_mask)
+            prediction[rows, 0] = output.event_slot
+            prediction[rows, 1 : 1 + slots] = output.particles
+        return prediction
 
 
 def _randn_like(reference: Tensor, generator: torch.Generator | None) -> Tensor:

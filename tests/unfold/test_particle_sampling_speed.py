@@ -1,0 +1,90 @@
+"""The compact particle sampler draws what the padded one did: same seeds, same draws (float tolerance).
+
+``padded_sample`` is ``SetLatentDiffusion.sample`` as it was before the compact path (commit 289109b):
+every draw repeats its event's condition and runs the denoiser over all 1 + M_max + N tokens. Its
+speed against the compact path is ``benchmarks/bench_particle_sampling.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unfold.errors import UnfoldError
+from unfold.models.diffusion.sampler import denoise
+from unfold.models.particle.set_diffusion import ParticleSample, SetLatentDiffusion
+
+EVENTS, OBJECTS, CONDITION, SLOTS = 5, 7, 16, 9
+
+
+@torch.no_grad()
+def padded_sample(model: SetLatentDiffusion, objects: torch.Tensor, object_mask: torch.Tensor, event: torch.Tensor,
+                  n: int, *, sampler: str | None, steps: int, generator: torch.Generator) -> ParticleSample:
+    """The padded reference: one denoiser call per step over E n draws of 1 + M_max + N tokens."""
+    num_events, slots, width = event.shape[0], model.max_particles, model.latent_width
+    multiplicity = model.multiplicity.sample(event, n, generator)
+    mask = torch.arange(slots) < multiplicity.unsqueeze(-1)
+    flat_mask = mask.flatten(0, 1)
+    keep = flat_mask.unsqueeze(-1).to(event.dtype)
+    condition = [tensor.repeat_interleave(n, dim=0) for tensor in (objects, object_mask, event)]
+
+    def predict_noise(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        prediction = model.denoiser(noisy[:, 1:] * keep, flat_mask, noisy[:, 0], timesteps, *condition)
+        return torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles * keep], dim=1)
+
+    latents = denoise(predict_noise, (num_events * n, 1 + slots, width), training_scheduler=model.training_scheduler,
+                      sampler=sampler, steps=steps, generator=generator, dtype=event.dtype)
+    decoded = model.particle_vae.decode(latents[:, 1:] * keep, flat_mask)
+    types = torch.where(flat_mask, decoded.type_logits.argmax(dim=-1), 0)
+    event_features = model.event_vae.decode(latents[:, :1], torch.ones(num_events * n, 1, dtype=torch.bool))
+    return ParticleSample(decoded.features.unflatten(0, (num_events, n)), types.unflatten(0, (num_events, n)), mask,
+                          multiplicity, event_features.features.squeeze(1).unflatten(0, (num_events, n)))
+
+
+def make_model(objective: str = "diffusion") -> SetLatentDiffusion:
+    torch.manual_seed(0)
+    return SetLatentDiffusion(condition_width=CONDITION, max_particles=SLOTS, latent_width=6, width=32, depth=2,
+                              vae_depth=2, num_train_timesteps=100, objective=objective).eval()
+
+
+def make_condition() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Events with 7, 3 (not the first slots), 0, 5 and 1 real detector objects."""
+    generator = torch.Generator().manual_seed(1)
+    objects = torch.randn(EVENTS, OBJECTS, CONDITION, generator=generator)
+    object_mask = torch.arange(OBJECTS) < torch.tensor([[7], [0], [0], [5], [1]])
+    object_mask[1, [1, 4, 6]] = True
+    return objects, object_mask, torch.randn(EVENTS, CONDITION, generator=generator)
+
+
+@pytest.mark.parametrize(("objective", "sampler", "rows_per_call"), [
+    ("diffusion", "ddpm", 1), ("diffusion", "ddpm", 3), ("diffusion", "ddpm", 1024), ("diffusion", "ddim", 3),
+    ("diffusion", "dpm-solver", 1024), ("flow-matching", "euler", 3)])
+def test_compact_sampling_gives_the_padded_draws(objective: str, sampler: str, rows_per_call: int) -> None:
+    model = make_model(objective)
+    condition = make_condition()
+    reference = padded_sample(model, *condition, 4, sampler=sampler, steps=6, generator=torch.Generator().manual_seed(5))
+    compact = model.sample(*condition, 4, sampler=sampler, steps=6, generator=torch.Generator().manual_seed(5),
+                           rows_per_call=rows_per_call)
+    assert reference.multiplicity.float().std() > 0  # the draws span several multiplicities
+    torch.testing.assert_close(compact.multiplicity, reference.multiplicity)
+    torch.testing.assert_close(compact.mask, reference.mask)
+    torch.testing.assert_close(compact.features, reference.features, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(compact.event_features, reference.event_features, atol=1e-4, rtol=1e-4)
+    assert (compact.types == reference.types).float().mean() > 0.99  # an argmax may flip on a float tie
+
+
+def test_compact_sampling_masks_variable_multiplicities() -> None:
+    sample = make_model().sample(*make_condition(), 6, steps=3, generator=torch.Generator().manual_seed(2),
+                                 rows_per_call=4)
+    assert sample.features.shape == (EVENTS, 6, SLOTS, 5)
+    assert sample.types.shape == sample.mask.shape == (EVENTS, 6, SLOTS)
+    torch.testing.assert_close(sample.mask.sum(-1), sample.multiplicity)
+    assert (sample.features[~sample.mask] == 0).all()
+    assert (sample.types[~sample.mask] == 0).all()
+    assert (sample.features[sample.mask] != 0).any(dim=-1).all()
+    assert torch.isfinite(sample.event_features).all()
+
+
+def test_rows_per_call_must_be_positive() -> None:
+    with pytest.raises(UnfoldError, match="rows_per_call must be positive"):
+        make_model().sample(*make_condition(), 2, steps=2, rows_per_call=0)
