@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from unfold.data.hdf5_io import append_arrays, atomic_output
 from unfold.errors import UnfoldError
+from unfold.generation.cross_section import CrossSection, CrossSectionMeter, combine
 from unfold.generation.detector import selection_possible
 from unfold.generation.detector_card import DetectorCard, load_detector_card
 from unfold.generation.processes import Process, ProcessName, get_process
@@ -100,8 +101,9 @@ def _init_worker(counter) -> None:
 
 
 def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle_jets: int, folder: Path,
-               keep_missed: bool = False) -> tuple[Path, int]:
-    """Generate one shard's accepted events into ``folder``; returns its file and events tried.
+               keep_missed: bool = False) -> tuple[Path, CrossSection]:
+    """Generate one shard's accepted events into ``folder``; returns its file and its Pythia's cross
+    section over the events tried.
 
     With ``keep_missed`` the truth of every event that fails the selection goes to ``MISSED/`` with
     the number of selected events generated before it. The detector RNG is drawn only for events
@@ -109,6 +111,7 @@ def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle
     """
     rng = np.random.default_rng(shard.detector_seed)
     records, missed, tried = [], [], 0
+    meter = CrossSectionMeter()
     truths = generate_truth(
         shard.settings,
         shard.pythia_seed,
@@ -117,6 +120,7 @@ def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle
         jet_pt_min=card.jets.cluster_pt_min,
         selection_possible=lambda lepton, jets: selection_possible(lepton, jets, card, leptons=process.leptons, min_jets=process.min_jets),
         keep_vetoed=keep_missed,
+        cross_section=meter,
     )
     for truth in truths:
         tried += 1
@@ -139,7 +143,7 @@ def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle
         for batch in (records, missed):
             for key in batch[0] if batch else ():
                 file.create_dataset(key, data=np.stack([np.asarray(r[key]) for r in batch]))
-    return path, tried
+    return path, meter.cross_section(tried)
 
 
 def _shard(config: GenerationConfig, index: int, settings: tuple[str, ...]) -> _Shard:
@@ -166,9 +170,9 @@ def _remove_stale_shards(folder: Path) -> None:
 
 
 def _shard_results(config: GenerationConfig, process: Process, card: DetectorCard, folder: Path,
-                   progress: bool) -> Iterator[tuple[Path, int]]:
-    """(file, events tried) of every shard in shard order. At most two shards per worker are in
-    flight; the next is made and submitted only when one finishes."""
+                   progress: bool) -> Iterator[tuple[Path, CrossSection]]:
+    """(file, cross section over its events tried) of every shard in shard order. At most two
+    shards per worker are in flight; the next is made and submitted only when one finishes."""
     n_shards = -(-config.events // config.shard_size)
     settings = pythia_settings(process, mpi=config.mpi, extra=config.pythia)
     counter = multiprocessing.Value("q", 0)
@@ -216,16 +220,19 @@ def generate(config: GenerationConfig, *, progress: bool = True) -> GenerationRe
     try:
         with atomic_output(train_path) as train_partial, atomic_output(test_path) as test_partial, \
                 h5py.File(train_partial, "w") as train, h5py.File(test_partial, "w") as test:
-            written = tried = 0
+            written, parts = 0, []
             # closing(): an interruption ends the pool at once, not when the traceback is freed.
             with contextlib.closing(_shard_results(config, process, card, folder, progress)) as results:
-                for shard, shard_tried in results:
-                    tried += shard_tried
+                for shard, part in results:
+                    parts.append(part)
                     written = _split_append(shard, written, n_train, train, test)
                     shard.unlink()
-            attrs = _attributes(config, process, card, tried)
-            train.attrs.update({**attrs, "split": "train"})
-            test.attrs.update({**attrs, "split": "test"})
+            cross_section = combine(parts)
+            tried = cross_section.tried
+            attrs = {**_attributes(config, process, card, tried), **cross_section.attributes()}
+            # Each file's luminosity is its share of the selected events: L_file = L n_file / n_selected.
+            for file, split, share in ((train, "train", n_train), (test, "test", config.events - n_train)):
+                file.attrs.update({**attrs, "split": split, "luminosity_fb_inv": cross_section.luminosity_fb_inv * share / config.events})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return GenerationResult(train_path, test_path, config.events, tried, time.perf_counter() - start)

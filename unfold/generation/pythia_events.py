@@ -22,6 +22,7 @@ import numpy as np
 import pythia8mc
 
 from unfold.errors import UnfoldError
+from unfold.generation.cross_section import CrossSectionMeter
 from unfold.generation.particle_level import JetClustering, dress
 from unfold.generation.processes import BASE_SETTINGS, Process
 
@@ -81,13 +82,14 @@ def generate_truth(
     jet_pt_min: float,
     selection_possible: Callable[[np.ndarray | None, np.ndarray], bool] = lambda lepton, jets: True,
     keep_vetoed: bool = False,
+    cross_section: CrossSectionMeter | None = None,
 ) -> Iterator[TruthEvent | None]:
     """Endless stream of events from a Pythia instance initialised with ``settings`` and ``seed``,
     with anti-kT jets of radius ``jet_radius`` above ``jet_pt_min``. An event whose dressed
     prompt lepton (px, py, pz, E, id, or None) and particle-level jets (J, 4) fail
     ``selection_possible`` is yielded as None, the rest of its record unread; with
     ``keep_vetoed`` it is read in full and yielded with ``selectable`` False (for the truth of
-    the events the detector misses)."""
+    the events the detector misses). A ``cross_section`` meter follows the Pythia instance."""
     pythia = pythia8mc.Pythia("", False)
     # Registers the ResonanceDecayFilter settings; the filter acts only when switched on.
     decay_filter = pythia8mc.ResonanceDecayFilterHook(pythia.settings)
@@ -97,6 +99,8 @@ def generate_truth(
             raise UnfoldError(f"Pythia setting not understood: {line!r}")
     if not pythia.init():
         raise UnfoldError(f"Pythia failed to initialise with settings {list(settings)}")
+    if cross_section is not None:
+        cross_section.follow(pythia, decay_filter)
     reader = _Reader(pythia.particleData, process, JetClustering(jet_radius, jet_pt_min), selection_possible, keep_vetoed)
     failures = 0
     while True:
