@@ -25,6 +25,7 @@ import numpy as np
 
 from evaluation import html
 from evaluation.calibration import CalibrationResult, calibrate
+from evaluation.cross_section_report import CrossSectionReport, cross_section_report
 from evaluation.errors import ReportError
 from evaluation.metrics import (
     DIMENSIONFUL,
@@ -77,7 +78,7 @@ DEFAULT_RESAMPLES = 50
 # Written into every report folder: only a folder holding it is ever replaced by a new report.
 REPORT_MARKER = ".unfold-report"
 # A folder from before the marker counts as a report if it holds only what a report writes.
-_REPORT_SUFFIXES = frozenset({".html", ".json", ".png", ".pdf"})
+_REPORT_SUFFIXES = frozenset({".html", ".json", ".png", ".pdf", ".root"})
 MATCHED_LABEL = "truth-matched"
 VERDICT_MARKS = {"better": "+", "worse": "-", "compatible": "=", None: ""}
 
@@ -607,6 +608,7 @@ def _html_page(
     results: Sequence[_ObservableResult],
     images: Mapping[str, tuple[str, str | None]],
     resamples: int,
+    cross: CrossSectionReport | None = None,
 ) -> str:
     body = []
     method = samples[0].attrs.get("reference")
@@ -682,6 +684,8 @@ def _html_page(
                 ],
             )
         )
+    if cross is not None:
+        body.append(cross.html(images, _slug))
     for result in results:
         obs = result.truth
         figures = [
@@ -833,6 +837,7 @@ def write_report(
     image_format: ImageFormat = "png",
     resamples: int = DEFAULT_RESAMPLES,
     progress: Callable[[Sequence[PlotJob]], Iterable[PlotJob]] = lambda jobs: jobs,
+    luminosity: float | None = None,
 ) -> ReportResult:
     """Write the report of one or more samples files (or of one recon predictions file).
 
@@ -845,6 +850,8 @@ def write_report(
         image_format: "png", or "pdf" (PDFs plus PNGs for the page).
         resamples: bootstrap resamples per distance (at least 2).
         progress: wraps the list of plot jobs (e.g. a tqdm progress bar).
+        luminosity: integrated luminosity of the samples' events [fb^-1] for the cross sections
+            (default: the samples file's ``luminosity_fb_inv``; none: cross sections off, one note).
 
     Raises:
         ReportError: bad input or option; nothing is left in ``out``'s parent.
@@ -865,7 +872,10 @@ def write_report(
         if not path.is_file():
             raise ReportError(f"{path}: no such file")
     check_report_folder(out, paths)
+    cross = None
     if _is_predictions_file(paths[0]):
+        if luminosity is not None:
+            raise ReportError(f"--luminosity: {paths[0]} is a recon predictions file; cross sections need a samples file")
         if len(paths) > 1:
             raise ReportError(
                 f"{paths[0]}: a recon predictions file is reported on its own, got {len(paths)} files"
@@ -896,14 +906,19 @@ def write_report(
             truth_label="Truth" if samples[0].compared_with == "truth" else "Detector level (no truth)",
             weights=samples[0].weights,
         )
-        headline = _headline(results, names, method)
+        cross = cross_section_report([(r.truth, r.unfoldings, r.edges) for r in results], names, samples[0],
+                                     luminosity, com_tev=_collision_energy(samples[0]))
+        jobs += cross.jobs(_slug)
+        headline = _headline(results, names, method) + "\n\n" + cross.headline()
         metrics = _metrics_json(samples, names, results, bins, resamples)
 
         def render_page(images: Mapping[str, tuple[str, str | None]]) -> str:
-            return _html_page(samples, names, results, images, resamples)
+            return _html_page(samples, names, results, images, resamples, cross)
 
     with report_folder(out, "unfold report") as temporary:
         images = _draw(jobs, temporary, image_format, progress)
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if cross is not None:
+            cross.write(temporary)
         (temporary / "index.html").write_text(render_page(images))
     return ReportResult(out=out, headline=headline, n_plots=len(jobs))

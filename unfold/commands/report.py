@@ -94,6 +94,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="png",
         help="image format; with pdf the page shows PNG copies linking to the PDFs (default: png)",
     )
+    parser.add_argument(
+        "--luminosity",
+        type=float,
+        default=None,
+        metavar="FB_INV",
+        help="integrated luminosity of the unfolded events in fb^-1, for differential cross sections "
+        "(figures, table, cross_sections.json and .root); default: the samples file's equivalent "
+        "luminosity of the generated events (attribute luminosity_fb_inv); a file without it: "
+        "cross sections off, one note",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -110,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         image_format=args.format,
         resamples=args.bootstrap,
         progress=lambda jobs: tqdm(jobs, desc="plots", unit="plot", leave=False),
+        luminosity=args.luminosity,
     )
     print(result.headline)
     print(f"\nreport written to {result.out / 'index.html'} ({result.n_plots} plots)")

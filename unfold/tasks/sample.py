@@ -103,7 +103,8 @@ def sample_unfoldings(
             raise UnfoldError(
                 f"{checkpoints[task]}: trained on other detector inputs than the {next(iter(checkpoints))} run"
             )
-    total = count_events(data_path, topology) if limit is None else min(limit, count_events(data_path, topology))
+    in_file = count_events(data_path, topology)
+    total = in_file if limit is None else min(limit, in_file)
     if total < 1:
         raise UnfoldError(f"{data_path}: no events to unfold")
     chunks = event_chunks(total, -(-chunk_size // batch_size) * batch_size)
@@ -116,7 +117,7 @@ def sample_unfoldings(
                                 "inputs": str(data_path), "devices": ",".join(map(str, targets)),
                                 "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()}),
                                 "truth": ", ".join(truth_groups) or "none: the input file holds no PARTONS or PARTICLES",
-                                **_collision_energy(data_path)}
+                                **_collision_energy(data_path), **_generated_luminosity(data_path, total / in_file)}
     description = f"sample {'+'.join(copies)} (n={n}, {samplers}, {steps} steps, {attrs['devices']})"
     with (tqdm(total=-(-total // batch_size) * len(copies), desc=description, unit="batch") as progress,
           atomic_output(out) as partial, h5py.File(partial, "w") as file):
@@ -294,6 +295,17 @@ def _parton_arrays(arrays, parts, data, topology, module, truth, assignments) ->
         for name, features in parton_reference(data, topology, module.hparams.process, slots).items():
             for feature, values in features.items():
                 arrays[f"{group}/PARTONS/{name}/{feature}"] = values.astype(np.float32)
+
+
+def _generated_luminosity(data_path: Path, share: float) -> dict[str, float]:
+    """The generator's cross section and the equivalent luminosity of the unfolded events: the data
+    file's ``luminosity_fb_inv`` times the ``share`` of its events unfolded (empty if it has none)."""
+    with h5py.File(data_path, "r") as file:
+        attrs = {key: float(file.attrs[key]) for key in ("cross_section_fb", "cross_section_error_fb", "luminosity_fb_inv")
+                 if key in file.attrs}
+    if "luminosity_fb_inv" in attrs:
+        attrs["luminosity_fb_inv"] *= share
+    return attrs
 
 
 def _collision_energy(data_path: Path) -> dict[str, float]:
