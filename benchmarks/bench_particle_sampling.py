@@ -14,7 +14,7 @@ Wasserstein-1 distance to the particle-level truth of jet multiplicity, leading-
 and MET, with the detector-level reference's (what not unfolding gives) in the last row.
 
     python benchmarks/bench_particle_sampling.py [--events 64] [--draws 16] [--steps 10 25 50]
-                                                 [--run RUN --data FILE] [--json out.json]
+                                                 [--width 128 --depth 4 | --run RUN --data FILE] [--json out.json]
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def padded_sampler():
     return module.padded_sample
 
 
-def untrained_condition(events: int, generator: torch.Generator):
-    """The shipped model size and random embeddings with the default data's token counts."""
+def untrained_condition(events: int, generator: torch.Generator, width: int, depth: int):
+    """A model of denoiser ``width`` and ``depth`` and random embeddings with the default data's token counts."""
     torch.manual_seed(0)
-    model = SetLatentDiffusion(condition_width=64).eval()
+    model = SetLatentDiffusion(condition_width=64, width=width, depth=depth).eval()
     frequencies = torch.tensor(PARTICLES + [0] * (model.max_particles + 1 - len(PARTICLES)), dtype=torch.float) + 0.5
     head = model.multiplicity.network[-1]  # p(M) = the data's marginal, whatever the event
     with torch.no_grad():
@@ -94,6 +94,11 @@ def observables(level: dict) -> dict[str, np.ndarray]:
     }
 
 
+def w1(values: np.ndarray, truth: np.ndarray) -> float:
+    """Wasserstein-1 distance, NaN where the sample is empty (e.g. a barely trained run draws no lepton)."""
+    return wasserstein_distance(values, truth) if len(values) and len(truth) else float("nan")
+
+
 def measure(sample, model, condition, draws: int, sampler: str, steps: int) -> tuple[float, object]:
     """Unfoldings per second of one call (after a two-step warm-up) and its draws."""
     sample(model, *condition, draws, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(1))
@@ -111,6 +116,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=64, help="detector events E")
     parser.add_argument("--draws", type=int, default=16, help="unfoldings per event n")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50], help="steps of the table")
+    parser.add_argument("--width", type=int, default=128, help="denoiser width of the untrained model (shipped: 128)")
+    parser.add_argument("--depth", type=int, default=4, help="denoiser layers of the untrained model (shipped: 4)")
     parser.add_argument("--run", type=Path, help="a trained particle run (adds the fidelity columns)")
     parser.add_argument("--data", type=Path, help="the SPANet file with PARTICLES truth the run is evaluated on")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
@@ -119,12 +126,15 @@ def main() -> None:
         parser.error("--run and --data go together")
     padded = padded_sampler()
     if args.run is None:
-        model, representation, condition, levels = untrained_condition(args.events, torch.Generator().manual_seed(2))
+        model, representation, condition, levels = untrained_condition(
+            args.events, torch.Generator().manual_seed(2), args.width, args.depth
+        )
     else:
         model, representation, condition, levels = trained_condition(args.run, args.data, args.events)
     default = resolve_sampler(model.objective, None)
     rows_total = args.events * args.draws
-    print(f"E={args.events} events x n={args.draws} draws; {'run ' + str(args.run) if args.run else 'untrained model'}")
+    about = f"run {args.run}" if args.run else f"untrained model, width {args.width}, depth {args.depth}"
+    print(f"E={args.events} events x n={args.draws} draws; {about}", flush=True)
     results: dict = {"events": args.events, "draws": args.draws, "default": {}, "table": []}
     print(f"\ndefault sampler {default}, {DEFAULT_STEPS} steps (unfoldings/s)")
     print(f"{'threads':>7} {'padded':>9} {'compact':>9} {'ratio':>6}")
@@ -133,7 +143,7 @@ def main() -> None:
         old, _ = measure(padded, model, condition, args.draws, default, DEFAULT_STEPS)
         new, _ = measure(compact, model, condition, args.draws, default, DEFAULT_STEPS)
         results["default"][threads] = {"padded": old, "compact": new}
-        print(f"{threads:>7} {old:>9.1f} {new:>9.1f} {new / old:>6.2f}")
+        print(f"{threads:>7} {old:>9.1f} {new:>9.1f} {new / old:>6.2f}", flush=True)
 
     names = ["n_jets", "jet1_pt", "lepton_pt", "met"]
     if levels is not None:
@@ -150,13 +160,13 @@ def main() -> None:
             if levels is not None:
                 decoded = representation.decode(draws.features, draws.types, draws.mask, draws.event_features)
                 sampled = observables(decoded)
-                row["w1"] = {name: wasserstein_distance(sampled[name], truth[name]) for name in names}
+                row["w1"] = {name: w1(sampled[name], truth[name]) for name in names}
                 line += "".join(f"{row['w1'][name]:>10.3f}" for name in names)
             results["table"].append(row)
-            print(line)
+            print(line, flush=True)
     if levels is not None:
         reference = observables(levels["reference"])
-        results["reference_w1"] = {name: wasserstein_distance(reference[name], truth[name]) for name in names}
+        results["reference_w1"] = {name: w1(reference[name], truth[name]) for name in names}
         print(f"{'detector reference':<43}" + "".join(f"{results['reference_w1'][n]:>10.3f}" for n in names))
     print(f"(unfoldings/s over {rows_total} draws; ratio = compact / padded in this process)")
     if args.json:
