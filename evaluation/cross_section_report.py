@@ -9,7 +9,7 @@ one note line.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -51,7 +51,7 @@ class CrossSectionReport:
     note: str
     com_tev: float | None = None
 
-    def jobs(self, slug) -> list[PlotJob]:
+    def jobs(self, slug: Callable[[str], str]) -> list[PlotJob]:
         """One figure per observable, named ``xsec_<slug(observable)>``."""
         return [
             PlotJob(f"xsec_{slug(sections[0].observable)}",
@@ -82,7 +82,7 @@ class CrossSectionReport:
         table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
         return f"cross sections: {self.note}; phase space: {PHASE_SPACE}\n{table}\n(also in {JSON_NAME}, {ROOT_NAME})"
 
-    def html(self, images: Mapping[str, tuple[str, str | None]], slug) -> str:
+    def html(self, images: Mapping[str, tuple[str, str | None]], slug: Callable[[str], str]) -> str:
         """The report page's section."""
         if not self.observables:
             return html.section("Cross sections", [f"<p>{escape(self.note)}.</p>"], "cross-sections")

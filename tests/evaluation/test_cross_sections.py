@@ -16,6 +16,7 @@ from evaluation.exports import read_json, read_root
 from evaluation.observables import compute_observables
 from evaluation.report import write_report
 from evaluation.samples_file import read_samples_file
+from unfold.cli import main
 
 EDGES = np.linspace(0.0, 10.0, 11)
 
@@ -140,3 +141,13 @@ def test_report_with_the_file_luminosity_writes_cross_sections(make_samples_file
     assert "(--luminosity)" in again.headline
     halved = {s.source: s for s in read_json(out / "cross_sections.json")}
     assert halved["truth"].values == pytest.approx(sections["truth"].values / 2)
+
+
+def test_negative_luminosity_fails_in_one_line_through_the_cli(make_samples_file, tmp_path, capsys):
+    samples = make_samples_file(n_events=40, n_draws=2, particles=False)
+    out = tmp_path / "report"
+    assert main(["report", str(samples), "--out", str(out), "--features", FEATURE, "--luminosity", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--luminosity" in err
+    assert not out.exists()
