@@ -90,3 +90,17 @@ def test_generated_files_record_cross_section_and_luminosity(semileptonic_files)
         luminosities = a.attrs["luminosity_fb_inv"], b.attrs["luminosity_fb_inv"]
         assert sum(luminosities) == pytest.approx(tried / sigma)
         assert luminosities[0] / luminosities[1] == pytest.approx(len(a["INPUTS/Momenta/MASK"]) / len(b["INPUTS/Momenta/MASK"]))
+
+
+def test_samples_carry_the_luminosity_of_the_events_unfolded(tmp_path):
+    """``unfold sample --limit`` unfolds a share of the data file: its luminosity shrinks alike."""
+    from unfold.tasks.sample import _generated_luminosity
+
+    data = tmp_path / "data.h5"
+    with h5py.File(data, "w") as file:
+        file.attrs.update(cross_section_fb=150e3, cross_section_error_fb=4e3, luminosity_fb_inv=0.02)
+    assert _generated_luminosity(data, 0.25) == {
+        "cross_section_fb": 150e3, "cross_section_error_fb": 4e3, "luminosity_fb_inv": pytest.approx(0.005)}
+    with h5py.File(data, "w") as file:
+        file.attrs["process"] = "ttbar-semileptonic"
+    assert _generated_luminosity(data, 0.25) == {}
