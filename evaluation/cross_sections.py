@@ -176,6 +176,8 @@ def differential_cross_section(
     draws = draws[:, None] if draws.ndim == 1 else draws
     rows, n = draws.shape
     weights = None if event_weights is None else np.asarray(event_weights, np.float64)
+    if weights is not None and weights.ndim not in (1, 2):
+        raise ReportError(f"cross section of {observable or 'values'}: weights of shape {weights.shape}, expected (E,) or (E, n)")
     events = n_events if n_events is not None else (weights.shape[0] if weights is not None else rows)
     if events < 1 or rows % events:
         raise ReportError(f"cross section of {observable or 'values'}: {rows} rows do not split into {events} events")
@@ -183,7 +185,7 @@ def differential_cross_section(
     if weights is None:
         row_weights = np.ones((rows, n))
     else:
-        if weights.shape[0] != events or weights.ndim > 2 or (weights.ndim == 2 and weights.shape[1] != n):
+        if weights.shape[0] != events or (weights.ndim == 2 and weights.shape[1] != n):
             raise ReportError(f"cross section of {observable or 'values'}: weights of shape {weights.shape}, "
                               f"expected ({events},) or ({events}, {n})")
         row_weights = np.broadcast_to(weights[event_of_row].reshape(rows, -1), (rows, n))
