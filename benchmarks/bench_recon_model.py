@@ -10,7 +10,7 @@ The chi-square baseline (6 leading jets, b-tag rule on) runs on the same events 
 run, and every rate is also printed as a ratio to it; training events/s (forward, loss,
 backward, AdamW step at batch 256) closes the table.
 
-    python benchmarks/bench_recon_model.py [--objects 12] [--threads 1] [--pair-bias] [--mass-prior]
+    python benchmarks/bench_recon_model.py [--objects 12] [--threads 1] [--pair-bias] [--mass-prior] [--width 64] [--depth 4]
 
 ``--pair-bias --mass-prior`` is what ``unfold train recon`` builds by default on inputs with four-momenta.
 """
@@ -71,7 +71,7 @@ def random_inputs(batch: int, objects: int, device: torch.device) -> EncoderInpu
 
 
 def build_model(options: dict, device: torch.device) -> AssignmentNetwork:
-    """The default network with ``options`` (pair_bias, mass_prior) on the semi-leptonic topology."""
+    """The default network with ``options`` (pair_bias, mass_prior, width, depth) on the semi-leptonic topology."""
     topology = EventTopology.from_yaml(files("configs") / "events" / "ttbar_semileptonic.yaml")
     torch.manual_seed(0)
     return AssignmentNetwork(topology=topology, **options).to(device).eval()
@@ -170,8 +170,10 @@ def main() -> None:
         "--pair-bias", action="store_true", help="use the Lorentz-invariant pair bias"
     )
     parser.add_argument("--mass-prior", action="store_true", help="use the tuple mass prior (recon.mass_prior)")
+    parser.add_argument("--width", type=int, default=64, help="encoder width D (default 64)")
+    parser.add_argument("--depth", type=int, default=4, help="encoder transformer blocks (default 4)")
     args = parser.parse_args()
-    options = {"pair_bias": args.pair_bias, "mass_prior": args.mass_prior}
+    options = {"pair_bias": args.pair_bias, "mass_prior": args.mass_prior, "width": args.width, "depth": args.depth}
 
     context = multiprocessing.get_context("spawn")
     measurements = []
