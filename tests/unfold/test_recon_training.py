@@ -122,3 +122,18 @@ def test_resume_continues_a_recon_run(recon_run, semileptonic_files, tmp_path):
     assert main(["train", "recon", "--data", str(semileptonic_files[0]), "--resume", str(run), "--epochs", "3",
                  "--batch-size", "64", "--accelerator", "cpu", "--test", "null"]) == 0
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == before + 1
+
+
+def test_patience_stops_the_run_that_many_epochs_after_its_best(semileptonic_files, tmp_path):
+    """Early stopping on the validation event efficiency: the run ends `patience` epochs after its best."""
+    train, _ = semileptonic_files
+    assert main(["train", "recon", "--data", str(train), "--out", str(tmp_path), "--epochs", "30",
+                 "--batch-size", "64", "--accelerator", "cpu", "--trainer.patience", "2",
+                 "--config", "recon_small"]) == 0
+    (run,) = (tmp_path / "recon").iterdir()
+    rows = [line.split(",") for line in (run / "metrics" / "metrics.csv").read_text().splitlines()]
+    header = rows[0]
+    efficiency = [float(r[header.index("val_event_efficiency")]) for r in rows[1:] if r[header.index("val_event_efficiency")]]
+    best = max(range(len(efficiency)), key=lambda epoch: (efficiency[epoch], -epoch))
+    assert len(efficiency) < 30
+    assert len(efficiency) == best + 1 + 2

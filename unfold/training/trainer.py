@@ -18,7 +18,7 @@ import yaml
 from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_string_type
 from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 
@@ -61,6 +61,9 @@ class TrainerOptions:
         strategy: Lightning strategy (auto: ddp with several devices).
         batch_size: events per batch (per device).
         seed: seed of initialisation, split and shuffling.
+        patience: stop after this many epochs without a better validation metric (the one the best
+            checkpoint follows); null: run every epoch. Small samples overfit early: on 9k
+            all-hadronic events the best recon epoch came at 13 of 56.
     """
 
     epochs: PositiveInt = 20
@@ -71,6 +74,7 @@ class TrainerOptions:
     strategy: str = "auto"
     batch_size: PositiveInt = 256
     seed: NonNegativeInt = 0
+    patience: PositiveInt | None = None
 
 
 def new_run_dir(root: Path, task: str) -> Path:
@@ -243,6 +247,7 @@ def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str
             TQDMProgressBar(refresh_rate=10),
             EventThroughput(),
             *([KeepEarlierMetrics(earlier)] if earlier else []),
+            *([EarlyStopping(monitor=monitor, mode=mode, patience=options.patience)] if options.patience else []),
         ],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=10,
