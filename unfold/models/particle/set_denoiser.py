@@ -134,7 +134,7 @@ class SetDenoiser(nn.Module):
             condition + self.role_embedding[1]
         ).unsqueeze(1)
         tokens = torch.cat([slot_token.unsqueeze(1), particle_tokens, object_tokens], dim=1)
-        always = torch.ones_like(particle_mask[:, :1])
+        always = particle_mask.new_ones(particle_mask.shape[0], 1)  # the event slot, also when M = 0
         ignore = ~torch.cat([always, particle_mask, object_mask], dim=1).bool()
         hidden = self.output_norm(self.transformer(tokens, src_key_padding_mask=ignore))
         keep = particle_mask.unsqueeze(-1).to(hidden.dtype)
