@@ -10,7 +10,9 @@ The chi-square baseline (6 leading jets, b-tag rule on) runs on the same events 
 run, and every rate is also printed as a ratio to it; training events/s (forward, loss,
 backward, AdamW step at batch 256) closes the table.
 
-    python benchmarks/bench_recon_model.py [--objects 12] [--threads 1] [--pair-bias] [--mass-prior] [--width 64] [--depth 4]
+    python benchmarks/bench_recon_model.py [--objects 12] [--threads 1] [--pair-bias] [--mass-prior] [--width 64] [--depth 4] [--attention-width 32]
+
+``--width 32 --depth 2 --attention-width 16`` is ``--config recon_small``.
 
 ``--pair-bias --mass-prior`` is what ``unfold train recon`` builds by default on inputs with four-momenta.
 """
@@ -71,7 +73,7 @@ def random_inputs(batch: int, objects: int, device: torch.device) -> EncoderInpu
 
 
 def build_model(options: dict, device: torch.device) -> AssignmentNetwork:
-    """The default network with ``options`` (pair_bias, mass_prior, width, depth) on the semi-leptonic topology."""
+    """The default network with ``options`` (pair_bias, mass_prior, width, depth, attention_width) on the semi-leptonic topology."""
     topology = EventTopology.from_yaml(files("configs") / "events" / "ttbar_semileptonic.yaml")
     torch.manual_seed(0)
     return AssignmentNetwork(topology=topology, **options).to(device).eval()
@@ -172,8 +174,10 @@ def main() -> None:
     parser.add_argument("--mass-prior", action="store_true", help="use the tuple mass prior (recon.mass_prior)")
     parser.add_argument("--width", type=int, default=64, help="encoder width D (default 64)")
     parser.add_argument("--depth", type=int, default=4, help="encoder transformer blocks (default 4)")
+    parser.add_argument("--attention-width", type=int, default=32, help="D_a of the tensor attentions (default 32)")
     args = parser.parse_args()
-    options = {"pair_bias": args.pair_bias, "mass_prior": args.mass_prior, "width": args.width, "depth": args.depth}
+    options = {"pair_bias": args.pair_bias, "mass_prior": args.mass_prior, "width": args.width, "depth": args.depth,
+               "attention_width": args.attention_width}
 
     context = multiprocessing.get_context("spawn")
     measurements = []
