@@ -4,7 +4,9 @@ The samples file keeps the schema of the README: ``SAMPLES/PARTONS/<parton>/<fea
 (E, n), ``SAMPLES/PARTICLES/<collection>/<feature>`` (E, n, M) with MASK, the truth groups
 beside them, ``REFERENCE/`` detector-level counterparts (partons: every event reconstructed
 without truth, by a recon run or the chi-square), ``MATCHED/PARTONS`` the truth-matched jets
-(NaN where unmatched) and the detector inputs, so ``unfold report`` needs nothing else.
+(NaN where unmatched) and the detector inputs, so ``unfold report`` needs nothing else. From a
+``--keep-missed`` file it also copies ``MISSED/`` (the truth of the events the detector missed) and,
+with particle draws, ``PARTICLES/fiducial``: the full space the efficiency-corrected report compares with.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ __all__ = [
 
 # The truth group copied beside each task's samples.
 _TRUTH = {"parton": "PARTONS", "particle": "PARTICLES"}
+# The truth of the events the detector missed (unfold generate --keep-missed), copied whole.
+MISSED = "MISSED"
 
 
 def sample_unfoldings(
@@ -109,6 +113,8 @@ def sample_unfoldings(
         raise UnfoldError(f"{data_path}: no events to unfold")
     chunks = event_chunks(total, -(-chunk_size // batch_size) * batch_size)
     truth_groups = [group for group in ("PARTONS", "PARTICLES") if has_group(data_path, group)]
+    with h5py.File(data_path, "r") as source:
+        has_fiducial = "PARTICLES" in truth_groups and "PARTICLES/fiducial" in source
     if "parton" in modules:
         assign, method = reconstruction(data_path, topology, recon=recon, fit_data=fit_data, batch_size=batch_size)
         partons = modules["parton"].representation.daughters
@@ -138,6 +144,8 @@ def sample_unfoldings(
                     tally.add(arrays)
                 else:
                     _particle_arrays(arrays, parts, data, topology, truth)
+                    if has_fiducial:
+                        arrays["PARTICLES/fiducial"] = _rows(data_path, "PARTICLES/fiducial", events.start, data.n_events)
             source = topology.sequential[0]
             for i, feature in enumerate(source.features):
                 arrays[f"INPUTS/{source.name}/{feature}"] = data.sequential[source.name][..., i]
@@ -146,6 +154,7 @@ def sample_unfoldings(
             arrays["WEIGHTS/weight"] = data.event_weights
             append_arrays(file, arrays)
         attrs["weights"] = data.weights_key or "none (all 1)"
+        attrs.update(_copy_missed(data_path, file, total / in_file))
         if "parton" in modules:
             attrs.update(tally.attrs(method))
             attrs["composites"] = json.dumps(modules["parton"].representation.composites)
@@ -295,6 +304,32 @@ def _parton_arrays(arrays, parts, data, topology, module, truth, assignments) ->
         for name, features in parton_reference(data, topology, module.hparams.process, slots).items():
             for feature, values in features.items():
                 arrays[f"{group}/PARTONS/{name}/{feature}"] = values.astype(np.float32)
+
+
+def _rows(data_path: Path, key: str, start: int, count: int) -> np.ndarray:
+    """Rows ``start`` .. ``start + count`` of dataset ``key`` of the data file."""
+    with h5py.File(data_path, "r") as source:
+        return source[key][start:start + count]
+
+
+def _copy_missed(data_path: Path, file: h5py.File, share: float) -> dict[str, object]:
+    """Copy the truth of the events the detector missed (``MISSED/``, written by ``unfold generate
+    --keep-missed``) into the samples file, for the efficiency-corrected report: all of it, or with
+    ``--limit`` its first ``share`` (missed events are stored in generation order, as the selected
+    ones, so the first share comes from the same stretch of the event stream). Returns the attributes
+    recording it (empty when the data file has no ``MISSED/``)."""
+    with h5py.File(data_path, "r") as source:
+        if MISSED not in source:
+            return {}
+        keys: list[str] = []
+        source[MISSED].visititems(lambda key, node: keys.append(key) if isinstance(node, h5py.Dataset) else None)
+        if not keys:
+            return {}
+        events = len(source[f"{MISSED}/{keys[0]}"])
+        kept = events if share >= 1.0 else round(events * share)
+        for key in keys:
+            file[f"{MISSED}/{key}"] = source[f"{MISSED}/{key}"][:kept]
+    return {"missed_events": kept, "missed_events_in_data": events}
 
 
 def _generated_luminosity(data_path: Path, share: float) -> dict[str, float]:
