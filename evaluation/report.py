@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from evaluation import html
+from evaluation.acceptance_report import AcceptanceReport, acceptance_report
 from evaluation.calibration import CalibrationResult, calibrate
 from evaluation.cross_section_report import CrossSectionReport, cross_section_report
 from evaluation.errors import ReportError
@@ -609,6 +610,7 @@ def _html_page(
     images: Mapping[str, tuple[str, str | None]],
     resamples: int,
     cross: CrossSectionReport | None = None,
+    acceptance: AcceptanceReport | None = None,
 ) -> str:
     body = []
     method = samples[0].attrs.get("reference")
@@ -684,6 +686,8 @@ def _html_page(
                 ],
             )
         )
+    if acceptance is not None:
+        body.append(acceptance.html(images, _slug))
     if cross is not None:
         body.append(cross.html(images, _slug))
     for result in results:
@@ -908,12 +912,22 @@ def write_report(
         )
         cross = cross_section_report([(r.truth, r.unfoldings, r.edges) for r in results], names, samples[0],
                                      luminosity, com_tev=_collision_energy(samples[0]))
+        # With ACCEPTANCE/ (unfold acceptance apply): the corrected level against the truth of its full space.
+        acceptance = acceptance_report(samples, names, [(r.truth, r.unfoldings) for r in results], bins, resamples,
+                                       com_tev=_collision_energy(samples[0]))
+        headline = _headline(results, names, method)
+        if acceptance is not None:
+            cross = acceptance.cross_sections(cross)
+            jobs += acceptance.jobs(_slug)
+            headline += "\n\n" + acceptance.headline()
         jobs += cross.jobs(_slug)
-        headline = _headline(results, names, method) + "\n\n" + cross.headline()
+        headline += "\n\n" + cross.headline()
         metrics = _metrics_json(samples, names, results, bins, resamples)
+        if acceptance is not None:
+            metrics["acceptance"] = acceptance.metrics()
 
         def render_page(images: Mapping[str, tuple[str, str | None]]) -> str:
-            return _html_page(samples, names, results, images, resamples, cross)
+            return _html_page(samples, names, results, images, resamples, cross, acceptance)
 
     with report_folder(out, "unfold report") as temporary:
         images = _draw(jobs, temporary, image_format, progress)
