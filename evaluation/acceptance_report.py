@@ -23,8 +23,8 @@ from pathlib import Path
 
 import h5py
 import matplotlib.pyplot as plt
-import mplhep
 import numpy as np
+from scipy import stats
 
 from evaluation import html
 from evaluation.cross_section_report import CrossSectionReport
@@ -67,6 +67,7 @@ SPACES = {
 }
 SEED = 2  # bootstrap of the corrected comparison, fixed so reports are reproducible
 RATE_BINS = 12  # bins of the efficiency and fake-rate figures
+CENTRAL_LOW = stats.norm.cdf(-1.0)  # lower tail of a central 68.3 % interval
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,8 @@ class _Rate:
     predicted: Mapping[str, tuple[np.ndarray, np.ndarray]]  # label -> (mean over draws, sd over draws)
 
     def as_dict(self) -> dict:
-        return {"edges": self.edges.tolist(), "observed": _listed(self.observed), "binomial_error": _listed(self.error),
+        return {"edges": self.edges.tolist(), "observed": _listed(self.observed), "error_down": _listed(self.error[0]),
+                "error_up": _listed(self.error[1]),
                 "events": self.events.astype(int).tolist(),
                 "predicted": {k: {"mean": _listed(m), "sd_over_draws": _listed(s)} for k, (m, s) in self.predicted.items()}}
 
@@ -257,14 +259,17 @@ def _listed(values: np.ndarray) -> list[float | None]:
 
 
 def _observed_rate(values: np.ndarray, passed: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fraction of ``passed`` events per bin of ``values`` with its binomial error sqrt(p(1 - p)/n)
-    (at least sqrt(1/n)/sqrt(n) so an empty or full bin keeps an error); NaN where a bin is empty."""
+    """Fraction of ``passed`` events per bin of ``values``, its (2, B) binomial errors down and up (the
+    central 68.3 % Clopper-Pearson interval, exact also for 0 or n passing) and the events per bin;
+    NaN where a bin is empty."""
     finite = np.isfinite(values)
     total, _ = np.histogram(values[finite], edges)
     hits, _ = np.histogram(values[finite & passed], edges)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fraction = hits / total
-        error = np.sqrt(np.maximum(fraction * (1 - fraction), 1.0 / total) / total)
+        fraction = np.where(total > 0, hits / np.maximum(total, 1), np.nan)
+        low = np.where(hits > 0, stats.beta.ppf(CENTRAL_LOW, hits, total - hits + 1), 0.0)
+        high = np.where(hits < total, stats.beta.ppf(1 - CENTRAL_LOW, hits + 1, total - hits), 1.0)
+    error = np.where(total > 0, np.stack([fraction - low, high - fraction]), np.nan)
     return fraction, error, total
 
 
@@ -388,16 +393,18 @@ class AcceptanceReport:
             for axis, rate in zip(axes[:, 0], rates, strict=True):
                 centres = 0.5 * (rate.edges[1:] + rate.edges[:-1])
                 axis.errorbar(centres, rate.observed, yerr=rate.error, fmt="o", color=TRUTH_COLOUR, markersize=4,
-                              label="observed (truth counts, binomial errors)")
+                              label="observed (truth counts, 68 % binomial interval)")
                 for colour, (label, (mean, sd)) in zip(UNFOLDING_COLOURS, rate.predicted.items(), strict=False):
-                    mplhep.histplot(mean, rate.edges, ax=axis, color=colour, linewidth=2, label=f"{label} predicted")
-                    axis.stairs(mean + sd, rate.edges, baseline=mean - sd, fill=True, color=colour, alpha=0.3, linewidth=0)
+                    # Per-bin lines and boxes: a bin without draws (NaN) is left empty, not drawn at zero.
+                    axis.hlines(mean, rate.edges[:-1], rate.edges[1:], color=colour, linewidth=2, label=f"{label} predicted")
+                    axis.bar(rate.edges[:-1], 2 * sd, bottom=mean - sd, width=np.diff(rate.edges), align="edge",
+                             color=colour, alpha=0.3, linewidth=0)
                 axis.set_ylabel("Efficiency" if rate.kind == "efficiency" else "Fake rate")
                 axis.set_ylim(0, 1.05)
                 axis.legend(loc="best", frameon=False, fontsize=11)
             _simulation_label(axes[0, 0], self.com_tev)
             axes[-1, 0].set_xlabel(axis_label(obs.label, obs.unit))
-            axes[-1, 0].set_xlim(rates[0].edges[0], rates[0].edges[-1])
+            axes[-1, 0].set_xlim(min(r.edges[0] for r in rates), max(r.edges[-1] for r in rates))
             _save(figure, paths)
 
     def html(self, images: Mapping[str, tuple[str, str | None]], slug: Callable[[str], str]) -> str:
@@ -575,6 +582,8 @@ def _rates(truth: Observable, unfoldings: Sequence[Observable], labels: Sequence
                  for label, u, a in zip(labels, unfoldings, found, strict=True) if a is not None}
     out = [_Rate("efficiency", coarse, observed, error, events, predicted)]
     if len(found) and next(a for a in found if a is not None).level == "particle":
+        # Fakes lie outside the fiducial space: their range is that of the selected events' truth.
+        coarse = histogram_edges(truth.truth, min(RATE_BINS, bins), discrete=truth.discrete)
         observed, error, events = _observed_rate(truth.truth, ~inside, coarse)
         predicted = {label: _predicted_rate(u.draws, np.broadcast_to(1.0 - a.fiducial_probability[:, None], a.efficiency.shape),
                                             np.ones_like(a.efficiency), coarse)

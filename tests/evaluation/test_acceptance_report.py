@@ -76,7 +76,8 @@ def test_the_corrected_unfolding_matches_the_full_truth_and_the_uncorrected_does
     assert corrected["value"] < own + 2 * noise + 2 * corrected["error"]
     # The predicted efficiency follows the observed one within the binomial errors and the draws' scatter.
     rate = metrics["rates"]["parton/b_had/pt"]["efficiency"]
-    observed, error = np.array(rate["observed"], float), np.array(rate["binomial_error"], float)
+    observed = np.array(rate["observed"], float)
+    error = np.maximum(np.array(rate["error_down"], float), np.array(rate["error_up"], float))
     predicted = np.array(rate["predicted"]["model"]["mean"], float)
     enough = np.array(rate["events"]) > 50
     assert np.all(np.abs(predicted - observed)[enough] < 4 * error[enough] + 0.06)
@@ -142,3 +143,54 @@ def test_unfold_sample_copies_the_missed_truth(tmp_path):
     with h5py.File(tmp_path / "none.h5", "w") as file:
         assert _copy_missed(data, file, 1.0) == {}
         assert "MISSED" not in file
+
+
+def test_particle_level_compares_with_the_fiducial_space_and_shows_the_fake_rate(tmp_path):
+    """Fiducial: leading jet pT above its median; the detector selects 70 % of the fiducial events and
+    30 % of the others (fakes). With draws equal to the truth and an exact fiducial probability the
+    corrected unfolding is the fiducial truth of a random 70 % (within the noise of the full fiducial
+    truth), and the predicted fake rate is the observed one."""
+    events, draws = 2000, 3
+    generated = write_samples_file(tmp_path / "generated.h5", n_events=events, n_draws=draws, partons=False)
+    rng = np.random.default_rng(9)
+    with h5py.File(generated) as file:
+        keys: list[str] = []
+        file.visititems(lambda key, node: keys.append(key) if isinstance(node, h5py.Dataset) else None)
+        arrays = {key: file[key][()] for key in keys}
+        attrs = dict(file.attrs)
+    for key in [k for k in arrays if k.startswith("PARTICLES/")]:
+        arrays[f"SAMPLES/{key}"] = np.repeat(arrays[key][:, None], draws, axis=1)
+    leading = arrays["PARTICLES/jets/pt"].max(axis=1)
+    fiducial = leading > np.median(leading)
+    selected = rng.random(events) < np.where(fiducial, 0.7, 0.3)
+    samples = tmp_path / "particle.h5"
+    with h5py.File(samples, "w") as file:
+        file.attrs.update(attrs)
+        for key, values in arrays.items():
+            file[key] = values[selected]
+            if key.startswith("PARTICLES/"):
+                file[f"MISSED/{key}"] = values[~selected]
+        file["PARTICLES/fiducial"] = fiducial[selected]
+        file["MISSED/PARTICLES/fiducial"] = fiducial[~selected]
+        p_fid = fiducial[selected].astype(np.float32)
+        file["ACCEPTANCE/efficiency"] = np.full((int(selected.sum()), draws), 0.7, np.float32)
+        file["ACCEPTANCE/fiducial_probability"] = p_fid
+        file["ACCEPTANCE/weight"] = np.repeat(p_fid[:, None] / 0.7, draws, axis=1)
+        file["ACCEPTANCE"].attrs.update(level="particle", min_efficiency=0.01)
+    assert main(["report", str(samples), "--out", str(tmp_path / "report"), "--labels", "model", "--bootstrap", "10",
+                 "--features", "particle/jets1/pt,particle/jets/multiplicity"]) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())["acceptance"]
+    assert metrics["level"] == "particle"
+    assert metrics["missed_in_space"] == int((fiducial & ~selected).sum())
+    distances = metrics["observables"]["particle/jets1/pt"]["distances"]
+    noise = metrics["observables"]["particle/jets1/pt"]["noise_floor"]["wasserstein"]
+    assert distances[f"model corrected (mean of {draws} draws)"]["wasserstein"]["value"] < 3 * noise
+    assert distances["model uncorrected"]["wasserstein"]["value"] > 5 * noise  # the fakes sit below the cut
+    fake = metrics["rates"]["particle/jets1/pt"]["fake rate"]
+    observed, predicted = np.array(fake["observed"], float), np.array(fake["predicted"]["model"]["mean"], float)
+    np.testing.assert_allclose(predicted[np.isfinite(observed)], observed[np.isfinite(observed)], atol=1e-6)
+    efficiency = metrics["rates"]["particle/jets1/pt"]["efficiency"]
+    filled = np.array(efficiency["events"]) > 30
+    error = np.maximum(np.array(efficiency["error_down"], float), np.array(efficiency["error_up"], float))
+    assert np.all(np.abs(np.array(efficiency["observed"], float)[filled] - 0.7) < 4 * error[filled] + 0.02)
+    assert (tmp_path / "report" / "efficiency_particle__jets1__pt.png").is_file()
