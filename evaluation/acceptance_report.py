@@ -309,9 +309,6 @@ class AcceptanceReport:
     def space(self) -> str:
         return SPACES[self.level]
 
-    def _sources(self, label: str) -> tuple[str, str]:
-        return f"{label} corrected (ACCEPTANCE/weight)", f"{label} uncorrected"
-
     def _table(self) -> list[list[str]]:
         rows = []
         for c in self.comparisons:
@@ -326,9 +323,21 @@ class AcceptanceReport:
         return ["observable [unit]", "against the full truth",
                 *(f"{METRIC_LABELS[m]} [obs. unit]" if m in DIMENSIONFUL else METRIC_LABELS[m] for m in METRICS)]
 
+    def effective_events(self) -> dict[str, float]:
+        """Kish's effective number of events (sum w)^2 / sum w^2 of each corrected unfolding's weights,
+        mean over draws: the size whose noise the corrected distribution carries."""
+        out = {}
+        for label, weights in zip(self.labels, self.draw_weights, strict=True):
+            if weights is not None:
+                w = self.event_weights[:, None] * weights
+                out[label] = float(np.mean(w.sum(axis=0) ** 2 / (w**2).sum(axis=0)))
+        return out
+
     def _counts(self) -> str:
+        effective = ", ".join(f"{label} {n:.0f}" for label, n in self.effective_events().items())
         return (f"{self.level} level, full truth = {self.space}: {self.n_selected_in_space} selected events in the space "
-                f"(of {self.n_selected} selected) + {self.n_missed} missed")
+                f"(of {self.n_selected} selected) + {self.n_missed} missed; effective events of the corrected "
+                f"unfoldings (Kish): {effective}")
 
     def headline(self) -> str:
         """The fixed-width table of distances to the full truth."""
@@ -442,6 +451,7 @@ class AcceptanceReport:
             "level": self.level, "space": self.space, "selected_events": self.n_selected,
             "selected_in_space": self.n_selected_in_space, "missed_in_space": self.n_missed,
             "corrected": dict(zip(self.labels, self.corrected, strict=True)),
+            "effective_events": self.effective_events(),
             "observables": {c.observable.name: {"noise_floor": {m: _finite(v) for m, v in c.noise.items()},
                                                 "distances": {k: summary(s) for k, s in c.rows.items()}}
                             for c in self.comparisons},
