@@ -339,6 +339,12 @@ class AcceptanceReport:
                 f"(of {self.n_selected} selected) + {self.n_missed} missed; effective events of the corrected "
                 f"unfoldings (Kish): {effective}")
 
+    def selected_note(self) -> str:
+        """The line of the main distance table saying which space its truth covers."""
+        return (f'<p><b>Compared space here: the detector-selected events only</b> ({self.n_selected}). The {self.level}-level '
+                f'unfoldings against {escape(self.space)}, with and without the efficiency correction: '
+                '<a href="#acceptance">Efficiency, acceptance and fakes</a>.</p>')
+
     def headline(self) -> str:
         """The fixed-width table of distances to the full truth."""
         rows = [self._header(), *self._table()]

@@ -631,6 +631,7 @@ def _html_page(
             "Distances to truth",
             [
                 _reference_note(samples[0]),
+                *([acceptance.selected_note()] if acceptance is not None else []),
                 "<p>Each distance is given ± the standard deviation of its bootstrap "
                 f"({resamples} resamples of the events; an unfolding's bootstrap averages its first draws), "
                 "and each unfolding as the mean over its draws with [min, max]. The noise floor is the "
