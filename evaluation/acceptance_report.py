@@ -439,7 +439,7 @@ class AcceptanceReport:
             "a paired bootstrap of selected and missed events); the noise floor is that of the full truth of its own "
             "size (the corrected sample, with unequal weights, has fewer effective events, which its bootstrap error "
             f"shows). Rates{escape(fakes)} per bin of each key per-event observable: <b>observed</b>, the fraction "
-            "in the truth counts with its binomial error; <b>predicted</b>, per draw the sum of p<sub>fid</sub> over "
+            "in the truth counts with its central 68 % Clopper-Pearson (binomial) interval; <b>predicted</b>, per draw the sum of p<sub>fid</sub> over "
             "the sum of p<sub>fid</sub> / efficiency of the draws in the bin (the harmonic mean of the efficiency: the "
             "rate the weights use, equal to the observed one for a calibrated efficiency; an arithmetic mean over the "
             "selected events is biased upward), the fake rate the mean of 1 - p<sub>fid</sub>; band: sd over draws.</p>"
