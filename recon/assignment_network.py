@@ -147,7 +147,9 @@ class AssignmentNetwork(nn.Module):
     def fit_mass_priors(self, four_momenta: Tensor, indices: Sequence[Tensor]) -> None:
         """Start each mass prior at the masses of the truth-matched daughters: (E, N, 4) four-momenta
         [GeV] and, per resonance in topology order, (E, K_r) object indices (-1 unmatched)."""
-        for prior, daughters in zip(self.mass_priors or (), indices, strict=True):
+        if self.mass_priors is None:
+            return
+        for prior, daughters in zip(self.mass_priors, indices, strict=True):
             if isinstance(prior, TupleMassPrior):
                 prior.fit(four_momenta, daughters)
 

@@ -182,8 +182,9 @@ def _chi_square_table(train: Path, test: Path, event_file: Path) -> dict:
 
 
 def test_the_toy_is_a_real_test_of_the_baseline(project_table):
-    """Far from chance (1 in 90 for the six leading jets and a random pairing), far from perfect."""
-    assert 0.25 < project_table["complete"]["event"] < 0.6
+    """Far from chance (1 in 90 for the six leading jets and a random pairing), far from perfect
+    (the tuned baseline tries the 6, 7 or 8 leading jets, whichever does best on the training toy)."""
+    assert 0.25 < project_table["complete"]["event"] < 0.8
 
 
 SPANET_FLAGS = {"mass": "log_normalize", "pt": "log_normalize", "eta": "normalize", "phi": "normalize", "btag": "none"}

@@ -367,7 +367,8 @@ def test_the_onnx_export_matches_torch_on_other_event_and_object_counts(recon_ru
         value = value.numpy()
         finite = np.isfinite(value)
         np.testing.assert_array_equal(np.isfinite(outputs[name]), finite)
-        np.testing.assert_allclose(outputs[name][finite], value[finite], atol=1e-4)
+        # float32 round-off relative to log-probabilities of several hundred (the mass prior's chi-square)
+        np.testing.assert_allclose(outputs[name][finite], value[finite], atol=1e-4, rtol=1e-5)
     # the README's decoding: the most probable tuple of each resonance; where the resonances share
     # no jet it is the assignment the greedy decoding of the torch model picks
     log_probs = outputs["log_probs_ht"]
