@@ -404,6 +404,9 @@ def load_acceptance(run: Path) -> AcceptanceRun:
     return AcceptanceRun(state["level"], get_process(state["process"]), build(state["efficiency"]), build(state["fiducial"]))
 
 
+_PARTIAL = "ACCEPTANCE.partial"
+
+
 def apply_acceptance(run: Path, samples: Path, *, min_efficiency: float = 0.01) -> dict[str, float]:
     """Write ``ACCEPTANCE/efficiency`` (E, n), ``ACCEPTANCE/fiducial_probability`` (E,) and
     ``ACCEPTANCE/weight`` (E, n) = ``WEIGHTS/weight`` x p_fid / max(efficiency, ``min_efficiency``)
@@ -427,13 +430,19 @@ def apply_acceptance(run: Path, samples: Path, *, min_efficiency: float = 0.01) 
             fiducial = _probability(corrections.fiducial, detector_features(file))
         weight = file["WEIGHTS/weight"][...].astype(np.float64) if "WEIGHTS/weight" in file else np.ones(events)
     total = weight[:, None] * fiducial[:, None] / np.clip(efficiency, min_efficiency, None)
+    # Written under a temporary name and moved into place: an interruption leaves the file's earlier
+    # ACCEPTANCE (or none) intact, never a half-written one.
     with h5py.File(samples, "r+") as file:
+        if _PARTIAL in file:
+            del file[_PARTIAL]
+        partial = file.create_group(_PARTIAL)
+        partial["efficiency"] = efficiency.astype(np.float32)
+        partial["fiducial_probability"] = fiducial.astype(np.float32)
+        partial["weight"] = total.astype(np.float32)
+        partial.attrs.update({"run": str(run), "level": corrections.level, "min_efficiency": min_efficiency,
+                              "method": "arXiv 2509.02708 (classifier efficiency and fake corrections)"})
         if "ACCEPTANCE" in file:
             del file["ACCEPTANCE"]
-        file["ACCEPTANCE/efficiency"] = efficiency.astype(np.float32)
-        file["ACCEPTANCE/fiducial_probability"] = fiducial.astype(np.float32)
-        file["ACCEPTANCE/weight"] = total.astype(np.float32)
-        file["ACCEPTANCE"].attrs.update({"run": str(run), "level": corrections.level, "min_efficiency": min_efficiency,
-                                         "method": "arXiv 2509.02708 (classifier efficiency and fake corrections)"})
+        file.move(_PARTIAL, "ACCEPTANCE")
     return {"events": float(events), "mean_efficiency": float(efficiency.mean()),
             "mean_fiducial_probability": float(fiducial.mean()), "mean_weight": float(total.mean())}
