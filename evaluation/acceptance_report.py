@@ -185,6 +185,9 @@ class _Comparison:
         selected, missed: the full truth's two parts, (R_s,) values of the selected events inside the
             space (weighted by their event weights ``selected_weights``) and (R_m,) of the missed ones (weight 1).
         edges: bin edges over the full truth; noise: its noise floor per metric.
+        effective_noise: label -> (Kish effective events n_eff of its corrected weights, the mean distance
+            between the full truth and n_eff of its events drawn with replacement): the floor of a weighted
+            sample of that size.
         rows: source -> distances to the full truth.
     """
 
@@ -196,6 +199,7 @@ class _Comparison:
     edges: np.ndarray
     noise: Mapping[Metric, float]
     rows: Mapping[str, Mapping[Metric, DistanceSummary]]
+    effective_noise: Mapping[str, tuple[int, Mapping[Metric, float]]] = dataclasses.field(default_factory=dict)
 
     @property
     def full(self) -> np.ndarray:
@@ -315,6 +319,9 @@ class AcceptanceReport:
             name = f"{c.observable.name} [{c.observable.unit}]" if c.observable.unit else c.observable.name
             rows.append([name, f"noise floor (full truth vs itself, {np.isfinite(c.full).sum()} entries)",
                          *(f"{c.noise[m]:.3g}" for m in METRICS)])
+            for label, (size, noise) in c.effective_noise.items():
+                rows.append(["", f"noise floor at {label} corrected's effective size ({size} events)",
+                             *(f"{noise[m]:.3g}" for m in METRICS)])
             for source, summary in c.rows.items():
                 rows.append(["", source, *(f"{summary[m].value:.3g} ± {summary[m].error:.2g}" for m in METRICS)])
         return rows
@@ -459,6 +466,9 @@ class AcceptanceReport:
             "corrected": dict(zip(self.labels, self.corrected, strict=True)),
             "effective_events": self.effective_events(),
             "observables": {c.observable.name: {"noise_floor": {m: _finite(v) for m, v in c.noise.items()},
+                                                "effective_noise_floor": {
+                                                    label: {"events": size, **{m: _finite(v) for m, v in noise.items()}}
+                                                    for label, (size, noise) in c.effective_noise.items()},
                                                 "distances": {k: summary(s) for k, s in c.rows.items()}}
                             for c in self.comparisons},
             "rates": {name: {r.kind: r.as_dict() for r in rates} for name, rates in self.rates.items()},
@@ -574,13 +584,35 @@ def acceptance_report(
                                                     edges, boot)
         noise = noise_floor(values, edges, first_noise[:, full_events] * weights[None],
                             second_noise[:, full_events] * weights[None])
+        effective = {}
+        for label, acceptance in zip(labels, found, strict=True):
+            if acceptance is not None:
+                size = _kish(event_weights[:, None] * acceptance.draw_weights)
+                effective[label] = (size, _subsample_noise(values, full_events, weights, edges, size, first_noise, rng))
         comparisons.append(_Comparison(truth, tuple(u.draws for u in unfoldings), truth.truth[inside], selected_weights,
-                                       missed, edges, noise, rows))
+                                       missed, edges, noise, rows, effective))
         if truth.per_event:
             rates[truth.name] = _rates(truth, unfoldings, labels, found, full, missed, edges, bins)
     return AcceptanceReport(level, tuple(labels), tuple(a is not None for a in found), tuple(comparisons), rates,
                             n_events, int(full.in_space.sum()), full.n_missed,
                             tuple(None if a is None else a.draw_weights for a in found), event_weights, com_tev)
+
+
+def _kish(weights: np.ndarray) -> int:
+    """Kish's effective number of events (sum w)^2 / sum w^2 of (E, n) weights, mean over draws."""
+    return max(1, round(float(np.mean(weights.sum(axis=0) ** 2 / (weights**2).sum(axis=0)))))
+
+
+def _subsample_noise(values: np.ndarray, full_events: np.ndarray, weights: np.ndarray, edges: np.ndarray, size: int,
+                     resample: np.ndarray, rng: np.random.Generator) -> dict[Metric, float]:
+    """Mean distance between a bootstrap of the full truth (``resample``: (K, union events)) and ``size``
+    of its events drawn with replacement: the noise of a sample of ``size`` events against the full truth."""
+    events = np.unique(full_events)
+    picks = events[rng.integers(0, events.size, size=(resample.shape[0], size))]
+    counts = np.stack([np.bincount(row, minlength=resample.shape[1]) for row in picks]).astype(np.float64)
+    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):
+        return {m: float(np.nanmean(v)) for m, v in weighted_distances(
+            values, values, edges, resample[:, full_events] * weights[None], counts[:, full_events] * weights[None]).items()}
 
 
 def _rates(truth: Observable, unfoldings: Sequence[Observable], labels: Sequence[str],
