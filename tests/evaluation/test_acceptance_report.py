@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.evaluation.conftest import write_samples_file
 from unfold.cli import main
 
 FEATURES = ["parton/b_had/pt", "parton/t_had/mass"]
@@ -21,7 +21,7 @@ def efficiency(pt: np.ndarray) -> np.ndarray:
     return 0.05 + 0.9 / (1.0 + np.exp(-(pt - 55.0) / 12.0))
 
 
-def _toy(tmp_path: Path, *, events: int = 3000, acceptance: bool = True, missed: bool = True) -> Path:
+def _toy(write_samples_file: Callable[..., Path], tmp_path: Path, *, events: int = 3000, acceptance: bool = True, missed: bool = True) -> Path:
     """A parton-level samples file of the events a known efficiency selects, with (``missed``) the
     truth of those it missed under MISSED/ and (``acceptance``) ACCEPTANCE/ as unfold acceptance apply writes."""
     generated = write_samples_file(tmp_path / "generated.h5", n_events=events, n_draws=4, particles=False)
@@ -59,8 +59,8 @@ def _report(samples: Path, out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_the_corrected_unfolding_matches_the_full_truth_and_the_uncorrected_does_not(tmp_path):
-    report = _report(_toy(tmp_path), tmp_path / "report")
+def test_the_corrected_unfolding_matches_the_full_truth_and_the_uncorrected_does_not(samples_writer, tmp_path):
+    report = _report(_toy(samples_writer, tmp_path), tmp_path / "report")
     metrics = report["acceptance"]
     # The draws' own distance to the truth of the selected events is what the corrected unfolding can
     # reach against the full truth.
@@ -88,8 +88,8 @@ def test_the_corrected_unfolding_matches_the_full_truth_and_the_uncorrected_does
     assert (tmp_path / "report" / "efficiency_parton__b_had__pt.png").is_file()
 
 
-def test_cross_sections_of_the_corrected_level_are_those_of_the_full_space(tmp_path):
-    toy = _toy(tmp_path)
+def test_cross_sections_of_the_corrected_level_are_those_of_the_full_space(samples_writer, tmp_path):
+    toy = _toy(samples_writer, tmp_path)
     with h5py.File(toy, "r+") as file:
         file.attrs["luminosity_fb_inv"] = 0.01
         selected = len(file["PARTONS/b_had/pt"])
@@ -105,16 +105,16 @@ def test_cross_sections_of_the_corrected_level_are_those_of_the_full_space(tmp_p
     assert uncorrected < 0.6 * full
 
 
-def test_a_report_without_acceptance_is_unchanged_by_the_missed_events(tmp_path):
-    plain = _report(_toy(tmp_path, acceptance=False, missed=False), tmp_path / "plain")
-    with_missed = _report(_toy(tmp_path, acceptance=False, missed=True), tmp_path / "missed")
+def test_a_report_without_acceptance_is_unchanged_by_the_missed_events(samples_writer, tmp_path):
+    plain = _report(_toy(samples_writer, tmp_path, acceptance=False, missed=False), tmp_path / "plain")
+    with_missed = _report(_toy(samples_writer, tmp_path, acceptance=False, missed=True), tmp_path / "missed")
     assert "acceptance" not in with_missed
     assert plain["observables"] == with_missed["observables"]
     assert not list((tmp_path / "missed").glob("accept_*"))
 
 
-def test_acceptance_without_the_missed_truth_is_a_one_line_error(tmp_path, capsys):
-    toy = _toy(tmp_path, missed=False)
+def test_acceptance_without_the_missed_truth_is_a_one_line_error(samples_writer, tmp_path, capsys):
+    toy = _toy(samples_writer, tmp_path, missed=False)
     assert main(["report", str(toy), "--out", str(tmp_path / "report"), "--features", ",".join(FEATURES)]) != 0
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1
@@ -145,13 +145,13 @@ def test_unfold_sample_copies_the_missed_truth(tmp_path):
         assert "MISSED" not in file
 
 
-def test_particle_level_compares_with_the_fiducial_space_and_shows_the_fake_rate(tmp_path):
+def test_particle_level_compares_with_the_fiducial_space_and_shows_the_fake_rate(samples_writer, tmp_path):
     """Fiducial: leading jet pT above its median; the detector selects 70 % of the fiducial events and
     30 % of the others (fakes). With draws equal to the truth and an exact fiducial probability the
     corrected unfolding is the fiducial truth of a random 70 % (within the noise of the full fiducial
     truth), and the predicted fake rate is the observed one."""
     events, draws = 2000, 3
-    generated = write_samples_file(tmp_path / "generated.h5", n_events=events, n_draws=draws, partons=False)
+    generated = samples_writer(tmp_path / "generated.h5", n_events=events, n_draws=draws, partons=False)
     rng = np.random.default_rng(9)
     with h5py.File(generated) as file:
         keys: list[str] = []

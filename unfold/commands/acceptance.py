@@ -44,8 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                formatter_class=DefaultsHelpFormatter)
     apply.add_argument("run", type=Path, metavar="RUN", help="folder written by unfold acceptance train")
     apply.add_argument("samples", type=Path, metavar="SAMPLES.h5", help="output of unfold sample (changed in place)")
-    apply.add_argument("--min-efficiency", type=float, default=0.01,
-                       help="efficiencies below this are raised to it, bounding the weights at 1/min")
+    apply.add_argument("--min-efficiency", type=float, default=None,
+                       help="efficiencies below this are raised to it, bounding the weights at 1/min "
+                       "(default: 0.1, unfold.tasks.acceptance.MIN_EFFICIENCY)")
     apply.set_defaults(func=run_apply)
 
 
@@ -80,6 +81,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_apply(args: argparse.Namespace) -> int:
     from unfold.tasks.acceptance import apply_acceptance
 
-    summary = apply_acceptance(args.run, args.samples, min_efficiency=args.min_efficiency)
+    chosen = {} if args.min_efficiency is None else {"min_efficiency": args.min_efficiency}
+    summary = apply_acceptance(args.run, args.samples, **chosen)
     print(f"{args.samples}: ACCEPTANCE/weight written {json.dumps(summary)}")
     return 0
