@@ -38,6 +38,7 @@ from evaluation.metrics import (
     DistanceSummary,
     Metric,
     bootstrap_weights,
+    effective_events,
     histogram_edges,
     noise_floor,
     weighted_distances,
@@ -600,7 +601,7 @@ def acceptance_report(
 
 def _kish(weights: np.ndarray) -> int:
     """Kish's effective number of events (sum w)^2 / sum w^2 of (E, n) weights, mean over draws."""
-    return max(1, round(float(np.mean(weights.sum(axis=0) ** 2 / (weights**2).sum(axis=0)))))
+    return max(1, round(float(np.mean(effective_events(weights, axis=0)))))
 
 
 def _subsample_noise(values: np.ndarray, full_events: np.ndarray, weights: np.ndarray, edges: np.ndarray, size: int,

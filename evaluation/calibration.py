@@ -21,6 +21,7 @@ import numpy as np
 from scipy import stats
 
 from evaluation.errors import ReportError
+from evaluation.metrics import effective_events
 
 __all__ = [
     "NOMINAL_LEVELS",
@@ -150,7 +151,7 @@ def calibrate(
     n_draws = draws.shape[1]
     event_ranks = ranks(truth[usable], draws[usable], rng)
     counts = np.bincount(event_ranks, weights=event_weights, minlength=n_draws + 1)
-    effective = float(total**2 / np.sum(event_weights**2))
+    effective = float(effective_events(event_weights))
     # Kish scaling: the weighted histogram as n_eff unit-weight events would fill it.
     p_value = float(stats.chisquare(counts * effective / total).pvalue)
     coverages = []

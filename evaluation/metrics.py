@@ -38,6 +38,7 @@ __all__ = [
     "Verdict",
     "bootstrap_weights",
     "distance",
+    "effective_events",
     "histogram_edges",
     "kl_divergence",
     "noise_floor",
@@ -66,6 +67,13 @@ KL_PSEUDOCOUNT = 0.5
 # Draws of an unfolding that enter its bootstrap (see :func:`summarise`).
 BOOTSTRAP_DRAWS = 8
 Verdict = Literal["better", "worse", "compatible"]
+
+
+def effective_events(weights: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    """Kish's effective number of events (sum w)^2 / sum w^2: how many unit-weight events carry the
+    same statistical power as the weighted ones (along ``axis``; all weights when None)."""
+    weights = np.asarray(weights, np.float64)
+    return weights.sum(axis=axis) ** 2 / np.maximum(np.sum(weights**2, axis=axis), np.finfo(np.float64).tiny)
 
 
 def histogram_edges(
@@ -348,8 +356,7 @@ def peak_position(values: np.ndarray, grid_points: int = 4001, weights: np.ndarr
     mean = magnitude @ values / magnitude.sum()
     sigma = np.sqrt(magnitude @ (values - mean) ** 2 / magnitude.sum())
     spread = min(sigma, (upper - lower) / 1.34) or sigma or 1.0
-    effective = weights.sum() ** 2 / max(np.sum(weights**2), np.finfo(np.float64).tiny)
-    bandwidth = 0.9 * spread * max(effective, 2.0) ** (-0.2)
+    bandwidth = 0.9 * spread * max(effective_events(weights), 2.0) ** (-0.2)
     counts, edges = np.histogram(values, bins=grid_points, range=(low, high), weights=weights)
     density = ndimage.gaussian_filter1d(counts.astype(np.float64), bandwidth / (edges[1] - edges[0]), mode="constant")
     peak = int(np.argmax(density))

@@ -9,12 +9,15 @@ network starts from the masses rather than discovering them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import combinations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from recon.chi_square import central_half_width
 from recon.errors import ReconError
 
 __all__ = ["TupleMassPrior", "tuple_masses"]
@@ -132,7 +135,7 @@ class TupleMassPrior(nn.Module):
         shape = [len(tuples)] + [self.order] * self.order
         for feature, mass in enumerate(self._masses(one_tuple)):
             values = mass.expand(shape)[(slice(None), *range(self.order))]  # the tuple (0, 1, ..., K-1)
-            # The median and the central 68.27 % half-width: robust against combinatorial tails.
-            low, median, high = torch.quantile(values, values.new_tensor([0.158655, 0.5, 0.841345]))
-            self.centre[feature] = median
-            self.log_width[feature] = ((high - low) / 2).clamp_min(1e-3).log()
+            # The median and the central 68.27 % half-width, as the chi-square fits its resolutions.
+            values = values.double().numpy()
+            self.centre[feature] = float(np.median(values))
+            self.log_width[feature] = math.log(max(central_half_width(values), 1e-3))

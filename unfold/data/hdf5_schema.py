@@ -20,10 +20,11 @@ from recon.event_topology import EventTopology
 from unfold.data.hdf5_io import open_h5
 from unfold.errors import UnfoldError
 
-__all__ = ["SPANET_WEIGHTS", "SpanetData", "count_events", "has_group", "read_spanet", "read_truth"]
+__all__ = ["MISSED", "SPANET_WEIGHTS", "SpanetData", "count_events", "has_group", "read_spanet", "read_truth"]
 
 # SPANet's per-event weight dataset (its ROOT-to-HDF5 converters write ``WEIGHTS/weight``).
 SPANET_WEIGHTS = "WEIGHTS/weight"
+MISSED = "MISSED"  # the truth of the events that fail the detector selection (unfold generate --keep-missed)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unfold.data.hdf5_io import append_arrays, atomic_output
+from unfold.data.hdf5_schema import MISSED
 from unfold.errors import UnfoldError
 from unfold.generation.cross_section import CrossSection, CrossSectionMeter, combine
 from unfold.generation.detector import selection_possible
@@ -42,7 +43,6 @@ from unfold.outputs import process_alive, remove_stale_partials
 __all__ = ["GenerationConfig", "GenerationResult", "default_paths", "ensure_default_data", "generate"]
 
 SHARD_SIZE = 250
-MISSED = "MISSED"  # group of the events that fail the detector selection (--keep-missed)
 _POSITION = f"{MISSED}/selected_before"  # shard files only: selected events generated before each missed one
 PYTHIA_MAX_SEED = 900_000_000  # Pythia's Random:seed range
 

@@ -25,9 +25,10 @@ from typing import Literal, get_args
 import h5py
 import numpy as np
 import torch
+import vector
 
 from unfold.data.hdf5_io import atomic_output, open_h5
-from unfold.data.hdf5_schema import has_group, read_truth
+from unfold.data.hdf5_schema import MISSED, has_group, read_truth
 from unfold.errors import UnfoldError
 from unfold.generation.processes import Process, get_process
 from unfold.models.acceptance import ProbabilityClassifier
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 Level = Literal["parton", "particle"]
-MISSED = "MISSED"
 _TRUTH = {"parton": "PARTONS", "particle": "PARTICLES"}
 LEADING_JETS = 6  # particle-level jets in the efficiency features (the fiducial regions ask for 4 or 6)
 DETECTOR_OBJECTS = 8  # detector objects (lepton, then jets hardest first) in the fiducial-probability features
@@ -295,15 +295,9 @@ def calibration(probability: np.ndarray, labels: np.ndarray, bins: int = 10) -> 
 def key_observables(parton: dict[str, dict[str, np.ndarray]], process: Process) -> dict[str, np.ndarray]:
     """m(ttbar) and pT of the hadronic (first) top, GeV, from the parton truth."""
     tops = [name for name, _, kind in process.record_objects if kind == "t"]
-    four = sum(_four(parton[name]) for name in tops)
-    mass = np.sqrt(np.clip(four[:, 3] ** 2 - (four[:, :3] ** 2).sum(axis=1), 0.0, None))
-    return {"m_ttbar": mass, f"pt_{tops[0]}": np.asarray(parton[tops[0]]["pt"], np.float64)}
-
-
-def _four(obj: dict[str, np.ndarray]) -> np.ndarray:
-    pt, eta, phi, mass = (np.asarray(obj[f], np.float64) for f in ("pt", "eta", "phi", "mass"))
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    return np.stack([px, py, pz, np.sqrt(px**2 + py**2 + pz**2 + mass**2)], axis=-1)
+    momenta = [vector.array({f: np.asarray(parton[name][f], np.float64) for f in ("pt", "eta", "phi", "mass")})
+               for name in tops]
+    return {"m_ttbar": np.asarray(sum(momenta[1:], momenta[0]).mass), f"pt_{tops[0]}": np.asarray(momenta[0].pt)}
 
 
 def rate_table(values: np.ndarray, labels: np.ndarray, probability: np.ndarray, edges: np.ndarray) -> list[dict]:

@@ -24,7 +24,14 @@ from tqdm import tqdm
 
 from unfold.data.event_tensors import encoder_inputs, map_tensors, take_events
 from unfold.data.hdf5_io import append_arrays, atomic_output, event_chunks
-from unfold.data.hdf5_schema import SpanetData, count_events, has_group, read_spanet, read_truth
+from unfold.data.hdf5_schema import (
+    MISSED,
+    SpanetData,
+    count_events,
+    has_group,
+    read_spanet,
+    read_truth,
+)
 from unfold.data.recon_data import detector_events
 from unfold.errors import UnfoldError
 from unfold.models.diffusion.sampler import DEFAULT_SAMPLER, sampler_attribute
@@ -48,7 +55,6 @@ __all__ = [
 # The truth group copied beside each task's samples.
 _TRUTH = {"parton": "PARTONS", "particle": "PARTICLES"}
 # The truth of the events the detector missed (unfold generate --keep-missed), copied whole.
-MISSED = "MISSED"
 
 
 def sample_unfoldings(
