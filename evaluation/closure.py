@@ -76,11 +76,24 @@ def peak_window(name: str, nominal_truth: np.ndarray) -> tuple[float, float, str
 @dataclass(frozen=True)
 class ClosureSample:
     """One sample of an observable: (E,) truth, (E, n) unfoldings and (E,) detector level (NaN where
-    the event was not reconstructed), or None without a detector level."""
+    the event was not reconstructed), or None without a detector level; (E,) event weights of a
+    weighted sample (a reweighted spectrum) and (E, n) weights of the draws (an unbiased unfolding,
+    each event's summing to n), None for ones."""
 
     truth: np.ndarray
     draws: np.ndarray
     detector: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    draw_weights: np.ndarray | None = None
+
+    def event_weights(self) -> np.ndarray:
+        """(E, 1) weights of the truth and the detector level."""
+        return (np.ones(len(self.truth)) if self.weights is None else np.asarray(self.weights, np.float64))[:, None]
+
+    def unfolded_weights(self) -> np.ndarray:
+        """(E, n) weights of the draws: event weight times draw weight."""
+        draws = np.ones(self.draws.shape) if self.draw_weights is None else np.asarray(self.draw_weights, np.float64)
+        return self.event_weights() * draws
 
 
 @dataclass(frozen=True)
@@ -126,19 +139,23 @@ def _weighted_median(sorted_values: np.ndarray, weights: np.ndarray) -> float:
 class _Statistic:
     """One statistic of one sample, evaluated on the pooled rows under any (B, E) event counts."""
 
-    def __init__(self, statistic: str, values: np.ndarray, window: tuple[float, float]) -> None:
+    def __init__(self, statistic: str, values: np.ndarray, window: tuple[float, float],
+                 weights: np.ndarray | None = None) -> None:
         values = values.reshape(len(values), -1)  # (E, k): k draws, 1 for truth or detector level
+        weights = (np.ones(values.shape) if weights is None
+                   else np.broadcast_to(np.reshape(weights, (len(values), -1)), values.shape))
         self.n_rows = len(values)
         finite = np.isfinite(values)
         if statistic == "window_mean":
             inside = finite & (values >= window[0]) & (values <= window[1])
-            self.sums = np.where(inside, values, 0.0).sum(axis=1)
-            self.counts = inside.sum(axis=1).astype(np.float64)
+            self.sums = np.where(inside, values * weights, 0.0).sum(axis=1)
+            self.counts = np.where(inside, weights, 0.0).sum(axis=1)
         else:
             rows, _ = np.nonzero(finite)
             order = np.argsort(values[finite], kind="stable")
             self.sorted = values[finite][order]
             self.rows = rows[order]
+            self.weights = weights[finite][order]
         self.statistic = statistic
 
     def __call__(self, counts: np.ndarray) -> np.ndarray:
@@ -148,11 +165,12 @@ class _Statistic:
                 return (counts @ self.sums) / (counts @ self.counts)
         if self.sorted.size == 0:
             return np.full(counts.shape[:-1], np.nan)
-        return _weighted_median(self.sorted, counts[..., self.rows])
+        return _weighted_median(self.sorted, counts[..., self.rows] * self.weights)
 
 
-def _statistic(statistic: str, values: np.ndarray, window: tuple[float, float]) -> float:
-    return float(_Statistic(statistic, values, window)(np.ones(len(values))))
+def _statistic(statistic: str, values: np.ndarray, window: tuple[float, float],
+               weights: np.ndarray | None = None) -> float:
+    return float(_Statistic(statistic, values, window, weights)(np.ones(len(values))))
 
 
 def _std(values: np.ndarray) -> float:
@@ -201,15 +219,26 @@ def shift_statistics(
     with_detector = nominal.detector is not None and alternative.detector is not None
     out = {}
     for statistic in STATISTICS:
-        def shift(pick, weights, statistic=statistic):
-            first, second = (_Statistic(statistic, pick(s), window)(w) for s, w in zip((nominal, alternative), weights,
-                                                                                      strict=True))
+        def shift(pick, counts_of, statistic=statistic):
+            first, second = (_Statistic(statistic, pick(s)[0], window, pick(s)[1])(c)
+                             for s, c in zip((nominal, alternative), counts_of, strict=True))
             return second - first
 
-        truth, truth_boot = shift(lambda s: s.truth, ones), shift(lambda s: s.truth, counts)
-        unfolded, unfolded_boot = shift(lambda s: s.draws, ones), shift(lambda s: s.draws, counts)
-        per_draw = np.array([_statistic(statistic, alternative.draws[:, j], window)
-                             - _statistic(statistic, nominal.draws[:, j], window) for j in range(n)])
+        def truth_of(s):
+            return s.truth, s.event_weights()
+
+        def draws_of(s):
+            return s.draws, s.unfolded_weights()
+
+        def detector_of(s):
+            return s.detector, s.event_weights()
+
+        truth, truth_boot = shift(truth_of, ones), shift(truth_of, counts)
+        unfolded, unfolded_boot = shift(draws_of, ones), shift(draws_of, counts)
+        def draw_statistic(s, j, statistic=statistic):
+            return _statistic(statistic, s.draws[:, j], window, s.unfolded_weights()[:, j])
+
+        per_draw = np.array([draw_statistic(alternative, j) - draw_statistic(nominal, j) for j in range(n)])
         draws_error = _std(per_draw) / np.sqrt(n) if n > 1 else None
         bootstrap_error = _std(unfolded_boot)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -218,8 +247,8 @@ def shift_statistics(
             fraction_draws = (draws_error or 0.0) / abs(truth)
         detector = detector_boot = None
         if with_detector:
-            detector = float(shift(lambda s: s.detector, ones))
-            detector_boot = _std(shift(lambda s: s.detector, counts))
+            detector = float(shift(detector_of, ones))
+            detector_boot = _std(shift(detector_of, counts))
         out[statistic] = Shift(
             truth=float(truth),
             truth_bootstrap=_std(truth_boot),
@@ -241,9 +270,10 @@ def location(sample: ClosureSample, window: tuple[float, float]) -> dict[str, di
     """Each statistic of one sample's truth, pooled unfoldings and detector level."""
     return {
         statistic: {
-            "truth": _statistic(statistic, sample.truth, window),
-            "unfolded": _statistic(statistic, sample.draws, window),
-            "detector": None if sample.detector is None else _statistic(statistic, sample.detector, window),
+            "truth": _statistic(statistic, sample.truth, window, sample.event_weights()),
+            "unfolded": _statistic(statistic, sample.draws, window, sample.unfolded_weights()),
+            "detector": None if sample.detector is None else _statistic(statistic, sample.detector, window,
+                                                                        sample.event_weights()),
         }
         for statistic in STATISTICS
     }
@@ -266,10 +296,10 @@ def plot_closure(
     low, high = min(low, window[0]), max(high, window[1])
     edges = np.linspace(low, high, bins + 1)
 
-    def density(values: np.ndarray) -> np.ndarray:
-        finite = values[np.isfinite(values)]
-        counts, _ = np.histogram(finite, bins=edges)
-        return counts / max(finite.size, 1) / np.diff(edges)
+    def density(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(values)
+        counts, _ = np.histogram(values[finite], bins=edges, weights=weights[finite])
+        return counts / max(weights[finite].sum(), np.finfo(float).tiny) / np.diff(edges)
 
     with plt.style.context(STYLE):
         fig, (main, ratio) = plt.subplots(2, 1, figsize=(8, 8), sharex=True,
@@ -277,8 +307,8 @@ def plot_closure(
         fig.subplots_adjust(left=0.16, right=0.97, top=0.94, bottom=0.1)
         nominal_truth = nominal_unfolded = None
         for colour, (name, sample) in zip(itertools.cycle(UNFOLDING_COLOURS), samples, strict=False):
-            truth = density(sample.truth)
-            per_draw = np.array([density(d) for d in sample.draws.T])
+            truth = density(sample.truth, sample.event_weights()[:, 0])
+            per_draw = np.array([density(d, w) for d, w in zip(sample.draws.T, sample.unfolded_weights().T, strict=True)])
             mean, spread = per_draw.mean(axis=0), per_draw.std(axis=0)
             if nominal_truth is None:
                 nominal_truth, nominal_unfolded = truth, mean

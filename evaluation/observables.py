@@ -22,7 +22,7 @@ from evaluation.kinematics import (
 )
 from evaluation.samples_file import Collection, ParticleLevel, PartonLevel, SamplesFile
 
-__all__ = ["Observable", "compute_observables", "correlation_pairs", "latex_name"]
+__all__ = ["Observable", "composite_momentum", "compute_observables", "correlation_pairs", "latex_name"]
 
 KINEMATICS = ("pt", "eta", "phi", "mass")
 QUANTITY_LABELS = {
@@ -90,7 +90,7 @@ def _label(quantity: str, object_latex: str) -> tuple[str, str]:
     return (f"${symbol}({object_latex})$" if object_latex else f"${symbol}$"), unit
 
 
-def _parton_momentum(
+def composite_momentum(
     level: Mapping[str, Mapping[str, np.ndarray]], names: tuple[str, ...]
 ) -> MomentumNumpy4D | None:
     """Summed four-momentum of the named partons at one level, or None if one is missing."""
@@ -143,8 +143,8 @@ def _parton_observables(
     present = {
         name: parts
         for name, parts in composites.items()
-        if _parton_momentum(partons.truth, parts) is not None
-        and _parton_momentum(partons.draws, parts) is not None
+        if composite_momentum(partons.truth, parts) is not None
+        and composite_momentum(partons.draws, parts) is not None
     }
     tops = [name for name, parts in present.items() if len(parts) == 3]
     for name, parts in present.items():
@@ -161,7 +161,7 @@ def _parton_observables(
                 f"parton/{name}/{quantity}",
                 quantity,
                 obj,
-                lambda level, parts=parts, f=function: _apply(_parton_momentum(level, parts), f),
+                lambda level, parts=parts, f=function: _apply(composite_momentum(level, parts), f),
                 key=quantity == "mass" or (quantity == "pt" and top_or_system),
             )
     if len(tops) == 2:
@@ -171,7 +171,7 @@ def _parton_observables(
             "dphi",
             f"{latex_name(first)}, {latex_name(second)}",
             lambda level: _top_separation(
-                _parton_momentum(level, present[first]), _parton_momentum(level, present[second])
+                composite_momentum(level, present[first]), composite_momentum(level, present[second])
             ),
             key=True,
         )

@@ -25,7 +25,8 @@ from unfold.errors import UnfoldError
 __all__ = ["main"]
 
 # In the order `unfold --help` lists them; a module missing here is a command not built yet.
-COMMANDS = ("generate", "inspect", "train", "evaluate", "predict", "export", "sample", "report", "closure", "acceptance")
+COMMANDS = ("generate", "inspect", "train", "evaluate", "predict", "export", "sample", "report", "closure", "reweight", "unbias", "merge",
+            "acceptance")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -183,3 +183,68 @@ def test_a_missing_run_or_file_is_one_line(parton_run, semileptonic_files, tmp_p
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
     assert str(tmp_path / ("no-run" if missing == "run" else "no-file.h5")) in error
+
+
+def test_closure_unbiases_each_file_with_a_fitted_prior(parton_run, semileptonic_files, tmp_path):
+    train, test = semileptonic_files
+    heavier = tmp_path / "heavier.h5"
+    assert main(["reweight", str(test), "--out", str(heavier), "--top-mass", "175.5"]) == 0
+    out = tmp_path / "closure"
+    assert _closure(parton_run, test, heavier, out, "--labels", "nominal,heavier", "--unbias", str(train),
+                    "--unbias-parameters", "top_mass") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    fits = metrics["unbiasing"]
+    assert set(fits) == {"nominal", "heavier"}
+    for fit in fits.values():
+        assert 169.0 <= fit["top_mass"] <= 177.0  # within the fit's bounds around the simulation's 173 GeV
+        assert fit["top_pt_slope"] == 0.0
+        assert fit["errors"]["top_pt_slope"] == 0.0
+        assert 0 < fit["effective_draws"] <= fit["draws"] == 60 * 2
+    # The same events, weighted toward a heavier top: unweighted, the truth shift would be exactly 0.
+    mass = metrics["observables"]["parton/t_had/mass"]["shifts"]
+    assert mass["heavier"]["window_mean"]["truth"] > 0.3
+    assert set(mass) == {"heavier", "heavier, unbiased"}
+    assert mass["heavier, unbiased"]["window_mean"]["truth"] == mass["heavier"]["window_mean"]["truth"]
+    assert "heavier, unbiased" in (out / "index.html").read_text()
+
+
+def test_unfold_unbias_resamples_each_events_draws_under_the_fitted_prior(parton_run, semileptonic_files, tmp_path,
+                                                                          capsys):
+    train, test = semileptonic_files
+    samples, out = tmp_path / "samples.h5", tmp_path / "unbiased.h5"
+    assert main(["sample", "parton", "--n", "4", "--checkpoint", str(parton_run), "--data", str(test), "--out",
+                 str(samples), "--limit", "50", "--steps", "2"]) == 0
+    assert main(["unbias", str(samples), "--simulation", str(train), "--out", str(out), "--bootstrap", "3"]) == 0
+    assert "fitted prior: top_mass" in capsys.readouterr().out
+    with h5py.File(samples) as before, h5py.File(out) as after:
+        fit = json.loads(after.attrs["unbiasing"])
+        assert set(fit["free"]) == {"top_mass", "top_pt_slope"}
+        old = np.stack([before[f"SAMPLES/PARTONS/b_had/{f}"][()] for f in ("pt", "eta", "phi")], axis=-1)
+        new = np.stack([after[f"SAMPLES/PARTONS/b_had/{f}"][()] for f in ("pt", "eta", "phi")], axis=-1)
+        # Every new draw is one of the same event's old draws, whole (all its features together).
+        assert all(any(np.array_equal(draw, candidate) for candidate in old[event]) for event in range(50)
+                   for draw in new[event])
+        assert np.array_equal(before["PARTONS/b_had/pt"][()], after["PARTONS/b_had/pt"][()])
+        assert "unbiasing" not in before.attrs
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("case", ["same-file", "no-simulation", "particle-samples"])
+def test_unfold_unbias_refuses_bad_input_in_one_line(parton_run, semileptonic_files, tmp_path, capsys, case):
+    train, test = semileptonic_files
+    samples = tmp_path / "samples.h5"
+    assert main(["sample", "parton", "--n", "2", "--checkpoint", str(parton_run), "--data", str(test), "--out",
+                 str(samples), "--limit", "10", "--steps", "2"]) == 0
+    if case == "particle-samples":
+        with h5py.File(samples, "a") as file:
+            del file["SAMPLES/PARTONS"]
+    out = samples if case == "same-file" else tmp_path / "out.h5"
+    simulation = tmp_path / "missing.h5" if case == "no-simulation" else train
+    capsys.readouterr()
+    assert main(["unbias", str(samples), "--simulation", str(simulation), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    expected = {"same-file": "is the samples file", "no-simulation": "missing.h5: no such file",
+                "particle-samples": "no parton unfoldings"}[case]
+    assert expected in error
+    assert not (tmp_path / "out.h5").exists()

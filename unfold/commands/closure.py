@@ -46,6 +46,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fit-data", type=Path, default=None,
                         help="file on whose truth-matched events the chi-square baseline fits its resolutions "
                         "(default: the nominal file)")
+    parser.add_argument("--unbias", type=Path, nargs="+", default=[], metavar="SIMULATION.h5",
+                        help="also unbias every file's unfolding: fit the top mass and top-pT slope of the prior to "
+                        "its detector level with these simulation files (generated with `unfold generate`; several "
+                        "--pythia '6:m0 = ...' top masses make a broad prior) and reweight the draws (parton runs)")
+    parser.add_argument("--unbias-parameters", type=_comma_list, default=["top_mass", "top_pt_slope"],
+                        help="comma-separated prior parameters the unbiasing fits: top_mass, top_pt_slope")
+    parser.add_argument("--training-data", type=Path, nargs="+", default=None,
+                        help="the files the run was trained on, whose prior the unbiasing replaces (default: the "
+                        "run's config.yaml data)")
     parser.set_defaults(func=run)
 
 
@@ -59,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_closure(args.run, args.nominal, args.alternative, out, labels=args.labels, n=args.n,
                          resamples=args.bootstrap, seed=args.seed, steps=args.steps, sampler=args.sampler,
                          batch_size=args.batch_size, device=device, recon=args.recon, fit_data=args.fit_data,
-                         limit=args.limit)
+                         limit=args.limit, unbias=args.unbias, unbias_parameters=args.unbias_parameters,
+                         training_data=args.training_data)
     print(result.headline)
     print(f"\nclosure report written to {result.out / 'index.html'}")
     return 0

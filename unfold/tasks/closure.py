@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from evaluation.closure import (
     ClosureSample,
+    Shift,
     closure_page,
     location,
     peak_window,
     plot_closure,
     shift_statistics,
 )
+from evaluation.metrics import effective_events
 from evaluation.observables import Observable, compute_observables
 from evaluation.report import check_report_folder, report_folder
 from evaluation.samples_file import Collection, ParticleLevel, PartonLevel, SamplesFile
@@ -33,7 +35,11 @@ from unfold.generation.processes import get_process
 from unfold.tasks.references import particle_reference, parton_reference
 from unfold.tasks.sample import reconstruction
 from unfold.tasks.train_unfolding import process_of
+from unfold.tasks.unbias import data_sample, simulation_sample, training_prior
 from unfold.tasks.unfolding_model import UnfoldingModel
+from unfold.unbiasing.draw_weights import draw_weights
+from unfold.unbiasing.template_fit import FREE_PARAMETERS, fit_prior
+from unfold.unbiasing.top_prior import top_names
 
 __all__ = ["ClosureResult", "run_closure"]
 
@@ -64,9 +70,10 @@ def _check_file(path: Path, task: str, model: UnfoldingModel) -> None:
 
 def _observables(model: UnfoldingModel, path: Path, *, n: int, seed: int, steps: int, sampler: str | None,
                  batch_size: int, assign: Callable[[SpanetData], dict[str, np.ndarray]] | None,
-                 limit: int | None) -> list[Observable]:
+                 limit: int | None) -> tuple[list[Observable], SpanetData]:
     """Unfold every event of ``path`` n times and derive the report's observables (truth, draws and
-    detector level side by side, as ``unfold report`` reads them from a samples file)."""
+    detector level side by side, as ``unfold report`` reads them from a samples file); also the
+    file's detector-level events (their weights weight the sample)."""
     data = read_spanet(path, model.topology, limit=limit)
     draws = model.sample(data, n=n, seed=seed, steps=steps, batch_size=batch_size, sampler=sampler)
     truth = read_truth(path, TRUTH_GROUP[model.task], limit=data.n_events)
@@ -100,7 +107,7 @@ def _observables(model: UnfoldingModel, path: Path, *, n: int, seed: int, steps:
         )
     samples = SamplesFile(path=path, n_events=data.n_events, n_draws=n, partons=partons, particles=particles,
                           composites=composites, attrs={})
-    return [o for o in compute_observables(samples) if o.key and o.per_event]
+    return [o for o in compute_observables(samples) if o.key and o.per_event], data
 
 
 def _finite(value):
@@ -112,6 +119,11 @@ def _finite(value):
     if isinstance(value, float | np.floating):
         return float(value) if np.isfinite(value) else None
     return value
+
+
+def _headline(name: str, label: str, mean: Shift) -> str:
+    return (f"{name:24s} {label:>24s}: truth {mean.truth:+8.3f} unfolded {mean.unfolded:+8.3f} +- {mean.error:.3f} "
+            f"followed {mean.fraction:+.2f} +- {mean.fraction_error:.2f}")
 
 
 def run_closure(
@@ -131,6 +143,9 @@ def run_closure(
     recon: Path | None = None,
     fit_data: Path | None = None,
     limit: int | None = None,
+    unbias: Sequence[Path] = (),
+    unbias_parameters: Sequence[str] = FREE_PARAMETERS,
+    training_data: Sequence[Path] | None = None,
 ) -> ClosureResult:
     """Unfold ``nominal`` and each of ``alternatives`` with ``run`` and write the closure report to ``out``.
 
@@ -140,6 +155,10 @@ def run_closure(
         recon: recon run whose assignments reconstruct the detector level (default: the chi-square
             baseline fitted on the truth-matched events of ``fit_data``, default the nominal file).
         limit: use only the first N events of each file.
+        unbias: simulation files (with truth; several top masses make a broad prior): also unbias
+            every file's unfolding (:mod:`unfold.tasks.unbias`) and report its shifts beside.
+        unbias_parameters: the prior parameters the unbiasing fits.
+        training_data: the files the run was trained on (default: its config.yaml's ``data``).
     """
     files = [Path(nominal), *map(Path, alternatives)]
     if not alternatives:
@@ -162,11 +181,15 @@ def run_closure(
     if model.task == "parton":
         assign, method = reconstruction(files[0], model.topology, recon=recon, fit_data=fit_data or files[0],
                                         batch_size=batch_size)
-    per_file = [{o.name: o for o in _observables(model, path, n=n, seed=seed, steps=steps, sampler=sampler,
-                                                 batch_size=batch_size, assign=assign, limit=limit)}
-                for path in files]
-    samples = [{name: ClosureSample(o.truth, o.draws, o.reference) for name, o in observables.items()}
-               for observables in per_file]
+    if unbias and model.task != "parton":
+        raise UnfoldError("--unbias: the prior family is one of top masses and top pT; give a parton run")
+    trained = training_prior(run, training_data) if unbias else None
+    simulation = simulation_sample(unbias, model.topology, model.process, assign) if unbias else None
+    outcomes = [_observables(model, path, n=n, seed=seed, steps=steps, sampler=sampler, batch_size=batch_size,
+                             assign=assign, limit=limit) for path in files]
+    per_file = [{o.name: o for o in observables} for observables, _ in outcomes]
+    samples = [{name: ClosureSample(o.truth, o.draws, o.reference, weights=data.event_weights)
+                for name, o in observables.items()} for observables, (_, data) in zip(per_file, outcomes, strict=True)]
     metrics: dict = {
         "run": str(run), "task": model.task, "n_draws": n, "bootstrap": resamples, "seed": seed, "steps": steps,
         "detector_level": method,
@@ -174,8 +197,31 @@ def run_closure(
                   for label, path, s in zip(names, files, samples, strict=True)},
         "statistics": {"window_mean": "mean of the values inside the window", "median": "median of all values"},
         "observables": {},
+        "unbiasing": {},
     }
+    if simulation is not None:
+        metrics["unbiasing_method"] = {
+            "simulation": [str(p) for p in unbias], "simulation_top_masses": list(simulation.generated.masses),
+            "trained_top_masses": list(trained.masses), "parameters": list(unbias_parameters),
+            "reference": "template fit of the reweighted broad-prior simulation (arXiv 2501.12363), draws "
+                         "reweighted by the prior ratio"}
     rows, headline, plots = [], [], []
+    unbiased: list[dict[str, ClosureSample]] = []
+    for label, observables, (_, data), sample in zip(names, per_file, outcomes, samples, strict=True):
+        if simulation is None:
+            break
+        fit = fit_prior(data_sample(data, model.topology, model.process, assign), simulation,
+                        free=unbias_parameters, resamples=resamples)
+        tops = {top: {q: observables[f"parton/{top}/{q}"].draws for q in ("mass", "pt")}
+                for top in top_names(model.process)}
+        weights = draw_weights(tops, fit.parameters, trained)
+        unbiased.append({name: replace(s, draw_weights=weights) for name, s in sample.items()})
+        metrics["unbiasing"][label] = {**asdict(fit.parameters), "errors": fit.errors, "chi2": fit.chi2,
+                                       "ndf": fit.ndf, "simulation_effective_events": fit.effective_simulation,
+                                       "effective_draws": float(effective_events(weights)),
+                                       "draws": int(weights.size)}
+        headline.append(f"unbiasing fit, {label}: {fit.summary()}, draws n_eff {effective_events(weights):.0f} "
+                        f"of {weights.size}")
     for index, (name, observable) in enumerate(per_file[0].items()):
         low, high, rule = peak_window(name, observable.truth)
         entry: dict = {"label": observable.label, "unit": observable.unit, "window": [low, high], "window_rule": rule,
@@ -185,15 +231,20 @@ def run_closure(
             shifts = shift_statistics(samples[0][name], alternative[name], (low, high), resamples=resamples)
             entry["shifts"][label] = {statistic: shift.as_json() for statistic, shift in shifts.items()}
             rows.append((name, observable.unit, label, (low, high, rule), shifts))
-            mean = shifts["window_mean"]
-            headline.append(f"{name:24s} {label:>14s}: truth {mean.truth:+8.3f} unfolded {mean.unfolded:+8.3f} "
-                            f"+- {mean.error:.3f} followed {mean.fraction:+.2f} +- {mean.fraction_error:.2f}")
+            headline.append(_headline(name, label, shifts["window_mean"]))
+        for label, alternative in zip(names[1:], unbiased[1:], strict=False):
+            shifts = shift_statistics(unbiased[0][name], alternative[name], (low, high), resamples=resamples)
+            entry["shifts"][f"{label}, unbiased"] = {statistic: shift.as_json() for statistic, shift in shifts.items()}
+            rows.append((name, observable.unit, f"{label}, unbiased", (low, high, rule), shifts))
+            headline.append(_headline(name, f"{label}, unbiased", shifts["window_mean"]))
         metrics["observables"][name] = entry
         plots.append((f"{index:02d}_{name.replace('/', '_').replace('+', '_')}.png", name, observable, (low, high)))
     with report_folder(out, "unfold closure") as temporary:
         for file_name, name, observable, window in plots:
             plot_closure(temporary / file_name, label=observable.label, unit=observable.unit,
-                         samples=[(label, s[name]) for label, s in zip(names, samples, strict=True)], window=window)
+                         samples=[(label, s[name]) for label, s in zip(names, samples, strict=True)]
+                         + [(f"{label}, unbiased", s[name]) for label, s in zip(names, unbiased, strict=False)],
+                         window=window)
         (temporary / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False, default=str) + "\n")
         meta = {"run": run, "task": model.task, "draws per event": n, "bootstrap resamples": resamples,
                 "detector level": method, **{f"file: {label}": f"{path} ({metrics['files'][label]['events']} events)"
@@ -201,5 +252,5 @@ def run_closure(
         images = [(file_name, f"{name}: truth (dashed) and unfolded (solid), window edges dotted")
                   for file_name, name, _, _ in plots]
         (temporary / "index.html").write_text(closure_page(f"Prior dependence: {Path(run).name}", meta, rows, images))
-    header = f"{'observable':24s} {'alternative':>14s}: shift of the mean in the window (alternative - nominal)"
+    header = f"{'observable':24s} {'alternative':>24s}: shift of the mean in the window (alternative - nominal)"
     return ClosureResult(out=out, headline="\n".join([header, *headline]))

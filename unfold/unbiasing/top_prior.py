@@ -1,0 +1,142 @@
+"""A family of parton-level priors around the generated simulation: the top mass and a top-pT slope.
+
+A generated sample is a mixture of Pythia runs, each with its top mass M_j; its prior over the
+tops is sum_j pi_j prod_t rho(m_t; M_j), pi_j proportional to the events each run generated
+(before the selection, so that the selected events' mixture is exact). A member theta = (M, s)
+of the family has prior prod_t rho(m_t; M) sqrt(1 + s pT_t / 500 GeV) up to a constant, so the
+weight that turns the simulation into it is the ratio of the two. rho is Pythia's relativistic
+Breit-Wigner in s = m^2, normalised, with the width at each mass from the leading-order top width
+scaled to Pythia's own value at 173 GeV. The pT factor is the geometric mean over the two tops of
+the linear top-pT reweighting (1 + s pT / 500 GeV) (the convention of CMS's top-pT reweighting,
+arXiv 1511.04716, with the linear form of issue 14's test); s = 0 is the simulation's spectrum.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from unfold.errors import UnfoldError
+from unfold.generation.processes import get_process
+
+__all__ = [
+    "PYTHIA_TOP_MASS",
+    "GeneratedPrior",
+    "PriorParameters",
+    "prior_weights",
+    "top_line_shape",
+    "top_names",
+    "top_width",
+]
+
+# Pythia 8.317's top: m0 = 173.0 GeV (ParticleData), width recomputed at initialisation to 1.3568 GeV.
+PYTHIA_TOP_MASS = 173.0
+PYTHIA_TOP_WIDTH = 1.3568
+W_MASS = 80.385  # Pythia 8.317's 24:m0, GeV
+PT_SCALE = 500.0  # GeV, the scale of the linear top-pT reweighting (1 + s pT / 500 GeV)
+PT_FACTOR_FLOOR = 0.01  # the pT factor never goes below this (a negative slope at very high pT)
+
+
+def top_width(mass: float | np.ndarray) -> float | np.ndarray:
+    """Top width at a pole mass: the leading-order t -> b W width, Gamma ~ M^3 (1 - x)^2 (1 + 2x)
+    with x = m_W^2 / M^2, scaled to Pythia's 1.3568 GeV at 173 GeV (this gives 1.4263 GeV at
+    175.5 GeV, where Pythia computes 1.4270)."""
+    def leading_order(m):
+        x = (W_MASS / m) ** 2
+        return m**3 * (1 - x) ** 2 * (1 + 2 * x)
+
+    return PYTHIA_TOP_WIDTH * leading_order(np.asarray(mass, np.float64)) / leading_order(PYTHIA_TOP_MASS)
+
+
+def top_line_shape(m: np.ndarray, pole: float) -> np.ndarray:
+    """Relativistic Breit-Wigner density in the mass m [1/GeV], normalised over m >= 0:
+    2 m (M Gamma / pi) / ((m^2 - M^2)^2 + M^2 Gamma^2) / (1/2 + arctan(M / Gamma) / pi)."""
+    width = top_width(pole)
+    s = np.asarray(m, np.float64) ** 2
+    norm = 0.5 + np.arctan(pole / width) / np.pi
+    return 2 * np.sqrt(s) * (pole * width / np.pi) / ((s - pole**2) ** 2 + (pole * width) ** 2) / norm
+
+
+@dataclass(frozen=True)
+class PriorParameters:
+    """theta: the top pole mass [GeV] and the slope s of the top-pT factor (0: the simulation's)."""
+
+    top_mass: float = PYTHIA_TOP_MASS
+    top_pt_slope: float = 0.0
+
+
+@dataclass(frozen=True)
+class GeneratedPrior:
+    """The top masses a simulation was generated with and each run's share of the generated events."""
+
+    masses: tuple[float, ...]
+    shares: tuple[float, ...]
+
+    @classmethod
+    def of_files(cls, paths: Sequence[str | Path]) -> GeneratedPrior:
+        """The mixture of the files' Pythia runs: the top mass from their ``pythia_settings``
+        attribute ('6:m0 = ...', else Pythia's 173 GeV), the share from their selected events over
+        their selection efficiency."""
+        by_mass: dict[float, float] = {}
+        for path in paths:
+            for mass, generated in _generated_top_masses(Path(path)):
+                by_mass[mass] = by_mass.get(mass, 0.0) + generated
+        total = sum(by_mass.values())
+        return cls(tuple(by_mass), tuple(n / total for n in by_mass.values()))
+
+    def density(self, top_masses: Sequence[np.ndarray]) -> np.ndarray:
+        """sum_j pi_j prod_t rho(m_t; M_j)."""
+        return sum(share * np.prod([top_line_shape(m, pole) for m in top_masses], axis=0)
+                   for pole, share in zip(self.masses, self.shares, strict=True))
+
+
+def _generated_top_masses(path: Path) -> list[tuple[float, float]]:
+    """(top mass, events generated before the selection) of each Pythia run in a file written by
+    ``unfold generate`` (one) or ``unfold merge`` (its ``top_mass_prior`` attribute)."""
+    with h5py.File(path, "r") as file:
+        settings = file.attrs.get("pythia_settings")
+        efficiency = file.attrs.get("selection_efficiency")
+        mixture = file.attrs.get("top_mass_prior")
+        tops = [group for group in file.get("PARTONS", {}).values() if isinstance(group, h5py.Group) and "mass" in group]
+        events = len(tops[0]["mass"]) if tops else 0
+    if settings is None or efficiency is None or not events:
+        raise UnfoldError(f"{path}: no pythia_settings or selection_efficiency attribute, or no PARTONS; expected a "
+                          "file written by `unfold generate`, whose top masses and generated events make the prior")
+    generated = events / float(efficiency)
+    if mixture is not None:
+        mixture = json.loads(mixture)
+        return [(float(m), generated * share) for m, share in zip(mixture["masses"], mixture["shares"], strict=True)]
+    mass = PYTHIA_TOP_MASS
+    for setting in ast.literal_eval(str(settings)):
+        key, _, value = setting.partition("=")
+        if key.strip() == "6:m0":
+            mass = float(value)
+    return [(mass, generated)]
+
+
+def top_names(process: str) -> tuple[str, ...]:
+    """The process's two top composites (t_had, t_lep or t1, t2)."""
+    return tuple(name for name, _, kind in get_process(process).record_objects if kind == "t")
+
+
+def prior_weights(tops: Mapping[str, Mapping[str, np.ndarray]], parameters: PriorParameters,
+                  generated: GeneratedPrior) -> np.ndarray:
+    """p_theta / p_generated at each event (or draw): tops -> {"mass", "pt"} arrays of one shape.
+
+    Events whose tops are off every line shape (NaN, or a density that underflows) get weight 0.
+    """
+    masses = [np.asarray(top["mass"], np.float64) for top in tops.values()]
+    target = np.prod([top_line_shape(m, parameters.top_mass) for m in masses], axis=0)
+    if parameters.top_pt_slope:
+        factors = [np.maximum(1 + parameters.top_pt_slope * np.asarray(top["pt"], np.float64) / PT_SCALE,
+                              PT_FACTOR_FLOOR) for top in tops.values()]
+        target = target * np.sqrt(np.prod(factors, axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = target / generated.density(masses)
+    return np.where(np.isfinite(ratio), ratio, 0.0)
