@@ -154,6 +154,8 @@ def test_a_fixed_parameter_stays_at_the_simulations(broad_simulation, rng):
     assert fit.parameters.top_pt_slope == 0.0
     assert fit.errors["top_pt_slope"] == 0.0
     assert fit.free == ("top_mass",)
+    slope_only = fit_prior(data, broad_simulation, free=("top_pt_slope",), resamples=0)
+    assert slope_only.parameters.top_mass is None  # the simulation's own line shapes
 
 
 def test_bad_fit_inputs_are_refused_in_one_line(broad_simulation, rng):
@@ -252,3 +254,12 @@ def test_unfold_merge_refuses_what_cannot_be_concatenated_in_one_line(semilepton
     assert {"one-file": "at least two files", "other-layout": "other.h5: lacks dataset REGRESSIONS",
             "same-out": "is one of the inputs"}[case] in error
     assert not (tmp_path / "merged.h5").exists()
+
+
+def test_bootstrap_refits_move_off_a_start_at_zero(broad_simulation):
+    # The simulation's own events as data: the best slope on the grid is exactly 0, where refits start.
+    data = DetectorSample(broad_simulation.observables, broad_simulation.weights)
+    fit = fit_prior(data, broad_simulation, free=("top_pt_slope",), resamples=8)
+    assert fit.parameters.top_pt_slope == pytest.approx(0.0, abs=0.05)
+    assert len({round(p.top_pt_slope, 4) for p in fit.bootstrap}) > 4
+    assert fit.errors["top_pt_slope"] > 0.01

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from unfold.tasks.reweight import reweight_file
 
     weights, prior = reweight_file(args.source, args.out, top_mass=args.top_mass, top_pt_slope=args.top_pt_slope)
-    print(f"wrote {args.out}: {len(weights)} events reweighted to top mass {prior.top_mass:g} GeV and top-pT slope "
-          f"{prior.top_pt_slope:g}; weights {np.min(weights):.3g} to {np.max(weights):.3g}, effective events "
+    mass = "the file's own top mass" if prior.top_mass is None else f"top mass {prior.top_mass:g} GeV"
+    print(f"wrote {args.out}: {len(weights)} events reweighted to {mass} and top-pT slope {prior.top_pt_slope:g}; weights {np.min(weights):.3g} to {np.max(weights):.3g}, effective events "
           f"{effective_events(weights):.0f}")
     return 0

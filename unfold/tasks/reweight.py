@@ -8,7 +8,9 @@ follows a top mass or a top-pT spectrum the simulation did not have.
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -38,8 +40,7 @@ def reweight_file(source: Path, out: Path, *, top_mass: float | None = None,
     if process not in PROCESSES:
         raise UnfoldError(f"{source}: attribute process={process!r}; expected one of {', '.join(PROCESSES)}")
     generated = GeneratedPrior.of_files([source])
-    parameters = PriorParameters(top_mass=generated.masses[0] if top_mass is None else top_mass,
-                                 top_pt_slope=top_pt_slope)
+    parameters = PriorParameters(top_mass=top_mass, top_pt_slope=top_pt_slope)
     truth = read_truth(source, "PARTONS")
     tops = {top: {q: truth[top][q] for q in ("mass", "pt")} for top in top_names(process)}
     ratio = prior_weights(tops, parameters, generated)
@@ -51,6 +52,5 @@ def reweight_file(source: Path, out: Path, *, top_mass: float | None = None,
             if SPANET_WEIGHTS in file:
                 del file[SPANET_WEIGHTS]
             file.create_dataset(SPANET_WEIGHTS, data=weights.astype(np.float32))
-            file.attrs["reweighted"] = (f"top mass {parameters.top_mass} GeV, top-pT slope {parameters.top_pt_slope} "
-                                        f"(unfold reweight of {source})")
+            file.attrs["reweighted"] = json.dumps({**asdict(parameters), "source": str(source)})
     return weights, parameters

@@ -114,8 +114,8 @@ def fit_prior(data: DetectorSample, simulation: DetectorSample, *, free: Sequenc
     Args:
         data: the events to unfold, with their reconstructed observables and weights.
         simulation: simulation with the same observables, its truth tops and generated prior.
-        free: the parameters to fit; the others stay at the simulation's (its most generated
-            top mass, slope 0).
+        free: the parameters to fit; the others stay at the simulation's (its own line shapes,
+            slope 0). A fitted mass starts from the simulation's mean generated mass.
         resamples: bootstrap refits for the errors (0: no errors).
     """
     if simulation.tops is None or simulation.generated is None:
@@ -132,7 +132,7 @@ def fit_prior(data: DetectorSample, simulation: DetectorSample, *, free: Sequenc
     generated = simulation.generated
     masses = generated.masses
     bounds = {"top_mass": (min(masses) - MASS_MARGIN, max(masses) + MASS_MARGIN), "top_pt_slope": SLOPE_RANGE}
-    start = PriorParameters(top_mass=masses[int(np.argmax(generated.shares))])
+    start = PriorParameters(top_mass=float(np.dot(masses, generated.shares)) if "top_mass" in free else None)
 
     def parameters_of(x) -> PriorParameters:
         return replace(start, **{name: float(value) for name, value in zip(free, x, strict=True)})
@@ -146,8 +146,10 @@ def fit_prior(data: DetectorSample, simulation: DetectorSample, *, free: Sequenc
             axes = [np.arange(bounds[name][0], bounds[name][1] + 1e-9, GRID_STEPS[name]) for name in free]
             grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(free))
             initial = grid[int(np.argmin([objective(x) for x in grid]))]
+        # The first simplex spans half a grid step in each parameter (scipy's default is 0.025 % of a zero start).
+        simplex = np.vstack([initial, initial + np.diag([GRID_STEPS[name] / 2 for name in free])])
         result = minimize(objective, initial, method="Nelder-Mead", bounds=[bounds[name] for name in free],
-                          options={"xatol": 1e-3, "fatol": 1e-3})
+                          options={"xatol": 1e-3, "fatol": 1e-3, "initial_simplex": simplex})
         return result.x, float(result.fun)
 
     best, chi2 = fit(data.weights, simulation.weights)

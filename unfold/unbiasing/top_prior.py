@@ -65,9 +65,10 @@ def top_line_shape(m: np.ndarray, pole: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PriorParameters:
-    """theta: the top pole mass [GeV] and the slope s of the top-pT factor (0: the simulation's)."""
+    """theta: the top pole mass [GeV] (None: the simulation's own line shapes) and the slope s of the
+    top-pT factor (0: the simulation's spectrum)."""
 
-    top_mass: float = PYTHIA_TOP_MASS
+    top_mass: float | None = None
     top_pt_slope: float = 0.0
 
 
@@ -132,11 +133,13 @@ def prior_weights(tops: Mapping[str, Mapping[str, np.ndarray]], parameters: Prio
     Events whose tops are off every line shape (NaN, or a density that underflows) get weight 0.
     """
     masses = [np.asarray(top["mass"], np.float64) for top in tops.values()]
-    target = np.prod([top_line_shape(m, parameters.top_mass) for m in masses], axis=0)
+    ratio = np.ones(np.shape(masses[0]))
+    if parameters.top_mass is not None:
+        target = np.prod([top_line_shape(m, parameters.top_mass) for m in masses], axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = target / generated.density(masses)
     if parameters.top_pt_slope:
         factors = [np.maximum(1 + parameters.top_pt_slope * np.asarray(top["pt"], np.float64) / PT_SCALE,
                               PT_FACTOR_FLOOR) for top in tops.values()]
-        target = target * np.sqrt(np.prod(factors, axis=0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = target / generated.density(masses)
+        ratio = ratio * np.sqrt(np.prod(factors, axis=0))
     return np.where(np.isfinite(ratio), ratio, 0.0)
