@@ -20,6 +20,7 @@ from unfold.unbiasing.top_prior import (
     GeneratedPrior,
     PriorParameters,
     prior_weights,
+    relative_cross_section,
     top_line_shape,
     top_width,
 )
@@ -85,7 +86,7 @@ def test_a_prior_spaced_by_about_a_width_reweights_between_its_masses_with_most_
     mixture = {name: {q: np.concatenate([part[name][q] for part in parts]) for q in ("mass", "pt")}
                for parts in [[_tops(rng, pole, 15_000) for pole in poles]] for name in ("t_had", "t_lep")}
     target = PriorParameters(top_mass=173.75)  # between two generated masses
-    weights = prior_weights(mixture, target, GeneratedPrior(poles, (1 / 3,) * 3))
+    weights = prior_weights(mixture, target, GeneratedPrior(poles, (1 / 3,) * 3, (1.0,) * 3))
     direct = _tops(np.random.default_rng(5), target.top_mass, 45_000)
     error = _tolerance(direct["t_had"]["mass"], effective_events(weights), 45_000)
     assert _window_mean(mixture["t_had"]["mass"], weights) == pytest.approx(_window_mean(direct["t_had"]["mass"]),
@@ -94,6 +95,21 @@ def test_a_prior_spaced_by_about_a_width_reweights_between_its_masses_with_most_
     # One narrow sample 2.5 GeV away keeps a few per cent of its events.
     narrow = prior_weights(direct, PriorParameters(top_mass=176.25), GeneratedPrior((173.75,), (1.0,)))
     assert effective_events(narrow) < 0.05 * narrow.size
+
+
+def test_runs_are_mixed_in_proportion_to_their_events_over_their_cross_section():
+    masses = [np.array([168.0, 171.0, 173.0, 175.5]), np.array([172.0, 173.0, 176.0, 174.0])]
+
+    def line_shapes(pole):
+        return top_line_shape(masses[0], pole) * top_line_shape(masses[1], pole)
+
+    toy = GeneratedPrior((170.0, 176.0), (0.4, 0.6), (2.0, 1.0))
+    assert np.allclose(toy.density(masses), 0.4 * line_shapes(170.0) / 2.0 + 0.6 * line_shapes(176.0))
+    # Pythia's runs: a lighter top is produced more often, sigma ~ exp(-0.025 (M - 173 GeV)).
+    pythia = GeneratedPrior((170.0, 176.0), (0.4, 0.6))
+    assert relative_cross_section(170.0) == pytest.approx(np.exp(0.075))
+    assert np.allclose(pythia.density(masses), 0.4 * line_shapes(170.0) / np.exp(0.075)
+                       + 0.6 * line_shapes(176.0) / np.exp(-0.075))
 
 
 def test_the_pt_slope_tilts_the_spectrum_by_the_stated_factor(rng):
@@ -132,7 +148,7 @@ def broad_simulation() -> DetectorSample:
     rng = np.random.default_rng(11)
     parts = [_tops(rng, pole, 8000) for pole in (170.0, 173.0, 176.0)]
     tops = {name: {q: np.concatenate([p[name][q] for p in parts]) for q in ("mass", "pt")} for name in ("t_had", "t_lep")}
-    return DetectorSample(_detector(rng, tops), np.ones(24_000), tops, GeneratedPrior((170.0, 173.0, 176.0), (1 / 3,) * 3))
+    return DetectorSample(_detector(rng, tops), np.ones(24_000), tops, GeneratedPrior((170.0, 173.0, 176.0), (1 / 3,) * 3, (1.0,) * 3))
 
 
 @pytest.mark.parametrize(("pole", "slope"), [(173.0, 0.0), (174.5, 1.0), (171.0, -0.3)])
@@ -178,7 +194,7 @@ def test_reweighted_draws_follow_the_new_prior_and_keep_each_event_whole(rng):
                                     * np.tan(np.pi * (rng.uniform(0.02, 0.98, (events, n)) - 0.5))),
                     "pt": rng.gamma(2.0, 50.0, (events, n))} for name in ("t_had", "t_lep")}
     draws["t_had"]["mass"][0] = np.nan  # an event no draw of which the prior allows
-    weights = draw_weights(draws, PriorParameters(top_mass=175.5), GeneratedPrior(poles, (0.2,) * 5))
+    weights = draw_weights(draws, PriorParameters(top_mass=175.5), GeneratedPrior(poles, (0.2,) * 5, (1.0,) * 5))
     assert weights.shape == (events, n)
     assert np.allclose(weights.sum(axis=1), n)
     assert np.all(weights[0] == 1.0)

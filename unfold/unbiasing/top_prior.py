@@ -1,8 +1,9 @@
 """A family of parton-level priors around the generated simulation: the top mass and a top-pT slope.
 
 A generated sample is a mixture of Pythia runs, each with its top mass M_j; its prior over the
-tops is sum_j pi_j prod_t rho(m_t; M_j), pi_j proportional to the events each run generated
-(before the selection, so that the selected events' mixture is exact). A member theta = (M, s)
+tops is proportional to sum_j pi_j prod_t rho(m_t; M_j) / sigma(M_j), pi_j the share of the events
+each run generated (before the selection, so that the selected events' mixture is exact) and
+sigma(M_j) its cross section (a lighter top is produced more often; :data:`CROSS_SECTION_SLOPE`). A member theta = (M, s)
 of the family has prior prod_t rho(m_t; M) sqrt(1 + s pT_t / 500 GeV) up to a constant, so the
 weight that turns the simulation into it is the ratio of the two. rho is Pythia's relativistic
 Breit-Wigner in s = m^2, normalised, with the width at each mass from the leading-order top width
@@ -26,10 +27,12 @@ from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 
 __all__ = [
+    "CROSS_SECTION_SLOPE",
     "PYTHIA_TOP_MASS",
     "GeneratedPrior",
     "PriorParameters",
     "prior_weights",
+    "relative_cross_section",
     "top_line_shape",
     "top_names",
     "top_width",
@@ -40,7 +43,16 @@ PYTHIA_TOP_MASS = 173.0
 PYTHIA_TOP_WIDTH = 1.3568
 W_MASS = 80.385  # Pythia 8.317's 24:m0, GeV
 PT_SCALE = 500.0  # GeV, the scale of the linear top-pT reweighting (1 + s pT / 500 GeV)
+# d ln(sigma) / d m_t of Pythia 8.317's LO gg, qqbar -> ttbar (e/mu + jets) at 13 TeV, 1/GeV: fitted to its
+# sigmaGen at m_t = 170, 171.5, 173, 175.5 and 176 GeV (160.8, 155.6, 148.5, 139.4, 138.8 pb; this project's
+# `unfold generate` runs of 2026-12-01). Runs at different masses are mixed in proportion to 1 / sigma(M_j).
+CROSS_SECTION_SLOPE = 0.025
 PT_FACTOR_FLOOR = 0.01  # the pT factor never goes below this (a negative slope at very high pT)
+
+
+def relative_cross_section(pole: float) -> float:
+    """sigma(M) / sigma(173 GeV) of Pythia's ttbar production: exp(-k (M - 173 GeV))."""
+    return float(np.exp(-CROSS_SECTION_SLOPE * (pole - PYTHIA_TOP_MASS)))
 
 
 def top_width(mass: float | np.ndarray) -> float | np.ndarray:
@@ -74,10 +86,13 @@ class PriorParameters:
 
 @dataclass(frozen=True)
 class GeneratedPrior:
-    """The top masses a simulation was generated with and each run's share of the generated events."""
+    """The top masses a simulation was generated with, each run's share of the generated events and
+    its relative cross section (None: :func:`relative_cross_section`; ones for runs whose tops were
+    drawn from the line shape alone, as in a toy)."""
 
     masses: tuple[float, ...]
     shares: tuple[float, ...]
+    cross_sections: tuple[float, ...] | None = None
 
     @classmethod
     def of_files(cls, paths: Sequence[str | Path]) -> GeneratedPrior:
@@ -92,9 +107,12 @@ class GeneratedPrior:
         return cls(tuple(by_mass), tuple(n / total for n in by_mass.values()))
 
     def density(self, top_masses: Sequence[np.ndarray]) -> np.ndarray:
-        """sum_j pi_j prod_t rho(m_t; M_j)."""
-        return sum(share * np.prod([top_line_shape(m, pole) for m in top_masses], axis=0)
-                   for pole, share in zip(self.masses, self.shares, strict=True))
+        """sum_j pi_j prod_t rho(m_t; M_j) / sigma(M_j), up to a constant: run j generated its tops with
+        density prod_t rho(m_t; M_j) g(m) / sigma(M_j), where g (the production cross section's
+        dependence on the tops' masses) is common to every run and cancels in every weight."""
+        sigmas = self.cross_sections or tuple(relative_cross_section(pole) for pole in self.masses)
+        return sum(share * np.prod([top_line_shape(m, pole) for m in top_masses], axis=0) / sigma
+                   for pole, share, sigma in zip(self.masses, self.shares, sigmas, strict=True))
 
 
 def _generated_top_masses(path: Path) -> list[tuple[float, float]]:
