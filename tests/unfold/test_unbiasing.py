@@ -156,7 +156,7 @@ def test_the_template_fit_finds_the_mass_and_slope_of_smeared_data(broad_simulat
     rng = np.random.default_rng(int(pole * 10))
     tops = _tops(rng, pole, 4000, slope)
     data = DetectorSample(_detector(rng, tops), np.ones(4000))
-    fit = fit_prior(data, broad_simulation, resamples=12)
+    fit = fit_prior(data, broad_simulation, resamples=8)
     assert 0 < fit.errors["top_mass"] < 1.0
     assert 0 < fit.errors["top_pt_slope"] < 0.5
     assert fit.parameters.top_mass == pytest.approx(pole, abs=3 * fit.errors["top_mass"])

@@ -134,18 +134,18 @@ def fit_prior(data: DetectorSample, simulation: DetectorSample, *, free: Sequenc
     bounds = {"top_mass": (min(masses) - MASS_MARGIN, max(masses) + MASS_MARGIN), "top_pt_slope": SLOPE_RANGE}
     start = PriorParameters(top_mass=float(np.dot(masses, generated.shares)) if "top_mass" in free else None)
 
+    axes = [np.arange(bounds[name][0], bounds[name][1] + 1e-9, GRID_STEPS[name]) for name in free]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(free))
+
     def parameters_of(x) -> PriorParameters:
         return replace(start, **{name: float(value) for name, value in zip(free, x, strict=True)})
 
-    def fit(data_weights, simulation_weights, initial=None):
+    def fit(data_weights, simulation_weights):
         def objective(x):
             weights = simulation_weights * prior_weights(simulation.tops, parameters_of(x), generated)
             return _chi2(data_bins, data_weights, simulation_bins, weights, n_bins)
 
-        if initial is None:
-            axes = [np.arange(bounds[name][0], bounds[name][1] + 1e-9, GRID_STEPS[name]) for name in free]
-            grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(free))
-            initial = grid[int(np.argmin([objective(x) for x in grid]))]
+        initial = grid[int(np.argmin([objective(x) for x in grid]))]
         # The first simplex spans half a grid step in each parameter (scipy's default is 0.025 % of a zero start).
         simplex = np.vstack([initial, initial + np.diag([GRID_STEPS[name] / 2 for name in free])])
         result = minimize(objective, initial, method="Nelder-Mead", bounds=[bounds[name] for name in free],
@@ -154,8 +154,10 @@ def fit_prior(data: DetectorSample, simulation: DetectorSample, *, free: Sequenc
 
     best, chi2 = fit(data.weights, simulation.weights)
     rng = np.random.default_rng(BOOTSTRAP_SEED)
+    # Each refit searches the grid again: the chi-square of a finite simulation has local minima, and a
+    # refit started at the central fit stays in its valley (errors several times too small).
     refits = tuple(parameters_of(fit(data.weights * rng.poisson(1.0, len(data.weights)),
-                                     simulation.weights * rng.poisson(1.0, len(simulation.weights)), best)[0])
+                                     simulation.weights * rng.poisson(1.0, len(simulation.weights)))[0])
                    for _ in range(resamples))
     errors = {name: float(np.std([getattr(p, name) for p in refits], ddof=1)) if len(refits) > 1 and name in free
               else 0.0 for name in FREE_PARAMETERS}
