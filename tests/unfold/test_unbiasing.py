@@ -15,7 +15,7 @@ from unfold.cli import main
 from unfold.data.hdf5_schema import SPANET_WEIGHTS
 from unfold.errors import UnfoldError
 from unfold.unbiasing.draw_weights import draw_weights
-from unfold.unbiasing.template_fit import DetectorSample, fit_prior
+from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS, FREE_PARAMETERS, DetectorSample, fit_prior
 from unfold.unbiasing.top_prior import (
     GeneratedPrior,
     PriorParameters,
@@ -156,7 +156,7 @@ def test_the_template_fit_finds_the_mass_and_slope_of_smeared_data(broad_simulat
     rng = np.random.default_rng(int(pole * 10))
     tops = _tops(rng, pole, 4000, slope)
     data = DetectorSample(_detector(rng, tops), np.ones(4000))
-    fit = fit_prior(data, broad_simulation, resamples=8)
+    fit = fit_prior(data, broad_simulation, free=FREE_PARAMETERS, resamples=8)
     assert 0 < fit.errors["top_mass"] < 1.0
     assert 0 < fit.errors["top_pt_slope"] < 0.5
     assert fit.parameters.top_mass == pytest.approx(pole, abs=3 * fit.errors["top_mass"])
@@ -171,7 +171,7 @@ def test_a_fixed_parameter_stays_at_the_simulations(broad_simulation, rng):
     assert fit.errors["top_pt_slope"] == 0.0
     assert fit.free == ("top_mass",)
     slope_only = fit_prior(data, broad_simulation, free=("top_pt_slope",), resamples=0)
-    assert slope_only.parameters.top_mass is None  # the simulation's own line shapes
+    assert slope_only.parameters.top_mass == pytest.approx(173.0)  # the broad simulation's mean mass
 
 
 def test_bad_fit_inputs_are_refused_in_one_line(broad_simulation, rng):
@@ -286,3 +286,13 @@ def test_unfold_merge_refuses_what_cannot_be_concatenated_in_one_line(semilepton
     assert {"one-file": "at least two files", "other-shape": "other.h5: INPUTS/Momenta/pt has per-event shape",
             "same-out": "is one of the inputs"}[case] in error
     assert not (tmp_path / "merged.h5").exists()
+
+
+def test_by_default_only_the_top_pt_slope_is_fitted(broad_simulation):
+    rng = np.random.default_rng(101)
+    data = DetectorSample(_detector(rng, _tops(rng, 173.0, 4000, 1.0)), np.ones(4000))
+    fit = fit_prior(data, broad_simulation, resamples=6)
+    assert fit.free == DEFAULT_PARAMETERS == ("top_pt_slope",)
+    assert fit.parameters.top_mass == pytest.approx(173.0)  # the broad simulation's mean mass, not fitted
+    assert 0 < fit.errors["top_pt_slope"] < 0.4
+    assert fit.parameters.top_pt_slope == pytest.approx(1.0, abs=3 * fit.errors["top_pt_slope"])

@@ -6,7 +6,7 @@ import argparse
 
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
-__all__ = ["DefaultsHelpFormatter", "non_negative_int", "positive_int"]
+__all__ = ["DefaultsHelpFormatter", "comma_list", "non_negative_int", "positive_int"]
 
 
 def positive_int(text: str) -> int:
@@ -23,6 +23,11 @@ def non_negative_int(text: str) -> int:
         return NonNegativeInt(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"got {text!r}; expected an integer >= 0") from None
+
+
+def comma_list(text: str) -> list[str]:
+    """argparse type: comma-separated names (labels, features, parameters), blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unfold.commands import DefaultsHelpFormatter, non_negative_int, positive_int
-
-
-def _comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+from unfold.commands import DefaultsHelpFormatter, comma_list, non_negative_int, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS
+
     parser = subparsers.add_parser(
         "closure", help="prior-dependence test: unfolded vs truth shift between a nominal and alternative files",
         description="Unfold a nominal file and one or more alternatives (another top mass, a reweighted spectrum, "
@@ -27,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--nominal", type=Path, required=True, help="the nominal file (with truth)")
     parser.add_argument("--alternative", type=Path, action="append", required=True,
                         help="an alternative file (with truth); repeat for several")
-    parser.add_argument("--labels", type=_comma_list, default=None,
+    parser.add_argument("--labels", type=comma_list, default=None,
                         help="comma-separated name of each file, the nominal's first (default: nominal and the "
                         "alternatives' stems)")
     parser.add_argument("--n", type=positive_int, default=33, help="unfoldings per event")
@@ -47,11 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="file on whose truth-matched events the chi-square baseline fits its resolutions "
                         "(default: the nominal file)")
     parser.add_argument("--unbias", type=Path, nargs="+", default=[], metavar="SIMULATION.h5",
-                        help="also unbias every file's unfolding: fit the top mass and top-pT slope of the prior to "
+                        help="also unbias every file's unfolding: fit the prior's top-pT slope (--unbias-parameters) to "
                         "its detector level with these simulation files (generated with `unfold generate`; several "
                         "--pythia '6:m0 = ...' top masses make a broad prior) and reweight the draws (parton runs)")
-    parser.add_argument("--unbias-parameters", type=_comma_list, default=["top_mass", "top_pt_slope"],
-                        help="comma-separated prior parameters the unbiasing fits: top_mass, top_pt_slope")
+    parser.add_argument("--unbias-parameters", type=comma_list, default=list(DEFAULT_PARAMETERS),
+                        help="comma-separated prior parameters the unbiasing fits: top_pt_slope and/or top_mass (opt-in, see "
+                        "unfold unbias --help)")
     parser.add_argument("--training-data", type=Path, nargs="+", default=None,
                         help="the files the run was trained on, whose prior the unbiasing replaces (default: the "
                         "run's config.yaml data)")

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from evaluation.errors import ReportError
 from evaluation.report import FORMATS, write_report
+from unfold.commands import comma_list
 
 __all__ = ["add_parser", "newest_samples_file", "run"]
 
@@ -24,10 +25,6 @@ def newest_samples_file(root: Path) -> Path:
             f"(searched {', '.join(SEARCH_PATTERNS)}); run `unfold sample` or pass FILES"
         )
     return max(found, key=lambda p: p.stat().st_mtime)
-
-
-def _comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -56,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--labels",
-        type=_comma_list,
+        type=comma_list,
         default=None,
         help="comma-separated name of each file in plots and tables, e.g. VLD,plain "
         "(default: the file stems)",
@@ -76,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--features",
-        type=_comma_list,
+        type=comma_list,
         default=None,
         help="comma-separated observables such as parton/t_had/mass,particle/jets/multiplicity, "
         "or 'all' (default: the key observables); an unknown name lists the available ones",

@@ -12,7 +12,7 @@ import numpy as np
 from unfold.errors import UnfoldError
 from unfold.outputs import partial_name, remove_stale_partials
 
-__all__ = ["append_arrays", "atomic_output", "event_chunks", "open_h5", "write_arrays"]
+__all__ = ["append_arrays", "atomic_output", "check_new_output", "event_chunks", "open_h5", "write_arrays"]
 
 
 @contextlib.contextmanager
@@ -31,6 +31,15 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def check_new_output(source: str | Path, out: str | Path, what: str = "input file") -> None:
+    """A command that writes a changed copy of ``source`` to ``out``: the source exists and is not
+    the output, or a one-line error naming them."""
+    if not Path(source).is_file():
+        raise UnfoldError(f"{source}: no such file")
+    if Path(out).resolve() == Path(source).resolve():
+        raise UnfoldError(f"--out {out}: is the {what}; give another path")
 
 
 def open_h5(path: str | Path) -> h5py.File:

@@ -38,7 +38,7 @@ from unfold.tasks.train_unfolding import process_of
 from unfold.tasks.unbias import data_sample, simulation_sample, training_prior
 from unfold.tasks.unfolding_model import UnfoldingModel
 from unfold.unbiasing.draw_weights import draw_weights
-from unfold.unbiasing.template_fit import FREE_PARAMETERS, fit_prior
+from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS, fit_prior
 from unfold.unbiasing.top_prior import top_names
 
 __all__ = ["ClosureResult", "run_closure"]
@@ -144,7 +144,7 @@ def run_closure(
     fit_data: Path | None = None,
     limit: int | None = None,
     unbias: Sequence[Path] = (),
-    unbias_parameters: Sequence[str] = FREE_PARAMETERS,
+    unbias_parameters: Sequence[str] = DEFAULT_PARAMETERS,
     training_data: Sequence[Path] | None = None,
 ) -> ClosureResult:
     """Unfold ``nominal`` and each of ``alternatives`` with ``run`` and write the closure report to ``out``.

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from unfold.data.hdf5_io import atomic_output
+from unfold.data.hdf5_io import atomic_output, check_new_output
 from unfold.data.hdf5_schema import SPANET_WEIGHTS, read_truth
 from unfold.errors import UnfoldError
 from unfold.generation.processes import PROCESSES
@@ -31,10 +31,7 @@ def reweight_file(source: Path, out: Path, *, top_mass: float | None = None,
     file's own); returns the new weights and the prior. The copy is written under a temporary name
     and moved into place, so an interruption leaves no half-written file."""
     source, out = Path(source), Path(out)
-    if not source.is_file():
-        raise UnfoldError(f"{source}: no such file")
-    if out.resolve() == source.resolve():
-        raise UnfoldError(f"--out {out}: is the input file; give another path")
+    check_new_output(source, out, "input file")
     with h5py.File(source, "r") as file:
         process = str(file.attrs.get("process", ""))
     if process not in PROCESSES:

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from evaluation.metrics import effective_events
-from unfold.data.hdf5_io import atomic_output
+from unfold.data.hdf5_io import atomic_output, check_new_output
 from unfold.data.hdf5_schema import SpanetData, read_spanet, read_truth
 from unfold.data.recon_data import detector_events
 from unfold.errors import UnfoldError
@@ -31,7 +31,7 @@ from unfold.tasks.unfolding_model import UnfoldingModel
 from unfold.training.trainer import find_checkpoint
 from unfold.unbiasing.detector_observables import m3, min_lepton_b_mass
 from unfold.unbiasing.draw_weights import draw_weights, top_kinematics
-from unfold.unbiasing.template_fit import FREE_PARAMETERS, DetectorSample, PriorFit, fit_prior
+from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS, DetectorSample, PriorFit, fit_prior
 from unfold.unbiasing.top_prior import GeneratedPrior, top_names
 
 __all__ = ["UnbiasResult", "data_sample", "simulation_sample", "systematic_resample", "template_observables",
@@ -121,7 +121,7 @@ def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.nda
 
 
 def unbias_samples(samples: Path, out: Path, simulation: Sequence[Path], *,
-                   free: Sequence[str] = FREE_PARAMETERS, training_data: Sequence[Path] | None = None,
+                   free: Sequence[str] = DEFAULT_PARAMETERS, training_data: Sequence[Path] | None = None,
                    recon: Path | None = None, fit_data: Path | None = None, resamples: int = 30,
                    seed: int = 0) -> UnbiasResult:
     """Fit the prior to the detector level of a parton ``unfold sample`` file and write ``out``: the same
@@ -129,10 +129,7 @@ def unbias_samples(samples: Path, out: Path, simulation: Sequence[Path], *,
     ``unfold acceptance`` and every other reader see unweighted unfoldings under the fitted prior)
     and the fit in the attribute ``unbiasing`` (JSON). Written under a temporary name, then moved."""
     samples, out = Path(samples), Path(out)
-    if not samples.is_file():
-        raise UnfoldError(f"{samples}: no such file")
-    if out.resolve() == samples.resolve():
-        raise UnfoldError(f"--out {out}: is the samples file; give another path")
+    check_new_output(samples, out, "samples file")
     with h5py.File(samples, "r") as file:
         checkpoints = json.loads(file.attrs.get("checkpoints", "{}"))
         if "parton" not in checkpoints or "SAMPLES/PARTONS" not in file:
