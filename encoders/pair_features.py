@@ -60,8 +60,17 @@ class PairBias(nn.Module):
         )
 
     def forward(self, four_momenta: Tensor, mask: Tensor) -> Tensor:
-        """Attention bias (E, H, N, N) from four-momenta (E, N, 4) and the object mask (E, N)."""
-        pair_mask = mask[:, :, None] & mask[:, None, :]
-        features = torch.where(pair_mask[..., None], pairwise_lorentz_features(four_momenta), 0.0)
-        bias = self.mlp(features).masked_fill(~pair_mask[..., None], 0.0)
+        """Attention bias (E, H, N, N) from four-momenta (E, N, 4) and the object mask (E, N).
+
+        The features are symmetric in the pair, so the MLP runs once per unordered pair of real
+        objects (the diagonal and upper triangle of the real-object block) and the result is
+        mirrored: on events with a few real objects in many slots that is a small fraction of the
+        N^2 padded pairs (the same bias as evaluating every ordered pair).
+        """
+        events, slots = mask.shape
+        upper_triangle = torch.ones(slots, slots, dtype=torch.bool, device=mask.device).triu()
+        upper = mask[:, :, None] & mask[:, None, :] & upper_triangle
+        bias = four_momenta.new_zeros(events, slots, slots, self.mlp[-1].out_features)
+        bias[upper] = self.mlp(pairwise_lorentz_features(four_momenta)[upper]).to(bias.dtype)
+        bias = torch.where(upper_triangle[None, :, :, None], bias, bias.transpose(1, 2))
         return bias.permute(0, 3, 1, 2)

@@ -13,6 +13,7 @@ from encoders import (
     EncoderInputs,
     EventEncoder,
     InputSource,
+    PairBias,
     pairwise_lorentz_features,
 )
 from encoders.kinematics import to_cartesian
@@ -214,6 +215,20 @@ def test_pair_features_are_symmetric_and_lorentz_invariant_in_mass(
     boosted[..., 0] = energy * np.cosh(rapidity) + pz * np.sinh(rapidity)
     boosted[..., 3] = pz * np.cosh(rapidity) + energy * np.sinh(rapidity)
     torch.testing.assert_close(pairwise_lorentz_features(boosted), features, atol=1e-6, rtol=1e-6)
+
+
+def test_the_pair_bias_of_real_pairs_only_equals_the_mlp_on_every_ordered_pair() -> None:
+    torch.manual_seed(3)
+    bias = PairBias(heads=4)
+    momenta = torch.randn(6, 9, 3) * 40
+    four_momenta = torch.cat([torch.sqrt((momenta**2).sum(-1, keepdim=True) + 25.0), momenta], dim=-1)
+    mask = torch.rand(6, 9) < 0.6
+    mask[0] = False  # an event without objects
+    mask[1] = True  # one without padding
+    pair_mask = mask[:, :, None] & mask[:, None, :]
+    features = torch.where(pair_mask[..., None], pairwise_lorentz_features(four_momenta), 0.0)
+    every_pair = bias.mlp(features).masked_fill(~pair_mask[..., None], 0.0).permute(0, 3, 1, 2)
+    torch.testing.assert_close(bias(four_momenta, mask), every_pair, atol=1e-6, rtol=1e-5)
 
 
 def test_training_with_dropout_is_stochastic_and_eval_is_deterministic(
