@@ -14,8 +14,14 @@ from evaluation.metrics import effective_events
 from unfold.cli import main
 from unfold.data.hdf5_schema import SPANET_WEIGHTS
 from unfold.errors import UnfoldError
+from unfold.tasks.unbias import systematic_resample
 from unfold.unbiasing.draw_weights import draw_weights
-from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS, FREE_PARAMETERS, DetectorSample, fit_prior
+from unfold.unbiasing.template_fit import (
+    DEFAULT_PARAMETERS,
+    FREE_PARAMETERS,
+    DetectorSample,
+    fit_prior,
+)
 from unfold.unbiasing.top_prior import (
     GeneratedPrior,
     PriorParameters,
@@ -296,3 +302,14 @@ def test_by_default_only_the_top_pt_slope_is_fitted(broad_simulation):
     assert fit.parameters.top_mass == pytest.approx(173.0)  # the broad simulation's mean mass, not fitted
     assert 0 < fit.errors["top_pt_slope"] < 0.4
     assert fit.parameters.top_pt_slope == pytest.approx(1.0, abs=3 * fit.errors["top_pt_slope"])
+
+
+def test_systematic_resampling_gives_each_draw_its_share_of_the_n_picks(rng):
+    weights = rng.uniform(0, 1, (500, 33))
+    weights[:, 0] = 0.0  # a draw the new prior forbids
+    picks = systematic_resample(weights, rng)
+    counts = np.stack([np.bincount(row, minlength=33) for row in picks])
+    expected = 33 * weights / weights.sum(axis=1, keepdims=True)
+    assert np.all(counts[:, 0] == 0)
+    assert np.all((counts >= np.floor(expected)) & (counts <= np.ceil(expected)))
+    assert np.all(counts.sum(axis=1) == 33)

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from evaluation.metrics import effective_events
+from recon.event_topology import EventTopology
 from unfold.data.hdf5_io import atomic_output, check_new_output
 from unfold.data.hdf5_schema import SpanetData, read_spanet, read_truth
 from unfold.data.recon_data import detector_events
@@ -40,7 +41,7 @@ __all__ = ["UnbiasResult", "data_sample", "simulation_sample", "systematic_resam
 Assign = Callable[[SpanetData], dict[str, np.ndarray]]
 
 
-def template_observables(data: SpanetData, topology, process: str, assign: Assign) -> dict[str, np.ndarray]:
+def template_observables(data: SpanetData, topology: EventTopology, process: str, assign: Assign) -> dict[str, np.ndarray]:
     """The fit's detector-level observables: the mass-hypothesis-free M3 and (with a lepton)
     m_lb^min (:mod:`unfold.unbiasing.detector_observables`), and every top's pT as the jet
     assignment reconstructs it ("t_had/pt", ...)."""
@@ -53,13 +54,13 @@ def template_observables(data: SpanetData, topology, process: str, assign: Assig
     return out
 
 
-def data_sample(data: SpanetData, topology, process: str, assign: Assign) -> DetectorSample:
+def data_sample(data: SpanetData, topology: EventTopology, process: str, assign: Assign) -> DetectorSample:
     """The data's detector-level observables and event weights."""
     return DetectorSample(template_observables(data, topology, process, assign),
                           np.asarray(data.event_weights, np.float64))
 
 
-def simulation_sample(paths: Sequence[Path], topology, process: str, assign: Assign) -> DetectorSample:
+def simulation_sample(paths: Sequence[Path], topology: EventTopology, process: str, assign: Assign) -> DetectorSample:
     """Simulation files of ``process`` (one or several top masses) with their reconstructed and true
     tops, event weights and generated prior, concatenated."""
     observables: list[dict[str, np.ndarray]] = []
@@ -68,9 +69,9 @@ def simulation_sample(paths: Sequence[Path], topology, process: str, assign: Ass
     for path in paths:
         path = Path(path)
         if not path.is_file():
-            raise UnfoldError(f"--unbias {path}: no such file")
+            raise UnfoldError(f"{path}: no such file (simulation for the unbiasing)")
         if (found := process_of(path, topology)) != process:
-            raise UnfoldError(f"--unbias {path}: holds {found} events; expected {process} as the unfolding")
+            raise UnfoldError(f"{path}: holds {found} events; the unfolding is of {process}")
         data = read_spanet(path, topology)
         sample = data_sample(data, topology, process, assign)
         truth = read_truth(path, "PARTONS")
@@ -98,7 +99,6 @@ def training_prior(run: Path, training_data: Sequence[Path] | None = None) -> Ge
             raise UnfoldError(f"{config}: the run's training data {data} is not there; give it with --training-data")
         training_data = [data]
     return GeneratedPrior.of_files(training_data)
-
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@ weights that change a trained unfolding's prior.
 
 An unfolding samples p_train(x | d), proportional to p(d | x) p_train(x). Changing the prior to
 p_theta gives p_theta(x | d) proportional to p_train(x | d) p_theta(x) / p_train(x): each event's
-draws reweighted by the prior ratio and normalised within the event (Bayes' theorem, no retraining;
-the importance weights of e.g. arXiv 2212.08674's discussion of prior dependence). Where the
-trained prior is narrower than the shift (a top mass line shape), few draws carry the weight: the
-draws' Kish effective number (:func:`evaluation.metrics.effective_events`) says how many.
+draws reweighted by the prior ratio and normalised within the event (Bayes' theorem, no
+retraining; self-normalised importance sampling). Where the trained prior is narrower than the
+shift (a top mass line shape), few draws carry the weight and the within-event normalisation pulls
+the answer back toward the trained prior: the draws' Kish effective number
+(:func:`evaluation.metrics.effective_events`) says how many carry it.
 """
 
 from __future__ import annotations

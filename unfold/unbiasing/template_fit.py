@@ -127,7 +127,7 @@ def fit_prior(data: DetectorSample, simulation: DetectorSample, *, free: Sequenc
         raise UnfoldError("simulation: no truth tops or generated prior; the templates need both")
     unknown = set(free) - set(FREE_PARAMETERS)
     if not free or unknown:
-        raise UnfoldError(f"--unbias-parameters {','.join(free)}: expected one or both of {', '.join(FREE_PARAMETERS)}")
+        raise UnfoldError(f"prior parameters {','.join(free)}: expected one or both of {', '.join(FREE_PARAMETERS)}")
     missing = set(simulation.observables) - set(data.observables)
     if missing:
         raise UnfoldError(f"data: no reconstructed {', '.join(sorted(missing))}; the simulation's templates need them")
@@ -151,8 +151,11 @@ def fit_prior(data: DetectorSample, simulation: DetectorSample, *, free: Sequenc
             return _chi2(data_bins, data_weights, simulation_bins, weights, n_bins)
 
         initial = grid[int(np.argmin([objective(x) for x in grid]))]
-        # The first simplex spans half a grid step in each parameter (scipy's default is 0.025 % of a zero start).
-        simplex = np.vstack([initial, initial + np.diag([GRID_STEPS[name] / 2 for name in free])])
+        # The first simplex spans half a grid step in each parameter (scipy's default is 0.025 % of a zero
+        # start), inward from a bound.
+        steps = [GRID_STEPS[name] / 2 * (-1 if x + GRID_STEPS[name] / 2 > bounds[name][1] else 1)
+                 for name, x in zip(free, initial, strict=True)]
+        simplex = np.vstack([initial, initial + np.diag(steps)])
         result = minimize(objective, initial, method="Nelder-Mead", bounds=[bounds[name] for name in free],
                           options={"xatol": 1e-3, "fatol": 1e-3, "initial_simplex": simplex})
         return result.x, float(result.fun)
