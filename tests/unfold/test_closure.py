@@ -196,8 +196,8 @@ def test_closure_unbiases_each_file_with_a_fitted_prior(parton_run, semileptonic
     fits = metrics["unbiasing"]
     assert set(fits) == {"nominal", "heavier"}
     for fit in fits.values():
-        assert 169.0 <= fit["top_mass"] <= 177.0  # within the fit's bounds around the simulation's 173 GeV
-        assert fit["top_pt_slope"] == 0.0
+        assert 169.0 <= fit["parameters"]["top_mass"] <= 177.0  # within the fit's bounds around 173 GeV
+        assert fit["parameters"]["top_pt_slope"] == 0.0
         assert fit["errors"]["top_pt_slope"] == 0.0
         assert 0 < fit["effective_draws"] <= fit["draws"] == 60 * 2
     # The same events, weighted toward a heavier top: unweighted, the truth shift would be exactly 0.

@@ -46,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from unfold.tasks.unbias import unbias_samples
 
     out = args.out or args.samples.with_name(f"{args.samples.stem}_unbiased.h5")
-    result = unbias_samples(args.samples, out, args.simulation, free=args.parameters, training_data=args.training_data,
-                            recon=args.recon, fit_data=args.fit_data, resamples=args.bootstrap, seed=args.seed)
-    print(f"fitted prior: {result.fit.summary()}")
-    print(f"draws resampled under it (Kish effective draws {result.effective_draws:.0f} of {result.draws}); "
-          f"wrote {result.out}")
+    unbiasing = unbias_samples(args.samples, out, args.simulation, free=args.parameters,
+                               training_data=args.training_data, recon=args.recon, fit_data=args.fit_data,
+                               resamples=args.bootstrap, seed=args.seed)
+    print(f"fitted prior: {unbiasing.fit.summary()}")
+    print(f"draws resampled under it (Kish effective draws {unbiasing.effective_draws:.0f} of "
+          f"{unbiasing.weights.size}); wrote {out}")
     return 0

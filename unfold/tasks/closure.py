@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,6 @@ from evaluation.closure import (
     plot_closure,
     shift_statistics,
 )
-from evaluation.metrics import effective_events
 from evaluation.observables import Observable, compute_observables
 from evaluation.report import check_report_folder, report_folder
 from evaluation.samples_file import Collection, ParticleLevel, PartonLevel, SamplesFile
@@ -35,10 +34,9 @@ from unfold.generation.processes import get_process
 from unfold.tasks.references import particle_reference, parton_reference
 from unfold.tasks.sample import reconstruction
 from unfold.tasks.train_unfolding import process_of
-from unfold.tasks.unbias import data_sample, simulation_sample, training_prior
+from unfold.tasks.unbias import METHOD, data_sample, simulation_sample, training_prior, unbias_draws
 from unfold.tasks.unfolding_model import UnfoldingModel
-from unfold.unbiasing.draw_weights import draw_weights
-from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS, fit_prior
+from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS
 from unfold.unbiasing.top_prior import top_names
 
 __all__ = ["ClosureResult", "run_closure"]
@@ -202,26 +200,20 @@ def run_closure(
     if simulation is not None:
         metrics["unbiasing_method"] = {
             "simulation": [str(p) for p in unbias], "simulation_top_masses": list(simulation.generated.masses),
-            "trained_top_masses": list(trained.masses), "parameters": list(unbias_parameters),
-            "reference": "template fit of the reweighted broad-prior simulation (arXiv 2501.12363), draws "
-                         "reweighted by the prior ratio"}
+            "trained_top_masses": list(trained.masses), "parameters": list(unbias_parameters), "method": METHOD}
     rows, headline, plots = [], [], []
     unbiased: list[dict[str, ClosureSample]] = []
     for label, observables, (_, data), sample in zip(names, per_file, outcomes, samples, strict=True):
         if simulation is None:
             break
-        fit = fit_prior(data_sample(data, model.topology, model.process, assign), simulation,
-                        free=unbias_parameters, resamples=resamples)
         tops = {top: {q: observables[f"parton/{top}/{q}"].draws for q in ("mass", "pt")}
                 for top in top_names(model.process)}
-        weights = draw_weights(tops, fit.parameters, trained)
-        unbiased.append({name: replace(s, draw_weights=weights) for name, s in sample.items()})
-        metrics["unbiasing"][label] = {**asdict(fit.parameters), "errors": fit.errors, "chi2": fit.chi2,
-                                       "ndf": fit.ndf, "simulation_effective_events": fit.effective_simulation,
-                                       "effective_draws": float(effective_events(weights)),
-                                       "draws": int(weights.size)}
-        headline.append(f"unbiasing fit, {label}: {fit.summary()}, draws n_eff {effective_events(weights):.0f} "
-                        f"of {weights.size}")
+        unbiasing = unbias_draws(data_sample(data, model.topology, model.process, assign), simulation, tops, trained,
+                                 free=unbias_parameters, resamples=resamples)
+        unbiased.append({name: replace(s, draw_weights=unbiasing.weights) for name, s in sample.items()})
+        metrics["unbiasing"][label] = unbiasing.summary()
+        headline.append(f"unbiasing fit, {label}: {unbiasing.fit.summary()}, draws n_eff "
+                        f"{unbiasing.effective_draws:.0f} of {unbiasing.weights.size}")
     for index, (name, observable) in enumerate(per_file[0].items()):
         low, high, rule = peak_window(name, observable.truth)
         entry: dict = {"label": observable.label, "unit": observable.unit, "window": [low, high], "window_rule": rule,

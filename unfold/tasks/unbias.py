@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,8 +35,8 @@ from unfold.unbiasing.draw_weights import draw_weights, top_kinematics
 from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS, DetectorSample, PriorFit, fit_prior
 from unfold.unbiasing.top_prior import GeneratedPrior, top_names
 
-__all__ = ["UnbiasResult", "data_sample", "simulation_sample", "systematic_resample", "template_observables",
-           "training_prior", "unbias_samples"]
+__all__ = ["METHOD", "Unbiasing", "data_sample", "simulation_sample", "systematic_resample", "template_observables",
+           "training_prior", "unbias_draws", "unbias_samples"]
 
 Assign = Callable[[SpanetData], dict[str, np.ndarray]]
 
@@ -101,14 +101,35 @@ def training_prior(run: Path, training_data: Sequence[Path] | None = None) -> Ge
     return GeneratedPrior.of_files(training_data)
 
 
-@dataclass(frozen=True)
-class UnbiasResult:
-    """The unbiased samples file, the fitted prior and the draws' Kish effective number."""
+METHOD = ("template fit of the reweighted simulation (the broad-prior unbiasing of arXiv 2501.12363); draws "
+          "reweighted by the prior ratio")
 
-    out: Path
+
+@dataclass(frozen=True)
+class Unbiasing:
+    """The fitted prior and the (E, n) weights it gives the draws (each event's summing to n)."""
+
     fit: PriorFit
-    effective_draws: float
-    draws: int
+    weights: np.ndarray
+
+    @property
+    def effective_draws(self) -> float:
+        return float(effective_events(self.weights))
+
+    def summary(self) -> dict:
+        """The fit and the draws' Kish effective number, for metrics and file attributes (JSON)."""
+        fit = self.fit
+        return {"parameters": asdict(fit.parameters), "errors": fit.errors, "free": list(fit.free), "chi2": fit.chi2,
+                "ndf": fit.ndf, "simulation_effective_events": fit.effective_simulation,
+                "effective_draws": self.effective_draws, "draws": int(self.weights.size), "method": METHOD}
+
+
+def unbias_draws(detector: DetectorSample, simulation: DetectorSample, draw_tops: Mapping[str, Mapping[str, np.ndarray]],
+                 trained: GeneratedPrior, *, free: Sequence[str] = DEFAULT_PARAMETERS, resamples: int = 30) -> Unbiasing:
+    """Fit the prior to ``detector`` (the data's observables and weights) with ``simulation`` and weight
+    the draws, whose tops are ``draw_tops`` (top -> {"mass", "pt"} (E, n)), from the ``trained`` prior to it."""
+    fit = fit_prior(detector, simulation, free=free, resamples=resamples)
+    return Unbiasing(fit, draw_weights(draw_tops, fit.parameters, trained))
 
 
 def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -123,7 +144,7 @@ def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.nda
 def unbias_samples(samples: Path, out: Path, simulation: Sequence[Path], *,
                    free: Sequence[str] = DEFAULT_PARAMETERS, training_data: Sequence[Path] | None = None,
                    recon: Path | None = None, fit_data: Path | None = None, resamples: int = 30,
-                   seed: int = 0) -> UnbiasResult:
+                   seed: int = 0) -> Unbiasing:
     """Fit the prior to the detector level of a parton ``unfold sample`` file and write ``out``: the same
     file with every event's draws resampled in proportion to their prior ratio (so ``unfold report``,
     ``unfold acceptance`` and every other reader see unweighted unfoldings under the fitted prior)
@@ -146,17 +167,13 @@ def unbias_samples(samples: Path, out: Path, simulation: Sequence[Path], *,
     assign, _ = reconstruction(inputs, model.topology, recon=recon, fit_data=fit_data)
     data = read_spanet(inputs, model.topology, start=int(rows[0]) if rows.size else 0, limit=rows.size)
     detector = data_sample(data, model.topology, model.process, assign)
-    fit = fit_prior(DetectorSample(detector.observables, event_weights),
-                    simulation_sample(simulation, model.topology, model.process, assign), free=free, resamples=resamples)
-    weights = draw_weights(top_kinematics(draws, model.process), fit.parameters,
-                           training_prior(Path(checkpoints["parton"]), training_data))
+    unbiasing = unbias_draws(DetectorSample(detector.observables, event_weights),
+                             simulation_sample(simulation, model.topology, model.process, assign),
+                             top_kinematics(draws, model.process), training_prior(Path(checkpoints["parton"]), training_data),
+                             free=free, resamples=resamples)
+    weights = unbiasing.weights
     picks = systematic_resample(weights, np.random.default_rng(seed))
-    summary = {"parameters": asdict(fit.parameters), "errors": fit.errors, "free": list(fit.free), "chi2": fit.chi2,
-               "ndf": fit.ndf, "simulation": [str(p) for p in simulation],
-               "simulation_effective_events": fit.effective_simulation,
-               "effective_draws": float(effective_events(weights)), "draws": int(weights.size),
-               "method": "template fit of the reweighted broad-prior simulation (arXiv 2501.12363); draws "
-                         "resampled by the prior ratio"}
+    summary = {**unbiasing.summary(), "simulation": [str(p) for p in simulation]}
     with atomic_output(out) as partial:
         shutil.copyfile(samples, partial)
         with h5py.File(partial, "r+") as file:
@@ -169,4 +186,4 @@ def unbias_samples(samples: Path, out: Path, simulation: Sequence[Path], *,
                 if group in file:
                     file[group].visititems(resample)
             file.attrs["unbiasing"] = json.dumps(summary)
-    return UnbiasResult(out=out, fit=fit, effective_draws=float(effective_events(weights)), draws=int(weights.size))
+    return unbiasing
