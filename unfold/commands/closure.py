@@ -44,11 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fit-data", type=Path, default=None,
                         help="file on whose truth-matched events the chi-square baseline fits its resolutions "
                         "(default: the nominal file)")
-    parser.add_argument("--unbias", type=Path, nargs="+", default=[], metavar="SIMULATION.h5",
+    parser.add_argument("--unbias", type=Path, nargs="+", default=(), metavar="SIMULATION.h5",
                         help="also unbias every file's unfolding: fit the prior's top-pT slope (--unbias-parameters) to "
                         "its detector level with these simulation files (generated with `unfold generate`; several "
-                        "--pythia '6:m0 = ...' top masses make a broad prior) and reweight the draws (parton runs)")
-    parser.add_argument("--unbias-parameters", type=comma_list, default=list(DEFAULT_PARAMETERS),
+                        "--pythia '6:m0 = ...' top masses make a broad prior) and reweight the draws (parton runs); by default no unbiasing")
+    parser.add_argument("--unbias-parameters", type=comma_list, default=",".join(DEFAULT_PARAMETERS),
                         help="comma-separated prior parameters the unbiasing fits: top_pt_slope and/or top_mass (opt-in, see "
                         "unfold unbias --help)")
     parser.add_argument("--training-data", type=Path, nargs="+", default=None,

@@ -14,10 +14,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "unbias", help="fit the prior's top-pT slope (and top mass) to the data, resample the draws under it",
         description="A generative unfolding returns its training simulation's prior wherever the detector "
-        "resolves less than the prior's features (the top line shape). This fits the prior's top mass and top-pT "
-        "slope to the data of a parton `unfold sample` file at detector level, by the template method on "
-        "simulation reweighted from the top masses it was generated with (a broad prior: generate several with "
-        "--pythia '6:m0 = ...', arXiv 2501.12363), then resamples every event's draws in proportion to the ratio "
+        "resolves less than the prior's features (the top line shape). This fits the prior's top-pT slope (and, on "
+        "request, the top mass) to the data of a parton `unfold sample` file at detector level, by the template "
+        "method on simulation reweighted from the top masses it was generated with (for the mass a broad prior: "
+        "generate several with --pythia '6:m0 = ...', arXiv 2501.12363), then resamples every event's draws in proportion to the ratio "
         "of the fitted prior to the training prior (Bayes' theorem, no retraining). Writes a samples file that "
         "`unfold report` reads like any other, with the fit in its attribute `unbiasing`.",
         formatter_class=DefaultsHelpFormatter,
@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="simulation files written by unfold generate, one or several top masses")
     parser.add_argument("--out", type=Path, default=None,
                         help="the unbiased samples file (default: <samples stem>_unbiased.h5 beside it)")
-    parser.add_argument("--parameters", type=comma_list, default=list(DEFAULT_PARAMETERS),
+    parser.add_argument("--parameters", type=comma_list, default=",".join(DEFAULT_PARAMETERS),
                         help="comma-separated prior parameters to fit: top_pt_slope and/or top_mass (the top mass is opt-in: on "
                         "8k events it came out within 2-2.5 GeV, no better than the shifts it should find)")
     parser.add_argument("--training-data", type=Path, nargs="+", default=None,
