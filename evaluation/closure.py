@@ -235,10 +235,11 @@ def shift_statistics(
 
         truth, truth_boot = shift(truth_of, ones), shift(truth_of, counts)
         unfolded, unfolded_boot = shift(draws_of, ones), shift(draws_of, counts)
-        def draw_statistic(s, j, statistic=statistic):
-            return _statistic(statistic, s.draws[:, j], window, s.unfolded_weights()[:, j])
+        def per_draw_statistics(s, statistic=statistic):
+            weights = s.unfolded_weights()
+            return np.array([_statistic(statistic, s.draws[:, j], window, weights[:, j]) for j in range(n)])
 
-        per_draw = np.array([draw_statistic(alternative, j) - draw_statistic(nominal, j) for j in range(n)])
+        per_draw = per_draw_statistics(alternative) - per_draw_statistics(nominal)
         draws_error = _std(per_draw) / np.sqrt(n) if n > 1 else None
         bootstrap_error = _std(unfolded_boot)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -44,6 +44,7 @@ __all__ = [
     "central_half_width",
     "channel_of",
     "check_inputs",
+    "four_vector_mass",
     "neutrino_pz_solutions",
 ]
 
@@ -486,7 +487,7 @@ class ChiSquareBaseline:
             rows = np.flatnonzero((ordered >= 0).all(axis=1) & (events.leading_lepton() >= 0))
             b_jet = p4[rows, ordered[rows, 0]]
             leptonic_w = events.lepton_momentum()[rows] + events.neutrino()[rows]
-            leptonic_top = _mass(b_jet + leptonic_w)
+            leptonic_top = four_vector_mass(b_jet + leptonic_w)
             _require_matches(leptonic_top, (name,), topology)
             fitted["sigma_t_lep"] = central_half_width(leptonic_top)
         return cls(**fitted, n_leading_jets=n_leading_jets, use_btag=use_btag)
@@ -634,14 +635,14 @@ def _minkowski(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )
 
 
-def _mass(p4: np.ndarray) -> np.ndarray:
-    """Invariant mass of (..., 4) four-vectors, zero where m^2 < 0 by rounding."""
+def four_vector_mass(p4: np.ndarray) -> np.ndarray:
+    """Invariant mass of (..., 4) four-vectors (E, px, py, pz), zero where m^2 < 0 by rounding."""
     return np.sqrt(np.maximum(_minkowski(p4, p4), 0.0))
 
 
 def _mass_of(p4: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """(e,) invariant mass of the objects ``slots`` (e, K) taken from ``p4`` (e, N, 4)."""
-    return _mass(np.take_along_axis(p4, slots[:, :, None], axis=1).sum(axis=1))
+    return four_vector_mass(np.take_along_axis(p4, slots[:, :, None], axis=1).sum(axis=1))
 
 
 def _check_targets(

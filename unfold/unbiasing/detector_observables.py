@@ -15,16 +15,11 @@ from itertools import combinations
 
 import numpy as np
 
-from recon.chi_square import DetectorEvents
+from recon.chi_square import DetectorEvents, four_vector_mass
 
 __all__ = ["M3_JETS", "m3", "min_lepton_b_mass"]
 
 M3_JETS = 6  # the leading jets M3 chooses among
-
-
-def _mass(p4: np.ndarray) -> np.ndarray:
-    """Invariant mass of (..., 4) (E, px, py, pz), clipped at zero."""
-    return np.sqrt(np.maximum(p4[..., 0] ** 2 - np.sum(p4[..., 1:] ** 2, axis=-1), 0.0))
 
 
 def m3(events: DetectorEvents) -> np.ndarray:
@@ -37,13 +32,13 @@ def m3(events: DetectorEvents) -> np.ndarray:
     sums = p4[:, triplets].sum(axis=2)  # (E, T, 4)
     present = real[:, triplets].all(axis=2)
     best = np.argmax(np.where(present, np.hypot(sums[..., 1], sums[..., 2]), -np.inf), axis=1)
-    mass = _mass(sums[np.arange(len(best)), best])
+    mass = four_vector_mass(sums[np.arange(len(best)), best])
     return np.where(present.any(axis=1), mass, np.nan)
 
 
 def min_lepton_b_mass(events: DetectorEvents) -> np.ndarray:
     """(E,) m_lb^min over the b-tagged jets with the leading lepton; NaN without either."""
     lepton = events.lepton_momentum()[:, None, :]
-    masses = _mass(events.four_momenta() + lepton)
+    masses = four_vector_mass(events.four_momenta() + lepton)
     tagged = events.is_jet & events.btag & (events.leading_lepton() >= 0)[:, None]
     return np.where(tagged.any(axis=1), np.min(np.where(tagged, masses, np.inf), axis=1), np.nan)

@@ -145,9 +145,11 @@ def fit_prior(data: DetectorSample, simulation: DetectorSample, *, free: Sequenc
     def parameters_of(x) -> PriorParameters:
         return replace(start, **{name: float(value) for name, value in zip(free, x, strict=True)})
 
+    generated_density = generated.density([top["mass"] for top in simulation.tops.values()])
+
     def fit(data_weights, simulation_weights):
         def objective(x):
-            weights = simulation_weights * prior_weights(simulation.tops, parameters_of(x), generated)
+            weights = simulation_weights * prior_weights(simulation.tops, parameters_of(x), generated, generated_density)
             return _chi2(data_bins, data_weights, simulation_bins, weights, n_bins)
 
         initial = grid[int(np.argmin([objective(x) for x in grid]))]
@@ -169,7 +171,7 @@ def fit_prior(data: DetectorSample, simulation: DetectorSample, *, free: Sequenc
                    for _ in range(resamples))
     errors = {name: float(np.std([getattr(p, name) for p in refits], ddof=1)) if len(refits) > 1 and name in free
               else 0.0 for name in FREE_PARAMETERS}
-    weights = simulation.weights * prior_weights(simulation.tops, parameters_of(best), generated)
+    weights = simulation.weights * prior_weights(simulation.tops, parameters_of(best), generated, generated_density)
     return PriorFit(
         parameters=parameters_of(best),
         errors=errors,

@@ -145,17 +145,20 @@ def top_names(process: str) -> tuple[str, ...]:
 
 
 def prior_weights(tops: Mapping[str, Mapping[str, np.ndarray]], parameters: PriorParameters,
-                  generated: GeneratedPrior) -> np.ndarray:
+                  generated: GeneratedPrior, generated_density: np.ndarray | None = None) -> np.ndarray:
     """p_theta / p_generated at each event (or draw): tops -> {"mass", "pt"} arrays of one shape.
 
-    Events whose tops are off every line shape (NaN, or a density that underflows) get weight 0.
+    ``generated_density``: ``generated.density`` of these tops, for callers that weigh the same events
+    under many thetas (a fit). Events whose tops are off every line shape (NaN, or a density that
+    underflows) get weight 0.
     """
     masses = [np.asarray(top["mass"], np.float64) for top in tops.values()]
     ratio = np.ones(np.shape(masses[0]))
     if parameters.top_mass is not None:
         target = np.prod([top_line_shape(m, parameters.top_mass) for m in masses], axis=0)
+        denominator = generated.density(masses) if generated_density is None else generated_density
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = target / generated.density(masses)
+            ratio = target / denominator
     if parameters.top_pt_slope:
         factors = [np.maximum(1 + parameters.top_pt_slope * np.asarray(top["pt"], np.float64) / PT_SCALE,
                               PT_FACTOR_FLOOR) for top in tops.values()]
