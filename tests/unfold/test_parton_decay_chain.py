@@ -150,12 +150,14 @@ def test_generated_resonance_masses_stay_within_the_training_range(chain, synthe
         assert torch.all(masses[name] <= trained[name] * (1 + 1e-4)), name  # float32 encoding of the edge
 
 
-def test_parton_module_builds_either_representation_and_refuses_others(event_files):
-    from unfold.models.parton import ObjectRepresentation
+def test_parton_module_builds_each_representation_and_refuses_others(event_files):
+    from unfold.models.parton import AnchoredChainRepresentation, ObjectRepresentation
     from unfold.training.unfolding_modules import PartonModule
 
     event_file = event_files["ttbar-semileptonic"].read_text()
     assert isinstance(PartonModule(event_file_yaml=event_file).representation, DecayChainRepresentation)
     assert isinstance(PartonModule(event_file_yaml=event_file, representation="objects").representation, ObjectRepresentation)
+    anchored = PartonModule(event_file_yaml=event_file, representation="anchored-chain").representation
+    assert isinstance(anchored, AnchoredChainRepresentation)
     with pytest.raises(UnfoldError, match=r"unknown parton representation 'polar'.*decay-chain"):
         PartonModule(event_file_yaml=event_file, representation="polar")

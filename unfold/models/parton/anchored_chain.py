@@ -1,0 +1,217 @@
+"""The decay chain grown from the best-measured daughters: lab momenta where the detector is precise.
+
+:class:`~unfold.models.parton.decay_chain.DecayChainRepresentation` generates the tops in the lab
+and walks down to their daughters, so a lepton's momentum is the product of four generated
+quantities (the top's momentum, the W's and the lepton's rest-frame directions, the W mass) and
+comes out much less sharp than the detector measured it. This representation walks the same tree
+upwards from one *anchor* daughter per top, the one the detector measures best (the lepton; in a
+hadronic top the harder W quark):
+
+* each anchor: its lab :math:`p_x, p_y, p_z` and mass, generated directly (the condition holds
+  the measured object, so a well-measured lepton can come out as sharp as it went in);
+* each step up the tree, P = A + B with A already built and B one daughter: B's direction
+  (three numbers, normalised again on decoding), the mass of B and the mass of P (a resonance,
+  as the Breit-Wigner coordinate of the decay chain). B's momentum is fixed by P's mass:
+
+  - A a daughter (nearly massless: a lepton, a quark): B's direction in the lab, and
+    :math:`m_P^2 = m_A^2 + m_B^2 + 2 (E_A E_B - \\vec p_A \\cdot \\vec p_B)` solved for
+    :math:`|\\vec p_B|` (the root that stays positive as :math:`m_B \\to 0`);
+  - A a composite (the W): B's direction in A's rest frame, where
+    :math:`E_B^* = (m_P^2 - m_A^2 - m_B^2) / 2 m_A`, boosted back to the lab.
+
+Every composite is the exact sum of its daughters and every resonance mass a generated feature,
+as in the top-down chain; what changes is which momenta the model generates directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+from encoders.kinematics import invariant_mass, invariant_mass_squared, lorentz_boost
+from unfold.errors import UnfoldError
+from unfold.models.parton.decay_chain import DecayChainRepresentation
+from unfold.models.parton.representation import PartonTruth
+
+if TYPE_CHECKING:
+    from unfold.generation.processes import Process
+
+__all__ = ["AnchoredChainRepresentation", "TwoBodyStep"]
+
+_DIRECTION = ("x", "y", "z")
+# Largest momentum (GeV) a lab-frame step can give its new daughter: the beam energy at 13 TeV.
+# A generated direction almost collinear with the known daughter would otherwise ask for any energy.
+_MAX_MOMENTUM = 6500.0
+# Smallest one (GeV): where no momentum along the generated direction reaches the parent's mass (a
+# generated tail), the daughter keeps a direction, and so a finite pseudorapidity.
+_MIN_MOMENTUM = 1e-3
+# Anchor preference per top, by PartonSlot role: the lepton, else the harder W quark.
+_ANCHOR_ROLES = ("lepton", "q1")
+
+
+@dataclass(frozen=True)
+class TwoBodyStep:
+    """Build ``parent`` = ``known`` + ``added``; the direction of ``added`` is stored in ``frame``
+    (``"lab"`` when ``known`` is a daughter, ``"rest"``: the rest frame of the composite ``known``)."""
+
+    parent: str
+    known: str
+    added: str
+    frame: Literal["lab", "rest"]
+
+
+class AnchoredChainRepresentation(DecayChainRepresentation):
+    """Anchor momenta and masses, the added daughters' directions, node masses; F = 4 a + 3 s + 2 s.
+
+    Args:
+        daughters, composites: as :class:`~unfold.models.parton.representation.PartonRepresentation`.
+        anchors: One daughter per top-level composite (e.g. ``("q1", "lepton")``), from which its
+            tree is grown; a daughter in no composite is an anchor of its own.
+
+    Raises:
+        UnfoldError: If an anchor is not a daughter, two anchors share a tree, a step up the tree
+            adds more than one daughter, or a daughter is reached by no anchor.
+    """
+
+    def __init__(
+        self, *, daughters: Sequence[str], composites: Mapping[str, Sequence[str]], anchors: Sequence[str]
+    ) -> None:
+        unknown = sorted(set(anchors) - set(daughters))
+        if unknown or len(set(anchors)) != len(anchors):
+            raise UnfoldError(f"anchors must be distinct daughters of {list(daughters)}, got {list(anchors)}")
+        self.anchors: tuple[str, ...] = tuple(anchors)
+        super().__init__(daughters=daughters, composites=composites)
+        reached = set(self.anchors) | {step.added for step in self.steps}
+        if reached != set(self.daughters):
+            raise UnfoldError(
+                f"the anchors {list(self.anchors)} do not reach the daughters {sorted(set(self.daughters) - reached)}; "
+                "expected one anchor in every top-level composite"
+            )
+
+    @classmethod
+    def for_process(cls, process: Process) -> AnchoredChainRepresentation:
+        """Anchored at each top's lepton, else its harder W quark (``PartonSlot.role``)."""
+        anchors = []
+        for top in dict.fromkeys(slot.top for slot in process.partons):
+            slots = [slot for slot in process.partons if slot.top == top]
+            anchors.append(next(slot.name for role in _ANCHOR_ROLES for slot in slots if slot.role == role))
+        return cls(daughters=[slot.name for slot in process.partons], composites=process.composites, anchors=anchors)
+
+    @cached_property
+    def steps(self) -> tuple[TwoBodyStep, ...]:
+        """From each anchor up to its top-level composite, one daughter added per step."""
+        contents = self._contents
+        system = frozenset(self.daughters)
+        steps, claimed = [], set()
+        for anchor in self.anchors:
+            node = anchor
+            while True:
+                holders = [name for name in self.composites if contents[node] < contents[name] != system]
+                if not holders:
+                    break
+                parent = min(holders, key=lambda name: len(contents[name]))
+                added = contents[parent] - contents[node]
+                if len(added) != 1 or parent in claimed:
+                    raise UnfoldError(
+                        f"the anchored chain adds one daughter per step, but composite {parent!r} adds "
+                        f"{sorted(added)} to {node!r} (anchors {list(self.anchors)})"
+                    )
+                claimed.add(parent)
+                (daughter,) = added
+                steps.append(TwoBodyStep(parent, node, daughter, "lab" if node in self.daughters else "rest"))
+                node = parent
+        return tuple(steps)
+
+    @cached_property
+    def roots(self) -> tuple[str, ...]:
+        """The anchors: their lab momenta are features."""
+        return self.anchors
+
+    @cached_property
+    def massive_nodes(self) -> tuple[str, ...]:
+        """Each step's parent and added daughter: their masses are features."""
+        return tuple(name for step in self.steps for name in (step.parent, step.added))
+
+    @cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        anchors = tuple(
+            feature for name in self.anchors for feature in (f"{name}:px", f"{name}:py", f"{name}:pz", f"{name}:mass")
+        )
+        directions = tuple(
+            f"{step.added}_{'in_' + step.known if step.frame == 'rest' else 'lab'}:direction_{axis}"
+            for step in self.steps
+            for axis in _DIRECTION
+        )
+        return anchors + directions + tuple(self._mass_feature(name) for name in self.massive_nodes)
+
+    def physical_features(self, partons: PartonTruth) -> Tensor:
+        """Float64 (E, F): anchor momenta and masses, added daughters' directions, node masses."""
+        nodes = self.node_four_momenta(partons)
+        masses = dict(zip(self.daughters, self.daughter_masses(partons).unbind(1), strict=True))
+        masses.update({name: self._breit_wigner_coordinate(name, invariant_mass(nodes[name])) for name in self.resonances})
+        anchors = [torch.cat([nodes[name][:, 1:], masses[name][:, None]], 1) for name in self.anchors]
+        directions = []
+        for step in self.steps:
+            added = nodes[step.added]
+            if step.frame == "rest":
+                known = nodes[step.known]
+                added = lorentz_boost(added, known[:, 1:] / known[:, :1])
+            momentum = added[:, 1:]
+            directions.append(momentum / momentum.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        return torch.cat([*anchors, *directions, torch.stack([masses[n] for n in self.massive_nodes], 1)], dim=1)
+
+    def decode_four_momenta(self, x: Tensor) -> dict[str, Tensor]:
+        """Float64 (..., 4) four-momenta of every node of a standardised (..., F) tensor.
+
+        Masses are those of :meth:`node_masses`. Where a parent is lighter than its two parts
+        (a generated tail), the added daughter gets no momentum in its step's frame; every
+        composite stays the exact sum of its daughters.
+        """
+        features = self.physical(x.double())
+        masses = self._node_masses(features)
+        nodes = {}
+        for index, name in enumerate(self.anchors):
+            momentum = features[..., 4 * index : 4 * index + 3]
+            energy = torch.sqrt(masses[name] ** 2 + (momentum**2).sum(-1))
+            nodes[name] = torch.cat([energy[..., None], momentum], -1)
+        offset = 4 * len(self.anchors)
+        for index, step in enumerate(self.steps):
+            direction = features[..., offset + 3 * index : offset + 3 * index + 3]
+            direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            known = nodes[step.known]
+            build = _added_at_rest if step.frame == "rest" else _added_in_lab
+            nodes[step.added] = build(known, direction, masses[step.parent], masses[step.added])
+            nodes[step.parent] = known + nodes[step.added]
+        for name, parts in self.composites.items():
+            nodes.setdefault(name, sum(nodes[part] for part in parts))
+        return nodes
+
+
+def _added_at_rest(known: Tensor, direction: Tensor, parent_mass: Tensor, added_mass: Tensor) -> Tensor:
+    """B's lab four-momentum from its direction in the rest frame of A (``known``), where
+    E_B* = (m_P^2 - m_A^2 - m_B^2) / 2 m_A."""
+    known_mass = invariant_mass_squared(known).clamp_min(1e-12).sqrt()
+    energy = ((parent_mass**2 - known_mass**2 - added_mass**2) / (2 * known_mass)).clamp_min(added_mass)
+    momentum = torch.sqrt((energy**2 - added_mass**2).clamp_min(0.0))
+    at_rest = torch.cat([energy[..., None], momentum[..., None] * direction], -1)
+    return lorentz_boost(at_rest, -known[..., 1:] / known[..., :1])
+
+
+def _added_in_lab(known: Tensor, direction: Tensor, parent_mass: Tensor, added_mass: Tensor) -> Tensor:
+    """B's lab four-momentum from its lab direction n: m_P^2 = m_A^2 + m_B^2 + 2 (E_A E_B - p p_A.n)
+    is the quadratic (E_A^2 - c^2) p^2 - 2 K c p + E_A^2 m_B^2 - K^2 = 0 in p = |p_B|, with
+    c = p_A.n and K = (m_P^2 - m_A^2 - m_B^2) / 2; its larger root is the one that stays
+    positive as m_B -> 0, p = K / (E_A - c)."""
+    energy_known = known[..., 0]
+    along = (known[..., 1:] * direction).sum(-1)
+    half_gap = ((parent_mass**2 - invariant_mass_squared(known).clamp_min(0.0) - added_mass**2) / 2).clamp_min(0.0)
+    quadratic = (energy_known**2 - along**2).clamp_min(1e-9 * energy_known**2)
+    discriminant = (energy_known**2 * (half_gap**2 - quadratic * added_mass**2)).clamp_min(0.0)
+    momentum = ((half_gap * along + discriminant.sqrt()) / quadratic).clamp(_MIN_MOMENTUM, _MAX_MOMENTUM)
+    energy = torch.sqrt(momentum**2 + added_mass**2)
+    return torch.cat([energy[..., None], momentum[..., None] * direction], -1)
