@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -34,23 +35,17 @@ def _vectors(decoded: dict) -> dict:
 
 
 def _reachable(chain, step, x, nodes, masses) -> np.ndarray:
-    """Whether the parent's generated mass can be made from the known part and the added daughter
-    along its generated direction: in the lab, p = |p_B| solves (E_A^2 - c^2) p^2 - 2 K c p +
-    E_A^2 m_B^2 - K^2 = 0 only where its discriminant is positive, and the root must be positive
-    and below the beam energy."""
+    """Whether the parent's generated mass can be made from the known part and the added daughter:
+    in A's rest frame, E_B* >= m_B; in the lab, |cos theta| <= 1 at the generated momentum."""
     known = nodes[step.known].numpy()
     known_mass_squared = np.clip(known[:, 0] ** 2 - (known[:, 1:] ** 2).sum(1), 0, None)
     added_mass = masses[step.added]
     half_gap = (masses[step.parent] ** 2 - known_mass_squared - added_mass**2) / 2
     if step.frame == "rest":
         return half_gap > np.sqrt(known_mass_squared) * added_mass
-    columns = [chain.feature_names.index(f"{step.added}_lab:direction_{axis}") for axis in "xyz"]
-    direction = chain.physical(x)[:, columns].numpy()
-    along = (known[:, 1:] * direction).sum(1) / np.linalg.norm(direction, axis=1)
-    quadratic = known[:, 0] ** 2 - along**2
-    discriminant = known[:, 0] ** 2 * (half_gap**2 - quadratic * added_mass**2)
-    momentum = (half_gap * along + np.sqrt(np.clip(discriminant, 0, None))) / quadratic
-    return (half_gap > 0) & (discriminant > 0) & (momentum > 1e-3) & (momentum < 6000.0)
+    size = np.exp(chain.physical(x)[:, chain.feature_names.index(f"{step.added}_around_{step.known}:log_momentum")].numpy())
+    cos_theta = (known[:, 0] * np.sqrt(size**2 + added_mass**2) - half_gap) / (np.linalg.norm(known[:, 1:], axis=1) * size)
+    return np.abs(cos_theta) < 1
 
 
 def test_semileptonic_chain_grows_from_the_lepton_and_the_harder_quark():
@@ -62,7 +57,7 @@ def test_semileptonic_chain_grows_from_the_lepton_and_the_harder_quark():
         TwoBodyStep("W_lep", "lepton", "neutrino", "lab"),
         TwoBodyStep("t_lep", "W_lep", "b_lep", "rest"),
     )
-    # (px, py, pz, m) per anchor + a direction per step + the masses of each step's parent and daughter
+    # (px, py, pz, m) per anchor + 3 numbers per step + the masses of each step's parent and daughter
     assert module.features == 2 * 4 + 3 * 4 + 8
     assert module.resonances == ("W_had", "t_had", "W_lep", "t_lep")
     assert module.feature_names[4:7] == ("lepton:px", "lepton:py", "lepton:pz")
@@ -133,3 +128,22 @@ def test_anchors_that_cannot_grow_the_tree_are_rejected(anchors, message):
     daughters = [slot.name for slot in process.partons]
     with pytest.raises(UnfoldError, match=message):
         AnchoredChainRepresentation(daughters=daughters, composites=process.composites, anchors=anchors)
+
+
+def test_a_small_error_in_the_features_gives_a_small_error_in_the_momenta(semileptonic_files):
+    """Lab-frame steps store the added daughter's momentum, not its direction: the energy of a
+    direction-based step is m^2 / 2 E_A (1 - cos theta), which turns a small angular error near
+    collinearity into a large one (on these events: 0.46 at the 99th percentile for q2 and 0.45
+    for the neutrino with lab directions, 0.10 and 0.09 as stored now)."""
+    with h5py.File(semileptonic_files[0]) as file:
+        truth = {name: {k: file[f"PARTONS/{name}/{k}"][:] for k in ("pt", "eta", "phi", "mass")}
+                 for name in ("b_had", "q1", "q2", "b_lep", "lepton", "neutrino")}
+    chain = AnchoredChainRepresentation.for_process(get_process("ttbar-semileptonic"))
+    chain.fit(truth)
+    x = chain.encode(truth).double()
+    nudged = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    before, after = chain.decode_four_momenta(x), chain.decode_four_momenta(nudged)
+    for step in chain.steps:
+        if step.frame == "lab":
+            change = (after[step.added][:, 0] / before[step.added][:, 0]).log().abs()
+            assert torch.quantile(change, 0.99) < 0.2, step.added

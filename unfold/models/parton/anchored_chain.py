@@ -9,13 +9,16 @@ hadronic top the harder W quark):
 
 * each anchor: its lab :math:`p_x, p_y, p_z` and mass, generated directly (the condition holds
   the measured object, so a well-measured lepton can come out as sharp as it went in);
-* each step up the tree, P = A + B with A already built and B one daughter: B's direction
-  (three numbers, normalised again on decoding), the mass of B and the mass of P (a resonance,
-  as the Breit-Wigner coordinate of the decay chain). B's momentum is fixed by P's mass:
+* each step up the tree, P = A + B with A already built and B one daughter: the mass of B, the
+  mass of P (a resonance, as the Breit-Wigner coordinate of the decay chain) and three numbers
+  that, with P's mass, fix B's momentum:
 
-  - A a daughter (nearly massless: a lepton, a quark): B's direction in the lab, and
-    :math:`m_P^2 = m_A^2 + m_B^2 + 2 (E_A E_B - \\vec p_A \\cdot \\vec p_B)` solved for
-    :math:`|\\vec p_B|` (the root that stays positive as :math:`m_B \\to 0`);
+  - A a daughter (nearly massless: a lepton, a quark): :math:`\log |\vec p_B|` in the lab and
+    the azimuth :math:`\psi` of B around A's direction (as cos, sin, measured from the plane of
+    A and the beam); the opening angle follows from
+    :math:`m_P^2 = m_A^2 + m_B^2 + 2 (E_A E_B - |\vec p_A| |\vec p_B| \cos\theta)`. Storing
+    B's lab direction instead would leave its energy :math:`\propto 1 / (1 - \cos\theta)` to
+    a division that blows a small error near collinearity up into TeV tails (measured: it did);
   - A a composite (the W): B's direction in A's rest frame, where
     :math:`E_B^* = (m_P^2 - m_A^2 - m_B^2) / 2 m_A`, boosted back to the lab.
 
@@ -44,20 +47,19 @@ if TYPE_CHECKING:
 __all__ = ["AnchoredChainRepresentation", "TwoBodyStep"]
 
 _DIRECTION = ("x", "y", "z")
-# Largest momentum (GeV) a lab-frame step can give its new daughter: the beam energy at 13 TeV.
-# A generated direction almost collinear with the known daughter would otherwise ask for any energy.
-_MAX_MOMENTUM = 6500.0
-# Smallest one (GeV): where no momentum along the generated direction reaches the parent's mass (a
-# generated tail), the daughter keeps a direction, and so a finite pseudorapidity.
-_MIN_MOMENTUM = 1e-3
+_AROUND = ("log_momentum", "cos_azimuth", "sin_azimuth")
+# Momentum range (GeV) a lab-frame step can give its new daughter: the beam energy at 13 TeV at most,
+# and enough to keep a direction (a finite pseudorapidity).
+_MIN_MOMENTUM, _MAX_MOMENTUM = 1e-3, 6500.0
 # Anchor preference per top, by PartonSlot role: the lepton, else the harder W quark.
 _ANCHOR_ROLES = ("lepton", "q1")
 
 
 @dataclass(frozen=True)
 class TwoBodyStep:
-    """Build ``parent`` = ``known`` + ``added``; the direction of ``added`` is stored in ``frame``
-    (``"lab"`` when ``known`` is a daughter, ``"rest"``: the rest frame of the composite ``known``)."""
+    """Build ``parent`` = ``known`` + ``added``. ``frame`` ``"lab"`` (``known`` a daughter): the lab
+    momentum of ``added`` and its azimuth around ``known`` are stored; ``"rest"`` (``known`` a
+    composite): the direction of ``added`` in the rest frame of ``known``."""
 
     parent: str
     known: str
@@ -66,7 +68,7 @@ class TwoBodyStep:
 
 
 class AnchoredChainRepresentation(DecayChainRepresentation):
-    """Anchor momenta and masses, the added daughters' directions, node masses; F = 4 a + 3 s + 2 s.
+    """Anchor momenta and masses, three numbers per step for the added daughter, node masses; F = 4 a + 5 s.
 
     Args:
         daughters, composites: as :class:`~unfold.models.parton.representation.PartonRepresentation`.
@@ -143,34 +145,36 @@ class AnchoredChainRepresentation(DecayChainRepresentation):
             feature for name in self.anchors for feature in (f"{name}:px", f"{name}:py", f"{name}:pz", f"{name}:mass")
         )
         directions = tuple(
-            f"{step.added}_{'in_' + step.known if step.frame == 'rest' else 'lab'}:direction_{axis}"
+            f"{step.added}_in_{step.known}:direction_{axis}" if step.frame == "rest" else f"{step.added}_around_{step.known}:{name}"
             for step in self.steps
-            for axis in _DIRECTION
+            for axis, name in zip(_DIRECTION, _AROUND, strict=True)
         )
         return anchors + directions + tuple(self._mass_feature(name) for name in self.massive_nodes)
 
     def physical_features(self, partons: PartonTruth) -> Tensor:
-        """Float64 (E, F): anchor momenta and masses, added daughters' directions, node masses."""
+        """Float64 (E, F): anchor momenta and masses, the added daughters' momenta, node masses."""
         nodes = self.node_four_momenta(partons)
         masses = dict(zip(self.daughters, self.daughter_masses(partons).unbind(1), strict=True))
         masses.update({name: self._breit_wigner_coordinate(name, invariant_mass(nodes[name])) for name in self.resonances})
         anchors = [torch.cat([nodes[name][:, 1:], masses[name][:, None]], 1) for name in self.anchors]
         directions = []
         for step in self.steps:
-            added = nodes[step.added]
-            if step.frame == "rest":
-                known = nodes[step.known]
-                added = lorentz_boost(added, known[:, 1:] / known[:, :1])
-            momentum = added[:, 1:]
+            added, known = nodes[step.added], nodes[step.known]
+            if step.frame == "lab":
+                directions.append(_momentum_around(known, added))
+                continue
+            momentum = lorentz_boost(added, known[:, 1:] / known[:, :1])[:, 1:]
             directions.append(momentum / momentum.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         return torch.cat([*anchors, *directions, torch.stack([masses[n] for n in self.massive_nodes], 1)], dim=1)
 
     def decode_four_momenta(self, x: Tensor) -> dict[str, Tensor]:
         """Float64 (..., 4) four-momenta of every node of a standardised (..., F) tensor.
 
-        Masses are those of :meth:`node_masses`. Where a parent is lighter than its two parts
-        (a generated tail), the added daughter gets no momentum in its step's frame; every
-        composite stays the exact sum of its daughters.
+        Masses are those of :meth:`node_masses`. Where a parent's mass cannot be reached (lighter
+        than its two parts; in the lab, out of reach of the generated momentum at any angle: a
+        generated tail), the added daughter is put at the nearest reachable point (no momentum in
+        the rest frame; back to back or collinear in the lab); every composite stays the exact sum
+        of its daughters.
         """
         features = self.physical(x.double())
         masses = self._node_masses(features)
@@ -181,11 +185,10 @@ class AnchoredChainRepresentation(DecayChainRepresentation):
             nodes[name] = torch.cat([energy[..., None], momentum], -1)
         offset = 4 * len(self.anchors)
         for index, step in enumerate(self.steps):
-            direction = features[..., offset + 3 * index : offset + 3 * index + 3]
-            direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            values = features[..., offset + 3 * index : offset + 3 * index + 3]
             known = nodes[step.known]
-            build = _added_at_rest if step.frame == "rest" else _added_in_lab
-            nodes[step.added] = build(known, direction, masses[step.parent], masses[step.added])
+            build = _added_at_rest if step.frame == "rest" else _added_around
+            nodes[step.added] = build(known, values, masses[step.parent], masses[step.added])
             nodes[step.parent] = known + nodes[step.added]
         for name, parts in self.composites.items():
             nodes.setdefault(name, sum(nodes[part] for part in parts))
@@ -195,6 +198,7 @@ class AnchoredChainRepresentation(DecayChainRepresentation):
 def _added_at_rest(known: Tensor, direction: Tensor, parent_mass: Tensor, added_mass: Tensor) -> Tensor:
     """B's lab four-momentum from its direction in the rest frame of A (``known``), where
     E_B* = (m_P^2 - m_A^2 - m_B^2) / 2 m_A."""
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     known_mass = invariant_mass_squared(known).clamp_min(1e-12).sqrt()
     energy = ((parent_mass**2 - known_mass**2 - added_mass**2) / (2 * known_mass)).clamp_min(added_mass)
     momentum = torch.sqrt((energy**2 - added_mass**2).clamp_min(0.0))
@@ -202,16 +206,38 @@ def _added_at_rest(known: Tensor, direction: Tensor, parent_mass: Tensor, added_
     return lorentz_boost(at_rest, -known[..., 1:] / known[..., :1])
 
 
-def _added_in_lab(known: Tensor, direction: Tensor, parent_mass: Tensor, added_mass: Tensor) -> Tensor:
-    """B's lab four-momentum from its lab direction n: m_P^2 = m_A^2 + m_B^2 + 2 (E_A E_B - p p_A.n)
-    is the quadratic (E_A^2 - c^2) p^2 - 2 K c p + E_A^2 m_B^2 - K^2 = 0 in p = |p_B|, with
-    c = p_A.n and K = (m_P^2 - m_A^2 - m_B^2) / 2; its larger root is the one that stays
-    positive as m_B -> 0, p = K / (E_A - c)."""
-    energy_known = known[..., 0]
-    along = (known[..., 1:] * direction).sum(-1)
-    half_gap = ((parent_mass**2 - invariant_mass_squared(known).clamp_min(0.0) - added_mass**2) / 2).clamp_min(0.0)
-    quadratic = (energy_known**2 - along**2).clamp_min(1e-9 * energy_known**2)
-    discriminant = (energy_known**2 * (half_gap**2 - quadratic * added_mass**2)).clamp_min(0.0)
-    momentum = ((half_gap * along + discriminant.sqrt()) / quadratic).clamp(_MIN_MOMENTUM, _MAX_MOMENTUM)
-    energy = torch.sqrt(momentum**2 + added_mass**2)
-    return torch.cat([energy[..., None], momentum[..., None] * direction], -1)
+def _azimuth_axes(known: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Unit vectors (a, u, v): A's direction, then u = z x a / |z x a| (normal to the plane of A and
+    the beam) and v = a x u; the azimuth around A is measured from u towards v."""
+    along = known[..., 1:] / known[..., 1:].norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    beam = torch.zeros_like(along)
+    beam[..., 2] = 1.0
+    normal = torch.linalg.cross(beam, along)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return along, normal, torch.linalg.cross(along, normal)
+
+
+def _momentum_around(known: Tensor, added: Tensor) -> Tensor:
+    """(log |p_B|, cos psi, sin psi): B's lab momentum and its azimuth psi around A's direction."""
+    along, normal, binormal = _azimuth_axes(known)
+    momentum = added[..., 1:]
+    psi = torch.atan2((momentum * binormal).sum(-1), (momentum * normal).sum(-1))
+    size = momentum.norm(dim=-1).clamp_min(_MIN_MOMENTUM)
+    return torch.stack([size.log(), psi.cos(), psi.sin()], -1)
+
+
+def _added_around(known: Tensor, values: Tensor, parent_mass: Tensor, added_mass: Tensor) -> Tensor:
+    """B's lab four-momentum from (log |p_B|, cos psi, sin psi): the opening angle to A solves
+    m_P^2 = m_A^2 + m_B^2 + 2 (E_A E_B - |p_A| |p_B| cos theta), clipped to [-1, 1] where the mass
+    is out of reach of that momentum."""
+    along, normal, binormal = _azimuth_axes(known)
+    size = values[..., 0].exp().clamp(_MIN_MOMENTUM, _MAX_MOMENTUM)
+    azimuth = values[..., 1:] / values[..., 1:].norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    energy = torch.sqrt(size**2 + added_mass**2)
+    half_gap = (parent_mass**2 - invariant_mass_squared(known).clamp_min(0.0) - added_mass**2) / 2
+    known_size = known[..., 1:].norm(dim=-1).clamp_min(1e-12)
+    cos_theta = ((known[..., 0] * energy - half_gap) / (known_size * size)).clamp(-1.0, 1.0)
+    sin_theta = (1 - cos_theta**2).clamp_min(0.0).sqrt()
+    across = azimuth[..., :1] * normal + azimuth[..., 1:] * binormal
+    direction = cos_theta[..., None] * along + sin_theta[..., None] * across
+    return torch.cat([energy[..., None], size[..., None] * direction], -1)
