@@ -35,14 +35,12 @@ def _vectors(decoded: dict) -> dict:
 
 
 def _reachable(chain, step, x, nodes, masses) -> np.ndarray:
-    """Whether the parent's generated mass can be made from the known part and the added daughter:
-    in A's rest frame, E_B* >= m_B; in the lab, |cos theta| <= 1 at the generated momentum."""
+    """Whether the parent's generated mass can be made from the known part and the added daughter
+    at its generated momentum: |cos theta| <= 1."""
     known = nodes[step.known].numpy()
     known_mass_squared = np.clip(known[:, 0] ** 2 - (known[:, 1:] ** 2).sum(1), 0, None)
     added_mass = masses[step.added]
     half_gap = (masses[step.parent] ** 2 - known_mass_squared - added_mass**2) / 2
-    if step.frame == "rest":
-        return half_gap > np.sqrt(known_mass_squared) * added_mass
     size = np.exp(chain.physical(x)[:, chain.feature_names.index(f"{step.added}_around_{step.known}:log_momentum")].numpy())
     cos_theta = (known[:, 0] * np.sqrt(size**2 + added_mass**2) - half_gap) / (np.linalg.norm(known[:, 1:], axis=1) * size)
     return np.abs(cos_theta) < 1
@@ -52,12 +50,12 @@ def test_semileptonic_chain_grows_from_the_lepton_and_the_harder_quark():
     module = AnchoredChainRepresentation.for_process(get_process("ttbar-semileptonic"))
     assert module.anchors == ("q1", "lepton")
     assert module.steps == (
-        TwoBodyStep("W_had", "q1", "q2", "lab"),
-        TwoBodyStep("t_had", "W_had", "b_had", "rest"),
-        TwoBodyStep("W_lep", "lepton", "neutrino", "lab"),
-        TwoBodyStep("t_lep", "W_lep", "b_lep", "rest"),
+        TwoBodyStep("W_had", "q1", "q2"),
+        TwoBodyStep("t_had", "W_had", "b_had"),
+        TwoBodyStep("W_lep", "lepton", "neutrino"),
+        TwoBodyStep("t_lep", "W_lep", "b_lep"),
     )
-    # (px, py, pz, m) per anchor + 3 numbers per step + the masses of each step's parent and daughter
+    # (px, py, pz, m) per anchor + (log p, cos psi, sin psi) per step + the masses of each step's parent and daughter
     assert module.features == 2 * 4 + 3 * 4 + 8
     assert module.resonances == ("W_had", "t_had", "W_lep", "t_lep")
     assert module.feature_names[4:7] == ("lepton:px", "lepton:py", "lepton:pz")
@@ -70,13 +68,15 @@ def test_allhadronic_chain_grows_from_each_top_s_harder_quark():
 
 
 def test_round_trip_recovers_every_decay_product(chain, truth):
-    decoded = chain.decode(chain.encode(truth).double())
+    """Exact in float64 (``encode`` rounds to float32, which near cos theta = +-1 costs 1e-4 in angle)."""
+    x = (chain.physical_features(truth) - chain.mean.double()) / chain.scale.double()
+    decoded = chain.decode(x)
     assert list(decoded) == list(truth)
     for name, features in truth.items():
-        np.testing.assert_allclose(decoded[name]["pt"].numpy(), features["pt"], rtol=1e-4)
-        np.testing.assert_allclose(decoded[name]["eta"].numpy(), features["eta"], atol=1e-4)
-        np.testing.assert_allclose(decoded[name]["phi"].numpy(), features["phi"], atol=1e-4)
-        np.testing.assert_allclose(decoded[name]["mass"].numpy(), features["mass"], atol=1e-4)
+        np.testing.assert_allclose(decoded[name]["pt"].numpy(), features["pt"], rtol=1e-8)
+        np.testing.assert_allclose(decoded[name]["eta"].numpy(), features["eta"], atol=1e-8)
+        np.testing.assert_allclose(decoded[name]["phi"].numpy(), features["phi"], atol=1e-8)
+        np.testing.assert_allclose(decoded[name]["mass"].numpy(), features["mass"], atol=1e-3)  # sqrt(E^2 - p^2) at TeV momenta
 
 
 def test_any_tensor_decodes_to_an_exactly_consistent_event(chain, truth):
@@ -86,7 +86,7 @@ def test_any_tensor_decodes_to_an_exactly_consistent_event(chain, truth):
     nodes = chain.decode_four_momenta(x)
     vectors = _vectors({name: {k: v.numpy() for k, v in values.items()} for name, values in chain.decode(x).items()})
     allowed = np.all([_reachable(chain, step, x, nodes, masses) for step in chain.steps], axis=0)
-    assert 0.5 < allowed.mean() < 1.0  # both kinds of event are exercised
+    assert 0.2 < allowed.mean() < 1.0  # both kinds of event are exercised
     for name in chain.resonances:
         parts = chain.composites[name]
         summed = vectors[parts[0]]
@@ -131,10 +131,11 @@ def test_anchors_that_cannot_grow_the_tree_are_rejected(anchors, message):
 
 
 def test_a_small_error_in_the_features_gives_a_small_error_in_the_momenta(semileptonic_files):
-    """Lab-frame steps store the added daughter's momentum, not its direction: the energy of a
-    direction-based step is m^2 / 2 E_A (1 - cos theta), which turns a small angular error near
-    collinearity into a large one (on these events: 0.46 at the 99th percentile for q2 and 0.45
-    for the neutrino with lab directions, 0.10 and 0.09 as stored now)."""
+    """Steps store the added daughter's lab momentum, not a direction: the energy of a step by lab
+    direction is m^2 / 2 E_A (1 - cos theta), which turns a small angular error near collinearity
+    into a large one (on these events: 0.46 at the 99th percentile for q2 and 0.45 for the neutrino
+    with lab directions, 0.10 and 0.09 as stored now), and a direction in the W rest frame is
+    boosted into a larger error of the b quark."""
     with h5py.File(semileptonic_files[0]) as file:
         truth = {name: {k: file[f"PARTONS/{name}/{k}"][:] for k in ("pt", "eta", "phi", "mass")}
                  for name in ("b_had", "q1", "q2", "b_lep", "lepton", "neutrino")}
@@ -144,6 +145,5 @@ def test_a_small_error_in_the_features_gives_a_small_error_in_the_momenta(semile
     nudged = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     before, after = chain.decode_four_momenta(x), chain.decode_four_momenta(nudged)
     for step in chain.steps:
-        if step.frame == "lab":
-            change = (after[step.added][:, 0] / before[step.added][:, 0]).log().abs()
-            assert torch.quantile(change, 0.99) < 0.2, step.added
+        change = (after[step.added][:, 0] / before[step.added][:, 0]).log().abs()
+        assert torch.quantile(change, 0.99) < 0.2, step.added
