@@ -134,7 +134,7 @@ class PartonModule(ConditionedModule):
         *,
         event_file_yaml: str,
         process: str = "ttbar-semileptonic",
-        representation: Literal["decay-chain", "anchored-chain", "objects"] = "decay-chain",
+        representation: Literal["decay-chain", "anchored-chain", "system-chain", "objects"] = "decay-chain",
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,

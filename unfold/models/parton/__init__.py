@@ -2,7 +2,7 @@
 
 from unfold.models.parton.anchored_chain import AnchoredChainRepresentation, TwoBodyStep
 from unfold.models.parton.consistency import squared_mass_consistency
-from unfold.models.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton.decay_chain import DecayChainRepresentation, SystemDecayChainRepresentation, TwoBodyDecay
 from unfold.models.parton.representation import (
     OBJECT_FEATURES,
     PHYSICAL_FEATURES,
@@ -16,6 +16,7 @@ REPRESENTATIONS: dict[str, type[PartonRepresentation]] = {
     "decay-chain": DecayChainRepresentation,
     "objects": ObjectRepresentation,
     "anchored-chain": AnchoredChainRepresentation,
+    "system-chain": SystemDecayChainRepresentation,
 }
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "DecayChainRepresentation",
     "ObjectRepresentation",
     "PartonRepresentation",
+    "SystemDecayChainRepresentation",
     "TwoBodyDecay",
     "TwoBodyStep",
     "VLDLoss",
