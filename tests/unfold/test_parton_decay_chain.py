@@ -10,12 +10,12 @@ from scipy import stats
 
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
-from unfold.models.parton import DecayChainRepresentation, SystemDecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton import DecayChainRepresentation, TwoBodyDecay
 
 
-@pytest.fixture(params=[DecayChainRepresentation, SystemDecayChainRepresentation], ids=["tops", "system"])
-def chain(request, synthetic_truth) -> DecayChainRepresentation:
-    module = request.param.for_process(get_process("ttbar-semileptonic"))
+@pytest.fixture
+def chain(synthetic_truth) -> DecayChainRepresentation:
+    module = DecayChainRepresentation.for_process(get_process("ttbar-semileptonic"))
     module.fit(synthetic_truth(500))
     return module
 
@@ -46,17 +46,6 @@ def test_semileptonic_tree_is_the_ttbar_decay_chain():
     assert module.resonances == ("t_had", "t_lep", "W_had", "W_lep")
     assert "W_had:breit_wigner_coordinate" in module.feature_names
     assert "b_had:mass" in module.feature_names
-
-
-def test_system_chain_is_rooted_at_ttbar_and_decays_it_into_the_tops():
-    module = SystemDecayChainRepresentation.for_process(get_process("ttbar-semileptonic"))
-    assert module.roots == ("ttbar",)
-    assert module.decays[0] == TwoBodyDecay("ttbar", "t_had", "t_lep")
-    assert module.decays[1:] == DecayChainRepresentation.for_process(get_process("ttbar-semileptonic")).decays
-    # (px, py, pz, m) of ttbar + 3 per decay + the masses of the 10 decay products
-    assert module.features == 4 + 3 * 5 + 10
-    assert module.resonances == ("ttbar", "t_had", "t_lep", "W_had", "W_lep")
-    assert module.feature_names[:4] == ("ttbar:px", "ttbar:py", "ttbar:pz", "ttbar:breit_wigner_coordinate")
 
 
 def test_allhadronic_tree_has_the_same_shape():
@@ -161,16 +150,12 @@ def test_generated_resonance_masses_stay_within_the_training_range(chain, synthe
         assert torch.all(masses[name] <= trained[name] * (1 + 1e-4)), name  # float32 encoding of the edge
 
 
-def test_parton_module_builds_each_representation_and_refuses_others(event_files):
-    from unfold.models.parton import AnchoredChainRepresentation, ObjectRepresentation
+def test_parton_module_builds_either_representation_and_refuses_others(event_files):
+    from unfold.models.parton import ObjectRepresentation
     from unfold.training.unfolding_modules import PartonModule
 
     event_file = event_files["ttbar-semileptonic"].read_text()
     assert isinstance(PartonModule(event_file_yaml=event_file).representation, DecayChainRepresentation)
     assert isinstance(PartonModule(event_file_yaml=event_file, representation="objects").representation, ObjectRepresentation)
-    anchored = PartonModule(event_file_yaml=event_file, representation="anchored-chain").representation
-    assert isinstance(anchored, AnchoredChainRepresentation)
-    system = PartonModule(event_file_yaml=event_file, representation="system-chain").representation
-    assert isinstance(system, SystemDecayChainRepresentation)
     with pytest.raises(UnfoldError, match=r"unknown parton representation 'polar'.*decay-chain"):
         PartonModule(event_file_yaml=event_file, representation="polar")

@@ -113,9 +113,7 @@ class PartonModule(ConditionedModule):
         event_file_yaml: the SPANet event file's text (the encoder's inputs).
         process: the process whose partons are unfolded (``unfold.generation.processes``).
         representation: the parton features, ``"decay-chain"`` (masses and rest-frame decay
-            directions from the tops down, consistent by construction), ``"anchored-chain"`` (the
-            same tree grown up from the lepton and the harder W quark, whose lab momenta are
-            generated directly) or ``"objects"`` (the VLD code's 11 x 5).
+            directions, consistent by construction) or ``"objects"`` (the VLD code's 11 x 5).
         encoder: EventEncoder keywords (width, depth, heads, pair_bias, ...).
         model: VariationalLatentDiffusion keywords (latent, latent_width, width, depth, objective, ...);
             a checkpoint saved before ``objective`` existed loads as diffusion, its default.
@@ -134,7 +132,7 @@ class PartonModule(ConditionedModule):
         *,
         event_file_yaml: str,
         process: str = "ttbar-semileptonic",
-        representation: Literal["decay-chain", "anchored-chain", "system-chain", "objects"] = "decay-chain",
+        representation: Literal["decay-chain", "objects"] = "decay-chain",
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,

@@ -1,8 +1,7 @@
 """Parton-level unfolding: the parton representations (decay chain, objects), the consistency term and the VLD."""
 
-from unfold.models.parton.anchored_chain import AnchoredChainRepresentation, TwoBodyStep
 from unfold.models.parton.consistency import squared_mass_consistency
-from unfold.models.parton.decay_chain import DecayChainRepresentation, SystemDecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
 from unfold.models.parton.representation import (
     OBJECT_FEATURES,
     PHYSICAL_FEATURES,
@@ -15,21 +14,16 @@ from unfold.models.parton.vld import VariationalLatentDiffusion, VLDLoss
 REPRESENTATIONS: dict[str, type[PartonRepresentation]] = {
     "decay-chain": DecayChainRepresentation,
     "objects": ObjectRepresentation,
-    "anchored-chain": AnchoredChainRepresentation,
-    "system-chain": SystemDecayChainRepresentation,
 }
 
 __all__ = [
     "OBJECT_FEATURES",
     "PHYSICAL_FEATURES",
     "REPRESENTATIONS",
-    "AnchoredChainRepresentation",
     "DecayChainRepresentation",
     "ObjectRepresentation",
     "PartonRepresentation",
-    "SystemDecayChainRepresentation",
     "TwoBodyDecay",
-    "TwoBodyStep",
     "VLDLoss",
     "VariationalLatentDiffusion",
     "squared_mass_consistency",

@@ -67,9 +67,6 @@ class DecayChainRepresentation(PartonRepresentation):
             daughters).
     """
 
-    # Whether the composite of every daughter (ttbar) is the root, decaying into the tops.
-    system_decays = False
-
     def __init__(self, *, daughters: Sequence[str], composites: Mapping[str, Sequence[str]]) -> None:
         super().__init__(daughters=daughters, composites=composites)
         self.register_buffer("pole_mass_squared", torch.zeros(len(self.resonances), dtype=torch.float64))
@@ -90,7 +87,7 @@ class DecayChainRepresentation(PartonRepresentation):
         contents = self._contents
         decays = []
         for parent in sorted(self.composites, key=lambda name: -len(contents[name])):
-            if contents[parent] == frozenset(self.daughters) and not self.system_decays:
+            if contents[parent] == frozenset(self.daughters):
                 continue
             inside = [name for name in contents if contents[name] < contents[parent]]
             children = [name for name in inside if not any(contents[name] < contents[other] for other in inside)]
@@ -107,9 +104,7 @@ class DecayChainRepresentation(PartonRepresentation):
     def roots(self) -> tuple[str, ...]:
         """Nodes no decay produces (e.g. ``t_had``, ``t_lep``): their lab momenta are features."""
         produced = {name for decay in self.decays for name in (decay.first, decay.second)}
-        systems = set() if self.system_decays else {
-            name for name in self.composites if self._contents[name] == frozenset(self.daughters)
-        }
+        systems = {name for name in self.composites if self._contents[name] == frozenset(self.daughters)}
         return tuple(name for name in self._contents if name not in produced | systems)
 
     @cached_property
@@ -256,12 +251,3 @@ class DecayChainRepresentation(PartonRepresentation):
             coordinate.clamp(low, high)
         )
         return torch.sqrt(squared.clamp_min(_MIN_COMPOSITE_MASS**2))
-
-
-class SystemDecayChainRepresentation(DecayChainRepresentation):
-    """The decay chain rooted at the whole system: ttbar's lab momentum and mass, then ttbar -> t t
-    with the hadronic top's direction in the ttbar rest frame, then the top decays as before.
-
-    pT(ttbar) and m(ttbar) are features of their own instead of sums of the two generated tops."""
-
-    system_decays = True

@@ -8,9 +8,7 @@ fitted on training data. Two representations build on it:
   and composites, as :math:`(p_x, p_y, p_z, \\log(E + 1), m)` in GeV. Composites are redundant,
   so generated events are consistent only as far as the model learns it (the consistency term).
 * :class:`unfold.models.parton.decay_chain.DecayChainRepresentation`: the decay tree, with masses and
-  rest-frame directions, consistent by construction;
-* :class:`unfold.models.parton.anchored_chain.AnchoredChainRepresentation`: the same tree grown
-  from the best-measured daughters, whose lab momenta are features.
+  rest-frame directions, consistent by construction.
 """
 
 from __future__ import annotations
