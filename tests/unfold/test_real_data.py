@@ -288,7 +288,7 @@ def spanet_layout_train(semileptonic_files, tmp_path_factory) -> Path:
 def parton_run(spanet_layout_train, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("parton_runs")
     assert main(["train", "parton", "--config", "small", "--data", str(spanet_layout_train), "--out", str(out),
-                 "--epochs", "1", "--batch-size", "64", "--accelerator", "cpu"]) == 0
+                 "--epochs", "1", "--batch-size", "64", "--accelerator", "cpu", "--model.object_queries", "true"]) == 0
     (run,) = (out / "parton").iterdir()
     return run
 
@@ -429,8 +429,8 @@ def test_the_parton_onnx_graphs_reproduce_torch_sampling(parton_run, semileptoni
     latent = denoise(onnx_noise, (9, vld.diffused_width), generator=torch.Generator().manual_seed(4), **options)
     (partons,) = sessions["decoder"].run(None, {"latent": latent.numpy(), "condition": condition})
     with torch.no_grad():
-        event = model.module.encoder(encoder_inputs(data, model.topology)).event
-    expected = vld.sample(event, 1, sampler="ddim", steps=5, generator=torch.Generator().manual_seed(4))
+        torch_condition = model.module.condition(encoder_inputs(data, model.topology))
+    expected = vld.sample(torch_condition, 1, sampler="ddim", steps=5, generator=torch.Generator().manual_seed(4))
     np.testing.assert_allclose(partons, expected[:, 0].detach().numpy(), atol=1e-3)
 
 

@@ -3,7 +3,8 @@
 A diffusion sampler is a loop, so the network is exported in the pieces the loop calls:
 
 - ``<out>.condition.onnx``: the detector inputs (the names of :mod:`unfold.tasks.export_recon`) ->
-  ``condition`` (E, C), the encoder's event vector, computed once per event;
+  ``condition`` (E, C), the encoder's event vector (and the per-parton object summaries),
+  computed once per event;
 - ``<out>.denoiser.onnx``: ``state`` (B, W), ``timestep`` (B,) int64 and ``condition`` (B, C) ->
   ``noise`` (B, W), the predicted noise of one denoising step;
 - ``<out>.decoder.onnx`` (latent VLD only): ``latent`` (B, W) and ``condition`` -> ``partons``
@@ -31,19 +32,19 @@ __all__ = ["check_parton_onnx", "export_parton", "parton_graph_paths"]
 
 
 class _Condition(nn.Module):
-    def __init__(self, encoder, topology) -> None:
+    def __init__(self, module) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.sequential = len(topology.sequential)
-        self.globals = len(topology.globals)
-        self.pair_bias = encoder.pair_bias is not None
+        self.module = module
+        self.sequential = len(module.topology.sequential)
+        self.globals = len(module.topology.globals)
+        self.pair_bias = module.encoder.pair_bias is not None
 
     def forward(self, *tensors: Tensor) -> Tensor:
         from encoders import EncoderInputs
 
         s, g = self.sequential, self.globals
-        return self.encoder(EncoderInputs(tensors[:s], tensors[s : 2 * s], tensors[2 * s : 2 * s + g],
-                                          tensors[2 * s + g] if self.pair_bias else None)).event
+        return self.module.condition(EncoderInputs(tensors[:s], tensors[s : 2 * s], tensors[2 * s : 2 * s + g],
+                                                   tensors[2 * s + g] if self.pair_bias else None))
 
 
 class _Denoiser(nn.Module):
@@ -78,7 +79,7 @@ def _input_names(topology, pair_bias: bool) -> list[str]:
 def _graphs(module, feeds: dict[str, np.ndarray]):
     """(name, wrapper, example inputs, input names, output name, dynamic axes) of each graph."""
     topology, vld = module.topology, module.vld
-    condition = _Condition(module.encoder, topology).eval()
+    condition = _Condition(module).eval()
     names = _input_names(topology, condition.pair_bias)
     if any(name not in feeds for name in names):
         raise UnfoldError(f"the inputs give none of {[n for n in names if n not in feeds]} (four_momenta needs pt, eta, "

@@ -23,7 +23,7 @@ from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 from unfold.models.diffusion import Objective
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
-from unfold.models.parton import REPRESENTATIONS, PartonRepresentation, VariationalLatentDiffusion
+from unfold.models.parton import REPRESENTATIONS, PartonQueries, PartonRepresentation, VariationalLatentDiffusion
 from unfold.training.options import RENAMED, complete_options, saved_hyperparameters
 
 __all__ = ["ParticleModule", "PartonModule", "encoder_options_from", "encoder_state_from"]
@@ -107,13 +107,15 @@ class ConditionedModule(L.LightningModule):
 
 
 class PartonModule(ConditionedModule):
-    """Parton-level unfolding: VLD conditioned on the encoder's event vector.
+    """Parton-level unfolding: VLD conditioned on the encoder's event vector (and per-parton object summaries).
 
     Args:
         event_file_yaml: the SPANet event file's text (the encoder's inputs).
         process: the process whose partons are unfolded (``unfold.generation.processes``).
         representation: the parton features, ``"decay-chain"`` (masses and rest-frame decay
             directions, consistent by construction) or ``"objects"`` (the VLD code's 11 x 5).
+        object_queries: condition also on one attention summary of the detector objects per
+            parton (:class:`~unfold.models.parton.PartonQueries`), not only on the event vector.
         encoder: EventEncoder keywords (width, depth, heads, pair_bias, ...).
         model: VariationalLatentDiffusion keywords (latent, latent_width, width, depth, objective, ...);
             a checkpoint saved before ``objective`` existed loads as diffusion, its default.
@@ -125,7 +127,7 @@ class PartonModule(ConditionedModule):
     change of a default never rebuilds a saved model differently.
     """
 
-    MODEL_OPTIONS = ("representation",)
+    MODEL_OPTIONS = ("representation", "object_queries")
 
     def __init__(
         self,
@@ -133,6 +135,7 @@ class PartonModule(ConditionedModule):
         event_file_yaml: str,
         process: str = "ttbar-semileptonic",
         representation: Literal["decay-chain", "objects"] = "decay-chain",
+        object_queries: bool = False,
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
@@ -148,12 +151,17 @@ class PartonModule(ConditionedModule):
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "process": process, "representation": representation,
-            "encoder": encoder, "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay,
+            "object_queries": object_queries, "encoder": encoder, "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay,
             "freeze_encoder": freeze_encoder,
         })
         parton_features = REPRESENTATIONS[representation].for_process(get_process(process))
+        self.parton_queries = (
+            PartonQueries(queries=len(parton_features.daughters), width=self.encoder.width, heads=self.encoder.heads)
+            if object_queries else None
+        )
+        condition_width = self.encoder.width + (self.parton_queries.width if object_queries else 0)
         self.vld = VariationalLatentDiffusion(
-            features=parton_features.features, condition_width=self.encoder.width, representation=parton_features, **model
+            features=parton_features.features, condition_width=condition_width, representation=parton_features, **model
         )
 
     @property
@@ -165,18 +173,25 @@ class PartonModule(ConditionedModule):
         """``"diffusion"`` or ``"flow-matching"``: what the denoiser learns and how it is sampled."""
         return self.vld.objective
 
+    def condition(self, inputs: EncoderInputs) -> Tensor:
+        """The VLD's condition (E, C): the encoder's event vector, then the parton queries' summaries."""
+        encoded = self.encoder(inputs)
+        if self.parton_queries is None:
+            return encoded.event
+        return torch.cat([encoded.event, self.parton_queries(encoded.objects, encoded.object_mask)], dim=-1)
+
     def training_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, partons, weights = batch
-        return self._log_terms("train", self.vld(partons, self.encoder(inputs).event, weights=weights), len(partons))
+        return self._log_terms("train", self.vld(partons, self.condition(inputs), weights=weights), len(partons))
 
     def validation_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> None:
         inputs, partons, weights = batch
-        self._log_terms("val", self.vld(partons, self.encoder(inputs).event, weights=weights), len(partons))
+        self._log_terms("val", self.vld(partons, self.condition(inputs), weights=weights), len(partons))
 
     @torch.no_grad()
     def sample(self, inputs: EncoderInputs, n: int, **options) -> dict[str, dict[str, Tensor]]:
         """n unfoldings per event: parton name -> feature (pt, eta, phi, mass) -> (E, n)."""
-        draws = self.vld.sample(self.encoder(inputs).event, n, **options)
+        draws = self.vld.sample(self.condition(inputs), n, **options)
         return self.representation.decode(draws)
 
 

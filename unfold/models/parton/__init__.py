@@ -1,7 +1,9 @@
-"""Parton-level unfolding: the parton representations (decay chain, objects), the consistency term and the VLD."""
+"""Parton-level unfolding: the parton representations (decay chain, objects), the consistency term, the
+per-parton object queries and the VLD."""
 
 from unfold.models.parton.consistency import squared_mass_consistency
 from unfold.models.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton.object_queries import PartonQueries
 from unfold.models.parton.representation import (
     OBJECT_FEATURES,
     PHYSICAL_FEATURES,
@@ -22,6 +24,7 @@ __all__ = [
     "REPRESENTATIONS",
     "DecayChainRepresentation",
     "ObjectRepresentation",
+    "PartonQueries",
     "PartonRepresentation",
     "TwoBodyDecay",
     "VLDLoss",

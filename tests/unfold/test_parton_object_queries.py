@@ -1,0 +1,72 @@
+"""The per-parton attention summaries of the detector objects that condition the parton unfolding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unfold.errors import UnfoldError
+from unfold.models.parton import PartonQueries
+
+
+@pytest.fixture
+def queries() -> PartonQueries:
+    torch.manual_seed(0)
+    return PartonQueries(queries=6, width=16, heads=4).eval()
+
+
+def _events(events: int = 5, objects: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    embeddings = torch.randn(events, objects, 16, generator=generator)
+    mask = torch.arange(objects) < torch.tensor([7, 5, 4, 6, 1])[:events, None]
+    return embeddings, mask
+
+
+def test_summaries_are_invariant_under_permutations_of_the_objects(queries):
+    embeddings, mask = _events()
+    order = torch.randperm(embeddings.shape[1], generator=torch.Generator().manual_seed(2))
+    summaries = queries(embeddings, mask)
+    assert summaries.shape == (5, queries.width) == (5, 6 * 16)
+    torch.testing.assert_close(queries(embeddings[:, order], mask[:, order]), summaries)
+
+
+def test_padding_never_contributes(queries):
+    embeddings, mask = _events()
+    scrambled = torch.where(mask[..., None], embeddings, 1e3 * torch.randn_like(embeddings))
+    torch.testing.assert_close(queries(scrambled, mask), queries(embeddings, mask))
+    # The same event with its padding slots removed altogether.
+    torch.testing.assert_close(queries(embeddings[3:4, :6], mask[3:4, :6]), queries(embeddings[3:4], mask[3:4]))
+
+
+def test_each_query_reads_the_objects_it_weights(queries):
+    """The summaries depend on the real objects: changing one changes them (the test can fail)."""
+    embeddings, mask = _events()
+    changed = embeddings.clone()
+    changed[1, 2] += 1.0
+    differences = (queries(changed, mask) - queries(embeddings, mask)).abs().amax(dim=1)
+    assert differences[1] > 1e-3
+    assert torch.all(differences[[0, 2, 3, 4]] == 0)
+
+
+def test_an_event_without_objects_gets_finite_summaries(queries):
+    embeddings, _ = _events(2)
+    summaries = queries(embeddings, torch.zeros(2, 7, dtype=torch.bool))
+    assert torch.isfinite(summaries).all()
+    torch.testing.assert_close(summaries[0], summaries[1])
+
+
+@pytest.mark.parametrize("options", [{"queries": 0, "width": 16}, {"queries": 6, "width": 18, "heads": 4}])
+def test_bad_shapes_are_refused_in_one_line(options):
+    with pytest.raises(UnfoldError, match="parton queries need"):
+        PartonQueries(**options)
+
+
+def test_a_parton_module_conditions_on_the_queries_when_asked(event_files):
+    from unfold.training.unfolding_modules import PartonModule
+
+    event_file = event_files["ttbar-semileptonic"].read_text()
+    plain = PartonModule(event_file_yaml=event_file)
+    queried = PartonModule(event_file_yaml=event_file, object_queries=True)
+    assert plain.parton_queries is None and plain.vld.condition_width == plain.encoder.width
+    assert queried.vld.condition_width == queried.encoder.width * (1 + len(queried.representation.daughters))
+    assert queried.hparams.object_queries is True
