@@ -20,6 +20,7 @@ from recon.event_topology import EventTopology
 from unfold.data.augmentation import Augmentation, DetectorSymmetries, allowed_augmentations
 from unfold.data.recon_data import AssignmentBatch
 from unfold.training.options import complete_options, saved_hyperparameters
+from unfold.training.schedules import budget_cosine_schedule
 
 __all__ = ["ReconModule"]
 
@@ -127,6 +128,5 @@ class ReconModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
-        steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=0.05 * self.hparams.learning_rate)
+        schedule = budget_cosine_schedule(optimizer, self.trainer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

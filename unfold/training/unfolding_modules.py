@@ -25,6 +25,7 @@ from unfold.models.diffusion import Objective
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
 from unfold.models.parton import REPRESENTATIONS, PartonQueries, PartonRepresentation, VariationalLatentDiffusion
 from unfold.training.options import RENAMED, complete_options, saved_hyperparameters
+from unfold.training.schedules import budget_cosine_schedule
 
 __all__ = ["ParticleModule", "PartonModule", "encoder_options_from", "encoder_state_from"]
 
@@ -95,8 +96,7 @@ class ConditionedModule(L.LightningModule):
     def configure_optimizers(self):
         parameters = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
-        steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=0.05 * self.hparams.learning_rate)
+        schedule = budget_cosine_schedule(optimizer, self.trainer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def _log_terms(self, stage: str, loss, size: int) -> Tensor:
