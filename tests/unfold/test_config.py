@@ -193,9 +193,12 @@ def test_checkpoints_written_before_the_configuration_system_still_load(recon_ru
     assert ReconModule.load_from_checkpoint(tmp_path / "recon.ckpt").network.encoder.width == 32
     parton = torch.load(parton_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     saved = parton["hyper_parameters"]
+    parton["state_dict"] = PartonModule(**{**saved, "object_queries": False}).state_dict()  # weights from before them
     parton["hyper_parameters"] = {"event_file_yaml": saved["event_file_yaml"], "process": saved["process"],
                                   "representation": "decay-chain", "model": {"hidden_width": 256},
                                   "encoder": {k: saved["encoder"][k] for k in ("width", "depth", "pair_bias")},
                                   "learning_rate": 1e-3, "freeze_encoder": False}
     torch.save(parton, tmp_path / "parton.ckpt")
-    assert PartonModule.load_from_checkpoint(tmp_path / "parton.ckpt").vld.denoiser.input.out_features == 256
+    old_parton = PartonModule.load_from_checkpoint(tmp_path / "parton.ckpt")
+    assert old_parton.vld.denoiser.input.out_features == 256
+    assert old_parton.parton_queries is None, "saved before the object queries: the event vector only, whatever the default"

@@ -65,8 +65,17 @@ def test_a_parton_module_conditions_on_the_queries_when_asked(event_files):
     from unfold.training.unfolding_modules import PartonModule
 
     event_file = event_files["ttbar-semileptonic"].read_text()
-    plain = PartonModule(event_file_yaml=event_file)
+    without = PartonModule(event_file_yaml=event_file, object_queries=False)
     queried = PartonModule(event_file_yaml=event_file, object_queries=True)
-    assert plain.parton_queries is None and plain.vld.condition_width == plain.encoder.width
+    assert without.parton_queries is None and without.vld.condition_width == without.encoder.width
     assert queried.vld.condition_width == queried.encoder.width * (1 + len(queried.representation.daughters))
     assert queried.hparams.object_queries is True
+
+
+@pytest.mark.parametrize("latent", [True, False])
+def test_auto_queries_follow_the_latent_step_and_are_saved_resolved(event_files, latent):
+    from unfold.training.unfolding_modules import PartonModule
+
+    module = PartonModule(event_file_yaml=event_files["ttbar-semileptonic"].read_text(), model={"latent": latent})
+    assert (module.parton_queries is not None) is latent
+    assert module.hparams.object_queries is latent
