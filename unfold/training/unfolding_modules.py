@@ -64,6 +64,8 @@ class ConditionedModule(L.LightningModule):
     # generative model's own).
     MODEL_OPTIONS: tuple[str, ...] = ()
     OPTIMIZER_OPTIONS = ("learning_rate", "weight_decay")
+    # Keywords added after checkpoints were written without them -> the value those checkpoints mean.
+    OPTIONS_BEFORE_THEY_EXISTED: dict[str, object] = {}
 
     def __init__(self, *, event_file_yaml: str, encoder: dict, freeze_encoder: bool) -> None:
         super().__init__()
@@ -74,8 +76,10 @@ class ConditionedModule(L.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs):
         """Lightning's loader; a checkpoint written before the options were stored complete
-        (``encoder: None``, model keywords in the old vocabulary) is rebuilt as it was saved."""
+        (``encoder: None``, model keywords in the old vocabulary), or before one of
+        ``OPTIONS_BEFORE_THEY_EXISTED``, is rebuilt as it was saved."""
         saved = saved_hyperparameters(checkpoint_path)
+        kwargs = {key: value for key, value in cls.OPTIONS_BEFORE_THEY_EXISTED.items() if key not in saved} | kwargs
         if "weight_decay" not in saved:
             model = {RENAMED.get(k, k): v for k, v in (saved.get("model") or {}).items()}
             if "max_particles" in saved:
@@ -131,6 +135,8 @@ class PartonModule(ConditionedModule):
     """
 
     MODEL_OPTIONS = ("representation", "object_queries")
+    # A checkpoint saved before the object queries conditions on the event vector only.
+    OPTIONS_BEFORE_THEY_EXISTED = {"object_queries": False}
 
     def __init__(
         self,
@@ -156,8 +162,8 @@ class PartonModule(ConditionedModule):
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "process": process, "representation": representation,
-            "object_queries": object_queries, "encoder": encoder, "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay,
-            "freeze_encoder": freeze_encoder,
+            "object_queries": object_queries, "encoder": encoder, "model": model, "learning_rate": learning_rate,
+            "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
         })
         parton_features = REPRESENTATIONS[representation].for_process(get_process(process))
         self.parton_queries = (
@@ -168,13 +174,6 @@ class PartonModule(ConditionedModule):
         self.vld = VariationalLatentDiffusion(
             features=parton_features.features, condition_width=condition_width, representation=parton_features, **model
         )
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs):
-        """A checkpoint saved before the object queries existed conditions on the event vector only."""
-        if "object_queries" not in saved_hyperparameters(checkpoint_path):
-            kwargs = {"object_queries": False, **kwargs}
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
     @property
     def representation(self) -> PartonRepresentation:
