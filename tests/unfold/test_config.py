@@ -11,6 +11,8 @@ import yaml
 from encoders import EventEncoder
 from recon.assignment_network import AssignmentNetwork
 from unfold.cli import main
+from unfold.data.event_tensors import encoder_inputs
+from unfold.data.hdf5_schema import read_spanet
 from unfold.errors import UnfoldError
 from unfold.models.particle import SetLatentDiffusion
 from unfold.models.parton import VariationalLatentDiffusion
@@ -58,7 +60,7 @@ def test_print_config_gives_todays_defaults(capsys):
     ("recon", ReconModule, AssignmentNetwork, {"topology", "width", "depth", "heads", "dropout", "pair_bias",
                                                "feedforward_multiplier"}),
     ("parton", PartonModule, VariationalLatentDiffusion, {"features", "condition_width", "representation"}),
-    ("particle", ParticleModule, SetLatentDiffusion, {"condition_width"}),
+    ("particle", ParticleModule, SetLatentDiffusion, {"condition_width", "anchor_width"}),
 ])
 def test_shipped_configs_equal_the_constructors_defaults(capsys, task, module, constructor, skip):
     printed = _printed(capsys, task)
@@ -67,7 +69,9 @@ def test_shipped_configs_equal_the_constructors_defaults(capsys, task, module, c
     model = {key: printed["model"].pop(key) for key in module.MODEL_OPTIONS}
     auto = {"mass_prior": "auto"} if task == "recon" else {}  # resolved from the inputs at training time
     assert printed["model"] == complete_options(constructor, {}, skip=skip, where="model") | auto
-    assert model == {key: complete_options(module, {}, skip={"event_file_yaml"}, where=task)[key] for key in model}
+    resolved = {"detector_anchors": "auto"} if task == "particle" else {}  # from the inputs at training time
+    defaults = complete_options(module, {}, skip={"event_file_yaml"}, where=task)
+    assert model == {key: defaults[key] for key in model} | resolved
 
 
 def test_a_shipped_variant_is_chosen_by_name_and_the_command_line_wins(capsys):
@@ -202,3 +206,25 @@ def test_checkpoints_written_before_the_configuration_system_still_load(recon_ru
     old_parton = PartonModule.load_from_checkpoint(tmp_path / "parton.ckpt")
     assert old_parton.vld.denoiser.input.out_features == 256
     assert old_parton.parton_queries is None, "saved before the object queries: the event vector only, whatever the default"
+
+
+def test_particle_runs_anchor_on_the_detector_objects_and_old_checkpoints_load_without(particle_run, tmp_path):
+    written = yaml.safe_load((particle_run / "config.yaml").read_text())
+    assert written["model"]["detector_anchors"] is True, "auto: the fixture's inputs give four-momenta"
+    checkpoint = torch.load(particle_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    saved = dict(checkpoint["hyper_parameters"])
+    assert saved.pop("detector_anchors") is True
+    checkpoint["state_dict"] = ParticleModule(**saved, detector_anchors=False).state_dict()  # weights from before them
+    checkpoint["hyper_parameters"] = saved
+    torch.save(checkpoint, tmp_path / "particle.ckpt")
+    old = ParticleModule.load_from_checkpoint(tmp_path / "particle.ckpt")
+    assert old.diffusion.denoiser.anchor_in is None, "saved before the anchors: the embeddings only, whatever the default"
+
+
+def test_an_anchored_particle_model_needs_four_momenta(particle_run, semileptonic_files):
+    module = ParticleModule.load_from_checkpoint(particle_run / "checkpoints" / "last.ckpt", map_location="cpu")
+    inputs = encoder_inputs(read_spanet(semileptonic_files[0], module.topology, limit=4), module.topology)
+    draws, _ = module.sample(inputs, 2)
+    assert draws.features.shape[:2] == (4, 2)
+    with pytest.raises(UnfoldError, match="reads the detector objects' four-momenta"):
+        module.anchors(inputs._replace(four_momenta=None), draws.mask.new_ones(4, inputs.four_momenta.shape[1]))

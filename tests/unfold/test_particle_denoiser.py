@@ -153,3 +153,39 @@ def test_untyped_object_vae_has_no_type_logits() -> None:
     decoded = vae.decode(posterior.mean, mask)
     assert decoded.features.shape == (4, 1, 2)
     assert decoded.type_logits.shape == (4, 1, 0)
+
+
+def make_anchored_denoiser() -> SetDenoiser:
+    torch.manual_seed(0)
+    return SetDenoiser(
+        latent_width=LATENT, condition_width=CONDITION, width=32, depth=2, heads=4, anchor_width=5
+    ).eval()
+
+
+def anchored_inputs() -> dict[str, torch.Tensor]:
+    inputs = make_inputs()
+    anchors = torch.randn(BATCH, OBJECTS, 5, generator=torch.Generator().manual_seed(4))
+    return dict(inputs, anchors=anchors * inputs["object_mask"].unsqueeze(-1))
+
+
+def test_anchors_travel_with_their_detector_objects() -> None:
+    """Permuting the detector objects together with their anchors changes nothing; permuting the
+    anchors alone (pairing them with other objects) does, so the pairing is what the denoiser reads."""
+    denoiser, inputs = make_anchored_denoiser(), anchored_inputs()
+    permutation = torch.randperm(OBJECTS, generator=torch.Generator().manual_seed(3))
+    together = dict(inputs, **{k: inputs[k][:, permutation] for k in ("objects", "object_mask", "anchors")})
+    reference = denoiser(**inputs)
+    torch.testing.assert_close(denoiser(**together).particles, reference.particles, atol=1e-5, rtol=1e-5)
+    inputs["object_mask"][:] = True
+    anchors_only = dict(inputs, anchors=inputs["anchors"][:, permutation])
+    assert not torch.allclose(denoiser(**anchors_only).particles, denoiser(**inputs).particles, atol=1e-4)
+
+
+def test_anchors_are_required_exactly_when_built_with_them() -> None:
+    inputs = anchored_inputs()
+    with pytest.raises(UnfoldError, match=r"detector anchors: expected shape \(3, 5, 5\), got None"):
+        make_anchored_denoiser()(**dict(inputs, anchors=None))
+    with pytest.raises(UnfoldError, match=r"expected shape \(3, 5, 5\), got \(3, 5, 4\)"):
+        make_anchored_denoiser()(**dict(inputs, anchors=inputs["anchors"][..., :4]))
+    with pytest.raises(UnfoldError, match="has no detector anchors"):
+        make_denoiser()(**inputs)

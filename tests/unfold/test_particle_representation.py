@@ -179,3 +179,29 @@ def test_bad_values_and_unfitted_use_raise(rng: np.random.Generator) -> None:
     particles["jets"]["pt"][particles["jets"]["MASK"]] = np.nan
     with pytest.raises(UnfoldError, match="NaN"):
         ParticleRepresentation().fit(particles)
+
+
+def test_detector_features_put_a_measured_object_where_the_same_particle_sits(rng: np.random.Generator) -> None:
+    """A detector object that measured its particle exactly anchors at that particle's own features."""
+    particles = make_particles(rng)
+    representation = ParticleRepresentation(max_particles=12).fit(particles)
+    batch = representation.encode(particles)
+    jets = particles["jets"]
+    first = np.argmax(jets["MASK"], axis=1)
+    rows = np.arange(len(first))
+    p4 = vector.array({name: jets[name][rows, first] for name in ("pt", "eta", "phi", "mass")})
+    four_momenta = torch.tensor(np.stack([p4.E, p4.px, p4.py, p4.pz], -1), dtype=torch.float64)
+    padding = torch.full_like(four_momenta, 1e4)  # a padded slot's values must not matter
+    anchors = representation.detector_features(
+        torch.stack([four_momenta, padding], dim=1), torch.tensor([[True, False]]).expand(len(rows), 2)
+    )
+    torch.testing.assert_close(anchors[:, 0].float(), batch.features[:, 0], atol=2e-5, rtol=1e-5)
+    assert (anchors[:, 1] == 0).all()
+
+
+def test_detector_features_refuse_bad_shapes(rng: np.random.Generator) -> None:
+    representation = ParticleRepresentation(max_particles=12).fit(make_particles(rng))
+    with pytest.raises(UnfoldError, match=r"detector four-momenta must be \(E, N, 4\)"):
+        representation.detector_features(torch.zeros(2, 3, 5), torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(UnfoldError, match="not fitted"):
+        ParticleRepresentation().detector_features(torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool))

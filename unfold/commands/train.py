@@ -174,7 +174,9 @@ def build_task_parser(task: str):
         _add_signature(parser, VariationalLatentDiffusion, "model", skip={"features", "condition_width", "representation"})
         module = PartonModule
     else:
-        _add_signature(parser, SetLatentDiffusion, "model", skip={"condition_width"})
+        _add_signature(parser, ParticleModule, "model", only=ParticleModule.MODEL_OPTIONS,
+                       types={"detector_anchors": bool | Literal["auto"]})
+        _add_signature(parser, SetLatentDiffusion, "model", skip={"condition_width", "anchor_width"})
         module = ParticleModule
     if task == "recon":
         _add_signature(parser, ReconModule, "model", only=ReconModule.MODEL_OPTIONS)

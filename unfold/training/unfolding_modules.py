@@ -211,14 +211,23 @@ class ParticleModule(ConditionedModule):
 
     Args:
         event_file_yaml, encoder, learning_rate, weight_decay, freeze_encoder: as :class:`PartonModule`.
+        detector_anchors: the set denoiser's detector tokens also carry each detector object's measured
+            four-momentum in the particle feature space (:meth:`ParticleRepresentation.detector_features`);
+            needs inputs with four-momenta (pt, eta, phi, mass). ``unfold train particle`` resolves the
+            configuration's ``auto`` to whether the training file gives them.
         model: SetLatentDiffusion keywords (max_particles, M_max, the slots of the unfolded set of
             jets and the lepton; latent_width, width, depth, heads, multiplicity_distribution, objective, ...).
     """
+
+    MODEL_OPTIONS = ("detector_anchors",)
+    # A checkpoint saved before the anchors conditions on the encoder's embeddings only.
+    OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False}
 
     def __init__(
         self,
         *,
         event_file_yaml: str,
+        detector_anchors: bool = True,
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
@@ -226,25 +235,35 @@ class ParticleModule(ConditionedModule):
         freeze_encoder: bool = False,
     ) -> None:
         encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
-        model = complete_options(SetLatentDiffusion, model, skip={"condition_width"}, where="model")
+        model = complete_options(SetLatentDiffusion, model, skip={"condition_width", "anchor_width"}, where="model")
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
         self.save_hyperparameters({
-            "event_file_yaml": event_file_yaml, "encoder": encoder, "model": model, "learning_rate": learning_rate,
-            "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
+            "event_file_yaml": event_file_yaml, "detector_anchors": detector_anchors, "encoder": encoder,
+            "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
         })
         self.representation = ParticleRepresentation(max_particles=model["max_particles"])
-        self.diffusion = SetLatentDiffusion(condition_width=self.encoder.width, **model)
+        anchor_width = self.representation.num_features if detector_anchors else 0
+        self.diffusion = SetLatentDiffusion(condition_width=self.encoder.width, anchor_width=anchor_width, **model)
 
     @property
     def objective(self) -> Objective:
         """``"diffusion"`` or ``"flow-matching"``: what the denoiser learns and how it is sampled."""
         return self.diffusion.objective
 
+    def anchors(self, inputs: EncoderInputs, object_mask: Tensor) -> Tensor | None:
+        """The detector anchors (E, N, F) of the set denoiser, None when the model has none."""
+        if not self.hparams.detector_anchors:
+            return None
+        if inputs.four_momenta is None:
+            raise UnfoldError("this particle unfolding reads the detector objects' four-momenta (detector_anchors); "
+                              "expected inputs that give pt, eta, phi and mass")
+        return self.representation.detector_features(inputs.four_momenta, object_mask)
+
     def _loss(self, batch):
         inputs, truth, weights = batch
         encoded = self.encoder(inputs)
         return self.diffusion.loss(ParticleBatch(*truth), encoded.objects, encoded.object_mask, encoded.event,
-                                   weights=weights)
+                                   weights=weights, anchors=self.anchors(inputs, encoded.object_mask))
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._log_terms("train", self._loss(batch), len(batch[1][0]))
@@ -256,5 +275,6 @@ class ParticleModule(ConditionedModule):
     def sample(self, inputs: EncoderInputs, n: int, **options):
         """n unfoldings per event, decoded to collections: name -> feature -> (E, n, M) (global: (E, n))."""
         encoded = self.encoder(inputs)
-        draws = self.diffusion.sample(encoded.objects, encoded.object_mask, encoded.event, n, **options)
+        draws = self.diffusion.sample(encoded.objects, encoded.object_mask, encoded.event, n,
+                                      anchors=self.anchors(inputs, encoded.object_mask), **options)
         return draws, self.representation.decode(draws.features, draws.types, draws.mask, draws.event_features)

@@ -177,6 +177,29 @@ class ParticleRepresentation(nn.Module):
             ),
         )
 
+    def detector_features(self, four_momenta: Tensor, mask: Tensor) -> Tensor:
+        """Detector objects in the standardised particle feature space: the anchors of the set denoiser.
+
+        Args:
+            four_momenta: (E, N, 4) measured (energy, px, py, pz) [GeV] of the detector objects.
+            mask: (E, N) bool, True for real objects.
+
+        Returns:
+            (E, N, F) standardised (px, py, pz, log(E+1), log(m+1)), zero at padding: where the
+            particle-level object that a detector object measured would sit if it were measured exactly.
+        """
+        self._require_fitted()
+        if four_momenta.dim() != 3 or four_momenta.shape[-1] != 4 or mask.shape != four_momenta.shape[:2]:
+            raise UnfoldError(
+                f"detector four-momenta must be (E, N, 4) with a mask (E, N), got {tuple(four_momenta.shape)} "
+                f"and {tuple(mask.shape)}"
+            )
+        keep = mask.unsqueeze(-1).to(four_momenta.dtype)
+        energy, momentum = four_momenta[..., 0].clamp_min(0.0), four_momenta[..., 1:]
+        mass = (energy.square() - momentum.square().sum(dim=-1)).clamp_min(0.0).sqrt()
+        physical = torch.cat([momentum, energy.log1p().unsqueeze(-1), mass.log1p().unsqueeze(-1)], dim=-1)
+        return (physical * keep - self.feature_mean) / self.feature_std * keep
+
     def decode(
         self, features: Tensor, types: Tensor, mask: Tensor, event_features: Tensor
     ) -> dict[str, dict[str, np.ndarray]]:

@@ -34,7 +34,11 @@ class SetDenoiser(nn.Module):
     (event slot and particles) receive the diffusion-time embedding and the projected detector
     event vector; the detector tokens are the projected encoder object embeddings. Each of the
     three roles has a learned embedding; there is no positional code, so the output is
-    permutation-equivariant in the particles (and invariant in the detector objects). Padded
+    permutation-equivariant in the particles (and invariant in the detector objects). With
+    ``anchor_width`` > 0 each detector token also carries a projection of the detector object's own
+    kinematics in the particle feature space (the anchors), so a particle-level object that the
+    detector measured well can be read off its detector object rather than rebuilt from the
+    encoder's embedding. Padded
     particles and objects are masked as attention keys, and padded particle outputs are zeroed,
     so padding never reaches a real token. Only the generated tokens' outputs are read.
 
@@ -45,6 +49,7 @@ class SetDenoiser(nn.Module):
         depth: transformer layers.
         heads: attention heads (must divide ``width``).
         dropout: dropout inside the transformer.
+        anchor_width: features per detector anchor (0: no anchors).
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class SetDenoiser(nn.Module):
         depth: int = 4,
         heads: int = 4,
         dropout: float = 0.0,
+        anchor_width: int = 0,
     ) -> None:
         super().__init__()
         if width % heads:
@@ -65,6 +71,7 @@ class SetDenoiser(nn.Module):
         self.particle_in = nn.Linear(latent_width, width)
         self.event_slot_in = nn.Linear(latent_width, width)
         self.object_in = nn.Linear(condition_width, width)
+        self.anchor_in = nn.Linear(anchor_width, width) if anchor_width else None
         self.event_condition = nn.Linear(condition_width, width)
         self.time_embedding = TimestepEmbedding(width=width)
         self.role_embedding = nn.Parameter(torch.randn(3, width) * 0.02)
@@ -93,6 +100,7 @@ class SetDenoiser(nn.Module):
         objects: Tensor,
         object_mask: Tensor,
         event: Tensor,
+        anchors: Tensor | None = None,
     ) -> SetNoisePrediction:
         """Predict the noise of the noisy generated tokens.
 
@@ -104,17 +112,31 @@ class SetDenoiser(nn.Module):
             objects: (B, N, D) detector object embeddings from the shared encoder.
             object_mask: (B, N) bool, True for real detector objects.
             event: (B, D) detector event vector from the shared encoder.
+            anchors: (B, N, anchor_width) detector kinematics in the particle feature space, zero at
+                padding; required with ``anchor_width`` > 0, refused without.
         """
-        object_tokens, event_condition = self.condition_tokens(objects, event)
+        object_tokens, event_condition = self.condition_tokens(objects, event, anchors)
         return self.predict(
             particles, particle_mask, event_slot, self.time_embedding(timesteps) + event_condition,
             object_tokens, object_mask,
         )
 
-    def condition_tokens(self, objects: Tensor, event: Tensor) -> tuple[Tensor, Tensor]:
+    def condition_tokens(
+        self, objects: Tensor, event: Tensor, anchors: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """The detector tokens (..., N, width) and the projected event vector (..., width): they depend
         on the detector event only, so sampling computes them once per event, not per draw and step."""
-        return self.object_in(objects) + self.role_embedding[2], self.event_condition(event)
+        tokens = self.object_in(objects) + self.role_embedding[2]
+        if self.anchor_in is None:
+            if anchors is not None:
+                raise UnfoldError(f"this set denoiser has no detector anchors, got anchors of shape {tuple(anchors.shape)}")
+        else:
+            expected = (*objects.shape[:-1], self.anchor_in.in_features)
+            if anchors is None or tuple(anchors.shape) != expected:
+                found = None if anchors is None else tuple(anchors.shape)
+                raise UnfoldError(f"detector anchors: expected shape {expected}, got {found}")
+            tokens = tokens + self.anchor_in(anchors)
+        return tokens, self.event_condition(event)
 
     def predict(
         self,

@@ -111,6 +111,8 @@ class SetLatentDiffusion(nn.Module):
         reconstruction_weight: weight of the feature, type and event reconstruction terms.
         kl_weight: weight of the VAE KL term.
         diffusion_weight: weight of the epsilon (velocity) MSE.
+        anchor_width: features of the detector anchors the denoiser's detector tokens carry (0: none;
+            see :class:`SetDenoiser`).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class SetLatentDiffusion(nn.Module):
         reconstruction_weight: float = 1.0,
         kl_weight: float = 1e-3,
         diffusion_weight: float = 1.0,
+        anchor_width: int = 0,
     ) -> None:
         super().__init__()
         self.max_particles = max_particles
@@ -173,6 +176,7 @@ class SetLatentDiffusion(nn.Module):
             depth=depth,
             heads=heads,
             dropout=dropout,
+            anchor_width=anchor_width,
         )
         self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule, objective=objective)
 
@@ -185,6 +189,7 @@ class SetLatentDiffusion(nn.Module):
         *,
         generator: torch.Generator | None = None,
         weights: Tensor | None = None,
+        anchors: Tensor | None = None,
     ) -> ParticleLoss:
         """All training loss terms for one batch.
 
@@ -195,6 +200,8 @@ class SetLatentDiffusion(nn.Module):
             event: (E, D) detector event vector.
             generator: source of the VAE, noise and timestep draws.
             weights: (E,) event weights of every term (:func:`unfold.models.weighting.weighted_mean`); None for ones.
+            anchors: (E, N, anchor_width) detector kinematics in the particle feature space, with
+                ``anchor_width`` > 0.
         """
         self._check_condition(objects, object_mask, event)
         if batch.features.shape[:2] != (event.shape[0], self.max_particles):
@@ -233,7 +240,7 @@ class SetLatentDiffusion(nn.Module):
         noisy = add_noise(self.training_scheduler, clean, noise, timesteps) * keep_all
         target = training_target(self.training_scheduler, clean, noise)
         prediction = self.denoiser(
-            noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event
+            noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event, anchors
         )
         predicted = torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles], dim=1)
         diffusion = weighted_mean(((predicted - target) ** 2).mean(-1), weights, keep_all.squeeze(-1) > 0)
@@ -269,6 +276,7 @@ class SetLatentDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         progress: bool = False,
         rows_per_call: int = ROWS_PER_CALL,
+        anchors: Tensor | None = None,
     ) -> ParticleSample:
         """Draw n particle-level unfoldings per detector event.
 
@@ -283,6 +291,8 @@ class SetLatentDiffusion(nn.Module):
             generator: seeded generator on the tensors' device for reproducible draws.
             progress: show a progress bar over the steps.
             rows_per_call: draws per denoiser call, which bounds the memory of a step.
+            anchors: (E, N, anchor_width) detector kinematics in the particle feature space, with
+                ``anchor_width`` > 0.
 
         The E n draws are denoised together, but the denoiser sees almost only real tokens: the draws
         are sorted by (sampled multiplicity, number of detector objects) and grouped into calls of at
@@ -296,7 +306,9 @@ class SetLatentDiffusion(nn.Module):
         multiplicity = self.multiplicity.sample(event, n, generator)
         mask = torch.arange(slots, device=event.device) < multiplicity.unsqueeze(-1)
         flat_mask = mask.flatten(0, 1)
-        predict_noise = _CompactDenoiser(self.denoiser, objects, object_mask, event, multiplicity, rows_per_call)
+        predict_noise = _CompactDenoiser(
+            self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors
+        )
         latents = denoise(
             predict_noise,
             (num_events * n, 1 + slots, width),
@@ -351,14 +363,14 @@ class _CompactDenoiser:
     """
 
     def __init__(self, denoiser: SetDenoiser, objects: Tensor, object_mask: Tensor, event: Tensor,
-                 multiplicity: Tensor, rows_per_call: int) -> None:
+                 multiplicity: Tensor, rows_per_call: int, anchors: Tensor | None = None) -> None:
         if rows_per_call < 1:
             raise UnfoldError(f"rows_per_call must be positive, got {rows_per_call}")
         self.denoiser = denoiser
         num_events, n = multiplicity.shape
         object_mask = object_mask.bool()
         first = torch.argsort((~object_mask).to(torch.uint8), dim=1, stable=True)
-        object_tokens, event_condition = denoiser.condition_tokens(objects, event)
+        object_tokens, event_condition = denoiser.condition_tokens(objects, event, anchors)
         object_tokens = object_tokens.gather(1, first.unsqueeze(-1).expand_as(object_tokens))
         object_mask = object_mask.gather(1, first)
         object_count = object_mask.sum(dim=1)
