@@ -3,7 +3,7 @@
 Each observable carries truth, detector-level reference and draws as flat arrays, with NaN where
 it is undefined (no leading jet, a parton without a detector match). Names read
 ``<level>/<object>/<quantity>``: ``parton/t_had/mass``, ``parton/t_had+t_lep/dphi``,
-``particle/jets/pt`` (every jet), ``particle/jets1/pt`` (the leading jet),
+``particle/jets/pt`` (every jet), ``particle/jets1/pt`` (the leading jet), ``particle/jets2/pt`` (the second),
 ``particle/jets/multiplicity``, ``particle/met/met``.
 """
 
@@ -215,12 +215,13 @@ def _object_values(collection: Collection, feature: str, n_draw_axes: int) -> np
     return values.reshape(-1)
 
 
-def _leading_values(collection: Collection, feature: str) -> np.ndarray:
-    """The highest-pt object's value per event (NaN if the event has none): (E[, n])."""
+def _ranked_values(collection: Collection, feature: str, rank: int = 1) -> np.ndarray:
+    """The value of the object ranked ``rank`` in pt (1: leading) per event, NaN where the event has
+    fewer objects: (E[, n])."""
     pt = np.where(collection.mask, collection.features["pt"], -np.inf)
-    leading = np.argmax(pt, axis=-1)[..., None]
-    values = np.take_along_axis(collection.features[feature], leading, axis=-1)[..., 0]
-    return np.where(collection.mask.any(axis=-1), values, np.nan)
+    ranked = np.argsort(-pt, axis=-1, kind="stable")[..., rank - 1 : rank]
+    values = np.take_along_axis(collection.features[feature], ranked, axis=-1)[..., 0]
+    return np.where(collection.mask.sum(axis=-1) >= rank, values, np.nan)
 
 
 def _particle_observables(particles: ParticleLevel) -> list[Observable]:
@@ -308,10 +309,12 @@ def _particle_observables(particles: ParticleLevel) -> list[Observable]:
                     feature,
                     "1",
                     f"{obj}_{{1}}",
-                    lambda c, _, f=feature: _leading_values(c, f),
+                    lambda c, _, f=feature: _ranked_values(c, f),
                     per_event=True,
                     key=feature == "pt",
                 )
+            if truth.mask.shape[-1] > 1:
+                add("pt", "2", f"{obj}_{{2}}", lambda c, _: _ranked_values(c, "pt", rank=2), per_event=True, key=True)
     return out
 
 

@@ -9,8 +9,8 @@ from matplotlib import mathtext
 
 from evaluation.errors import ReportError
 from evaluation.kinematics import from_pt_eta_phi_m, invariant_mass
-from evaluation.observables import compute_observables, correlation_pairs, latex_name
-from evaluation.samples_file import read_samples_file
+from evaluation.observables import _ranked_values, compute_observables, correlation_pairs, latex_name
+from evaluation.samples_file import Collection, read_samples_file
 
 
 def test_reader_accepts_the_schema_and_skips_non_kinematic_features(make_samples_file):
@@ -71,6 +71,9 @@ def test_particle_level_multiplicities_and_leading_objects(make_samples_file):
     leading = np.where(jets.mask, jets.features["pt"], -np.inf).max(axis=1)
     np.testing.assert_allclose(observables["particle/jets1/pt"].truth, leading)
     assert observables["particle/jets1/pt"].draws.shape == (40, 3)
+    np.testing.assert_allclose(observables["particle/jets2/pt"].truth, np.sort(jets.features["pt"] * jets.mask)[:, -2])
+    assert observables["particle/jets2/pt"].key
+    assert "particle/lepton2/pt" not in observables  # one slot: no second lepton
     every_jet = observables["particle/jets/pt"]
     assert not every_jet.per_event
     assert np.isfinite(every_jet.truth).sum() == jets.mask.sum()
@@ -79,6 +82,13 @@ def test_particle_level_multiplicities_and_leading_objects(make_samples_file):
     assert ("particle/jets/multiplicity", "particle/jets1/pt") in correlation_pairs(
         set(observables)
     )
+
+
+def test_the_second_object_is_the_second_in_pt_and_undefined_below_two():
+    pt = np.array([[10.0, 50.0, 30.0, 99.0], [40.0, 0.0, 0.0, 0.0], [5.0, 7.0, 0.0, 0.0]])
+    mask = np.array([[True, True, True, False], [True, False, False, False], [True, True, False, False]])
+    second = _ranked_values(Collection({"pt": pt}, mask), "pt", rank=2)
+    np.testing.assert_array_equal(second, [30.0, np.nan, 5.0])
 
 
 def test_latex_names_render_as_mathtext():
