@@ -60,7 +60,7 @@ def untrained_condition(events: int, generator: torch.Generator, width: int, dep
     counts = torch.multinomial(torch.tensor(DETECTOR_OBJECTS, dtype=torch.float), events, True, generator=generator)
     object_mask = torch.arange(16) < counts.unsqueeze(-1)
     objects = torch.randn(events, 16, 64, generator=generator) * object_mask.unsqueeze(-1)
-    return model, None, (objects, object_mask, torch.randn(events, 64, generator=generator)), None
+    return model, None, (objects, object_mask, torch.randn(events, 64, generator=generator), None), None
 
 
 def trained_condition(run: Path, data_path: Path, events: int):
@@ -72,12 +72,14 @@ def trained_condition(run: Path, data_path: Path, events: int):
 
     module = UnfoldingModel.load(run).module
     data = read_spanet(data_path, module.topology, limit=events)
+    inputs = encoder_inputs(data, module.topology)
     with torch.no_grad():
-        encoded = module.encoder(encoder_inputs(data, module.topology))
+        encoded = module.encoder(inputs)
     truth = read_truth(data_path, "PARTICLES", limit=events)
     slots = {name: truth[name]["MASK"].shape[1] for name in ("jets", "lepton")}
     levels = {"truth": truth, "reference": particle_reference(data, module.topology, slots)}
-    return module.diffusion, module.representation, (encoded.objects, encoded.object_mask, encoded.event), levels
+    condition = (encoded.objects, encoded.object_mask, encoded.event, module.anchors(inputs, encoded.object_mask))
+    return module.diffusion, module.representation, condition, levels
 
 
 def observables(level: dict) -> dict[str, np.ndarray]:
@@ -114,9 +116,9 @@ def measure(model, condition, draws: int, sampler: str, steps: int, repeat: int)
     return rates[padded], rates[compact], result
 
 
-def compact(model, objects, object_mask, event, draws, **options):
+def compact(model, objects, object_mask, event, anchors, draws, **options):
     """The compact path: ``SetLatentDiffusion.sample``."""
-    return model.sample(objects, object_mask, event, draws, **options)
+    return model.sample(objects, object_mask, event, draws, anchors=anchors, **options)
 
 
 padded = padded_sampler()

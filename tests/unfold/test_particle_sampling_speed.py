@@ -19,14 +19,15 @@ EVENTS, OBJECTS, CONDITION, SLOTS = 5, 7, 16, 9
 
 @torch.no_grad()
 def padded_sample(model: SetLatentDiffusion, objects: torch.Tensor, object_mask: torch.Tensor, event: torch.Tensor,
-                  n: int, *, sampler: str | None, steps: int, generator: torch.Generator) -> ParticleSample:
+                  anchors: torch.Tensor | None, n: int, *, sampler: str | None, steps: int,
+                  generator: torch.Generator) -> ParticleSample:
     """The padded reference: one denoiser call per step over E n draws of 1 + M_max + N tokens."""
     num_events, slots, width = event.shape[0], model.max_particles, model.latent_width
     multiplicity = model.multiplicity.sample(event, n, generator)
     mask = torch.arange(slots) < multiplicity.unsqueeze(-1)
     flat_mask = mask.flatten(0, 1)
     keep = flat_mask.unsqueeze(-1).to(event.dtype)
-    condition = [tensor.repeat_interleave(n, dim=0) for tensor in (objects, object_mask, event)]
+    condition = [None if t is None else t.repeat_interleave(n, dim=0) for t in (objects, object_mask, event, anchors)]
 
     def predict_noise(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         prediction = model.denoiser(noisy[:, 1:] * keep, flat_mask, noisy[:, 0], timesteps, *condition)
@@ -41,30 +42,34 @@ def padded_sample(model: SetLatentDiffusion, objects: torch.Tensor, object_mask:
                           multiplicity, event_features.features.squeeze(1).unflatten(0, (num_events, n)))
 
 
-def make_model(objective: str = "diffusion") -> SetLatentDiffusion:
+def make_model(objective: str = "diffusion", anchor_width: int = 0) -> SetLatentDiffusion:
     torch.manual_seed(0)
     return SetLatentDiffusion(condition_width=CONDITION, max_particles=SLOTS, latent_width=6, width=32, depth=2,
-                              vae_depth=2, num_train_timesteps=100, objective=objective).eval()
+                              vae_depth=2, num_train_timesteps=100, objective=objective,
+                              anchor_width=anchor_width).eval()
 
 
-def make_condition() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Events with 7, 3 (not the first slots), 0, 5 and 1 real detector objects."""
+def make_condition(anchor_width: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Events with 7, 3 (not the first slots), 0, 5 and 1 real detector objects (and their anchors)."""
     generator = torch.Generator().manual_seed(1)
     objects = torch.randn(EVENTS, OBJECTS, CONDITION, generator=generator)
     object_mask = torch.arange(OBJECTS) < torch.tensor([[7], [0], [0], [5], [1]])
     object_mask[1, [1, 4, 6]] = True
-    return objects, object_mask, torch.randn(EVENTS, CONDITION, generator=generator)
+    anchors = torch.randn(EVENTS, OBJECTS, anchor_width, generator=generator) * object_mask.unsqueeze(-1)
+    return objects, object_mask, torch.randn(EVENTS, CONDITION, generator=generator), anchors if anchor_width else None
 
 
-@pytest.mark.parametrize(("objective", "sampler", "rows_per_call"), [
-    ("diffusion", "ddpm", 1), ("diffusion", "ddpm", 3), ("diffusion", "ddpm", 1024), ("diffusion", "ddim", 3),
-    ("diffusion", "dpm-solver", 1024), ("flow-matching", "euler", 3)])
-def test_compact_sampling_gives_the_padded_draws(objective: str, sampler: str, rows_per_call: int) -> None:
-    model = make_model(objective)
-    condition = make_condition()
-    reference = padded_sample(model, *condition, 4, sampler=sampler, steps=6, generator=torch.Generator().manual_seed(5))
+@pytest.mark.parametrize(("objective", "sampler", "rows_per_call", "anchor_width"), [
+    ("diffusion", "ddpm", 1, 0), ("diffusion", "ddpm", 3, 0), ("diffusion", "ddpm", 1024, 0), ("diffusion", "ddim", 3, 0),
+    ("diffusion", "dpm-solver", 1024, 0), ("flow-matching", "euler", 3, 0), ("diffusion", "ddpm", 3, 5)])
+def test_compact_sampling_gives_the_padded_draws(objective: str, sampler: str, rows_per_call: int,
+                                                 anchor_width: int) -> None:
+    model = make_model(objective, anchor_width)
+    *condition, anchors = make_condition(anchor_width)
+    reference = padded_sample(model, *condition, anchors, 4, sampler=sampler, steps=6,
+                              generator=torch.Generator().manual_seed(5))
     compact = model.sample(*condition, 4, sampler=sampler, steps=6, generator=torch.Generator().manual_seed(5),
-                           rows_per_call=rows_per_call)
+                           rows_per_call=rows_per_call, anchors=anchors)
     assert reference.multiplicity.float().std() > 0  # the draws span several multiplicities
     torch.testing.assert_close(compact.multiplicity, reference.multiplicity)
     torch.testing.assert_close(compact.mask, reference.mask)
@@ -74,7 +79,7 @@ def test_compact_sampling_gives_the_padded_draws(objective: str, sampler: str, r
 
 
 def test_compact_sampling_masks_variable_multiplicities() -> None:
-    sample = make_model().sample(*make_condition(), 6, steps=3, generator=torch.Generator().manual_seed(2),
+    sample = make_model().sample(*make_condition()[:3], 6, steps=3, generator=torch.Generator().manual_seed(2),
                                  rows_per_call=4)
     assert sample.features.shape == (EVENTS, 6, SLOTS, 5)
     assert sample.types.shape == sample.mask.shape == (EVENTS, 6, SLOTS)
@@ -87,4 +92,4 @@ def test_compact_sampling_masks_variable_multiplicities() -> None:
 
 def test_rows_per_call_must_be_positive() -> None:
     with pytest.raises(UnfoldError, match="rows_per_call must be positive"):
-        make_model().sample(*make_condition(), 2, steps=2, rows_per_call=0)
+        make_model().sample(*make_condition()[:3], 2, steps=2, rows_per_call=0)
