@@ -70,6 +70,19 @@ def test_loss_total_is_weighted_sum_and_gradients_reach_everything() -> None:
     assert event.grad.abs().sum() > 0
 
 
+def test_the_diffusion_loss_leaves_the_vae_encoders_alone() -> None:
+    """The denoiser learns the latents as the VAE makes them: its loss trains the denoiser and the
+    condition, never the encoders (whose latents it would otherwise shrink toward a constant)."""
+    model = make_model().train()
+    objects, object_mask, event = make_condition()
+    event.requires_grad_()
+    model.loss(make_batch(), objects, object_mask, event, generator=torch.Generator().manual_seed(3)).diffusion.backward()
+    for name, parameter in model.named_parameters():
+        reached = parameter.grad is not None and parameter.grad.abs().sum() > 0
+        assert reached == name.startswith("denoiser."), name
+    assert event.grad.abs().sum() > 0
+
+
 def test_loss_ignores_padded_particle_slots() -> None:
     model = make_model()
     batch = make_batch()
