@@ -208,17 +208,20 @@ def test_checkpoints_written_before_the_configuration_system_still_load(recon_ru
     assert old_parton.parton_queries is None, "saved before the object queries: the event vector only, whatever the default"
 
 
-def test_particle_runs_anchor_on_the_detector_objects_and_old_checkpoints_load_without(particle_run, tmp_path):
+def test_particle_runs_anchor_on_the_detector_objects_and_old_checkpoints_load_as_saved(particle_run, tmp_path):
     written = yaml.safe_load((particle_run / "config.yaml").read_text())
     assert written["model"]["detector_anchors"] is True, "auto: the fixture's inputs give four-momenta"
     checkpoint = torch.load(particle_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     saved = dict(checkpoint["hyper_parameters"])
     assert saved.pop("detector_anchors") is True
+    assert saved["model"]["detector_reads_particles"] is False, "one-way attention is today's default"
+    saved["model"] = {k: v for k, v in saved["model"].items() if k != "detector_reads_particles"}
     checkpoint["state_dict"] = ParticleModule(**saved, detector_anchors=False).state_dict()  # weights from before them
     checkpoint["hyper_parameters"] = saved
     torch.save(checkpoint, tmp_path / "particle.ckpt")
     old = ParticleModule.load_from_checkpoint(tmp_path / "particle.ckpt")
     assert old.diffusion.denoiser.anchor_in is None, "saved before the anchors: the embeddings only, whatever the default"
+    assert old.diffusion.denoiser.detector_reads_particles, "saved before one-way attention: two-way"
 
 
 def test_an_anchored_particle_model_needs_four_momenta(particle_run, semileptonic_files):

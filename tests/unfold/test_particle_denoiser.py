@@ -189,3 +189,45 @@ def test_anchors_are_required_exactly_when_built_with_them() -> None:
         make_anchored_denoiser()(**dict(inputs, anchors=inputs["anchors"][..., :4]))
     with pytest.raises(UnfoldError, match="has no detector anchors"):
         make_denoiser()(**inputs)
+
+
+@pytest.mark.parametrize("grad_enabled", [False, True])
+def test_one_way_attention_is_the_transformer_with_detector_queries_blind_to_generated_tokens(grad_enabled: bool) -> None:
+    """The cached one-way path equals torch's transformer over all tokens, with an attention mask that
+    keeps the detector tokens from reading the event slot and the particles."""
+    denoiser, inputs = make_anchored_denoiser(), anchored_inputs()
+    inputs["object_mask"][2] = False  # an event without detector objects
+    with torch.set_grad_enabled(grad_enabled):
+        output = denoiser(**inputs)
+        memory, event_condition = denoiser.detector_memory(
+            inputs["objects"], inputs["object_mask"], inputs["event"], inputs["anchors"]
+        )
+        condition = denoiser.time_embedding(inputs["timesteps"]) + event_condition
+        slot = denoiser.event_slot_in(inputs["event_slot"]) + condition + denoiser.role_embedding[0]
+        particles = denoiser.particle_in(inputs["particles"]) + (condition + denoiser.role_embedding[1]).unsqueeze(1)
+        tokens = torch.cat([slot.unsqueeze(1), particles, memory.tokens], dim=1)
+        generated, size = 1 + PARTICLES, tokens.shape[1]
+        padding = ~torch.cat([torch.ones(BATCH, 1, dtype=torch.bool), inputs["particle_mask"], inputs["object_mask"]], 1)
+        blocked = padding[:, None, :].repeat(1, size, 1)  # (query, key) pairs kept apart
+        blocked[:, generated:, :generated] = True  # detector queries never see generated keys
+        blocked[2, generated, generated] = False  # as the one-way path: the empty event's first slot sees itself
+        diagonal = torch.arange(generated, size)
+        blocked[:, diagonal, diagonal] = False  # padded detector queries read themselves: finite, never read back
+        hidden = denoiser.output_norm(denoiser.transformer(tokens, mask=blocked.repeat_interleave(denoiser.heads, 0)))
+    keep = inputs["particle_mask"].unsqueeze(-1)
+    expected = torch.where(keep, denoiser.particle_out(hidden[:, 1:generated]), 0.0)  # torch may leave padded rows NaN
+    torch.testing.assert_close(output.particles, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.event_slot, denoiser.event_slot_out(hidden[:, 0]), atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(output.event_slot).all()
+
+
+def test_two_way_attention_lets_the_detector_tokens_read_the_particles() -> None:
+    """With detector_reads_particles a particle changes the detector tokens' states, and through them
+    the other particles; one-way, a particle reaches another only directly."""
+    torch.manual_seed(0)
+    two_way = SetDenoiser(latent_width=LATENT, condition_width=CONDITION, width=32, depth=2, heads=4,
+                          detector_reads_particles=True).eval()
+    one_way = make_denoiser()
+    one_way.load_state_dict(two_way.state_dict())
+    inputs = make_inputs()
+    assert not torch.allclose(two_way(**inputs).particles, one_way(**inputs).particles, atol=1e-4)

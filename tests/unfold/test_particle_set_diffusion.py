@@ -106,6 +106,21 @@ def test_loss_ignores_padded_particle_slots() -> None:
         torch.testing.assert_close(getattr(changed, name), getattr(reference, name), msg=name)
 
 
+def test_loss_ignores_the_order_and_padding_of_the_detector_objects() -> None:
+    """Real objects moved behind padding, junk in the padding, and padded columns added: same loss."""
+    model = make_model(anchor_width=5)
+    objects, object_mask, event = make_condition()
+    anchors = torch.randn(EVENTS, OBJECTS, 5, generator=torch.Generator().manual_seed(6)) * object_mask.unsqueeze(-1)
+    reference = model.loss(make_batch(), objects, object_mask, event, anchors=anchors,
+                           generator=torch.Generator().manual_seed(4))
+    order = torch.tensor([5, 3, 0, 4, 1, 2])
+    extra = lambda values, fill: torch.cat([values[:, order], torch.full_like(values[:, :4], fill)], dim=1)
+    shuffled = model.loss(make_batch(), extra(objects, 7.0), extra(object_mask, False), event,
+                          anchors=extra(anchors, -3.0), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(shuffled.total, reference.total)
+    torch.testing.assert_close(shuffled.diffusion, reference.diffusion)
+
+
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)
 @pytest.mark.parametrize("distribution", ["categorical", "negative-binomial"])
 def test_sampled_sets_have_exactly_the_sampled_multiplicity(

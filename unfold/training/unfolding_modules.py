@@ -23,6 +23,7 @@ from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 from unfold.models.diffusion import Objective
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
+from unfold.models.particle.representation import Kinematics
 from unfold.models.parton import REPRESENTATIONS, PartonQueries, PartonRepresentation, VariationalLatentDiffusion
 from unfold.training.options import RENAMED, complete_options, saved_hyperparameters
 from unfold.training.schedules import budget_cosine_schedule
@@ -64,8 +65,10 @@ class ConditionedModule(L.LightningModule):
     # generative model's own).
     MODEL_OPTIONS: tuple[str, ...] = ()
     OPTIMIZER_OPTIONS = ("learning_rate", "weight_decay")
-    # Keywords added after checkpoints were written without them -> the value those checkpoints mean.
+    # Keywords added after checkpoints were written without them -> the value those checkpoints mean:
+    # the module's own, and the generative model's (under ``model``).
     OPTIONS_BEFORE_THEY_EXISTED: dict[str, object] = {}
+    MODEL_OPTIONS_BEFORE_THEY_EXISTED: dict[str, object] = {}
 
     def __init__(self, *, event_file_yaml: str, encoder: dict, freeze_encoder: bool) -> None:
         super().__init__()
@@ -85,6 +88,9 @@ class ConditionedModule(L.LightningModule):
             if "max_particles" in saved:
                 model["max_particles"] = saved["max_particles"]
             kwargs = {"encoder": saved.get("encoder") or {}, "model": model, **kwargs}
+        model = kwargs.get("model", saved.get("model") or {})
+        if any(key not in model for key in cls.MODEL_OPTIONS_BEFORE_THEY_EXISTED):
+            kwargs["model"] = cls.MODEL_OPTIONS_BEFORE_THEY_EXISTED | model
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
     def load_encoder(self, checkpoint: Path) -> None:
@@ -215,19 +221,25 @@ class ParticleModule(ConditionedModule):
             four-momentum in the particle feature space (:meth:`ParticleRepresentation.detector_features`);
             needs inputs with four-momenta (pt, eta, phi, mass). ``unfold train particle`` resolves the
             configuration's ``auto`` to whether the training file gives them.
+        kinematics: the particle objects' features, ``"log-pt"`` or ``"cartesian"``
+            (:mod:`unfold.models.particle.representation`).
         model: SetLatentDiffusion keywords (max_particles, M_max, the slots of the unfolded set of
             jets and the lepton; latent_width, width, depth, heads, multiplicity_distribution, objective, ...).
     """
 
-    MODEL_OPTIONS = ("detector_anchors",)
-    # A checkpoint saved before the anchors conditions on the encoder's embeddings only.
-    OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False}
+    MODEL_OPTIONS = ("detector_anchors", "kinematics")
+    # A checkpoint saved before the anchors conditions on the encoder's embeddings only, one saved before
+    # the kinematics option has cartesian features, and one saved before one-way attention lets its
+    # detector tokens read the particles.
+    OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False, "kinematics": "cartesian"}
+    MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"detector_reads_particles": True}
 
     def __init__(
         self,
         *,
         event_file_yaml: str,
         detector_anchors: bool = True,
+        kinematics: Kinematics = "cartesian",
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
@@ -238,10 +250,11 @@ class ParticleModule(ConditionedModule):
         model = complete_options(SetLatentDiffusion, model, skip={"condition_width", "anchor_width"}, where="model")
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
         self.save_hyperparameters({
-            "event_file_yaml": event_file_yaml, "detector_anchors": detector_anchors, "encoder": encoder,
+            "event_file_yaml": event_file_yaml, "detector_anchors": detector_anchors, "kinematics": kinematics,
+            "encoder": encoder,
             "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
         })
-        self.representation = ParticleRepresentation(max_particles=model["max_particles"])
+        self.representation = ParticleRepresentation(max_particles=model["max_particles"], kinematics=kinematics)
         anchor_width = self.representation.num_features if detector_anchors else 0
         self.diffusion = SetLatentDiffusion(condition_width=self.encoder.width, anchor_width=anchor_width, **model)
 

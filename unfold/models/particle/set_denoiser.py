@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from unfold.errors import UnfoldError
 from unfold.models.particle.layers import TimestepEmbedding
 
-__all__ = ["SetDenoiser", "SetNoisePrediction"]
+__all__ = ["DetectorMemory", "SetDenoiser", "SetNoisePrediction"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,34 @@ class SetNoisePrediction:
     event_slot: Tensor
 
 
+@dataclass(frozen=True)
+class DetectorMemory:
+    """What the generated tokens read of one batch of detector events; it depends on the detector
+    event only, so sampling builds it once per event, not per draw and step.
+
+    Attributes:
+        tokens: (B, N, width) the detector tokens, which run through the transformer beside the
+            generated ones (two-way attention).
+        mask: (B, N) bool, True for real detector objects.
+        keys, values: one-way attention: per layer, (B, heads, N, width / heads) the projected states
+            of the detector tokens, which attend only to each other; empty with two-way attention.
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    keys: tuple[Tensor, ...] = ()
+    values: tuple[Tensor, ...] = ()
+
+    def select(self, rows: Tensor, objects: int) -> DetectorMemory:
+        """The memory of events ``rows`` (repeats allowed), cut to the first ``objects`` detector objects."""
+        return DetectorMemory(
+            self.tokens[rows, :objects],
+            self.mask[rows, :objects],
+            tuple(k[rows, :, :objects] for k in self.keys),
+            tuple(v[rows, :, :objects] for v in self.values),
+        )
+
+
 class SetDenoiser(nn.Module):
     """Epsilon prediction for a variable-length set of particle latents (arXiv 2404.14332).
 
@@ -38,9 +66,16 @@ class SetDenoiser(nn.Module):
     ``anchor_width`` > 0 each detector token also carries a projection of the detector object's own
     kinematics in the particle feature space (the anchors), so a particle-level object that the
     detector measured well can be read off its detector object rather than rebuilt from the
-    encoder's embedding. Padded
-    particles and objects are masked as attention keys, and padded particle outputs are zeroed,
-    so padding never reaches a real token. Only the generated tokens' outputs are read.
+    encoder's embedding.
+
+    Attention is one-way by default: the generated tokens read every token, the detector tokens
+    only each other (a decoder's cross-attention, in the encoder's weights). The detector's keys and
+    values at every layer then depend on the detector event alone (:class:`DetectorMemory`), so
+    sampling computes them once per event instead of once per draw and step, and each step runs the
+    1 + M generated tokens only. ``detector_reads_particles`` restores the two-way attention of the
+    first design. Padded particles and objects are masked as attention keys, and padded particle
+    outputs are zeroed, so padding never reaches a real token. Only the generated tokens' outputs
+    are read.
 
     Args:
         latent_width: per-particle latent width L (also the event slot's).
@@ -50,6 +85,7 @@ class SetDenoiser(nn.Module):
         heads: attention heads (must divide ``width``).
         dropout: dropout inside the transformer.
         anchor_width: features per detector anchor (0: no anchors).
+        detector_reads_particles: two-way attention (the detector tokens also read the generated ones).
     """
 
     def __init__(
@@ -62,8 +98,11 @@ class SetDenoiser(nn.Module):
         heads: int = 4,
         dropout: float = 0.0,
         anchor_width: int = 0,
+        detector_reads_particles: bool = False,
     ) -> None:
         super().__init__()
+        self.detector_reads_particles = detector_reads_particles
+        self.heads = heads
         if width % heads:
             raise UnfoldError(
                 f"width ({width}) must be divisible by heads ({heads})"
@@ -115,17 +154,16 @@ class SetDenoiser(nn.Module):
             anchors: (B, N, anchor_width) detector kinematics in the particle feature space, zero at
                 padding; required with ``anchor_width`` > 0, refused without.
         """
-        object_tokens, event_condition = self.condition_tokens(objects, event, anchors)
+        memory, event_condition = self.detector_memory(objects, object_mask, event, anchors)
         return self.predict(
-            particles, particle_mask, event_slot, self.time_embedding(timesteps) + event_condition,
-            object_tokens, object_mask,
+            particles, particle_mask, event_slot, self.time_embedding(timesteps) + event_condition, memory
         )
 
-    def condition_tokens(
-        self, objects: Tensor, event: Tensor, anchors: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """The detector tokens (..., N, width) and the projected event vector (..., width): they depend
-        on the detector event only, so sampling computes them once per event, not per draw and step."""
+    def detector_memory(
+        self, objects: Tensor, object_mask: Tensor, event: Tensor, anchors: Tensor | None = None
+    ) -> tuple[DetectorMemory, Tensor]:
+        """The :class:`DetectorMemory` of the detector objects and the projected event vector (B, width):
+        they depend on the detector event only, so sampling computes them once per event."""
         tokens = self.object_in(objects) + self.role_embedding[2]
         if self.anchor_in is None:
             if anchors is not None:
@@ -136,7 +174,21 @@ class SetDenoiser(nn.Module):
                 found = None if anchors is None else tuple(anchors.shape)
                 raise UnfoldError(f"detector anchors: expected shape {expected}, got {found}")
             tokens = tokens + self.anchor_in(anchors)
-        return tokens, self.event_condition(event)
+        object_mask = object_mask.bool()
+        if self.detector_reads_particles:
+            return DetectorMemory(tokens, object_mask), self.event_condition(event)
+        # One-way attention: the detector tokens attend to each other only; an event without objects
+        # lets its first (padded) slot attend to itself, which keeps it finite and is never read.
+        attend = object_mask.clone()
+        attend[:, 0] |= ~object_mask.any(dim=1)
+        keys, values, hidden = [], [], tokens
+        for index, layer in enumerate(self.transformer.layers):
+            query, key, value = self._heads(layer, layer.norm1(hidden))
+            keys.append(key)
+            values.append(value)
+            if index + 1 < len(self.transformer.layers):  # the last layer's detector update is never read
+                hidden = self._residual_block(layer, hidden, query, key, value, attend)
+        return DetectorMemory(tokens, object_mask, tuple(keys), tuple(values)), self.event_condition(event)
 
     def predict(
         self,
@@ -144,23 +196,53 @@ class SetDenoiser(nn.Module):
         particle_mask: Tensor,
         event_slot: Tensor,
         condition: Tensor,
-        object_tokens: Tensor,
-        object_mask: Tensor,
+        memory: DetectorMemory,
     ) -> SetNoisePrediction:
         """:meth:`forward` from the embedded condition: ``condition`` (B, width) is the time embedding plus
-        the projected event vector, ``object_tokens`` (B, N, width) and ``object_mask`` (B, N) the
-        detector tokens of :meth:`condition_tokens`; the other arguments as in :meth:`forward`."""
+        the projected event vector and ``memory`` the detector's (:meth:`detector_memory`); the other
+        arguments as in :meth:`forward`."""
         num_particles = particles.shape[1]
         slot_token = self.event_slot_in(event_slot) + condition + self.role_embedding[0]
         particle_tokens = self.particle_in(particles) + (
             condition + self.role_embedding[1]
         ).unsqueeze(1)
-        tokens = torch.cat([slot_token.unsqueeze(1), particle_tokens, object_tokens], dim=1)
+        generated = torch.cat([slot_token.unsqueeze(1), particle_tokens], dim=1)
         always = particle_mask.new_ones(particle_mask.shape[0], 1)  # the event slot, also when M = 0
-        ignore = ~torch.cat([always, particle_mask, object_mask], dim=1).bool()
-        hidden = self.output_norm(self.transformer(tokens, src_key_padding_mask=ignore))
+        generated_mask = torch.cat([always, particle_mask], dim=1).bool()
+        if self.detector_reads_particles:
+            tokens = torch.cat([generated, memory.tokens], dim=1)
+            ignore = ~torch.cat([generated_mask, memory.mask], dim=1)
+            hidden = self.transformer(tokens, src_key_padding_mask=ignore)[:, : generated.shape[1]]
+        else:
+            hidden = generated
+            attend = torch.cat([generated_mask, memory.mask], dim=1)
+            for layer, detector_keys, detector_values in zip(
+                self.transformer.layers, memory.keys, memory.values, strict=True
+            ):
+                query, key, value = self._heads(layer, layer.norm1(hidden))
+                key, value = torch.cat([key, detector_keys], dim=2), torch.cat([value, detector_values], dim=2)
+                hidden = self._residual_block(layer, hidden, query, key, value, attend)
+        hidden = self.output_norm(hidden)
         keep = particle_mask.unsqueeze(-1).to(hidden.dtype)
         return SetNoisePrediction(
             particles=self.particle_out(hidden[:, 1 : 1 + num_particles]) * keep,
             event_slot=self.event_slot_out(hidden[:, 0]),
         )
+
+    def _heads(self, layer: nn.TransformerEncoderLayer, normed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Query, key and value (B, heads, T, width / heads) of one layer's attention for normed tokens (B, T, width)."""
+        projected = nn.functional.linear(normed, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
+        return tuple(part.unflatten(-1, (self.heads, -1)).transpose(1, 2) for part in projected.chunk(3, dim=-1))
+
+    def _residual_block(
+        self, layer: nn.TransformerEncoderLayer, hidden: Tensor, query: Tensor, key: Tensor, value: Tensor, attend: Tensor
+    ) -> Tensor:
+        """One pre-norm layer (the weights of ``nn.TransformerEncoderLayer``) for queries of ``hidden``
+        (B, T, width) over the given keys and values; ``attend`` (B, K) marks the keys that take part."""
+        dropout = layer.self_attn.dropout if self.training else 0.0
+        attended = nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attend[:, None, None, :], dropout_p=dropout
+        )
+        hidden = hidden + layer.dropout1(layer.self_attn.out_proj(attended.transpose(1, 2).flatten(-2)))
+        feedforward = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(hidden)))))
+        return hidden + layer.dropout2(feedforward)
