@@ -91,9 +91,10 @@ def test_standardised_objects_have_zero_mean_unit_std(rng: np.random.Generator) 
     )
 
 
-def test_decode_inverts_encode_per_collection(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("kinematics", ["cartesian", "log-pt"])
+def test_decode_inverts_encode_per_collection(rng: np.random.Generator, kinematics: str) -> None:
     particles = make_particles(rng)
-    representation = ParticleRepresentation(max_particles=12).fit(particles)
+    representation = ParticleRepresentation(max_particles=12, kinematics=kinematics).fit(particles)
     batch = representation.encode(particles)
     decoded = representation.decode(batch.features, batch.types, batch.mask, batch.event_features)
 
@@ -163,6 +164,20 @@ def test_missing_collection_and_feature_are_named(rng: np.random.Generator) -> N
         ParticleRepresentation().fit(particles)
 
 
+def test_log_pt_features_are_relative_momenta(rng: np.random.Generator) -> None:
+    """(log pT, eta, cos phi, sin phi, log(m+1)): scaling every momentum by 1.1 shifts log pT alone, by log 1.1."""
+    particles = make_particles(rng)
+    representation = ParticleRepresentation(max_particles=12, kinematics="log-pt").fit(particles)
+    harder = {**particles, "jets": {**particles["jets"], "pt": particles["jets"]["pt"] * 1.1}}
+    base, scaled = representation.encode(particles), representation.encode(harder)
+    jets = base.types <= B_JET
+    shift = (scaled.features - base.features) * representation.feature_std
+    torch.testing.assert_close(shift[..., 0][jets & base.mask], torch.full_like(shift[..., 0][jets & base.mask], np.log(1.1)))
+    assert shift[..., 1:][base.mask].abs().max() < 1e-5
+    with pytest.raises(UnfoldError, match="unknown particle kinematics 'polar'"):
+        ParticleRepresentation(kinematics="polar")
+
+
 def test_bad_values_and_unfitted_use_raise(rng: np.random.Generator) -> None:
     particles = make_particles(rng)
     with pytest.raises(UnfoldError, match="not fitted"):
@@ -181,10 +196,13 @@ def test_bad_values_and_unfitted_use_raise(rng: np.random.Generator) -> None:
         ParticleRepresentation().fit(particles)
 
 
-def test_detector_features_put_a_measured_object_where_the_same_particle_sits(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("kinematics", ["cartesian", "log-pt"])
+def test_detector_features_put_a_measured_object_where_the_same_particle_sits(
+    rng: np.random.Generator, kinematics: str
+) -> None:
     """A detector object that measured its particle exactly anchors at that particle's own features."""
     particles = make_particles(rng)
-    representation = ParticleRepresentation(max_particles=12).fit(particles)
+    representation = ParticleRepresentation(max_particles=12, kinematics=kinematics).fit(particles)
     batch = representation.encode(particles)
     jets = particles["jets"]
     first = np.argmax(jets["MASK"], axis=1)

@@ -4,15 +4,19 @@ Representation (after Shmakov et al., arXiv 2404.14332):
 
 * Objects: the particle-level jets and the prompt lepton(s) are pooled into one set of at most
   ``max_particles`` slots (M), valid objects first (jets, then leptons, in file order), padding
-  after. Each object carries the continuous features (px, py, pz, log(E+1), log(m+1)) [GeV],
-  standardised with a per-feature mean and standard deviation fitted on the training objects,
-  and one discrete type: 0 light jet, 1 b jet (truth b label ``btag``), 2 electron, 3 muon.
+  after. Each object carries five continuous features, standardised with a per-feature mean and
+  standard deviation fitted on the training objects: with ``kinematics="log-pt"`` (log pT, eta,
+  cos phi, sin phi, log(m+1)) [GeV], where a momentum's error is relative at every pT, as a
+  detector's is; with ``"cartesian"`` (the first design) (px, py, pz, log(E+1), log(m+1)), where
+  the few hard jets sit in the tails. And one discrete type: 0 light jet, 1 b jet (truth b label
+  ``btag``), 2 electron, 3 muon.
 * The lepton's charge is not modelled: ``pdgid`` is reduced to its magnitude (11 or 13), and the
   inverse returns the positive code.
 * Event features: the missing transverse momentum as (MET_x, MET_y) [GeV], standardised the same
   way.
-* Inverse: pt, eta, phi from (px, py, pz); the mass from the log(m+1) feature (the energy feature
-  is redundant with it and is not used); jets are the objects typed light or b (``btag`` = 1 for
+* Inverse: pt, eta, phi from (log pT, eta, atan2(sin, cos)) or from (px, py, pz); the mass from
+  the log(m+1) feature (the cartesian energy feature is redundant with it and is not used); jets
+  are the objects typed light or b (``btag`` = 1 for
   b), leptons those typed electron or muon. Each inverse collection has width M, is ordered by
   descending pt within the collection and carries its own MASK.
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 import torch
@@ -50,13 +54,18 @@ B_JET: Final = 1
 ELECTRON: Final = 2
 MUON: Final = 3
 TYPE_NAMES: Final = ("light jet", "b jet", "electron", "muon")
-OBJECT_FEATURE_NAMES: Final = ("px", "py", "pz", "log_energy_plus_1", "log_mass_plus_1")
+OBJECT_FEATURE_NAMES: Final = {
+    "log-pt": ("log_pt", "eta", "cos_phi", "sin_phi", "log_mass_plus_1"),
+    "cartesian": ("px", "py", "pz", "log_energy_plus_1", "log_mass_plus_1"),
+}
+Kinematics = Literal["log-pt", "cartesian"]
 EVENT_FEATURE_NAMES: Final = ("met_x", "met_y")
 
 _JET_FEATURES: Final = ("pt", "eta", "phi", "mass", "btag", "MASK")
 _LEPTON_FEATURES: Final = ("pt", "eta", "phi", "mass", "pdgid", "MASK")
 _MET_FEATURES: Final = ("met", "phi")
 _PDGID_OF_TYPE: Final = {ELECTRON: 11, MUON: 13}
+_MIN_PT: Final = 1e-3  # GeV: the log of a padded slot's or an empty object's pT stays finite
 
 ParticleArrays = Mapping[str, Mapping[str, np.ndarray]]
 
@@ -104,6 +113,7 @@ class ParticleRepresentation(nn.Module):
         jet_collection: PARTICLES group of the jets (pt, eta, phi, mass, btag, MASK), each (E, M_j).
         lepton_collection: PARTICLES group of the leptons (pt, eta, phi, mass, pdgid, MASK), (E, M_l).
         met_collection: PARTICLES group of the missing pT (met, phi), each (E,).
+        kinematics: the objects' five features, ``"log-pt"`` or ``"cartesian"`` (module docstring).
     """
 
     feature_mean: Tensor
@@ -112,7 +122,7 @@ class ParticleRepresentation(nn.Module):
     event_std: Tensor
     is_fitted: Tensor
     num_types: Final = len(TYPE_NAMES)
-    num_features: Final = len(OBJECT_FEATURE_NAMES)
+    num_features: Final = 5
     num_event_features: Final = len(EVENT_FEATURE_NAMES)
 
     def __init__(
@@ -122,10 +132,14 @@ class ParticleRepresentation(nn.Module):
         jet_collection: str = "jets",
         lepton_collection: str = "lepton",
         met_collection: str = "met",
+        kinematics: Kinematics = "cartesian",
     ) -> None:
         super().__init__()
         if max_particles < 1:
             raise UnfoldError(f"max_particles must be at least 1, got {max_particles}")
+        if kinematics not in OBJECT_FEATURE_NAMES:
+            raise UnfoldError(f"unknown particle kinematics {kinematics!r}; expected one of {list(OBJECT_FEATURE_NAMES)}")
+        self.kinematics = kinematics
         self.max_particles = max_particles
         self.jet_collection = jet_collection
         self.lepton_collection = lepton_collection
@@ -195,9 +209,15 @@ class ParticleRepresentation(nn.Module):
                 f"and {tuple(mask.shape)}"
             )
         keep = mask.unsqueeze(-1).to(four_momenta.dtype)
-        energy, momentum = four_momenta[..., 0].clamp_min(0.0), four_momenta[..., 1:]
-        mass = (energy.square() - momentum.square().sum(dim=-1)).clamp_min(0.0).sqrt()
-        physical = torch.cat([momentum, energy.log1p().unsqueeze(-1), mass.log1p().unsqueeze(-1)], dim=-1)
+        energy, px, py, pz = four_momenta.unbind(dim=-1)
+        energy = energy.clamp_min(0.0)
+        mass = (energy.square() - px.square() - py.square() - pz.square()).clamp_min(0.0).sqrt()
+        if self.kinematics == "cartesian":
+            physical = torch.stack([px, py, pz, energy.log1p(), mass.log1p()], dim=-1)
+        else:
+            pt = torch.hypot(px, py).clamp_min(_MIN_PT)
+            phi = torch.atan2(py, px)
+            physical = torch.stack([pt.log(), torch.asinh(pz / pt), phi.cos(), phi.sin(), mass.log1p()], dim=-1)
         return (physical * keep - self.feature_mean) / self.feature_std * keep
 
     def decode(
@@ -221,8 +241,12 @@ class ParticleRepresentation(nn.Module):
         types_np = types.detach().cpu().numpy()
         mask_np = mask.detach().cpu().numpy().astype(bool)
         mass = np.expm1(np.maximum(physical[..., 4], 0.0))
-        momentum = vector.array({"px": physical[..., 0], "py": physical[..., 1], "pz": physical[..., 2]})
-        kinematics = {"pt": momentum.rho, "eta": momentum.eta, "phi": momentum.phi, "mass": mass}
+        if self.kinematics == "cartesian":
+            momentum = vector.array({"px": physical[..., 0], "py": physical[..., 1], "pz": physical[..., 2]})
+            kinematics = {"pt": momentum.rho, "eta": momentum.eta, "phi": momentum.phi, "mass": mass}
+        else:
+            phi = np.arctan2(physical[..., 3], physical[..., 2])
+            kinematics = {"pt": np.exp(physical[..., 0]), "eta": physical[..., 1], "phi": phi, "mass": mass}
         is_jet = mask_np & ((types_np == LIGHT_JET) | (types_np == B_JET))
         is_lepton = mask_np & ((types_np == ELECTRON) | (types_np == MUON))
         pdgid = np.where(types_np == MUON, _PDGID_OF_TYPE[MUON], _PDGID_OF_TYPE[ELECTRON])
@@ -268,7 +292,9 @@ class ParticleRepresentation(nn.Module):
             )
         jet_types = np.where(jets["btag"] > 0.5, B_JET, LIGHT_JET)
         lepton_types = np.where(flavour == _PDGID_OF_TYPE[MUON], MUON, ELECTRON)
-        features = np.concatenate([_object_features(jets), _object_features(leptons)], axis=1)
+        features = np.concatenate(
+            [_object_features(jets, self.kinematics), _object_features(leptons, self.kinematics)], axis=1
+        )
         types = np.concatenate([jet_types, lepton_types], axis=1).astype(np.int64)
         mask = np.concatenate([jets["MASK"].astype(bool), lepton_mask], axis=1)
         counts = mask.sum(axis=1)
@@ -325,10 +351,12 @@ class ParticleRepresentation(nn.Module):
         return arrays
 
 
-def _object_features(group: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(E, M, 5) (px, py, pz, log(E+1), log(m+1)) from pt, eta, phi, mass [GeV]."""
+def _object_features(group: Mapping[str, np.ndarray], kinematics: Kinematics) -> np.ndarray:
+    """(E, M, 5) features of ``kinematics`` (``OBJECT_FEATURE_NAMES``) from pt, eta, phi, mass [GeV]."""
     pt, eta, phi, mass = (np.asarray(group[name], dtype=np.float64) for name in ("pt", "eta", "phi", "mass"))
     mass = np.maximum(mass, 0.0)
+    if kinematics == "log-pt":
+        return np.stack([np.log(np.maximum(pt, _MIN_PT)), eta, np.cos(phi), np.sin(phi), np.log1p(mass)], axis=-1)
     p4 = vector.array({"pt": pt, "eta": eta, "phi": phi, "mass": mass})
     return np.stack([p4.px, p4.py, p4.pz, np.log1p(p4.E), np.log1p(mass)], axis=-1)
 
