@@ -46,9 +46,9 @@ def make_particles(
     return {"jets": jets, "lepton": lepton, "met": met}
 
 
-def test_features_match_vector_kinematics(rng: np.random.Generator) -> None:
+def test_cartesian_features_match_vector_kinematics(rng: np.random.Generator) -> None:
     particles = make_particles(rng)
-    representation = ParticleRepresentation(max_particles=12).fit(particles)
+    representation = ParticleRepresentation(max_particles=12, kinematics="cartesian").fit(particles)
     batch = representation.encode(particles)
     physical = (batch.features * representation.feature_std + representation.feature_mean).double()
     jets = particles["jets"]

@@ -132,7 +132,7 @@ class ParticleRepresentation(nn.Module):
         jet_collection: str = "jets",
         lepton_collection: str = "lepton",
         met_collection: str = "met",
-        kinematics: Kinematics = "cartesian",
+        kinematics: Kinematics = "log-pt",
     ) -> None:
         super().__init__()
         if max_particles < 1:
