@@ -199,13 +199,14 @@ def test_one_way_attention_is_the_transformer_with_detector_queries_blind_to_gen
     inputs["object_mask"][2] = False  # an event without detector objects
     with torch.set_grad_enabled(grad_enabled):
         output = denoiser(**inputs)
-        memory, event_condition = denoiser.detector_memory(
+        _, event_condition = denoiser.detector_memory(
             inputs["objects"], inputs["object_mask"], inputs["event"], inputs["anchors"]
         )
         condition = denoiser.time_embedding(inputs["timesteps"]) + event_condition
         slot = denoiser.event_slot_in(inputs["event_slot"]) + condition + denoiser.role_embedding[0]
         particles = denoiser.particle_in(inputs["particles"]) + (condition + denoiser.role_embedding[1]).unsqueeze(1)
-        tokens = torch.cat([slot.unsqueeze(1), particles, memory.tokens], dim=1)
+        detector = denoiser.object_in(inputs["objects"]) + denoiser.role_embedding[2] + denoiser.anchor_in(inputs["anchors"])
+        tokens = torch.cat([slot.unsqueeze(1), particles, detector], dim=1)
         generated, size = 1 + PARTICLES, tokens.shape[1]
         padding = ~torch.cat([torch.ones(BATCH, 1, dtype=torch.bool), inputs["particle_mask"], inputs["object_mask"]], 1)
         blocked = padding[:, None, :].repeat(1, size, 1)  # (query, key) pairs kept apart

@@ -122,7 +122,7 @@ class ParticleRepresentation(nn.Module):
     event_std: Tensor
     is_fitted: Tensor
     num_types: Final = len(TYPE_NAMES)
-    num_features: Final = 5
+    num_features: Final = len(OBJECT_FEATURE_NAMES["log-pt"])  # five for either kinematics
     num_event_features: Final = len(EVENT_FEATURE_NAMES)
 
     def __init__(
@@ -199,8 +199,8 @@ class ParticleRepresentation(nn.Module):
             mask: (E, N) bool, True for real objects.
 
         Returns:
-            (E, N, F) standardised (px, py, pz, log(E+1), log(m+1)), zero at padding: where the
-            particle-level object that a detector object measured would sit if it were measured exactly.
+            (E, N, F) standardised features of the representation's kinematics, zero at padding: where
+            the particle-level object that a detector object measured would sit if it were measured exactly.
         """
         self._require_fitted()
         if four_momenta.dim() != 3 or four_momenta.shape[-1] != 4 or mask.shape != four_momenta.shape[:2]:

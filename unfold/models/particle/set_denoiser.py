@@ -32,23 +32,23 @@ class DetectorMemory:
     event only, so sampling builds it once per event, not per draw and step.
 
     Attributes:
-        tokens: (B, N, width) the detector tokens, which run through the transformer beside the
-            generated ones (two-way attention).
         mask: (B, N) bool, True for real detector objects.
+        tokens: two-way attention: (B, N, width) the detector tokens, which run through the
+            transformer beside the generated ones; None with one-way attention.
         keys, values: one-way attention: per layer, (B, heads, N, width / heads) the projected states
             of the detector tokens, which attend only to each other; empty with two-way attention.
     """
 
-    tokens: Tensor
     mask: Tensor
+    tokens: Tensor | None = None
     keys: tuple[Tensor, ...] = ()
     values: tuple[Tensor, ...] = ()
 
     def select(self, rows: Tensor, objects: int) -> DetectorMemory:
         """The memory of events ``rows`` (repeats allowed), cut to the first ``objects`` detector objects."""
         return DetectorMemory(
-            self.tokens[rows, :objects],
             self.mask[rows, :objects],
+            None if self.tokens is None else self.tokens[rows, :objects],
             tuple(k[rows, :, :objects] for k in self.keys),
             tuple(v[rows, :, :objects] for v in self.values),
         )
@@ -176,7 +176,7 @@ class SetDenoiser(nn.Module):
             tokens = tokens + self.anchor_in(anchors)
         object_mask = object_mask.bool()
         if self.detector_reads_particles:
-            return DetectorMemory(tokens, object_mask), self.event_condition(event)
+            return DetectorMemory(object_mask, tokens), self.event_condition(event)
         # One-way attention: the detector tokens attend to each other only; an event without objects
         # lets its first (padded) slot attend to itself, which keeps it finite and is never read.
         attend = object_mask.clone()
@@ -188,7 +188,7 @@ class SetDenoiser(nn.Module):
             values.append(value)
             if index + 1 < len(self.transformer.layers):  # the last layer's detector update is never read
                 hidden = self._residual_block(layer, hidden, query, key, value, attend)
-        return DetectorMemory(tokens, object_mask, tuple(keys), tuple(values)), self.event_condition(event)
+        return DetectorMemory(object_mask, None, tuple(keys), tuple(values)), self.event_condition(event)
 
     def predict(
         self,
