@@ -52,11 +52,14 @@ def untrained_condition(events: int, generator: torch.Generator, width: int, dep
     """A model of denoiser ``width`` and ``depth`` and random embeddings with the default data's token counts."""
     torch.manual_seed(0)
     model = SetLatentDiffusion(condition_width=64, width=width, depth=depth).eval()
-    frequencies = torch.tensor(PARTICLES + [0] * (model.max_particles + 1 - len(PARTICLES)), dtype=torch.float) + 0.5
-    head = model.multiplicity.network[-1]  # p(M) = the data's marginal, whatever the event
+    # p(N_lep = 1) = 1 and p(N_jet = M - 1) = the data's p(M), whatever the event
+    frequencies = torch.tensor(PARTICLES[1:] + [0] * (model.max_particles + 2 - len(PARTICLES)), dtype=torch.float) + 0.5
+    slots = torch.arange(model.max_particles + 1)
     with torch.no_grad():
-        head.weight.zero_()
-        head.bias.copy_((frequencies / frequencies.sum()).log())
+        for head, log_probs in ((model.multiplicity.leptons.network[-1], torch.where(slots == 1, 0.0, -50.0)),
+                                (model.multiplicity.jets.network[-1], (frequencies / frequencies.sum()).log())):
+            head.weight.zero_()
+            head.bias.copy_(log_probs)
     counts = torch.multinomial(torch.tensor(DETECTOR_OBJECTS, dtype=torch.float), events, True, generator=generator)
     object_mask = torch.arange(16) < counts.unsqueeze(-1)
     objects = torch.randn(events, 16, 64, generator=generator) * object_mask.unsqueeze(-1)

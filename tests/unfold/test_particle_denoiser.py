@@ -232,3 +232,23 @@ def test_two_way_attention_lets_the_detector_tokens_read_the_particles() -> None
     one_way.load_state_dict(two_way.state_dict())
     inputs = make_inputs()
     assert not torch.allclose(two_way(**inputs).particles, one_way(**inputs).particles, atol=1e-4)
+
+
+def test_slot_classes_travel_with_their_particles_and_are_required_exactly_when_built_with_them() -> None:
+    torch.manual_seed(0)
+    denoiser = SetDenoiser(latent_width=LATENT, condition_width=CONDITION, width=32, depth=2, num_slot_classes=2).eval()
+    inputs = make_inputs()
+    classes = torch.randint(0, 2, (BATCH, PARTICLES), generator=torch.Generator().manual_seed(5))
+    permutation = torch.randperm(PARTICLES, generator=torch.Generator().manual_seed(2))
+    reference = denoiser(**inputs, particle_classes=classes)
+    permuted = denoiser(**dict(inputs, particles=inputs["particles"][:, permutation],
+                               particle_mask=inputs["particle_mask"][:, permutation]),
+                        particle_classes=classes[:, permutation])
+    torch.testing.assert_close(permuted.particles, reference.particles[:, permutation], atol=1e-5, rtol=1e-5)
+    flipped = denoiser(**inputs, particle_classes=1 - classes)
+    real = inputs["particle_mask"]
+    assert not torch.allclose(flipped.particles[real], reference.particles[real], atol=1e-4)
+    with pytest.raises(UnfoldError, match=r"particle_classes must be given exactly .* \(num_slot_classes 2\)"):
+        denoiser(**inputs)
+    with pytest.raises(UnfoldError, match=r"\(num_slot_classes 0\)"):
+        make_denoiser()(**inputs, particle_classes=classes)

@@ -10,6 +10,7 @@ from scipy import stats
 from unfold.errors import UnfoldError
 from unfold.models.particle.multiplicity import (
     MULTIPLICITY_DISTRIBUTIONS,
+    JetLeptonMultiplicity,
     MultiplicityPredictor,
     empirical_log_probs,
     multiplicity_calibration,
@@ -32,6 +33,65 @@ def test_log_probs_normalised_and_samples_in_support(distribution: str) -> None:
     torch.testing.assert_close(
         predictor.log_prob(event, draws[:, 0]), log_probs.gather(1, draws[:, :1]).squeeze(1)
     )
+
+
+@pytest.mark.parametrize("distribution", MULTIPLICITY_DISTRIBUTIONS)
+def test_truncation_renormalises_below_the_limit(distribution: str) -> None:
+    torch.manual_seed(0)
+    predictor = MultiplicityPredictor(condition_width=8, max_particles=9, distribution=distribution)
+    event, most = torch.randn(4, 8), torch.tensor([0, 3, 7, 9])
+    full, truncated = predictor.log_probs(event).exp(), predictor.log_probs(event, most).exp()
+    for row, limit in enumerate(most.tolist()):
+        assert (truncated[row, limit + 1 :] == 0).all()
+        expected = full[row, : limit + 1] / full[row, : limit + 1].sum()
+        torch.testing.assert_close(truncated[row, : limit + 1], expected)
+    draws = predictor.sample(event, 200, torch.Generator().manual_seed(1), most=most)
+    assert (draws <= most.unsqueeze(-1)).all()
+
+
+@pytest.mark.parametrize("distribution", MULTIPLICITY_DISTRIBUTIONS)
+def test_jet_and_lepton_counts_form_one_normalised_law_within_the_slots(distribution: str) -> None:
+    torch.manual_seed(0)
+    slots = 6
+    counts = JetLeptonMultiplicity(condition_width=5, max_particles=slots, distribution=distribution)
+    event = torch.randn(3, 5)
+    jets, leptons = torch.meshgrid(torch.arange(slots + 1), torch.arange(slots + 1), indexing="ij")
+    inside = (jets + leptons) <= slots
+    jets, leptons = jets[inside], leptons[inside]
+    for row in range(3):
+        repeated = event[row].expand(len(jets), -1)
+        total = counts.log_prob(repeated, jets, leptons).exp().sum()
+        torch.testing.assert_close(total, torch.tensor(1.0), atol=1e-5, rtol=0)
+    drawn_jets, drawn_leptons = counts.sample(event, 500, torch.Generator().manual_seed(2))
+    assert drawn_jets.shape == drawn_leptons.shape == (3, 500)
+    assert (drawn_jets + drawn_leptons <= slots).all()
+    assert drawn_leptons.unique().numel() > 1
+
+
+def test_jet_counts_follow_the_drawn_lepton_count() -> None:
+    counts = JetLeptonMultiplicity(condition_width=2, max_particles=8)
+    with torch.no_grad():  # p(N_lep) uniform
+        counts.leptons.network[-1].weight.zero_()
+        counts.leptons.network[-1].bias.zero_()
+    table = torch.full((9, 9), -30.0)  # p(N_jet | N_lep): everything on N_jet = 2 N_lep
+    table[torch.arange(5), 2 * torch.arange(5)] = 30.0
+    counts.jets.network = _OneHotTail(table, condition_width=2)
+    jets, leptons = counts.sample(torch.zeros(2, 2), 300, torch.Generator().manual_seed(3))
+    fits = 3 * leptons <= 8
+    assert torch.equal(jets[fits], 2 * leptons[fits])
+    assert fits.any() and (~fits).any()
+    assert (jets[~fits] + leptons[~fits] <= 8).all()  # no room for 2 N_lep jets: truncated to the slots
+
+
+class _OneHotTail(torch.nn.Module):
+    """Logits of the jet count read off the lepton one-hot that follows the event features."""
+
+    def __init__(self, table: torch.Tensor, condition_width: int) -> None:
+        super().__init__()
+        self.table, self.condition_width = table, condition_width
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs[:, self.condition_width :] @ self.table
 
 
 def test_sample_frequencies_follow_probabilities() -> None:
@@ -94,6 +154,11 @@ def test_bad_options_and_values_raise() -> None:
         predictor.log_prob(torch.randn(2, 4), torch.tensor([1, 6]))
     with pytest.raises(UnfoldError, match="positive"):
         predictor.sample(torch.randn(2, 4), 0)
+    counts = JetLeptonMultiplicity(condition_width=4, max_particles=5)
+    with pytest.raises(UnfoldError, match="jets \\+ leptons must be at most 5, got 6"):
+        counts.log_prob(torch.randn(2, 4), torch.tensor([1, 4]), torch.tensor([1, 2]))
+    with pytest.raises(UnfoldError, match=r"0\.\.5"):
+        counts.log_prob(torch.randn(2, 4), torch.tensor([1, 0]), torch.tensor([1, 6]))
 
 
 

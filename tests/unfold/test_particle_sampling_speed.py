@@ -23,30 +23,37 @@ def padded_sample(model: SetLatentDiffusion, objects: torch.Tensor, object_mask:
                   generator: torch.Generator) -> ParticleSample:
     """The padded reference: one denoiser call per step over E n draws of 1 + M_max + N tokens."""
     num_events, slots, width = event.shape[0], model.max_particles, model.latent_width
-    multiplicity = model.multiplicity.sample(event, n, generator)
+    if model.lepton_count:
+        jets, leptons = model.multiplicity.sample(event, n, generator)
+        multiplicity, classes = jets + leptons, (torch.arange(slots) >= jets.unsqueeze(-1)).long().flatten(0, 1)
+    else:
+        multiplicity, classes = model.multiplicity.sample(event, n, generator), None
     mask = torch.arange(slots) < multiplicity.unsqueeze(-1)
     flat_mask = mask.flatten(0, 1)
     keep = flat_mask.unsqueeze(-1).to(event.dtype)
     condition = [None if t is None else t.repeat_interleave(n, dim=0) for t in (objects, object_mask, event, anchors)]
 
     def predict_noise(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        prediction = model.denoiser(noisy[:, 1:] * keep, flat_mask, noisy[:, 0], timesteps, *condition)
+        prediction = model.denoiser(noisy[:, 1:] * keep, flat_mask, noisy[:, 0], timesteps, *condition, classes)
         return torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles * keep], dim=1)
 
     latents = denoise(predict_noise, (num_events * n, 1 + slots, width), training_scheduler=model.training_scheduler,
                       sampler=sampler, steps=steps, generator=generator, dtype=event.dtype)
     decoded = model.particle_vae.decode(latents[:, 1:] * keep, flat_mask)
-    types = torch.where(flat_mask, decoded.type_logits.argmax(dim=-1), 0)
+    type_logits = decoded.type_logits
+    if classes is not None:  # electron and muon (types 2, 3) in lepton slots, light and b jets in the others
+        type_logits = type_logits.masked_fill((torch.arange(4) >= 2) != classes.unsqueeze(-1).bool(), float("-inf"))
+    types = torch.where(flat_mask, type_logits.argmax(dim=-1), 0)
     event_features = model.event_vae.decode(latents[:, :1], torch.ones(num_events * n, 1, dtype=torch.bool))
     return ParticleSample(decoded.features.unflatten(0, (num_events, n)), types.unflatten(0, (num_events, n)), mask,
                           multiplicity, event_features.features.squeeze(1).unflatten(0, (num_events, n)))
 
 
-def make_model(objective: str = "diffusion", anchor_width: int = 0) -> SetLatentDiffusion:
+def make_model(objective: str = "diffusion", anchor_width: int = 0, lepton_count: bool = True) -> SetLatentDiffusion:
     torch.manual_seed(0)
     return SetLatentDiffusion(condition_width=CONDITION, max_particles=SLOTS, latent_width=6, width=32, depth=2,
                               vae_depth=2, num_train_timesteps=100, objective=objective,
-                              anchor_width=anchor_width).eval()
+                              anchor_width=anchor_width, lepton_count=lepton_count).eval()
 
 
 def make_condition(anchor_width: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -59,12 +66,13 @@ def make_condition(anchor_width: int = 0) -> tuple[torch.Tensor, torch.Tensor, t
     return objects, object_mask, torch.randn(EVENTS, CONDITION, generator=generator), anchors if anchor_width else None
 
 
-@pytest.mark.parametrize(("objective", "sampler", "rows_per_call", "anchor_width"), [
-    ("diffusion", "ddpm", 1, 0), ("diffusion", "ddpm", 3, 0), ("diffusion", "ddpm", 1024, 0), ("diffusion", "ddim", 3, 0),
-    ("diffusion", "dpm-solver", 1024, 0), ("flow-matching", "euler", 3, 0), ("diffusion", "ddpm", 3, 5)])
+@pytest.mark.parametrize(("objective", "sampler", "rows_per_call", "anchor_width", "lepton_count"), [
+    ("diffusion", "ddpm", 1, 0, True), ("diffusion", "ddpm", 3, 0, True), ("diffusion", "ddpm", 1024, 0, True),
+    ("diffusion", "ddim", 3, 0, True), ("diffusion", "dpm-solver", 1024, 0, True), ("flow-matching", "euler", 3, 0, True),
+    ("diffusion", "ddpm", 3, 5, True), ("diffusion", "ddpm", 3, 0, False)])
 def test_compact_sampling_gives_the_padded_draws(objective: str, sampler: str, rows_per_call: int,
-                                                 anchor_width: int) -> None:
-    model = make_model(objective, anchor_width)
+                                                 anchor_width: int, lepton_count: bool) -> None:
+    model = make_model(objective, anchor_width, lepton_count)
     *condition, anchors = make_condition(anchor_width)
     reference = padded_sample(model, *condition, anchors, 4, sampler=sampler, steps=6,
                               generator=torch.Generator().manual_seed(5))

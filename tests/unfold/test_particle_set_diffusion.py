@@ -144,6 +144,32 @@ def test_sampled_sets_have_exactly_the_sampled_multiplicity(
     assert sample.multiplicity.unique().numel() > 1
 
 
+@pytest.mark.parametrize("leptons", [0, 1, 2])
+def test_every_draw_holds_the_drawn_number_of_leptons(leptons: int) -> None:
+    """With the lepton count forced to ``leptons``, every draw holds exactly that many electrons or
+    muons, after its jets, whatever the (untrained) decoder's type logits say."""
+    model = make_model()
+    with torch.no_grad():
+        model.multiplicity.leptons.network[-1].weight.zero_()
+        model.multiplicity.leptons.network[-1].bias.copy_(torch.where(torch.arange(SLOTS + 1) == leptons, 50.0, -50.0))
+    sample = model.sample(*make_condition(), 8, steps=3, generator=torch.Generator().manual_seed(5))
+    is_lepton = (sample.types >= 2) & sample.mask
+    assert (is_lepton.sum(-1) == leptons).all()
+    jets = sample.multiplicity - leptons
+    assert torch.equal(is_lepton, sample.mask & (torch.arange(SLOTS) >= jets.unsqueeze(-1)))
+    assert (jets >= 0).all() and jets.unique().numel() > 1
+
+
+def test_the_multiplicity_term_is_the_lepton_then_jet_count_likelihood() -> None:
+    model, batch, (objects, object_mask, event) = make_model(), make_batch(), make_condition()
+    leptons = ((batch.types >= 2) & batch.mask).sum(-1)
+    jets = batch.multiplicity - leptons
+    expected = -model.multiplicity.log_prob(event, jets, leptons).mean()
+    loss = model.loss(batch, objects, object_mask, event, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(loss.multiplicity, expected)
+    assert leptons.unique().numel() > 1
+
+
 def test_sampling_is_reproducible_with_a_seed() -> None:
     model, condition = make_model(), make_condition()
     first = model.sample(*condition, 3, steps=4, generator=torch.Generator().manual_seed(7))
@@ -220,3 +246,5 @@ def test_bad_inputs_raise_clear_errors() -> None:
         model.loss(narrow, objects, object_mask, event)
     with pytest.raises(UnfoldError, match="categorical, negative-binomial"):
         make_model(multiplicity_distribution="poisson")
+    with pytest.raises(UnfoldError, match="lepton_count needs the 4 object types"):
+        make_model(num_types=3)

@@ -41,8 +41,10 @@ __all__ = [
     "B_JET",
     "ELECTRON",
     "EVENT_FEATURE_NAMES",
+    "LEPTON_TYPES",
     "LIGHT_JET",
     "MUON",
+    "NUM_TYPES",
     "OBJECT_FEATURE_NAMES",
     "TYPE_NAMES",
     "ParticleBatch",
@@ -54,6 +56,8 @@ B_JET: Final = 1
 ELECTRON: Final = 2
 MUON: Final = 3
 TYPE_NAMES: Final = ("light jet", "b jet", "electron", "muon")
+NUM_TYPES: Final = len(TYPE_NAMES)
+LEPTON_TYPES: Final = (ELECTRON, MUON)
 OBJECT_FEATURE_NAMES: Final = {
     "log-pt": ("log_pt", "eta", "cos_phi", "sin_phi", "log_mass_plus_1"),
     "cartesian": ("px", "py", "pz", "log_energy_plus_1", "log_mass_plus_1"),

@@ -66,7 +66,9 @@ class SetDenoiser(nn.Module):
     ``anchor_width`` > 0 each detector token also carries a projection of the detector object's own
     kinematics in the particle feature space (the anchors), so a particle-level object that the
     detector measured well can be read off its detector object rather than rebuilt from the
-    encoder's embedding.
+    encoder's embedding. With ``num_slot_classes`` > 0 each particle token also carries a learned
+    embedding of its slot's class (jet or lepton), drawn beforehand with the multiplicity, so the
+    denoiser generates a lepton where one was drawn.
 
     Attention is one-way by default: the generated tokens read every token, the detector tokens
     only each other (a decoder's cross-attention, in the encoder's weights). The detector's keys and
@@ -86,6 +88,7 @@ class SetDenoiser(nn.Module):
         dropout: dropout inside the transformer.
         anchor_width: features per detector anchor (0: no anchors).
         detector_reads_particles: two-way attention (the detector tokens also read the generated ones).
+        num_slot_classes: classes of particle slots the tokens are told (0: none).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class SetDenoiser(nn.Module):
         dropout: float = 0.0,
         anchor_width: int = 0,
         detector_reads_particles: bool = False,
+        num_slot_classes: int = 0,
     ) -> None:
         super().__init__()
         self.detector_reads_particles = detector_reads_particles
@@ -111,6 +115,7 @@ class SetDenoiser(nn.Module):
         self.event_slot_in = nn.Linear(latent_width, width)
         self.object_in = nn.Linear(condition_width, width)
         self.anchor_in = nn.Linear(anchor_width, width) if anchor_width else None
+        self.slot_class_embedding = nn.Embedding(num_slot_classes, width) if num_slot_classes else None
         self.event_condition = nn.Linear(condition_width, width)
         self.time_embedding = TimestepEmbedding(width=width)
         self.role_embedding = nn.Parameter(torch.randn(3, width) * 0.02)
@@ -140,6 +145,7 @@ class SetDenoiser(nn.Module):
         object_mask: Tensor,
         event: Tensor,
         anchors: Tensor | None = None,
+        particle_classes: Tensor | None = None,
     ) -> SetNoisePrediction:
         """Predict the noise of the noisy generated tokens.
 
@@ -153,10 +159,13 @@ class SetDenoiser(nn.Module):
             event: (B, D) detector event vector from the shared encoder.
             anchors: (B, N, anchor_width) detector kinematics in the particle feature space, zero at
                 padding; required with ``anchor_width`` > 0, refused without.
+            particle_classes: (B, M) long slot classes in 0..num_slot_classes - 1; required with
+                ``num_slot_classes`` > 0, refused without.
         """
         memory, event_condition = self.detector_memory(objects, object_mask, event, anchors)
         return self.predict(
-            particles, particle_mask, event_slot, self.time_embedding(timesteps) + event_condition, memory
+            particles, particle_mask, event_slot, self.time_embedding(timesteps) + event_condition, memory,
+            particle_classes,
         )
 
     def detector_memory(
@@ -197,6 +206,7 @@ class SetDenoiser(nn.Module):
         event_slot: Tensor,
         condition: Tensor,
         memory: DetectorMemory,
+        particle_classes: Tensor | None = None,
     ) -> SetNoisePrediction:
         """:meth:`forward` from the embedded condition: ``condition`` (B, width) is the time embedding plus
         the projected event vector and ``memory`` the detector's (:meth:`detector_memory`); the other
@@ -206,6 +216,13 @@ class SetDenoiser(nn.Module):
         particle_tokens = self.particle_in(particles) + (
             condition + self.role_embedding[1]
         ).unsqueeze(1)
+        if (self.slot_class_embedding is None) != (particle_classes is None):
+            raise UnfoldError(
+                "particle_classes must be given exactly when the set denoiser has slot classes "
+                f"(num_slot_classes {0 if self.slot_class_embedding is None else self.slot_class_embedding.num_embeddings})"
+            )
+        if particle_classes is not None:
+            particle_tokens = particle_tokens + self.slot_class_embedding(particle_classes)
         generated = torch.cat([slot_token.unsqueeze(1), particle_tokens], dim=1)
         always = particle_mask.new_ones(particle_mask.shape[0], 1)  # the event slot, also when M = 0
         generated_mask = torch.cat([always, particle_mask], dim=1).bool()

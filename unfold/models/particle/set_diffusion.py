@@ -19,8 +19,12 @@ from unfold.models.diffusion.sampler import (
     make_training_scheduler,
     training_target,
 )
-from unfold.models.particle.multiplicity import MultiplicityDistribution, MultiplicityPredictor
-from unfold.models.particle.representation import ParticleBatch
+from unfold.models.particle.multiplicity import (
+    JetLeptonMultiplicity,
+    MultiplicityDistribution,
+    MultiplicityPredictor,
+)
+from unfold.models.particle.representation import LEPTON_TYPES, NUM_TYPES, ParticleBatch
 from unfold.models.particle.set_denoiser import SetDenoiser
 from unfold.models.particle.set_vae import ObjectVAE
 from unfold.models.weighting import weighted_mean
@@ -65,7 +69,7 @@ class ParticleSample:
         features: (E, n, M_max, F) object features, zero at padded slots.
         types: (E, n, M_max) long object types (argmax of the decoded logits), zero at padding.
         mask: (E, n, M_max) bool; the first ``multiplicity`` slots of each draw are True.
-        multiplicity: (E, n) long sampled number of objects.
+        multiplicity: (E, n) long sampled number of objects (jets and leptons).
         event_features: (E, n, G) event features (MET_x, MET_y).
     """
 
@@ -82,7 +86,10 @@ class SetLatentDiffusion(nn.Module):
     p(event | detector) = p(M | detector) p(objects, event features | M, detector): the
     multiplicity M is drawn first; then M per-object latents (from a per-object VAE) and one
     event-slot latent (from a VAE of the event features) are denoised jointly by a transformer
-    that attends to the detector object embeddings, and decoded to features and type logits.
+    that attends to the detector object embeddings, and decoded to features and type logits. With
+    ``lepton_count`` the numbers of leptons and jets are drawn apart (:class:`JetLeptonMultiplicity`),
+    the denoiser is told which slots are leptons, and each slot's type is decoded among its class's
+    types (light or b jet; electron or muon), so every draw holds the drawn number of leptons.
     Noise schedule and samplers come from ``diffusers`` via :mod:`unfold.models.diffusion.sampler`.
     Every term trains the conditioning tensors (the shared encoder) too. The diffusion learns the
     VAE's latents as they stand (detached, as the parton VLD does): letting its loss into the VAE
@@ -117,6 +124,8 @@ class SetLatentDiffusion(nn.Module):
             see :class:`SetDenoiser`).
         detector_reads_particles: two-way attention between detector and generated tokens (the
             design before one-way attention; see :class:`SetDenoiser`).
+        lepton_count: draw the numbers of leptons and jets apart and generate each slot as its class
+            (the design before it drew one multiplicity and decoded every type freely).
     """
 
     def __init__(
@@ -144,16 +153,20 @@ class SetLatentDiffusion(nn.Module):
         diffusion_weight: float = 1.0,
         anchor_width: int = 0,
         detector_reads_particles: bool = False,
+        lepton_count: bool = True,
     ) -> None:
         super().__init__()
+        if lepton_count and num_types != NUM_TYPES:
+            raise UnfoldError(f"lepton_count needs the {NUM_TYPES} object types of ParticleRepresentation, got num_types {num_types}")
         self.max_particles = max_particles
+        self.lepton_count = lepton_count
         self.latent_width = latent_width
         self.objective = objective
         self.multiplicity_weight = multiplicity_weight
         self.reconstruction_weight = reconstruction_weight
         self.kl_weight = kl_weight
         self.diffusion_weight = diffusion_weight
-        self.multiplicity = MultiplicityPredictor(
+        self.multiplicity = (JetLeptonMultiplicity if lepton_count else MultiplicityPredictor)(
             condition_width=condition_width,
             max_particles=max_particles,
             distribution=multiplicity_distribution,
@@ -183,6 +196,7 @@ class SetLatentDiffusion(nn.Module):
             dropout=dropout,
             anchor_width=anchor_width,
             detector_reads_particles=detector_reads_particles,
+            num_slot_classes=2 if lepton_count else 0,
         )
         self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule, objective=objective)
 
@@ -251,13 +265,19 @@ class SetLatentDiffusion(nn.Module):
         timesteps = draw_timesteps(self.training_scheduler, num_events, generator=generator, device=event.device)
         noisy = add_noise(self.training_scheduler, clean, noise, timesteps) * keep_all
         target = training_target(self.training_scheduler, clean, noise)
+        classes = self._slot_classes(batch.types) if self.lepton_count else None
         prediction = self.denoiser(
-            noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event, anchors
+            noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event, anchors, classes
         )
         predicted = torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles], dim=1)
         diffusion = weighted_mean(((predicted - target) ** 2).mean(-1), weights, keep_all.squeeze(-1) > 0)
 
-        multiplicity = weighted_mean(-self.multiplicity.log_prob(event, batch.multiplicity), weights)
+        if self.lepton_count:
+            leptons = (classes * mask).sum(dim=-1)
+            log_prob = self.multiplicity.log_prob(event, batch.multiplicity - leptons, leptons)
+        else:
+            log_prob = self.multiplicity.log_prob(event, batch.multiplicity)
+        multiplicity = weighted_mean(-log_prob, weights)
         total = (
             self.multiplicity_weight * multiplicity
             + self.reconstruction_weight
@@ -315,11 +335,17 @@ class SetLatentDiffusion(nn.Module):
         """
         self._check_condition(objects, object_mask, event)
         num_events, slots, width = event.shape[0], self.max_particles, self.latent_width
-        multiplicity = self.multiplicity.sample(event, n, generator)
-        mask = torch.arange(slots, device=event.device) < multiplicity.unsqueeze(-1)
+        slot_index = torch.arange(slots, device=event.device)
+        if self.lepton_count:
+            jets, leptons = self.multiplicity.sample(event, n, generator)
+            multiplicity = jets + leptons
+            classes = (slot_index >= jets.unsqueeze(-1)).long().flatten(0, 1)  # jets first, then leptons
+        else:
+            multiplicity, classes = self.multiplicity.sample(event, n, generator), None
+        mask = slot_index < multiplicity.unsqueeze(-1)
         flat_mask = mask.flatten(0, 1)
         predict_noise = _CompactDenoiser(
-            self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors
+            self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors, classes
         )
         latents = denoise(
             predict_noise,
@@ -336,8 +362,12 @@ class SetLatentDiffusion(nn.Module):
         decoded = self.particle_vae.decode(latents[:, 1:][flat_mask], flat_mask.new_ones(int(flat_mask.sum())))
         features = latents.new_zeros(num_events * n, slots, decoded.features.shape[-1])
         features[flat_mask] = decoded.features
+        type_logits = decoded.type_logits
+        if classes is not None:  # each slot's type among its class's types
+            class_of_type = self._slot_classes(torch.arange(NUM_TYPES, device=event.device))
+            type_logits = type_logits.masked_fill(class_of_type != classes[flat_mask].unsqueeze(-1), float("-inf"))
         types = torch.zeros(num_events * n, slots, dtype=torch.long, device=event.device)
-        types[flat_mask] = decoded.type_logits.argmax(dim=-1)
+        types[flat_mask] = type_logits.argmax(dim=-1)
         slot_mask = torch.ones(num_events * n, 1, dtype=torch.bool, device=event.device)
         event_features = self.event_vae.decode(latents[:, :1], slot_mask).features.squeeze(1)
         return ParticleSample(
@@ -347,6 +377,11 @@ class SetLatentDiffusion(nn.Module):
             multiplicity=multiplicity,
             event_features=event_features.unflatten(0, (num_events, n)),
         )
+
+    @staticmethod
+    def _slot_classes(types: Tensor) -> Tensor:
+        """Long slot classes of the object types: 1 for the lepton types, 0 for the jets (and padding)."""
+        return torch.isin(types, torch.tensor(LEPTON_TYPES, device=types.device)).long()
 
     @staticmethod
     def _check_condition(objects: Tensor, object_mask: Tensor, event: Tensor) -> None:
@@ -375,7 +410,8 @@ class _CompactDenoiser:
     """
 
     def __init__(self, denoiser: SetDenoiser, objects: Tensor, object_mask: Tensor, event: Tensor,
-                 multiplicity: Tensor, rows_per_call: int, anchors: Tensor | None = None) -> None:
+                 multiplicity: Tensor, rows_per_call: int, anchors: Tensor | None = None,
+                 classes: Tensor | None = None) -> None:
         if rows_per_call < 1:
             raise UnfoldError(f"rows_per_call must be positive, got {rows_per_call}")
         self.denoiser = denoiser
@@ -396,18 +432,19 @@ class _CompactDenoiser:
             row_events = events[rows]
             slots, width = int(counts[rows].max()), int(object_count[row_events].max())
             particle_mask = torch.arange(slots, device=event.device) < counts[rows].unsqueeze(-1)
+            row_classes = None if classes is None else classes[rows, :slots]
             self.calls.append((rows, slots, particle_mask, event_condition[row_events],
-                               memory.select(row_events, width)))
+                               memory.select(row_events, width), row_classes))
 
     def __call__(self, states: Tensor, timesteps: Tensor) -> Tensor:
         """The prediction (noise or velocity) for states (E n, 1 + M_max, L), zero at padded slots."""
         time = self.denoiser.time_embedding(timesteps[:1])
         prediction = torch.zeros_like(states)
-        for rows, slots, particle_mask, event_condition, memory in self.calls:
+        for rows, slots, particle_mask, event_condition, memory, classes in self.calls:
             state = states[rows]
             keep = particle_mask.unsqueeze(-1).to(states.dtype)
             output = self.denoiser.predict(state[:, 1 : 1 + slots] * keep, particle_mask, state[:, 0],
-                                           time + event_condition, memory)
+                                           time + event_condition, memory, classes)
             prediction[rows, 0] = output.event_slot
             prediction[rows, 1 : 1 + slots] = output.particles
         return prediction
