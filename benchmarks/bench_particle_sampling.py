@@ -52,14 +52,14 @@ def untrained_condition(events: int, generator: torch.Generator, width: int, dep
     """A model of denoiser ``width`` and ``depth`` and random embeddings with the default data's token counts."""
     torch.manual_seed(0)
     model = SetLatentDiffusion(condition_width=64, width=width, depth=depth).eval()
-    # p(N_lep = 1) = 1 and p(N_jet = M - 1) = the data's p(M), whatever the event
-    frequencies = torch.tensor(PARTICLES[1:] + [0] * (model.max_particles + 2 - len(PARTICLES)), dtype=torch.float) + 0.5
+    # p(N_lep = 1) = 1, p(N_b = 2) = 1 and p(N_light = M - 3) = the data's p(M), whatever the event
+    frequencies = torch.tensor(PARTICLES[3:] + [0] * (model.max_particles + 4 - len(PARTICLES)), dtype=torch.float) + 0.5
     slots = torch.arange(model.max_particles + 1)
     with torch.no_grad():
-        for head, log_probs in ((model.multiplicity.leptons.network[-1], torch.where(slots == 1, 0.0, -50.0)),
-                                (model.multiplicity.jets.network[-1], (frequencies / frequencies.sum()).log())):
-            head.weight.zero_()
-            head.bias.copy_(log_probs)
+        for head, log_probs in zip(model.multiplicity.heads, (torch.where(slots == 1, 0.0, -50.0),
+                                   torch.where(slots == 2, 0.0, -50.0), (frequencies / frequencies.sum()).log()), strict=True):
+            head.network[-1].weight.zero_()
+            head.network[-1].bias.copy_(log_probs)
     counts = torch.multinomial(torch.tensor(DETECTOR_OBJECTS, dtype=torch.float), events, True, generator=generator)
     object_mask = torch.arange(16) < counts.unsqueeze(-1)
     objects = torch.randn(events, 16, 64, generator=generator) * object_mask.unsqueeze(-1)

@@ -10,7 +10,10 @@ The chi-square baseline (6 leading jets, b-tag rule on) runs on the same events 
 run, and every rate is also printed as a ratio to it; training events/s (forward, loss,
 backward, AdamW step at batch 256) closes the table.
 
-    python benchmarks/bench_recon_model.py [--objects 12] [--threads 1] [--pair-bias] [--mass-prior] [--width 64] [--depth 4] [--attention-width 32]
+    python benchmarks/bench_recon_model.py [--objects 12] [--threads 1] [--pair-bias] [--mass-prior] [--width 64] [--depth 4] [--attention-width 32] [--compile]
+
+``--compile`` also times the network under ``torch.compile`` (inductor, static shapes; the first
+call compiles and is not timed) beside eager, each batch size in its own process.
 
 ``--width 32 --depth 2 --attention-width 16`` is ``--config recon_small``.
 
@@ -98,17 +101,19 @@ def time_inference(
 
 
 def measure_cpu(
-    batch: int, objects: int, threads: int, options: dict, seconds: float
+    batch: int, objects: int, threads: int, options: dict, seconds: float, compiled: bool = False
 ) -> Measurement:
     """Run in a fresh process, so ru_maxrss growth is this batch size's inference memory alone."""
     torch.set_num_threads(threads)
     device = torch.device("cpu")
     model = build_model(options, device)
+    if compiled:
+        model = torch.compile(model, dynamic=False)
     inputs = random_inputs(batch, objects, device)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rate = time_inference(model, inputs, seconds, device)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return Measurement("cpu", batch, rate, (after - before) / 1024)
+    return Measurement("cpu+c" if compiled else "cpu", batch, rate, (after - before) / 1024)
 
 
 def measure_gpu(batch: int, objects: int, options: dict, seconds: float) -> Measurement:
@@ -175,19 +180,19 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64, help="encoder width D (default 64)")
     parser.add_argument("--depth", type=int, default=4, help="encoder transformer blocks (default 4)")
     parser.add_argument("--attention-width", type=int, default=32, help="D_a of the tensor attentions (default 32)")
+    parser.add_argument("--compile", action="store_true", help="also time the network under torch.compile (cpu+c)")
     args = parser.parse_args()
     options = {"pair_bias": args.pair_bias, "mass_prior": args.mass_prior, "width": args.width, "depth": args.depth,
                "attention_width": args.attention_width}
 
     context = multiprocessing.get_context("spawn")
     measurements = []
-    for batch in BATCH_SIZES:
-        with context.Pool(1) as pool:
-            measurements.append(
-                pool.apply(
-                    measure_cpu, (batch, args.objects, args.threads, options, args.seconds)
+    for compiled in (False, True) if args.compile else (False,):
+        for batch in BATCH_SIZES:
+            with context.Pool(1) as pool:
+                measurements.append(
+                    pool.apply(measure_cpu, (batch, args.objects, args.threads, options, args.seconds, compiled))
                 )
-            )
     if torch.cuda.is_available():
         measurements += [
             measure_gpu(b, args.objects, options, args.seconds) for b in BATCH_SIZES

@@ -215,16 +215,16 @@ def test_particle_runs_anchor_on_the_detector_objects_and_old_checkpoints_load_a
     saved = dict(checkpoint["hyper_parameters"])
     assert saved.pop("detector_anchors") is True
     assert saved["model"]["detector_reads_particles"] is False, "one-way attention is today's default"
-    assert saved["model"]["lepton_count"] is True, "the lepton count drawn apart is today's default"
-    saved["model"] = {k: v for k, v in saved["model"].items() if k not in ("detector_reads_particles", "lepton_count")}
-    before = {**saved, "model": {**saved["model"], "lepton_count": False}}
+    assert saved["model"]["typed_counts"] is True, "counts by class are today's default"
+    saved["model"] = {k: v for k, v in saved["model"].items() if k not in ("detector_reads_particles", "typed_counts")}
+    before = {**saved, "model": {**saved["model"], "typed_counts": False}}
     checkpoint["state_dict"] = ParticleModule(**before, detector_anchors=False).state_dict()  # weights from before them
     checkpoint["hyper_parameters"] = saved
     torch.save(checkpoint, tmp_path / "particle.ckpt")
     old = ParticleModule.load_from_checkpoint(tmp_path / "particle.ckpt")
     assert old.diffusion.denoiser.anchor_in is None, "saved before the anchors: the embeddings only, whatever the default"
     assert old.diffusion.denoiser.detector_reads_particles, "saved before one-way attention: two-way"
-    assert not old.diffusion.lepton_count, "saved before the lepton count: one multiplicity"
+    assert not old.diffusion.typed_counts, "saved before the typed counts: one multiplicity"
 
 
 def test_an_anchored_particle_model_needs_four_momenta(particle_run, semileptonic_files):

@@ -10,8 +10,8 @@ from scipy import stats
 from unfold.errors import UnfoldError
 from unfold.models.particle.multiplicity import (
     MULTIPLICITY_DISTRIBUTIONS,
-    JetLeptonMultiplicity,
     MultiplicityPredictor,
+    TypedMultiplicity,
     empirical_log_probs,
     multiplicity_calibration,
 )
@@ -50,41 +50,40 @@ def test_truncation_renormalises_below_the_limit(distribution: str) -> None:
 
 
 @pytest.mark.parametrize("distribution", MULTIPLICITY_DISTRIBUTIONS)
-def test_jet_and_lepton_counts_form_one_normalised_law_within_the_slots(distribution: str) -> None:
+def test_typed_counts_form_one_normalised_law_within_the_slots(distribution: str) -> None:
     torch.manual_seed(0)
-    slots = 6
-    counts = JetLeptonMultiplicity(condition_width=5, max_particles=slots, distribution=distribution)
-    event = torch.randn(3, 5)
-    jets, leptons = torch.meshgrid(torch.arange(slots + 1), torch.arange(slots + 1), indexing="ij")
-    inside = (jets + leptons) <= slots
-    jets, leptons = jets[inside], leptons[inside]
-    for row in range(3):
-        repeated = event[row].expand(len(jets), -1)
-        total = counts.log_prob(repeated, jets, leptons).exp().sum()
+    slots = 5
+    counts = TypedMultiplicity(condition_width=5, num_classes=3, max_particles=slots, distribution=distribution)
+    event = torch.randn(2, 5)
+    grid = torch.cartesian_prod(*[torch.arange(slots + 1)] * 3)
+    grid = grid[grid.sum(-1) <= slots]
+    for row in range(2):
+        total = counts.log_prob(event[row].expand(len(grid), -1), grid).exp().sum()
         torch.testing.assert_close(total, torch.tensor(1.0), atol=1e-5, rtol=0)
-    drawn_jets, drawn_leptons = counts.sample(event, 500, torch.Generator().manual_seed(2))
-    assert drawn_jets.shape == drawn_leptons.shape == (3, 500)
-    assert (drawn_jets + drawn_leptons <= slots).all()
-    assert drawn_leptons.unique().numel() > 1
+    drawn = counts.sample(event, 500, torch.Generator().manual_seed(2))
+    assert drawn.shape == (2, 500, 3)
+    assert (drawn >= 0).all() and (drawn.sum(-1) <= slots).all()
+    assert all(drawn[..., c].unique().numel() > 1 for c in range(3))
 
 
-def test_jet_counts_follow_the_drawn_lepton_count() -> None:
-    counts = JetLeptonMultiplicity(condition_width=2, max_particles=8)
-    with torch.no_grad():  # p(N_lep) uniform
-        counts.leptons.network[-1].weight.zero_()
-        counts.leptons.network[-1].bias.zero_()
-    table = torch.full((9, 9), -30.0)  # p(N_jet | N_lep): everything on N_jet = 2 N_lep
+def test_each_count_follows_the_counts_drawn_before_it() -> None:
+    counts = TypedMultiplicity(condition_width=2, num_classes=2, max_particles=8)
+    with torch.no_grad():  # p(N_0) uniform
+        counts.heads[0].network[-1].weight.zero_()
+        counts.heads[0].network[-1].bias.zero_()
+    table = torch.full((9, 9), -30.0)  # p(N_1 | N_0): everything on N_1 = 2 N_0
     table[torch.arange(5), 2 * torch.arange(5)] = 30.0
-    counts.jets.network = _OneHotTail(table, condition_width=2)
-    jets, leptons = counts.sample(torch.zeros(2, 2), 300, torch.Generator().manual_seed(3))
-    fits = 3 * leptons <= 8
-    assert torch.equal(jets[fits], 2 * leptons[fits])
+    counts.heads[1].network = _OneHotTail(table, condition_width=2)
+    drawn = counts.sample(torch.zeros(2, 2), 300, torch.Generator().manual_seed(3))
+    first, second = drawn.unbind(-1)
+    fits = 3 * first <= 8
+    assert torch.equal(second[fits], 2 * first[fits])
     assert fits.any() and (~fits).any()
-    assert (jets[~fits] + leptons[~fits] <= 8).all()  # no room for 2 N_lep jets: truncated to the slots
+    assert (first[~fits] + second[~fits] <= 8).all()  # no room for 2 N_0: truncated to the slots
 
 
 class _OneHotTail(torch.nn.Module):
-    """Logits of the jet count read off the lepton one-hot that follows the event features."""
+    """Logits of the second count read off the first count's one-hot that follows the event features."""
 
     def __init__(self, table: torch.Tensor, condition_width: int) -> None:
         super().__init__()
@@ -154,11 +153,15 @@ def test_bad_options_and_values_raise() -> None:
         predictor.log_prob(torch.randn(2, 4), torch.tensor([1, 6]))
     with pytest.raises(UnfoldError, match="positive"):
         predictor.sample(torch.randn(2, 4), 0)
-    counts = JetLeptonMultiplicity(condition_width=4, max_particles=5)
-    with pytest.raises(UnfoldError, match="jets \\+ leptons must be at most 5, got 6"):
-        counts.log_prob(torch.randn(2, 4), torch.tensor([1, 4]), torch.tensor([1, 2]))
-    with pytest.raises(UnfoldError, match=r"0\.\.5"):
-        counts.log_prob(torch.randn(2, 4), torch.tensor([1, 0]), torch.tensor([1, 6]))
+    counts = TypedMultiplicity(condition_width=4, num_classes=2, max_particles=5)
+    with pytest.raises(UnfoldError, match="at most 5 in all; got smallest count 1, largest total 6"):
+        counts.log_prob(torch.randn(2, 4), torch.tensor([[1, 1], [4, 2]]))
+    with pytest.raises(UnfoldError, match="smallest count -1"):
+        counts.log_prob(torch.randn(2, 4), torch.tensor([[1, -1], [0, 2]]))
+    with pytest.raises(UnfoldError, match=r"counts must have shape \(2, 2\), got \(2, 3\)"):
+        counts.log_prob(torch.randn(2, 4), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(UnfoldError, match="num_classes must be at least 1"):
+        TypedMultiplicity(condition_width=4, num_classes=0)
 
 
 

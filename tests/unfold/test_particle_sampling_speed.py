@@ -23,9 +23,11 @@ def padded_sample(model: SetLatentDiffusion, objects: torch.Tensor, object_mask:
                   generator: torch.Generator) -> ParticleSample:
     """The padded reference: one denoiser call per step over E n draws of 1 + M_max + N tokens."""
     num_events, slots, width = event.shape[0], model.max_particles, model.latent_width
-    if model.lepton_count:
-        jets, leptons = model.multiplicity.sample(event, n, generator)
-        multiplicity, classes = jets + leptons, (torch.arange(slots) >= jets.unsqueeze(-1)).long().flatten(0, 1)
+    if model.typed_counts:  # lepton, b-jet and light-jet slots in turn
+        counts = model.multiplicity.sample(event, n, generator).flatten(0, 1)
+        classes = torch.stack([torch.repeat_interleave(torch.tensor([0, 1, 2, 2]), torch.cat([c, slots - c.sum(0, True)]))
+                               for c in counts])
+        multiplicity = counts.sum(-1).view(num_events, n)
     else:
         multiplicity, classes = model.multiplicity.sample(event, n, generator), None
     mask = torch.arange(slots) < multiplicity.unsqueeze(-1)
@@ -41,19 +43,19 @@ def padded_sample(model: SetLatentDiffusion, objects: torch.Tensor, object_mask:
                       sampler=sampler, steps=steps, generator=generator, dtype=event.dtype)
     decoded = model.particle_vae.decode(latents[:, 1:] * keep, flat_mask)
     type_logits = decoded.type_logits
-    if classes is not None:  # electron and muon (types 2, 3) in lepton slots, light and b jets in the others
-        type_logits = type_logits.masked_fill((torch.arange(4) >= 2) != classes.unsqueeze(-1).bool(), float("-inf"))
+    if classes is not None:  # electron or muon (types 2, 3) in the lepton slots, b (1) and light (0) jets in theirs
+        type_logits = type_logits.masked_fill(torch.tensor([2, 1, 0, 0]) != classes.unsqueeze(-1), float("-inf"))
     types = torch.where(flat_mask, type_logits.argmax(dim=-1), 0)
     event_features = model.event_vae.decode(latents[:, :1], torch.ones(num_events * n, 1, dtype=torch.bool))
     return ParticleSample(decoded.features.unflatten(0, (num_events, n)), types.unflatten(0, (num_events, n)), mask,
                           multiplicity, event_features.features.squeeze(1).unflatten(0, (num_events, n)))
 
 
-def make_model(objective: str = "diffusion", anchor_width: int = 0, lepton_count: bool = True) -> SetLatentDiffusion:
+def make_model(objective: str = "diffusion", anchor_width: int = 0, typed_counts: bool = True) -> SetLatentDiffusion:
     torch.manual_seed(0)
     return SetLatentDiffusion(condition_width=CONDITION, max_particles=SLOTS, latent_width=6, width=32, depth=2,
                               vae_depth=2, num_train_timesteps=100, objective=objective,
-                              anchor_width=anchor_width, lepton_count=lepton_count).eval()
+                              anchor_width=anchor_width, typed_counts=typed_counts).eval()
 
 
 def make_condition(anchor_width: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -66,13 +68,13 @@ def make_condition(anchor_width: int = 0) -> tuple[torch.Tensor, torch.Tensor, t
     return objects, object_mask, torch.randn(EVENTS, CONDITION, generator=generator), anchors if anchor_width else None
 
 
-@pytest.mark.parametrize(("objective", "sampler", "rows_per_call", "anchor_width", "lepton_count"), [
+@pytest.mark.parametrize(("objective", "sampler", "rows_per_call", "anchor_width", "typed_counts"), [
     ("diffusion", "ddpm", 1, 0, True), ("diffusion", "ddpm", 3, 0, True), ("diffusion", "ddpm", 1024, 0, True),
     ("diffusion", "ddim", 3, 0, True), ("diffusion", "dpm-solver", 1024, 0, True), ("flow-matching", "euler", 3, 0, True),
     ("diffusion", "ddpm", 3, 5, True), ("diffusion", "ddpm", 3, 0, False)])
 def test_compact_sampling_gives_the_padded_draws(objective: str, sampler: str, rows_per_call: int,
-                                                 anchor_width: int, lepton_count: bool) -> None:
-    model = make_model(objective, anchor_width, lepton_count)
+                                                 anchor_width: int, typed_counts: bool) -> None:
+    model = make_model(objective, anchor_width, typed_counts)
     *condition, anchors = make_condition(anchor_width)
     reference = padded_sample(model, *condition, anchors, 4, sampler=sampler, steps=6,
                               generator=torch.Generator().manual_seed(5))

@@ -144,30 +144,32 @@ def test_sampled_sets_have_exactly_the_sampled_multiplicity(
     assert sample.multiplicity.unique().numel() > 1
 
 
-@pytest.mark.parametrize("leptons", [0, 1, 2])
-def test_every_draw_holds_the_drawn_number_of_leptons(leptons: int) -> None:
-    """With the lepton count forced to ``leptons``, every draw holds exactly that many electrons or
-    muons, after its jets, whatever the (untrained) decoder's type logits say."""
+@pytest.mark.parametrize(("leptons", "b_jets"), [(0, 2), (1, 2), (2, 0)])
+def test_every_draw_holds_the_drawn_numbers_of_leptons_and_b_jets(leptons: int, b_jets: int) -> None:
+    """With the lepton and b-jet counts forced, every draw holds exactly that many electrons or muons
+    and b jets, whatever the (untrained) decoder's type logits say; the light-jet count still varies."""
     model = make_model()
     with torch.no_grad():
-        model.multiplicity.leptons.network[-1].weight.zero_()
-        model.multiplicity.leptons.network[-1].bias.copy_(torch.where(torch.arange(SLOTS + 1) == leptons, 50.0, -50.0))
+        for head, count in zip(model.multiplicity.heads[:2], (leptons, b_jets), strict=True):
+            head.network[-1].weight.zero_()
+            head.network[-1].bias.copy_(torch.where(torch.arange(SLOTS + 1) == count, 50.0, -50.0))
     sample = model.sample(*make_condition(), 8, steps=3, generator=torch.Generator().manual_seed(5))
-    is_lepton = (sample.types >= 2) & sample.mask
-    assert (is_lepton.sum(-1) == leptons).all()
-    jets = sample.multiplicity - leptons
-    assert torch.equal(is_lepton, sample.mask & (torch.arange(SLOTS) >= jets.unsqueeze(-1)))
-    assert (jets >= 0).all() and jets.unique().numel() > 1
+    assert (((sample.types >= 2) & sample.mask).sum(-1) == leptons).all()
+    assert (((sample.types == 1) & sample.mask).sum(-1) == b_jets).all()
+    light = ((sample.types == 0) & sample.mask).sum(-1)
+    assert torch.equal(light, sample.multiplicity - leptons - b_jets)
+    assert light.unique().numel() > 1
 
 
-def test_the_multiplicity_term_is_the_lepton_then_jet_count_likelihood() -> None:
+def test_the_multiplicity_term_is_the_likelihood_of_the_counts_by_class() -> None:
     model, batch, (objects, object_mask, event) = make_model(), make_batch(), make_condition()
-    leptons = ((batch.types >= 2) & batch.mask).sum(-1)
-    jets = batch.multiplicity - leptons
-    expected = -model.multiplicity.log_prob(event, jets, leptons).mean()
+    real = batch.mask
+    counts = torch.stack([((batch.types >= 2) & real).sum(-1), ((batch.types == 1) & real).sum(-1),
+                          ((batch.types == 0) & real).sum(-1)], dim=-1)
+    expected = -model.multiplicity.log_prob(event, counts).mean()
     loss = model.loss(batch, objects, object_mask, event, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(loss.multiplicity, expected)
-    assert leptons.unique().numel() > 1
+    assert (counts[:, 0] > 0).any() and (counts[:, 1] > 0).any()
 
 
 def test_sampling_is_reproducible_with_a_seed() -> None:
@@ -246,5 +248,5 @@ def test_bad_inputs_raise_clear_errors() -> None:
         model.loss(narrow, objects, object_mask, event)
     with pytest.raises(UnfoldError, match="categorical, negative-binomial"):
         make_model(multiplicity_distribution="poisson")
-    with pytest.raises(UnfoldError, match="lepton_count needs the 4 object types"):
+    with pytest.raises(UnfoldError, match="typed_counts needs the 4 object types"):
         make_model(num_types=3)

@@ -231,9 +231,9 @@ class ParticleModule(ConditionedModule):
     MODEL_OPTIONS = ("detector_anchors", "kinematics")
     # A checkpoint saved before the anchors conditions on the encoder's embeddings only, one saved before
     # the kinematics option has cartesian features, one saved before one-way attention lets its
-    # detector tokens read the particles, and one saved before the lepton count draws one multiplicity.
+    # detector tokens read the particles, and one saved before the typed counts draws one multiplicity.
     OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False, "kinematics": "cartesian"}
-    MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"detector_reads_particles": True, "lepton_count": False}
+    MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"detector_reads_particles": True, "typed_counts": False}
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from unfold.models.particle.multiplicity import (
     MultiplicityCalibration,
     MultiplicityDistribution,
     MultiplicityPredictor,
+    TypedMultiplicity,
     empirical_log_probs,
     multiplicity_calibration,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "SetDenoiser",
     "SetLatentDiffusion",
     "SetNoisePrediction",
+    "TypedMultiplicity",
     "empirical_log_probs",
     "multiplicity_calibration",
 ]

@@ -41,10 +41,11 @@ __all__ = [
     "B_JET",
     "ELECTRON",
     "EVENT_FEATURE_NAMES",
-    "LEPTON_TYPES",
     "LIGHT_JET",
     "MUON",
     "NUM_TYPES",
+    "SLOT_CLASS_NAMES",
+    "SLOT_CLASS_OF_TYPE",
     "OBJECT_FEATURE_NAMES",
     "TYPE_NAMES",
     "ParticleBatch",
@@ -57,7 +58,11 @@ ELECTRON: Final = 2
 MUON: Final = 3
 TYPE_NAMES: Final = ("light jet", "b jet", "electron", "muon")
 NUM_TYPES: Final = len(TYPE_NAMES)
-LEPTON_TYPES: Final = (ELECTRON, MUON)
+# The slot classes whose counts the particle model draws before the objects (SetLatentDiffusion's
+# typed_counts), in drawing order, and the class of each type: the lepton's flavour is left to the
+# decoder, the jets' flavour is the class.
+SLOT_CLASS_NAMES: Final = ("lepton", "b jet", "light jet")
+SLOT_CLASS_OF_TYPE: Final = (2, 1, 0, 0)
 OBJECT_FEATURE_NAMES: Final = {
     "log-pt": ("log_pt", "eta", "cos_phi", "sin_phi", "log_mass_plus_1"),
     "cartesian": ("px", "py", "pz", "log_energy_plus_1", "log_mass_plus_1"),

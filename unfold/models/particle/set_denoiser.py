@@ -115,7 +115,8 @@ class SetDenoiser(nn.Module):
         self.event_slot_in = nn.Linear(latent_width, width)
         self.object_in = nn.Linear(condition_width, width)
         self.anchor_in = nn.Linear(anchor_width, width) if anchor_width else None
-        self.slot_class_embedding = nn.Embedding(num_slot_classes, width) if num_slot_classes else None
+        # Small like the role embeddings: a unit-scale class vector would swamp the particle's own input at the start.
+        self.slot_class_embedding = nn.Parameter(torch.randn(num_slot_classes, width) * 0.02) if num_slot_classes else None
         self.event_condition = nn.Linear(condition_width, width)
         self.time_embedding = TimestepEmbedding(width=width)
         self.role_embedding = nn.Parameter(torch.randn(3, width) * 0.02)
@@ -219,10 +220,10 @@ class SetDenoiser(nn.Module):
         if (self.slot_class_embedding is None) != (particle_classes is None):
             raise UnfoldError(
                 "particle_classes must be given exactly when the set denoiser has slot classes "
-                f"(num_slot_classes {0 if self.slot_class_embedding is None else self.slot_class_embedding.num_embeddings})"
+                f"(num_slot_classes {0 if self.slot_class_embedding is None else len(self.slot_class_embedding)})"
             )
         if particle_classes is not None:
-            particle_tokens = particle_tokens + self.slot_class_embedding(particle_classes)
+            particle_tokens = particle_tokens + self.slot_class_embedding[particle_classes]
         generated = torch.cat([slot_token.unsqueeze(1), particle_tokens], dim=1)
         always = particle_mask.new_ones(particle_mask.shape[0], 1)  # the event slot, also when M = 0
         generated_mask = torch.cat([always, particle_mask], dim=1).bool()

@@ -20,11 +20,11 @@ from unfold.models.diffusion.sampler import (
     training_target,
 )
 from unfold.models.particle.multiplicity import (
-    JetLeptonMultiplicity,
     MultiplicityDistribution,
     MultiplicityPredictor,
+    TypedMultiplicity,
 )
-from unfold.models.particle.representation import LEPTON_TYPES, NUM_TYPES, ParticleBatch
+from unfold.models.particle.representation import NUM_TYPES, SLOT_CLASS_NAMES, SLOT_CLASS_OF_TYPE, ParticleBatch
 from unfold.models.particle.set_denoiser import SetDenoiser
 from unfold.models.particle.set_vae import ObjectVAE
 from unfold.models.weighting import weighted_mean
@@ -87,9 +87,9 @@ class SetLatentDiffusion(nn.Module):
     multiplicity M is drawn first; then M per-object latents (from a per-object VAE) and one
     event-slot latent (from a VAE of the event features) are denoised jointly by a transformer
     that attends to the detector object embeddings, and decoded to features and type logits. With
-    ``lepton_count`` the numbers of leptons and jets are drawn apart (:class:`JetLeptonMultiplicity`),
-    the denoiser is told which slots are leptons, and each slot's type is decoded among its class's
-    types (light or b jet; electron or muon), so every draw holds the drawn number of leptons.
+    ``typed_counts`` the numbers of leptons, b jets and light jets are drawn in turn
+    (:class:`TypedMultiplicity`), the denoiser is told each slot's class, and each slot's type is
+    decoded within its class (a lepton slot as electron or muon), so every draw holds the drawn counts.
     Noise schedule and samplers come from ``diffusers`` via :mod:`unfold.models.diffusion.sampler`.
     Every term trains the conditioning tensors (the shared encoder) too. The diffusion learns the
     VAE's latents as they stand (detached, as the parton VLD does): letting its loss into the VAE
@@ -124,8 +124,8 @@ class SetLatentDiffusion(nn.Module):
             see :class:`SetDenoiser`).
         detector_reads_particles: two-way attention between detector and generated tokens (the
             design before one-way attention; see :class:`SetDenoiser`).
-        lepton_count: draw the numbers of leptons and jets apart and generate each slot as its class
-            (the design before it drew one multiplicity and decoded every type freely).
+        typed_counts: draw the numbers of leptons, b jets and light jets and generate each slot as its
+            class (the design before drew one multiplicity and decoded every type freely).
     """
 
     def __init__(
@@ -153,20 +153,22 @@ class SetLatentDiffusion(nn.Module):
         diffusion_weight: float = 1.0,
         anchor_width: int = 0,
         detector_reads_particles: bool = False,
-        lepton_count: bool = True,
+        typed_counts: bool = True,
     ) -> None:
         super().__init__()
-        if lepton_count and num_types != NUM_TYPES:
-            raise UnfoldError(f"lepton_count needs the {NUM_TYPES} object types of ParticleRepresentation, got num_types {num_types}")
+        if typed_counts and num_types != NUM_TYPES:
+            raise UnfoldError(f"typed_counts needs the {NUM_TYPES} object types of ParticleRepresentation, got num_types {num_types}")
         self.max_particles = max_particles
-        self.lepton_count = lepton_count
+        self.typed_counts = typed_counts
         self.latent_width = latent_width
         self.objective = objective
         self.multiplicity_weight = multiplicity_weight
         self.reconstruction_weight = reconstruction_weight
         self.kl_weight = kl_weight
         self.diffusion_weight = diffusion_weight
-        self.multiplicity = (JetLeptonMultiplicity if lepton_count else MultiplicityPredictor)(
+        classes = {"num_classes": len(SLOT_CLASS_NAMES)} if typed_counts else {}
+        self.multiplicity = (TypedMultiplicity if typed_counts else MultiplicityPredictor)(
+            **classes,
             condition_width=condition_width,
             max_particles=max_particles,
             distribution=multiplicity_distribution,
@@ -196,7 +198,7 @@ class SetLatentDiffusion(nn.Module):
             dropout=dropout,
             anchor_width=anchor_width,
             detector_reads_particles=detector_reads_particles,
-            num_slot_classes=2 if lepton_count else 0,
+            num_slot_classes=len(SLOT_CLASS_NAMES) if typed_counts else 0,
         )
         self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule, objective=objective)
 
@@ -265,16 +267,16 @@ class SetLatentDiffusion(nn.Module):
         timesteps = draw_timesteps(self.training_scheduler, num_events, generator=generator, device=event.device)
         noisy = add_noise(self.training_scheduler, clean, noise, timesteps) * keep_all
         target = training_target(self.training_scheduler, clean, noise)
-        classes = self._slot_classes(batch.types) if self.lepton_count else None
+        classes = self._slot_classes(batch.types) if self.typed_counts else None
         prediction = self.denoiser(
             noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event, anchors, classes
         )
         predicted = torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles], dim=1)
         diffusion = weighted_mean(((predicted - target) ** 2).mean(-1), weights, keep_all.squeeze(-1) > 0)
 
-        if self.lepton_count:
-            leptons = (classes * mask).sum(dim=-1)
-            log_prob = self.multiplicity.log_prob(event, batch.multiplicity - leptons, leptons)
+        if self.typed_counts:
+            in_class = nn.functional.one_hot(classes, len(SLOT_CLASS_NAMES)) * mask.unsqueeze(-1)
+            log_prob = self.multiplicity.log_prob(event, in_class.sum(dim=1))
         else:
             log_prob = self.multiplicity.log_prob(event, batch.multiplicity)
         multiplicity = weighted_mean(-log_prob, weights)
@@ -336,10 +338,13 @@ class SetLatentDiffusion(nn.Module):
         self._check_condition(objects, object_mask, event)
         num_events, slots, width = event.shape[0], self.max_particles, self.latent_width
         slot_index = torch.arange(slots, device=event.device)
-        if self.lepton_count:
-            jets, leptons = self.multiplicity.sample(event, n, generator)
-            multiplicity = jets + leptons
-            classes = (slot_index >= jets.unsqueeze(-1)).long().flatten(0, 1)  # jets first, then leptons
+        if self.typed_counts:
+            counts = self.multiplicity.sample(event, n, generator)
+            multiplicity = counts.sum(dim=-1)
+            # the slots of class 0 first, then class 1, ...: a slot's class is the number of class ends at or
+            # before it (padding after the last end gets the last class; it is masked)
+            ends = counts.cumsum(dim=-1).flatten(0, 1)
+            classes = (slot_index.unsqueeze(-1) >= ends.unsqueeze(1)).sum(dim=-1).clamp(max=counts.shape[-1] - 1)
         else:
             multiplicity, classes = self.multiplicity.sample(event, n, generator), None
         mask = slot_index < multiplicity.unsqueeze(-1)
@@ -380,8 +385,8 @@ class SetLatentDiffusion(nn.Module):
 
     @staticmethod
     def _slot_classes(types: Tensor) -> Tensor:
-        """Long slot classes of the object types: 1 for the lepton types, 0 for the jets (and padding)."""
-        return torch.isin(types, torch.tensor(LEPTON_TYPES, device=types.device)).long()
+        """Long slot classes (``SLOT_CLASS_NAMES``) of the object types (padding counts as its type 0)."""
+        return torch.tensor(SLOT_CLASS_OF_TYPE, device=types.device)[types.long()]
 
     @staticmethod
     def _check_condition(objects: Tensor, object_mask: Tensor, event: Tensor) -> None:
