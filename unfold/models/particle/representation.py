@@ -84,7 +84,7 @@ class ParticleBatch:
     """Standardised particle-level events ready for the model.
 
     Attributes:
-        features: (E, M, F) standardised (px, py, pz, log(E+1), log(m+1)), zero at padding.
+        features: (E, M, F) standardised object features (the representation's ``kinematics``), zero at padding.
         types: (E, M) long object types (see ``TYPE_NAMES``), zero at padding.
         mask: (E, M) bool, True for real objects; always a prefix of the slots.
         event_features: (E, G) standardised (MET_x, MET_y).
