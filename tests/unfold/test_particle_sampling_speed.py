@@ -25,8 +25,10 @@ def padded_sample(model: SetLatentDiffusion, objects: torch.Tensor, object_mask:
     num_events, slots, width = event.shape[0], model.max_particles, model.latent_width
     if model.typed_counts:  # lepton, b-jet and light-jet slots in turn
         counts = model.multiplicity.sample(event, n, generator).flatten(0, 1)
-        classes = torch.stack([torch.repeat_interleave(torch.tensor([0, 1, 2, 2]), torch.cat([c, slots - c.sum(0, True)]))
-                               for c in counts])
+        blocks = [torch.cat([c, slots - c.sum(0, True)]) for c in counts]  # padding last, as light jets
+        classes = torch.stack([torch.repeat_interleave(torch.tensor([0, 1, 2, 2]), b) for b in blocks])
+        ranks = torch.stack([torch.cat([torch.arange(int(k)) for k in b]) for b in blocks])
+        codes = classes * model.ranked_slots + ranks.clamp(max=model.ranked_slots - 1) if model.ranked_slots else classes
         multiplicity = counts.sum(-1).view(num_events, n)
     else:
         multiplicity, classes = model.multiplicity.sample(event, n, generator), None
@@ -36,7 +38,8 @@ def padded_sample(model: SetLatentDiffusion, objects: torch.Tensor, object_mask:
     condition = [None if t is None else t.repeat_interleave(n, dim=0) for t in (objects, object_mask, event, anchors)]
 
     def predict_noise(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        prediction = model.denoiser(noisy[:, 1:] * keep, flat_mask, noisy[:, 0], timesteps, *condition, classes)
+        prediction = model.denoiser(noisy[:, 1:] * keep, flat_mask, noisy[:, 0], timesteps, *condition,
+                                    codes if model.typed_counts else None)
         return torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles * keep], dim=1)
 
     latents = denoise(predict_noise, (num_events * n, 1 + slots, width), training_scheduler=model.training_scheduler,

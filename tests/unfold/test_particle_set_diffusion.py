@@ -172,6 +172,30 @@ def test_the_multiplicity_term_is_the_likelihood_of_the_counts_by_class() -> Non
     assert (counts[:, 0] > 0).any() and (counts[:, 1] > 0).any()
 
 
+def test_ranked_slots_tell_the_denoiser_each_slot_s_class_and_rank() -> None:
+    """Training codes follow the truth's order within each class; sampling codes count within each drawn class."""
+    model = make_model(ranked_slots=2)
+    seen = []
+    forward = model.denoiser.forward
+    model.denoiser.forward = lambda *args: seen.append(args[-1]) or forward(*args)
+    types = torch.tensor([[0, 1, 0, 0, 2, 1, 0, 0, 0], [3, 0, 1, 0, 0, 0, 0, 0, 0], [0] * 9])
+    batch = make_batch()
+    batch = ParticleBatch(batch.features, types * batch.mask, batch.mask, batch.event_features)
+    model.loss(batch, *make_condition(), generator=torch.Generator().manual_seed(3))
+    codes = seen[-1][:, :5]  # light jets: class 2, b jets: class 1, leptons: class 0; two ranks each
+    torch.testing.assert_close(codes[0], torch.tensor([4, 2, 5, 5, 0]))
+    torch.testing.assert_close(codes[1], torch.tensor([0, 4, 2, 5, 5]))
+    with torch.no_grad():
+        for head, count in zip(model.multiplicity.heads, (1, 3, 2), strict=True):
+            head.network[-1].weight.zero_()
+            head.network[-1].bias.copy_(torch.where(torch.arange(SLOTS + 1) == count, 50.0, -50.0))
+    calls = []
+    predict = model.denoiser.predict
+    model.denoiser.predict = lambda *args: calls.append(args[-1]) or predict(*args)
+    model.sample(*make_condition(), 2, steps=1, generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(codes, torch.tensor([0, 2, 3, 3, 4, 5]).expand_as(codes)) for codes in calls)
+
+
 def test_sampling_is_reproducible_with_a_seed() -> None:
     model, condition = make_model(), make_condition()
     first = model.sample(*condition, 3, steps=4, generator=torch.Generator().manual_seed(7))

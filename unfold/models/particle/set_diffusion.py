@@ -126,6 +126,10 @@ class SetLatentDiffusion(nn.Module):
             design before one-way attention; see :class:`SetDenoiser`).
         typed_counts: draw the numbers of leptons, b jets and light jets and generate each slot as its
             class (the design before drew one multiplicity and decoded every type freely).
+        ranked_slots: with ``typed_counts``, also tell each slot its rank R within its class (the k-th
+            hardest b jet, ...; ranks from ``ranked_slots`` - 1 on share one code), trained on the truth
+            in pT order, so the slots need not break their symmetry to pick distinct detector objects
+            (0: the slots of a class are exchangeable).
     """
 
     def __init__(
@@ -154,12 +158,14 @@ class SetLatentDiffusion(nn.Module):
         anchor_width: int = 0,
         detector_reads_particles: bool = False,
         typed_counts: bool = True,
+        ranked_slots: int = 4,
     ) -> None:
         super().__init__()
         if typed_counts and num_types != NUM_TYPES:
             raise UnfoldError(f"typed_counts needs the {NUM_TYPES} object types of ParticleRepresentation, got num_types {num_types}")
         self.max_particles = max_particles
         self.typed_counts = typed_counts
+        self.ranked_slots = ranked_slots
         self.latent_width = latent_width
         self.objective = objective
         self.multiplicity_weight = multiplicity_weight
@@ -198,7 +204,7 @@ class SetLatentDiffusion(nn.Module):
             dropout=dropout,
             anchor_width=anchor_width,
             detector_reads_particles=detector_reads_particles,
-            num_slot_classes=len(SLOT_CLASS_NAMES) if typed_counts else 0,
+            num_slot_classes=len(SLOT_CLASS_NAMES) * max(ranked_slots, 1) if typed_counts else 0,
         )
         self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule, objective=objective)
 
@@ -268,14 +274,18 @@ class SetLatentDiffusion(nn.Module):
         noisy = add_noise(self.training_scheduler, clean, noise, timesteps) * keep_all
         target = training_target(self.training_scheduler, clean, noise)
         classes = self._slot_classes(batch.types) if self.typed_counts else None
+        codes = None
+        if classes is not None:  # the truth is in pT order within each class
+            in_class = nn.functional.one_hot(classes, len(SLOT_CLASS_NAMES)) * mask.unsqueeze(-1)
+            ranks = (in_class.cumsum(dim=1) - 1).gather(-1, classes.unsqueeze(-1)).squeeze(-1).clamp(min=0)
+            codes = self._slot_codes(classes, ranks)
         prediction = self.denoiser(
-            noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event, anchors, classes
+            noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event, anchors, codes
         )
         predicted = torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles], dim=1)
         diffusion = weighted_mean(((predicted - target) ** 2).mean(-1), weights, keep_all.squeeze(-1) > 0)
 
         if self.typed_counts:
-            in_class = nn.functional.one_hot(classes, len(SLOT_CLASS_NAMES)) * mask.unsqueeze(-1)
             log_prob = self.multiplicity.log_prob(event, in_class.sum(dim=1))
         else:
             log_prob = self.multiplicity.log_prob(event, batch.multiplicity)
@@ -345,12 +355,14 @@ class SetLatentDiffusion(nn.Module):
             # before it (padding after the last end gets the last class; it is masked)
             ends = counts.cumsum(dim=-1).flatten(0, 1)
             classes = (slot_index.unsqueeze(-1) >= ends.unsqueeze(1)).sum(dim=-1).clamp(max=counts.shape[-1] - 1)
+            starts = (ends - counts.flatten(0, 1)).gather(-1, classes)
+            codes = self._slot_codes(classes, slot_index - starts)
         else:
-            multiplicity, classes = self.multiplicity.sample(event, n, generator), None
+            multiplicity, classes, codes = self.multiplicity.sample(event, n, generator), None, None
         mask = slot_index < multiplicity.unsqueeze(-1)
         flat_mask = mask.flatten(0, 1)
         predict_noise = _CompactDenoiser(
-            self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors, classes
+            self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors, codes
         )
         latents = denoise(
             predict_noise,
@@ -382,6 +394,12 @@ class SetLatentDiffusion(nn.Module):
             multiplicity=multiplicity,
             event_features=event_features.unflatten(0, (num_events, n)),
         )
+
+    def _slot_codes(self, classes: Tensor, ranks: Tensor) -> Tensor:
+        """The denoiser's slot code: the class, and with ``ranked_slots`` the rank within it (capped)."""
+        if not self.ranked_slots:
+            return classes
+        return classes * self.ranked_slots + ranks.clamp(0, self.ranked_slots - 1)
 
     @staticmethod
     def _slot_classes(types: Tensor) -> Tensor:
