@@ -67,8 +67,9 @@ class SetDenoiser(nn.Module):
     kinematics in the particle feature space (the anchors), so a particle-level object that the
     detector measured well can be read off its detector object rather than rebuilt from the
     encoder's embedding. With ``num_slot_classes`` > 0 each particle token also carries a learned
-    embedding of its slot's class (jet or lepton), drawn beforehand with the multiplicity, so the
-    denoiser generates a lepton where one was drawn.
+    embedding of its slot's code, drawn beforehand with the multiplicity (the slot's class, lepton,
+    b jet or light jet, and with ranked slots its pT rank within the class), so the denoiser generates
+    a lepton where one was drawn.
 
     Attention is one-way by default: the generated tokens read every token, the detector tokens
     only each other (a decoder's cross-attention, in the encoder's weights). The detector's keys and
@@ -88,7 +89,7 @@ class SetDenoiser(nn.Module):
         dropout: dropout inside the transformer.
         anchor_width: features per detector anchor (0: no anchors).
         detector_reads_particles: two-way attention (the detector tokens also read the generated ones).
-        num_slot_classes: classes of particle slots the tokens are told (0: none).
+        num_slot_classes: slot codes (classes, or classes and ranks) the particle tokens are told (0: none).
     """
 
     def __init__(
@@ -160,7 +161,7 @@ class SetDenoiser(nn.Module):
             event: (B, D) detector event vector from the shared encoder.
             anchors: (B, N, anchor_width) detector kinematics in the particle feature space, zero at
                 padding; required with ``anchor_width`` > 0, refused without.
-            particle_classes: (B, M) long slot classes in 0..num_slot_classes - 1; required with
+            particle_classes: (B, M) long slot codes in 0..num_slot_classes - 1; required with
                 ``num_slot_classes`` > 0, refused without.
         """
         memory, event_condition = self.detector_memory(objects, object_mask, event, anchors)

@@ -434,7 +434,7 @@ class _CompactDenoiser:
 
     def __init__(self, denoiser: SetDenoiser, objects: Tensor, object_mask: Tensor, event: Tensor,
                  multiplicity: Tensor, rows_per_call: int, anchors: Tensor | None = None,
-                 classes: Tensor | None = None) -> None:
+                 codes: Tensor | None = None) -> None:
         if rows_per_call < 1:
             raise UnfoldError(f"rows_per_call must be positive, got {rows_per_call}")
         self.denoiser = denoiser
@@ -455,19 +455,19 @@ class _CompactDenoiser:
             row_events = events[rows]
             slots, width = int(counts[rows].max()), int(object_count[row_events].max())
             particle_mask = torch.arange(slots, device=event.device) < counts[rows].unsqueeze(-1)
-            row_classes = None if classes is None else classes[rows, :slots]
+            row_codes = None if codes is None else codes[rows, :slots]
             self.calls.append((rows, slots, particle_mask, event_condition[row_events],
-                               memory.select(row_events, width), row_classes))
+                               memory.select(row_events, width), row_codes))
 
     def __call__(self, states: Tensor, timesteps: Tensor) -> Tensor:
         """The prediction (noise or velocity) for states (E n, 1 + M_max, L), zero at padded slots."""
         time = self.denoiser.time_embedding(timesteps[:1])
         prediction = torch.zeros_like(states)
-        for rows, slots, particle_mask, event_condition, memory, classes in self.calls:
+        for rows, slots, particle_mask, event_condition, memory, codes in self.calls:
             state = states[rows]
             keep = particle_mask.unsqueeze(-1).to(states.dtype)
             output = self.denoiser.predict(state[:, 1 : 1 + slots] * keep, particle_mask, state[:, 0],
-                                           time + event_condition, memory, classes)
+                                           time + event_condition, memory, codes)
             prediction[rows, 0] = output.event_slot
             prediction[rows, 1 : 1 + slots] = output.particles
         return prediction
