@@ -60,7 +60,7 @@ def test_print_config_gives_todays_defaults(capsys):
     ("recon", ReconModule, AssignmentNetwork, {"topology", "width", "depth", "heads", "dropout", "pair_bias",
                                                "feedforward_multiplier"}),
     ("parton", PartonModule, VariationalLatentDiffusion, {"features", "condition_width", "representation"}),
-    ("particle", ParticleModule, SetLatentDiffusion, {"condition_width", "anchor_width"}),
+    ("particle", ParticleModule, SetLatentDiffusion, {"condition_width", "anchor_width", "paired_slots"}),
 ])
 def test_shipped_configs_equal_the_constructors_defaults(capsys, task, module, constructor, skip):
     printed = _printed(capsys, task)
@@ -69,7 +69,7 @@ def test_shipped_configs_equal_the_constructors_defaults(capsys, task, module, c
     model = {key: printed["model"].pop(key) for key in module.MODEL_OPTIONS}
     auto = {"mass_prior": "auto"} if task == "recon" else {}  # resolved from the inputs at training time
     assert printed["model"] == complete_options(constructor, {}, skip=skip, where="model") | auto
-    resolved = {"detector_anchors": "auto"} if task == "particle" else {}  # from the inputs at training time
+    resolved = {"detector_anchors": "auto", "paired_slots": "auto"} if task == "particle" else {}  # at training time
     defaults = complete_options(module, {}, skip={"event_file_yaml"}, where=task)
     assert model == {key: defaults[key] for key in model} | resolved
 
@@ -214,6 +214,7 @@ def test_particle_runs_anchor_on_the_detector_objects_and_old_checkpoints_load_a
     checkpoint = torch.load(particle_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     saved = dict(checkpoint["hyper_parameters"])
     assert saved.pop("detector_anchors") is True
+    assert saved.pop("paired_slots") is True, "auto: with the anchors and the counts by class"
     assert saved["model"]["detector_reads_particles"] is False, "one-way attention is today's default"
     assert saved["model"]["typed_counts"] is True, "counts by class are today's default"
     saved["model"] = {k: v for k, v in saved["model"].items() if k not in ("detector_reads_particles", "typed_counts")}
@@ -225,6 +226,7 @@ def test_particle_runs_anchor_on_the_detector_objects_and_old_checkpoints_load_a
     assert old.diffusion.denoiser.anchor_in is None, "saved before the anchors: the embeddings only, whatever the default"
     assert old.diffusion.denoiser.detector_reads_particles, "saved before one-way attention: two-way"
     assert not old.diffusion.typed_counts, "saved before the typed counts: one multiplicity"
+    assert not old.diffusion.paired_slots, "saved before the pairing: every slot generated as it is"
 
 
 def test_an_anchored_particle_model_needs_four_momenta(particle_run, semileptonic_files):

@@ -51,18 +51,34 @@ def test_cartesian_features_match_vector_kinematics(rng: np.random.Generator) ->
     representation = ParticleRepresentation(max_particles=12, kinematics="cartesian").fit(particles)
     batch = representation.encode(particles)
     physical = (batch.features * representation.feature_std + representation.feature_mean).double()
-    jets = particles["jets"]
-    first = np.argmax(jets["MASK"], axis=1)
-    rows = np.arange(len(first))
-    oracle = vector.array({name: jets[name][rows, first] for name in ("pt", "eta", "phi", "mass")})
+    jets, lepton = particles["jets"], particles["lepton"]
+    rows = np.arange(len(jets["pt"]))
+    hardest = np.argmax(np.where(jets["MASK"], jets["pt"], -np.inf), axis=1)
+    lepton_leads = lepton["MASK"][:, 0] & (lepton["pt"][:, 0] > jets["pt"][rows, hardest])
+    oracle = vector.array({
+        name: np.where(lepton_leads, lepton[name][:, 0], jets[name][rows, hardest]) for name in ("pt", "eta", "phi", "mass")
+    })
     expected = np.stack(
         [oracle.px, oracle.py, oracle.pz, np.log1p(oracle.E), np.log1p(oracle.mass)], axis=-1
     )
     np.testing.assert_allclose(physical[:, 0].numpy(), expected, rtol=1e-5, atol=1e-4)
-    assert (
-        batch.types[:, 0]
-        == torch.from_numpy(np.where(jets["btag"][rows, first] > 0.5, B_JET, LIGHT_JET))
-    ).all()
+    jet_type = np.where(jets["btag"][rows, hardest] > 0.5, B_JET, LIGHT_JET)
+    assert (batch.types[:, 0] >= ELECTRON).numpy().tolist() == lepton_leads.tolist()
+    assert (batch.types[:, 0][~lepton_leads] == torch.from_numpy(jet_type[~lepton_leads])).all()
+
+
+def test_objects_are_hardest_first_whatever_the_file_order(rng: np.random.Generator) -> None:
+    """The slots hold the real objects in descending pT: shuffling the file's jets changes nothing."""
+    particles = make_particles(rng)
+    representation = ParticleRepresentation(max_particles=12).fit(particles)
+    batch = representation.encode(particles)
+    log_pt = batch.features[..., 0].masked_fill(~batch.mask, -torch.inf)
+    assert (log_pt[:, :-1] >= log_pt[:, 1:]).all()
+    order = rng.permuted(np.tile(np.arange(9), (200, 1)), axis=1)
+    shuffled = {**particles, "jets": {name: np.take_along_axis(v, order, axis=1) for name, v in particles["jets"].items()}}
+    again = representation.encode(shuffled)
+    assert torch.equal(again.types, batch.types) and torch.equal(again.mask, batch.mask)
+    torch.testing.assert_close(again.features, batch.features)
 
 
 def test_mask_is_prefix_with_counts_and_padding_zero(rng: np.random.Generator) -> None:
@@ -123,7 +139,8 @@ def test_lepton_flavour_becomes_type(rng: np.random.Generator) -> None:
     particles = make_particles(rng)
     batch = ParticleRepresentation(max_particles=12).fit(particles).encode(particles)
     has_lepton = particles["lepton"]["MASK"][:, 0]
-    lepton_slot = batch.multiplicity - 1
+    assert ((batch.types >= ELECTRON).sum(dim=1).numpy() == has_lepton).all()
+    lepton_slot = torch.argmax((batch.types >= ELECTRON).int(), dim=1)
     types = batch.types[torch.arange(200), lepton_slot].numpy()
     flavour = np.abs(particles["lepton"]["pdgid"][:, 0])
     np.testing.assert_array_equal(
@@ -168,11 +185,10 @@ def test_log_pt_features_are_relative_momenta(rng: np.random.Generator) -> None:
     """(log pT, eta, cos phi, sin phi, log(m+1)): scaling every momentum by 1.1 shifts log pT alone, by log 1.1."""
     particles = make_particles(rng)
     representation = ParticleRepresentation(max_particles=12, kinematics="log-pt").fit(particles)
-    harder = {**particles, "jets": {**particles["jets"], "pt": particles["jets"]["pt"] * 1.1}}
+    harder = {**particles, **{name: {**particles[name], "pt": particles[name]["pt"] * 1.1} for name in ("jets", "lepton")}}
     base, scaled = representation.encode(particles), representation.encode(harder)
-    jets = base.types <= B_JET
     shift = (scaled.features - base.features) * representation.feature_std
-    torch.testing.assert_close(shift[..., 0][jets & base.mask], torch.full_like(shift[..., 0][jets & base.mask], np.log(1.1)))
+    torch.testing.assert_close(shift[..., 0][base.mask], torch.full_like(shift[..., 0][base.mask], np.log(1.1)))
     assert shift[..., 1:][base.mask].abs().max() < 1e-5
     with pytest.raises(UnfoldError, match="unknown particle kinematics 'polar'"):
         ParticleRepresentation(kinematics="polar")
@@ -202,10 +218,11 @@ def test_detector_features_put_a_measured_object_where_the_same_particle_sits(
 ) -> None:
     """A detector object that measured its particle exactly anchors at that particle's own features."""
     particles = make_particles(rng)
+    particles["lepton"]["MASK"][:] = False  # the first slot holds the hardest jet
     representation = ParticleRepresentation(max_particles=12, kinematics=kinematics).fit(particles)
     batch = representation.encode(particles)
     jets = particles["jets"]
-    first = np.argmax(jets["MASK"], axis=1)
+    first = np.argmax(np.where(jets["MASK"], jets["pt"], -np.inf), axis=1)
     rows = np.arange(len(first))
     p4 = vector.array({name: jets[name][rows, first] for name in ("pt", "eta", "phi", "mass")})
     four_momenta = torch.tensor(np.stack([p4.E, p4.px, p4.py, p4.pz], -1), dtype=torch.float64)

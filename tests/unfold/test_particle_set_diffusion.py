@@ -177,7 +177,7 @@ def test_ranked_slots_tell_the_denoiser_each_slot_s_class_and_rank() -> None:
     model = make_model(ranked_slots=2)
     seen = []
     forward = model.denoiser.forward
-    model.denoiser.forward = lambda *args: seen.append(args[-1]) or forward(*args)
+    model.denoiser.forward = lambda *args: seen.append(args[8]) or forward(*args)  # the codes
     types = torch.tensor([[0, 1, 0, 0, 2, 1, 0, 0, 0], [3, 0, 1, 0, 0, 0, 0, 0, 0], [0] * 9])
     batch = make_batch()
     batch = ParticleBatch(batch.features, types * batch.mask, batch.mask, batch.event_features)
@@ -191,7 +191,7 @@ def test_ranked_slots_tell_the_denoiser_each_slot_s_class_and_rank() -> None:
             head.network[-1].bias.copy_(torch.where(torch.arange(SLOTS + 1) == count, 50.0, -50.0))
     calls = []
     predict = model.denoiser.predict
-    model.denoiser.predict = lambda *args: calls.append(args[-1]) or predict(*args)
+    model.denoiser.predict = lambda *args: calls.append(args[5]) or predict(*args)  # the codes
     model.sample(*make_condition(), 2, steps=1, generator=torch.Generator().manual_seed(5))
     assert all(torch.equal(codes, torch.tensor([0, 2, 3, 3, 4, 5]).expand_as(codes)) for codes in calls)
 

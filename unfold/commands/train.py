@@ -175,8 +175,8 @@ def build_task_parser(task: str):
         module = PartonModule
     else:
         _add_signature(parser, ParticleModule, "model", only=ParticleModule.MODEL_OPTIONS,
-                       types={"detector_anchors": bool | Literal["auto"]})
-        _add_signature(parser, SetLatentDiffusion, "model", skip={"condition_width", "anchor_width"})
+                       types={"detector_anchors": bool | Literal["auto"], "paired_slots": bool | Literal["auto"]})
+        _add_signature(parser, SetLatentDiffusion, "model", skip={"condition_width", "anchor_width", "paired_slots"})
         module = ParticleModule
     if task == "recon":
         _add_signature(parser, ReconModule, "model", only=ReconModule.MODEL_OPTIONS)

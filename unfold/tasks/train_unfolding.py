@@ -120,8 +120,11 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
         options = {key: model.pop(key) for key in module_class.MODEL_OPTIONS if key in model}
         if config.task == "parton":
             options["process"] = config.process or process_of(config.data, topology)
-        elif options.get("detector_anchors", "auto") == "auto":
-            options["detector_anchors"] = data.four_momenta is not None
+        else:
+            if options.get("detector_anchors", "auto") == "auto":
+                options["detector_anchors"] = data.four_momenta is not None
+            if options.get("paired_slots", "auto") == "auto":
+                options["paired_slots"] = bool(options["detector_anchors"] and model.get("typed_counts", True))
         module = module_class(
             event_file_yaml=Path(config.event_file).read_text(), model=model, freeze_encoder=config.freeze_encoder,
             encoder=encoder_options_from(source) if source is not None else config.encoder, **options, **config.optimizer,

@@ -23,6 +23,7 @@ from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 from unfold.models.diffusion import Objective
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
+from unfold.models.particle.pairing import DetectorSlots, detector_slots
 from unfold.models.particle.representation import Kinematics
 from unfold.models.parton import REPRESENTATIONS, PartonQueries, PartonRepresentation, VariationalLatentDiffusion
 from unfold.training.options import RENAMED, complete_options, saved_hyperparameters
@@ -221,6 +222,9 @@ class ParticleModule(ConditionedModule):
             four-momentum in the particle feature space (:meth:`ParticleRepresentation.detector_features`);
             needs inputs with four-momenta (pt, eta, phi, mass). ``unfold train particle`` resolves the
             configuration's ``auto`` to whether the training file gives them.
+        paired_slots: generate each particle slot relative to its detector counterpart, the detector object of
+            the same class (lepton, b-tagged or untagged jet) and pT rank (:mod:`unfold.models.particle.pairing`);
+            needs detector anchors and counts by class. ``unfold train particle`` resolves ``auto`` to both being on.
         kinematics: the particle objects' features, ``"log-pt"`` or ``"cartesian"``
             (:mod:`unfold.models.particle.representation`); log-pt, where a momentum's error is
             relative, took the leading-jet pT W1 from 14.1 to 2.6 GeV (40 epochs, the detector's: 0.95).
@@ -228,11 +232,12 @@ class ParticleModule(ConditionedModule):
             jets and the lepton; latent_width, width, depth, heads, multiplicity_distribution, objective, ...).
     """
 
-    MODEL_OPTIONS = ("detector_anchors", "kinematics")
+    MODEL_OPTIONS = ("detector_anchors", "kinematics", "paired_slots")
     # A checkpoint saved before the anchors conditions on the encoder's embeddings only, one saved before
     # the kinematics option has cartesian features, one saved before one-way attention lets its
-    # detector tokens read the particles, and one saved before the typed counts draws one multiplicity.
-    OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False, "kinematics": "cartesian"}
+    # detector tokens read the particles, one saved before the typed counts draws one multiplicity, and one
+    # saved before the pairing generates every slot as it is.
+    OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False, "kinematics": "cartesian", "paired_slots": False}
     MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"detector_reads_particles": True, "typed_counts": False}
 
     def __init__(
@@ -241,6 +246,7 @@ class ParticleModule(ConditionedModule):
         event_file_yaml: str,
         detector_anchors: bool = True,
         kinematics: Kinematics = "log-pt",
+        paired_slots: bool = False,
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
@@ -248,16 +254,17 @@ class ParticleModule(ConditionedModule):
         freeze_encoder: bool = False,
     ) -> None:
         encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
-        model = complete_options(SetLatentDiffusion, model, skip={"condition_width", "anchor_width"}, where="model")
+        model = complete_options(SetLatentDiffusion, model, skip={"condition_width", "anchor_width", "paired_slots"}, where="model")
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "detector_anchors": detector_anchors, "kinematics": kinematics,
-            "encoder": encoder,
+            "paired_slots": paired_slots, "encoder": encoder,
             "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
         })
         self.representation = ParticleRepresentation(max_particles=model["max_particles"], kinematics=kinematics)
         anchor_width = self.representation.num_features if detector_anchors else 0
-        self.diffusion = SetLatentDiffusion(condition_width=self.encoder.width, anchor_width=anchor_width, **model)
+        self.diffusion = SetLatentDiffusion(condition_width=self.encoder.width, anchor_width=anchor_width,
+                                            paired_slots=paired_slots, **model)
 
     @property
     def objective(self) -> Objective:
@@ -273,11 +280,16 @@ class ParticleModule(ConditionedModule):
                               "expected inputs that give pt, eta, phi and mass")
         return self.representation.detector_features(inputs.four_momenta, object_mask)
 
+    def detector_slots(self, inputs: EncoderInputs) -> DetectorSlots | None:
+        """The detector objects' classes and pT ranks that the slots pair with, None without ``paired_slots``."""
+        return detector_slots(inputs, self.topology) if self.hparams.paired_slots else None
+
     def _loss(self, batch):
         inputs, truth, weights = batch
         encoded = self.encoder(inputs)
         return self.diffusion.loss(ParticleBatch(*truth), encoded.objects, encoded.object_mask, encoded.event,
-                                   weights=weights, anchors=self.anchors(inputs, encoded.object_mask))
+                                   weights=weights, anchors=self.anchors(inputs, encoded.object_mask),
+                                   detector_slots=self.detector_slots(inputs))
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._log_terms("train", self._loss(batch), len(batch[1][0]))
@@ -290,5 +302,6 @@ class ParticleModule(ConditionedModule):
         """n unfoldings per event, decoded to collections: name -> feature -> (E, n, M) (global: (E, n))."""
         encoded = self.encoder(inputs)
         draws = self.diffusion.sample(encoded.objects, encoded.object_mask, encoded.event, n,
-                                      anchors=self.anchors(inputs, encoded.object_mask), **options)
+                                      anchors=self.anchors(inputs, encoded.object_mask),
+                                      detector_slots=self.detector_slots(inputs), **options)
         return draws, self.representation.decode(draws.features, draws.types, draws.mask, draws.event_features)

@@ -3,8 +3,8 @@
 Representation (after Shmakov et al., arXiv 2404.14332):
 
 * Objects: the particle-level jets and the prompt lepton(s) are pooled into one set of at most
-  ``max_particles`` slots (M), valid objects first (jets, then leptons, in file order), padding
-  after. Each object carries five continuous features, standardised with a per-feature mean and
+  ``max_particles`` slots (M), valid objects first in descending pT (whatever the file's order),
+  padding after. Each object carries five continuous features, standardised with a per-feature mean and
   standard deviation fitted on the training objects: with ``kinematics="log-pt"`` (log pT, eta,
   cos phi, sin phi, log(m+1)) [GeV], where a momentum's error is relative at every pT, as a
   detector's is; with ``"cartesian"`` (the first design) (px, py, pz, log(E+1), log(m+1)), where
@@ -320,7 +320,9 @@ class ParticleRepresentation(nn.Module):
                 "the kinematics of a real object"
             )
         width = min(self.max_particles, mask.shape[1])
-        order = np.argsort(~mask, axis=1, kind="stable")[:, :width]
+        # real objects first, hardest first: the particle model's ranked slots take each class's pT order from the slots
+        pt = np.concatenate([jets["pt"], leptons["pt"]], axis=1).astype(np.float64)
+        order = np.lexsort((-np.where(mask, pt, 0.0), ~mask), axis=1)[:, :width]
         padded = np.zeros((len(mask), self.max_particles), dtype=bool)
         padded[:, :width] = np.take_along_axis(mask, order, axis=1)
         features_out = np.zeros((len(mask), self.max_particles, self.num_features))

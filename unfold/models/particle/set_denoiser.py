@@ -69,7 +69,9 @@ class SetDenoiser(nn.Module):
     encoder's embedding. With ``num_slot_classes`` > 0 each particle token also carries a learned
     embedding of its slot's code, drawn beforehand with the multiplicity (the slot's class, lepton,
     b jet or light jet, and with ranked slots its pT rank within the class), so the denoiser generates
-    a lepton where one was drawn.
+    a lepton where one was drawn. With ``paired_width`` > 0 each particle token also carries a
+    projection of its slot's detector counterpart (:mod:`unfold.models.particle.pairing`): the paired
+    object's anchor features and a flag that it exists.
 
     Attention is one-way by default: the generated tokens read every token, the detector tokens
     only each other (a decoder's cross-attention, in the encoder's weights). The detector's keys and
@@ -90,6 +92,7 @@ class SetDenoiser(nn.Module):
         anchor_width: features per detector anchor (0: no anchors).
         detector_reads_particles: two-way attention (the detector tokens also read the generated ones).
         num_slot_classes: slot codes (classes, or classes and ranks) the particle tokens are told (0: none).
+        paired_width: features of each particle token's detector counterpart (anchor features + 1 flag; 0: none).
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class SetDenoiser(nn.Module):
         anchor_width: int = 0,
         detector_reads_particles: bool = False,
         num_slot_classes: int = 0,
+        paired_width: int = 0,
     ) -> None:
         super().__init__()
         self.detector_reads_particles = detector_reads_particles
@@ -118,6 +122,7 @@ class SetDenoiser(nn.Module):
         self.anchor_in = nn.Linear(anchor_width, width) if anchor_width else None
         # Small like the role embeddings: a unit-scale class vector would swamp the particle's own input at the start.
         self.slot_class_embedding = nn.Parameter(torch.randn(num_slot_classes, width) * 0.02) if num_slot_classes else None
+        self.paired_in = nn.Linear(paired_width, width) if paired_width else None
         self.event_condition = nn.Linear(condition_width, width)
         self.time_embedding = TimestepEmbedding(width=width)
         self.role_embedding = nn.Parameter(torch.randn(3, width) * 0.02)
@@ -148,6 +153,7 @@ class SetDenoiser(nn.Module):
         event: Tensor,
         anchors: Tensor | None = None,
         particle_classes: Tensor | None = None,
+        paired: Tensor | None = None,
     ) -> SetNoisePrediction:
         """Predict the noise of the noisy generated tokens.
 
@@ -163,11 +169,13 @@ class SetDenoiser(nn.Module):
                 padding; required with ``anchor_width`` > 0, refused without.
             particle_classes: (B, M) long slot codes in 0..num_slot_classes - 1; required with
                 ``num_slot_classes`` > 0, refused without.
+            paired: (B, M, paired_width) each slot's detector counterpart (its anchor, zero without one, and a
+                1/0 flag that it has one); required with ``paired_width`` > 0, refused without.
         """
         memory, event_condition = self.detector_memory(objects, object_mask, event, anchors)
         return self.predict(
             particles, particle_mask, event_slot, self.time_embedding(timesteps) + event_condition, memory,
-            particle_classes,
+            particle_classes, paired,
         )
 
     def detector_memory(
@@ -209,6 +217,7 @@ class SetDenoiser(nn.Module):
         condition: Tensor,
         memory: DetectorMemory,
         particle_classes: Tensor | None = None,
+        paired: Tensor | None = None,
     ) -> SetNoisePrediction:
         """:meth:`forward` from the embedded condition: ``condition`` (B, width) is the time embedding plus
         the projected event vector and ``memory`` the detector's (:meth:`detector_memory`); the other
@@ -225,6 +234,14 @@ class SetDenoiser(nn.Module):
             )
         if particle_classes is not None:
             particle_tokens = particle_tokens + self.slot_class_embedding[particle_classes]
+        if self.paired_in is None:
+            if paired is not None:
+                raise UnfoldError(f"this set denoiser pairs no detector objects with its slots, got paired of shape {tuple(paired.shape)}")
+        else:
+            expected = (*particles.shape[:2], self.paired_in.in_features)
+            if paired is None or tuple(paired.shape) != expected:
+                raise UnfoldError(f"paired detector objects: expected shape {expected}, got {None if paired is None else tuple(paired.shape)}")
+            particle_tokens = particle_tokens + self.paired_in(paired)
         generated = torch.cat([slot_token.unsqueeze(1), particle_tokens], dim=1)
         always = particle_mask.new_ones(particle_mask.shape[0], 1)  # the event slot, also when M = 0
         generated_mask = torch.cat([always, particle_mask], dim=1).bool()

@@ -24,6 +24,7 @@ from unfold.models.particle.multiplicity import (
     MultiplicityPredictor,
     TypedMultiplicity,
 )
+from unfold.models.particle.pairing import DetectorSlots, pair_slots
 from unfold.models.particle.representation import NUM_TYPES, SLOT_CLASS_NAMES, SLOT_CLASS_OF_TYPE, ParticleBatch
 from unfold.models.particle.set_denoiser import SetDenoiser
 from unfold.models.particle.set_vae import ObjectVAE
@@ -130,6 +131,10 @@ class SetLatentDiffusion(nn.Module):
             hardest b jet, ...; ranks from ``ranked_slots`` - 1 on share one code), trained on the truth
             in pT order, so the slots need not break their symmetry to pick distinct detector objects
             (0: the slots of a class are exchangeable).
+        paired_slots: with ``typed_counts`` and anchors, generate each slot relative to its detector
+            counterpart, the detector object of the same class and pT rank (:mod:`unfold.models.particle.pairing`):
+            the VAE and the diffusion see the particle features minus the counterpart's anchor, the denoiser is
+            told the counterpart, and sampling adds it back; a slot without one is generated as it is.
     """
 
     def __init__(
@@ -159,10 +164,15 @@ class SetLatentDiffusion(nn.Module):
         detector_reads_particles: bool = False,
         typed_counts: bool = True,
         ranked_slots: int = 4,
+        paired_slots: bool = False,
     ) -> None:
         super().__init__()
         if typed_counts and num_types != NUM_TYPES:
             raise UnfoldError(f"typed_counts needs the {NUM_TYPES} object types of ParticleRepresentation, got num_types {num_types}")
+        if paired_slots and not (typed_counts and anchor_width):
+            raise UnfoldError("paired_slots pairs each slot's class and rank with a detector object's: it needs typed_counts "
+                              f"and detector anchors (got typed_counts {typed_counts}, anchor_width {anchor_width})")
+        self.paired_slots = paired_slots
         self.max_particles = max_particles
         self.typed_counts = typed_counts
         self.ranked_slots = ranked_slots
@@ -205,6 +215,7 @@ class SetLatentDiffusion(nn.Module):
             anchor_width=anchor_width,
             detector_reads_particles=detector_reads_particles,
             num_slot_classes=len(SLOT_CLASS_NAMES) * max(ranked_slots, 1) if typed_counts else 0,
+            paired_width=anchor_width + 1 if paired_slots else 0,
         )
         self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule, objective=objective)
 
@@ -218,6 +229,7 @@ class SetLatentDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         weights: Tensor | None = None,
         anchors: Tensor | None = None,
+        detector_slots: DetectorSlots | None = None,
     ) -> ParticleLoss:
         """All training loss terms for one batch.
 
@@ -230,8 +242,10 @@ class SetLatentDiffusion(nn.Module):
             weights: (E,) event weights of every term (:func:`unfold.models.weighting.weighted_mean`); None for ones.
             anchors: (E, N, anchor_width) detector kinematics in the particle feature space, with
                 ``anchor_width`` > 0.
+            detector_slots: the detector objects' classes and ranks, with ``paired_slots``.
         """
         self._check_condition(objects, object_mask, event)
+        self._check_pairing(detector_slots)
         if batch.features.shape[:2] != (event.shape[0], self.max_particles):
             raise UnfoldError(
                 f"particle batch has shape {tuple(batch.features.shape)}, expected "
@@ -242,15 +256,25 @@ class SetLatentDiffusion(nn.Module):
         filled = batch.mask.any(dim=0).nonzero()
         used = int(filled.max()) + 1 if len(filled) else 1
         batch = ParticleBatch(batch.features[:, :used], batch.types[:, :used], batch.mask[:, :used], batch.event_features)
-        objects, object_mask, anchors = _real_objects_first(objects, object_mask, anchors)
+        objects, object_mask, anchors, detector_slots = _real_objects_first(objects, object_mask, anchors, detector_slots)
         mask = batch.mask.bool()
         keep = mask.unsqueeze(-1).to(event.dtype)
         num_events = event.shape[0]
+        codes = paired = None
+        features = batch.features
+        if self.typed_counts:  # the truth is in pT order within each class
+            classes = self._slot_classes(batch.types)
+            in_class = nn.functional.one_hot(classes, len(SLOT_CLASS_NAMES)) * mask.unsqueeze(-1)
+            ranks = (in_class.cumsum(dim=1) - 1).gather(-1, classes.unsqueeze(-1)).squeeze(-1).clamp(min=0)
+            codes = self._slot_codes(classes, ranks)
+            if self.paired_slots:
+                counterparts, paired = self._pair(anchors, detector_slots, classes, ranks, mask)
+                features = features - counterparts
 
-        posterior = self.particle_vae.encode(batch.features, batch.types, mask)
+        posterior = self.particle_vae.encode(features, batch.types, mask)
         latents = posterior.sample(generator) * keep
         decoded = self.particle_vae.decode(latents, mask)
-        squared = (decoded.features - batch.features) ** 2
+        squared = (decoded.features - features) ** 2
         reconstruction = weighted_mean(squared.mean(dim=-1), weights, mask)
         cross_entropy = nn.functional.cross_entropy(
             decoded.type_logits.flatten(0, 1), batch.types.flatten().long(), reduction="none"
@@ -273,14 +297,8 @@ class SetLatentDiffusion(nn.Module):
         timesteps = draw_timesteps(self.training_scheduler, num_events, generator=generator, device=event.device)
         noisy = add_noise(self.training_scheduler, clean, noise, timesteps) * keep_all
         target = training_target(self.training_scheduler, clean, noise)
-        classes = self._slot_classes(batch.types) if self.typed_counts else None
-        codes = None
-        if classes is not None:  # the truth is in pT order within each class
-            in_class = nn.functional.one_hot(classes, len(SLOT_CLASS_NAMES)) * mask.unsqueeze(-1)
-            ranks = (in_class.cumsum(dim=1) - 1).gather(-1, classes.unsqueeze(-1)).squeeze(-1).clamp(min=0)
-            codes = self._slot_codes(classes, ranks)
         prediction = self.denoiser(
-            noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event, anchors, codes
+            noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event, anchors, codes, paired
         )
         predicted = torch.cat([prediction.event_slot.unsqueeze(1), prediction.particles], dim=1)
         diffusion = weighted_mean(((predicted - target) ** 2).mean(-1), weights, keep_all.squeeze(-1) > 0)
@@ -321,6 +339,7 @@ class SetLatentDiffusion(nn.Module):
         progress: bool = False,
         rows_per_call: int = ROWS_PER_CALL,
         anchors: Tensor | None = None,
+        detector_slots: DetectorSlots | None = None,
     ) -> ParticleSample:
         """Draw n particle-level unfoldings per detector event.
 
@@ -337,6 +356,7 @@ class SetLatentDiffusion(nn.Module):
             rows_per_call: draws per denoiser call, which bounds the memory of a step.
             anchors: (E, N, anchor_width) detector kinematics in the particle feature space, with
                 ``anchor_width`` > 0.
+            detector_slots: the detector objects' classes and ranks, with ``paired_slots``.
 
         The E n draws are denoised together, but the denoiser sees almost only real tokens: the draws
         are sorted by (sampled multiplicity, number of detector objects) and grouped into calls of at
@@ -346,6 +366,7 @@ class SetLatentDiffusion(nn.Module):
         about 13 instead of 33 tokens per draw on the default data.
         """
         self._check_condition(objects, object_mask, event)
+        self._check_pairing(detector_slots)
         num_events, slots, width = event.shape[0], self.max_particles, self.latent_width
         slot_index = torch.arange(slots, device=event.device)
         if self.typed_counts:
@@ -356,13 +377,20 @@ class SetLatentDiffusion(nn.Module):
             ends = counts.cumsum(dim=-1).flatten(0, 1)
             classes = (slot_index.unsqueeze(-1) >= ends.unsqueeze(1)).sum(dim=-1).clamp(max=counts.shape[-1] - 1)
             starts = (ends - counts.flatten(0, 1)).gather(-1, classes)
-            codes = self._slot_codes(classes, slot_index - starts)
+            ranks = slot_index - starts
+            codes = self._slot_codes(classes, ranks)
         else:
             multiplicity, classes, codes = self.multiplicity.sample(event, n, generator), None, None
         mask = slot_index < multiplicity.unsqueeze(-1)
         flat_mask = mask.flatten(0, 1)
+        counterparts = paired = None
+        if self.paired_slots:
+            draws = torch.arange(num_events, device=event.device).repeat_interleave(n)
+            _, _, real_anchors, real_slots = _real_objects_first(objects, object_mask, anchors, detector_slots)
+            counterparts, paired = self._pair(real_anchors[draws], DetectorSlots(*(part[draws] for part in real_slots)),
+                                              classes, ranks, flat_mask)
         predict_noise = _CompactDenoiser(
-            self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors, codes
+            self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors, codes, paired
         )
         latents = denoise(
             predict_noise,
@@ -378,7 +406,7 @@ class SetLatentDiffusion(nn.Module):
         # Decode only the sampled objects (padding decodes to zero features and type 0).
         decoded = self.particle_vae.decode(latents[:, 1:][flat_mask], flat_mask.new_ones(int(flat_mask.sum())))
         features = latents.new_zeros(num_events * n, slots, decoded.features.shape[-1])
-        features[flat_mask] = decoded.features
+        features[flat_mask] = decoded.features if counterparts is None else decoded.features + counterparts[flat_mask]
         type_logits = decoded.type_logits
         if classes is not None:  # each slot's type among its class's types
             class_of_type = self._slot_classes(torch.arange(NUM_TYPES, device=event.device))
@@ -394,6 +422,20 @@ class SetLatentDiffusion(nn.Module):
             multiplicity=multiplicity,
             event_features=event_features.unflatten(0, (num_events, n)),
         )
+
+    @staticmethod
+    def _pair(anchors: Tensor, detector: DetectorSlots, classes: Tensor, ranks: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Each slot's counterpart anchor (B, M, F) (zero without one) and the denoiser's paired input
+        (B, M, F + 1): the anchor and a flag that the slot has one."""
+        counterparts, has_pair = pair_slots(anchors, detector, classes, ranks, mask)
+        return counterparts, torch.cat([counterparts, has_pair.unsqueeze(-1).to(anchors.dtype)], dim=-1)
+
+    def _check_pairing(self, detector_slots: DetectorSlots | None) -> None:
+        if self.paired_slots and detector_slots is None:
+            raise UnfoldError("this particle model generates each slot relative to its detector counterpart (paired_slots): "
+                              "detector_slots, the detector objects' classes and ranks, are required")
+        if not self.paired_slots and detector_slots is not None:
+            raise UnfoldError("this particle model pairs no slots with detector objects; got detector_slots")
 
     def _slot_codes(self, classes: Tensor, ranks: Tensor) -> Tensor:
         """The denoiser's slot code: the class, and with ``ranked_slots`` the rank within it (capped)."""
@@ -434,12 +476,12 @@ class _CompactDenoiser:
 
     def __init__(self, denoiser: SetDenoiser, objects: Tensor, object_mask: Tensor, event: Tensor,
                  multiplicity: Tensor, rows_per_call: int, anchors: Tensor | None = None,
-                 codes: Tensor | None = None) -> None:
+                 codes: Tensor | None = None, paired: Tensor | None = None) -> None:
         if rows_per_call < 1:
             raise UnfoldError(f"rows_per_call must be positive, got {rows_per_call}")
         self.denoiser = denoiser
         num_events, n = multiplicity.shape
-        objects, object_mask, anchors = _real_objects_first(objects, object_mask, anchors)
+        objects, object_mask, anchors, _ = _real_objects_first(objects, object_mask, anchors)
         memory, event_condition = denoiser.detector_memory(objects, object_mask, event, anchors)
         object_count = object_mask.sum(dim=1)
         counts = multiplicity.flatten()
@@ -456,18 +498,19 @@ class _CompactDenoiser:
             slots, width = int(counts[rows].max()), int(object_count[row_events].max())
             particle_mask = torch.arange(slots, device=event.device) < counts[rows].unsqueeze(-1)
             row_codes = None if codes is None else codes[rows, :slots]
+            row_paired = None if paired is None else paired[rows, :slots]
             self.calls.append((rows, slots, particle_mask, event_condition[row_events],
-                               memory.select(row_events, width), row_codes))
+                               memory.select(row_events, width), row_codes, row_paired))
 
     def __call__(self, states: Tensor, timesteps: Tensor) -> Tensor:
         """The prediction (noise or velocity) for states (E n, 1 + M_max, L), zero at padded slots."""
         time = self.denoiser.time_embedding(timesteps[:1])
         prediction = torch.zeros_like(states)
-        for rows, slots, particle_mask, event_condition, memory, codes in self.calls:
+        for rows, slots, particle_mask, event_condition, memory, codes, paired in self.calls:
             state = states[rows]
             keep = particle_mask.unsqueeze(-1).to(states.dtype)
             output = self.denoiser.predict(state[:, 1 : 1 + slots] * keep, particle_mask, state[:, 0],
-                                           time + event_condition, memory, codes)
+                                           time + event_condition, memory, codes, paired)
             prediction[rows, 0] = output.event_slot
             prediction[rows, 1 : 1 + slots] = output.particles
         return prediction
@@ -498,10 +541,10 @@ def _merge_groups(shapes: list[list[int]], sizes: list[int], rows_per_call: int)
 
 
 def _real_objects_first(
-    objects: Tensor, object_mask: Tensor, anchors: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The detector objects (and their anchors) reordered real ones first and cut to the most that any
-    event holds (at least one slot): the set denoiser ignores the objects' order and their padding."""
+    objects: Tensor, object_mask: Tensor, anchors: Tensor | None, detector_slots: DetectorSlots | None = None
+) -> tuple[Tensor, Tensor, Tensor | None, DetectorSlots | None]:
+    """The detector objects (and their anchors, classes and ranks) reordered real ones first and cut to the
+    most that any event holds (at least one slot): the set denoiser ignores the objects' order and their padding."""
     object_mask = object_mask.bool()
     width = max(int(object_mask.sum(dim=1).max()), 1) if object_mask.numel() else 1
     order = torch.argsort((~object_mask).to(torch.uint8), dim=1, stable=True)[:, :width]
@@ -509,7 +552,8 @@ def _real_objects_first(
     def take(values: Tensor) -> Tensor:
         return values.gather(1, order.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
 
-    return take(objects), object_mask.gather(1, order), None if anchors is None else take(anchors)
+    slots = None if detector_slots is None else DetectorSlots(*(part.gather(1, order) for part in detector_slots))
+    return take(objects), object_mask.gather(1, order), None if anchors is None else take(anchors), slots
 
 
 def _randn_like(reference: Tensor, generator: torch.Generator | None) -> Tensor:
