@@ -63,11 +63,12 @@ def untrained_condition(events: int, generator: torch.Generator, width: int, dep
     counts = torch.multinomial(torch.tensor(DETECTOR_OBJECTS, dtype=torch.float), events, True, generator=generator)
     object_mask = torch.arange(16) < counts.unsqueeze(-1)
     objects = torch.randn(events, 16, 64, generator=generator) * object_mask.unsqueeze(-1)
-    return model, None, (objects, object_mask, torch.randn(events, 64, generator=generator), None), None
+    return model, None, (objects, object_mask, torch.randn(events, 64, generator=generator), None), None, None
 
 
 def trained_condition(run: Path, data_path: Path, events: int):
-    """A trained run's model, representation, encoded condition of the first events, and the truth and reference."""
+    """A trained run's model, representation, encoded condition of the first events, the truth and reference, and
+    the detector objects' classes and ranks when the run pairs its slots with them."""
     from unfold.data.event_tensors import encoder_inputs
     from unfold.data.hdf5_schema import read_spanet, read_truth
     from unfold.tasks.references import particle_reference
@@ -82,7 +83,7 @@ def trained_condition(run: Path, data_path: Path, events: int):
     slots = {name: truth[name]["MASK"].shape[1] for name in ("jets", "lepton")}
     levels = {"truth": truth, "reference": particle_reference(data, module.topology, slots)}
     condition = (encoded.objects, encoded.object_mask, encoded.event, module.anchors(inputs, encoded.object_mask))
-    return module.diffusion, module.representation, condition, levels
+    return module.diffusion, module.representation, condition, levels, module.detector_slots(inputs)
 
 
 def observables(level: dict) -> dict[str, np.ndarray]:
@@ -104,17 +105,19 @@ def w1(values: np.ndarray, truth: np.ndarray) -> float:
     return wasserstein_distance(values, truth) if len(values) and len(truth) else float("nan")
 
 
-def measure(model, condition, draws: int, sampler: str, steps: int, repeat: int) -> tuple[float, float, object]:
+def measure(model, condition, draws: int, sampler: str, steps: int, repeat: int,
+            detector_slots=None) -> tuple[float, float, object]:
     """Unfoldings per second of the padded and the compact path (after a two-step warm-up of each), the
     best of ``repeat`` alternating calls (the least disturbed by other load), and the compact draws."""
     rates = {padded: 0.0, compact: 0.0}
     for sample in rates:
-        sample(model, *condition, draws, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(1))
+        sample(model, *condition, draws, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(1),
+               detector_slots=detector_slots)
     for _ in range(repeat):
         for sample in rates:
             start = time.perf_counter()
             result = sample(model, *condition, draws, sampler=sampler, steps=steps,
-                            generator=torch.Generator().manual_seed(0))
+                            generator=torch.Generator().manual_seed(0), detector_slots=detector_slots)
             rates[sample] = max(rates[sample], condition[0].shape[0] * draws / (time.perf_counter() - start))
     return rates[padded], rates[compact], result
 
@@ -142,11 +145,11 @@ def main() -> None:
     if (args.run is None) != (args.data is None):
         parser.error("--run and --data go together")
     if args.run is None:
-        model, representation, condition, levels = untrained_condition(
+        model, representation, condition, levels, detector_slots = untrained_condition(
             args.events, torch.Generator().manual_seed(2), args.width, args.depth
         )
     else:
-        model, representation, condition, levels = trained_condition(args.run, args.data, args.events)
+        model, representation, condition, levels, detector_slots = trained_condition(args.run, args.data, args.events)
     default = resolve_sampler(model.objective, None)
     rows_total = args.events * args.draws
     about = f"run {args.run}" if args.run else f"untrained model, width {args.width}, depth {args.depth}"
@@ -156,7 +159,7 @@ def main() -> None:
     print(f"{'threads':>7} {'padded':>9} {'compact':>9} {'ratio':>6}")
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        old, new, _ = measure(model, condition, args.draws, default, DEFAULT_STEPS, args.repeat)
+        old, new, _ = measure(model, condition, args.draws, default, DEFAULT_STEPS, args.repeat, detector_slots)
         results["default"][threads] = {"padded": old, "compact": new}
         print(f"{threads:>7} {old:>9.1f} {new:>9.1f} {new / old:>6.2f}", flush=True)
 
@@ -168,7 +171,7 @@ def main() -> None:
     print(header + ("".join(f"{name:>10}" for name in names) if levels else ""))
     for sampler in SAMPLERS[model.objective]:
         for steps in args.steps:
-            old, new, draws = measure(model, condition, args.draws, sampler, steps, args.repeat)
+            old, new, draws = measure(model, condition, args.draws, sampler, steps, args.repeat, detector_slots)
             row = {"sampler": sampler, "steps": steps, "padded": old, "compact": new}
             line = f"{sampler:<11} {steps:>5} {old:>9.1f} {new:>9.1f} {new / old:>6.2f}"
             if levels is not None:
