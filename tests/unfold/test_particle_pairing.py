@@ -12,7 +12,8 @@ from recon.event_topology import EventTopology
 from unfold.data.event_tensors import encoder_inputs
 from unfold.data.hdf5_schema import read_spanet
 from unfold.errors import UnfoldError
-from unfold.models.particle.pairing import NO_CLASS, DetectorSlots, class_ranks, detector_slots, pair_slots
+from unfold.data.detector_slots import detector_slots
+from unfold.models.particle.pairing import NO_CLASS, DetectorSlots, class_ranks, pair_slots
 from unfold.models.particle.representation import ParticleBatch
 from unfold.models.particle.set_diffusion import SetLatentDiffusion
 

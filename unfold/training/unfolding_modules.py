@@ -19,11 +19,12 @@ from torch import Tensor
 
 from encoders import EncoderInputs, EventEncoder
 from recon.event_topology import EventTopology
+from unfold.data.detector_slots import detector_slots
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 from unfold.models.diffusion import Objective
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
-from unfold.models.particle.pairing import DetectorSlots, detector_slots
+from unfold.models.particle.pairing import DetectorSlots
 from unfold.models.particle.representation import Kinematics
 from unfold.models.parton import REPRESENTATIONS, PartonQueries, PartonRepresentation, VariationalLatentDiffusion
 from unfold.training.options import RENAMED, complete_options, saved_hyperparameters

@@ -2,32 +2,31 @@
 
 With counts by class and ranked slots the particle model knows, before it generates anything, that a
 slot is "the second-hardest b jet". The detector has its own second-hardest b-tagged jet, measured to
-the detector's resolution; most of the time it is the same jet. Pairing them lets the model generate
+the detector's resolution; often it is the same jet (for 46-76 % of the first jet slots of the default
+data, Delta R < 0.4: the b-tag misses b jets and close pTs swap ranks), and the lepton nearly always is.
+Pairing them lets the model generate
 the particle-level object relative to its measured counterpart (the issue's "parametrise relative to
 the reconstructed objects"), so a well-measured jet or lepton comes out as sharp as it went in.
 The pairing reads the detector only (classes from the inputs' lepton and b-tag flags, ranks from the
-measured pT), so it is the same in training, where the slots are the truth's, and in sampling, where
-they are the drawn counts'.
+measured pT; :func:`unfold.data.detector_slots.detector_slots` reads them from the inputs), so it is
+the same in training, where the slots are the truth's, and in sampling, where they are the drawn
+counts'.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from encoders import EncoderInputs
-from recon.chi_square import DetectorEvents
-from recon.event_topology import EventTopology
 from unfold.errors import UnfoldError
 from unfold.models.particle.representation import SLOT_CLASS_NAMES
 
-__all__ = ["NO_CLASS", "DetectorSlots", "class_ranks", "detector_slots", "pair_slots"]
+__all__ = ["B_JET_CLASS", "LEPTON_CLASS", "LIGHT_JET_CLASS", "NO_CLASS", "DetectorSlots", "class_ranks", "pair_slots"]
 
 NO_CLASS = -1  # a padded detector object, or a slot without class
-_LEPTON, _B_JET, _LIGHT_JET = (SLOT_CLASS_NAMES.index(name) for name in ("lepton", "b jet", "light jet"))
+LEPTON_CLASS, B_JET_CLASS, LIGHT_JET_CLASS = (SLOT_CLASS_NAMES.index(name) for name in ("lepton", "b jet", "light jet"))
 
 
 class DetectorSlots(NamedTuple):
@@ -53,22 +52,6 @@ def class_ranks(classes: Tensor, pt: Tensor) -> Tensor:
     index = torch.arange(classes.shape[-1], device=classes.device)
     harder = (pt.unsqueeze(-1) > pt.unsqueeze(-2)) | ((pt.unsqueeze(-1) == pt.unsqueeze(-2)) & (index.unsqueeze(-1) < index))
     return (same & harder).sum(dim=-2)
-
-
-def detector_slots(inputs: EncoderInputs, topology: EventTopology) -> DetectorSlots:
-    """The :class:`DetectorSlots` of a batch of raw detector inputs, read as :meth:`DetectorEvents.from_inputs`
-    reads them (leptons flagged by etag/utag or held in the lepton's source, jets b-tagged by a btag feature)."""
-    def numpy(values: tuple[Tensor, ...], sources) -> dict[str, np.ndarray]:
-        return {source.name: value.detach().cpu().numpy() for source, value in zip(sources, values, strict=True)}
-
-    events = DetectorEvents.from_inputs(
-        numpy(inputs.sequential_features, topology.sequential), numpy(inputs.sequential_masks, topology.sequential),
-        numpy(inputs.global_features, topology.globals), topology, origin="the particle unfolding's detector inputs",
-    )
-    classes = np.where(events.is_lepton, _LEPTON, np.where(events.is_jet, np.where(events.btag, _B_JET, _LIGHT_JET), NO_CLASS))
-    device = inputs.sequential_masks[0].device
-    classes = torch.from_numpy(classes).to(device)
-    return DetectorSlots(classes, class_ranks(classes, torch.from_numpy(events.pt).to(device)))
 
 
 def pair_slots(anchors: Tensor, detector: DetectorSlots, slot_classes: Tensor, slot_ranks: Tensor,

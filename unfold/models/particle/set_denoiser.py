@@ -236,11 +236,13 @@ class SetDenoiser(nn.Module):
             particle_tokens = particle_tokens + self.slot_class_embedding[particle_classes]
         if self.paired_in is None:
             if paired is not None:
-                raise UnfoldError(f"this set denoiser pairs no detector objects with its slots, got paired of shape {tuple(paired.shape)}")
+                raise UnfoldError("this set denoiser pairs no detector objects with its slots, "
+                                  f"got paired of shape {tuple(paired.shape)}")
         else:
             expected = (*particles.shape[:2], self.paired_in.in_features)
             if paired is None or tuple(paired.shape) != expected:
-                raise UnfoldError(f"paired detector objects: expected shape {expected}, got {None if paired is None else tuple(paired.shape)}")
+                found = None if paired is None else tuple(paired.shape)
+                raise UnfoldError(f"paired detector objects: expected shape {expected}, got {found}")
             particle_tokens = particle_tokens + self.paired_in(paired)
         generated = torch.cat([slot_token.unsqueeze(1), particle_tokens], dim=1)
         always = particle_mask.new_ones(particle_mask.shape[0], 1)  # the event slot, also when M = 0
