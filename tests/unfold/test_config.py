@@ -59,8 +59,8 @@ def test_print_config_gives_todays_defaults(capsys):
 @pytest.mark.parametrize(("task", "module", "constructor", "skip"), [
     ("recon", ReconModule, AssignmentNetwork, {"topology", "width", "depth", "heads", "dropout", "pair_bias",
                                                "feedforward_multiplier"}),
-    ("parton", PartonModule, VariationalLatentDiffusion, {"features", "condition_width", "representation"}),
-    ("particle", ParticleModule, SetLatentDiffusion, {"condition_width", "anchor_width", "paired_slots"}),
+    ("parton", PartonModule, VariationalLatentDiffusion, PartonModule.SUPPLIED_MODEL_OPTIONS),
+    ("particle", ParticleModule, SetLatentDiffusion, ParticleModule.SUPPLIED_MODEL_OPTIONS),
 ])
 def test_shipped_configs_equal_the_constructors_defaults(capsys, task, module, constructor, skip):
     printed = _printed(capsys, task)

@@ -171,12 +171,12 @@ def build_task_parser(task: str):
         module = ReconModule
     elif task == "parton":
         _add_signature(parser, PartonModule, "model", only=PartonModule.MODEL_OPTIONS)
-        _add_signature(parser, VariationalLatentDiffusion, "model", skip={"features", "condition_width", "representation"})
+        _add_signature(parser, VariationalLatentDiffusion, "model", skip=PartonModule.SUPPLIED_MODEL_OPTIONS)
         module = PartonModule
     else:
         _add_signature(parser, ParticleModule, "model", only=ParticleModule.MODEL_OPTIONS,
                        types={"detector_anchors": bool | Literal["auto"], "paired_slots": bool | Literal["auto"]})
-        _add_signature(parser, SetLatentDiffusion, "model", skip={"condition_width", "anchor_width", "paired_slots"})
+        _add_signature(parser, SetLatentDiffusion, "model", skip=ParticleModule.SUPPLIED_MODEL_OPTIONS)
         module = ParticleModule
     if task == "recon":
         _add_signature(parser, ReconModule, "model", only=ReconModule.MODEL_OPTIONS)

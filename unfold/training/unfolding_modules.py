@@ -66,6 +66,8 @@ class ConditionedModule(L.LightningModule):
     # Keywords that a configuration file sets under ``model:`` and ``optimizer:`` (besides the
     # generative model's own).
     MODEL_OPTIONS: tuple[str, ...] = ()
+    # The generative model's keywords that the module fills in itself (no configuration sets them).
+    SUPPLIED_MODEL_OPTIONS: frozenset[str] = frozenset()
     OPTIMIZER_OPTIONS = ("learning_rate", "weight_decay")
     # Keywords added after checkpoints were written without them -> the value those checkpoints mean:
     # the module's own, and the generative model's (under ``model``).
@@ -143,6 +145,7 @@ class PartonModule(ConditionedModule):
     """
 
     MODEL_OPTIONS = ("representation", "object_queries")
+    SUPPLIED_MODEL_OPTIONS = frozenset({"features", "condition_width", "representation"})
     # A checkpoint saved before the object queries conditions on the event vector only.
     OPTIONS_BEFORE_THEY_EXISTED = {"object_queries": False}
 
@@ -163,7 +166,7 @@ class PartonModule(ConditionedModule):
             raise UnfoldError(f"unknown parton representation {representation!r}; expected one of {list(REPRESENTATIONS)}")
         encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
         model = complete_options(
-            VariationalLatentDiffusion, model, skip={"features", "condition_width", "representation"}, where="model"
+            VariationalLatentDiffusion, model, skip=self.SUPPLIED_MODEL_OPTIONS, where="model"
         )
         if object_queries == "auto":
             object_queries = model["latent"]
@@ -234,6 +237,7 @@ class ParticleModule(ConditionedModule):
     """
 
     MODEL_OPTIONS = ("detector_anchors", "kinematics", "paired_slots")
+    SUPPLIED_MODEL_OPTIONS = frozenset({"condition_width", "anchor_width", "paired_slots"})
     # A checkpoint saved before the anchors conditions on the encoder's embeddings only, one saved before
     # the kinematics option has cartesian features, one saved before one-way attention lets its
     # detector tokens read the particles, one saved before the typed counts draws one multiplicity, and one
@@ -255,7 +259,7 @@ class ParticleModule(ConditionedModule):
         freeze_encoder: bool = False,
     ) -> None:
         encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
-        model = complete_options(SetLatentDiffusion, model, skip={"condition_width", "anchor_width", "paired_slots"}, where="model")
+        model = complete_options(SetLatentDiffusion, model, skip=self.SUPPLIED_MODEL_OPTIONS, where="model")
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "detector_anchors": detector_anchors, "kinematics": kinematics,

@@ -367,6 +367,7 @@ class SetLatentDiffusion(nn.Module):
         """
         self._check_condition(objects, object_mask, event)
         self._check_pairing(detector_slots)
+        objects, object_mask, anchors, detector_slots = _real_objects_first(objects, object_mask, anchors, detector_slots)
         num_events, slots, width = event.shape[0], self.max_particles, self.latent_width
         slot_index = torch.arange(slots, device=event.device)
         if self.typed_counts:
@@ -386,8 +387,7 @@ class SetLatentDiffusion(nn.Module):
         counterparts = paired = None
         if self.paired_slots:
             draws = torch.arange(num_events, device=event.device).repeat_interleave(n)
-            _, _, real_anchors, real_slots = _real_objects_first(objects, object_mask, anchors, detector_slots)
-            counterparts, paired = self._pair(real_anchors[draws], DetectorSlots(*(part[draws] for part in real_slots)),
+            counterparts, paired = self._pair(anchors[draws], DetectorSlots(*(part[draws] for part in detector_slots)),
                                               classes, ranks, flat_mask)
         predict_noise = _CompactDenoiser(
             self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors, codes, paired
@@ -467,8 +467,9 @@ class _CompactDenoiser:
     """``predict_noise(x_t, t)`` of :func:`denoise` for the (E n, 1 + M_max, L) states of n draws per
     event, calling the set denoiser on real tokens only.
 
-    The detector tokens and projected event vector are computed once per event (real objects moved
-    first; their order is irrelevant to the denoiser) and the time embedding once per step (every
+    The detector objects come real ones first (:func:`_real_objects_first`, which ``sample`` applies), so
+    a call can cut them to its longest object list. The detector tokens and projected event vector are
+    computed once per event and the time embedding once per step (every
     draw is at the same time). Draws are sorted by (multiplicity, detector objects) and cut into
     calls of at most ``rows_per_call`` draws (:func:`_merge_groups`), each trimmed to its longest
     particle set and object list.
@@ -481,7 +482,6 @@ class _CompactDenoiser:
             raise UnfoldError(f"rows_per_call must be positive, got {rows_per_call}")
         self.denoiser = denoiser
         num_events, n = multiplicity.shape
-        objects, object_mask, anchors, _ = _real_objects_first(objects, object_mask, anchors)
         memory, event_condition = denoiser.detector_memory(objects, object_mask, event, anchors)
         object_count = object_mask.sum(dim=1)
         counts = multiplicity.flatten()
