@@ -176,6 +176,33 @@ def test_resume_continues_the_run_and_keeps_its_statistics(parton_run, semilepto
         assert torch.equal(after["state_dict"][key], before["state_dict"][key])
 
 
+def test_ema_weights_are_checkpointed_sampled_and_resumed(semileptonic_files, tmp_path, capsys):
+    """--trainer.ema_decay: the checkpoint's weights (what sampling loads) are the average, the last
+    step's weights ride along, and a resumed run continues both."""
+    import torch
+
+    from unfold.training.unfolding_modules import PartonModule
+
+    run = _train("parton", semileptonic_files, tmp_path / "runs", "--trainer.ema_decay", "0.5",
+                 "--epochs", "2", "--limit", "300")
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    averaged, last = saved["state_dict"], saved["current_model_state"]
+    moved = [name for name, value in averaged.items() if value.is_floating_point() and not torch.equal(value, last[name])]
+    assert len(moved) > len(averaged) // 2
+    loaded = PartonModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt").state_dict()
+    assert all(torch.equal(loaded[name], averaged[name]) for name in moved)
+    assert _sample(run, semileptonic_files, tmp_path / "samples.h5", "parton") == 0
+    resume = ["train", "parton", "--data", str(semileptonic_files[0]), "--resume", str(run), "--epochs", "3",
+              "--batch-size", "100", "--accelerator", "cpu", "--limit", "300"]
+    assert main(resume) == 2
+    assert "holds averaged (EMA) weights; pass --trainer.ema_decay 0.5" in capsys.readouterr().err
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == saved["epoch"]
+    assert main([*resume, "--trainer.ema_decay", "0.5"]) == 0
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["epoch"] == saved["epoch"] + 1 and "current_model_state" in resumed
+    assert not torch.equal(resumed["state_dict"][moved[0]], averaged[moved[0]])
+
+
 @pytest.mark.parametrize("task", ["parton", "particle"])
 def test_draws_do_not_depend_on_the_devices(task, request, semileptonic_files, tmp_path):
     run = request.getfixturevalue(f"{task}_run")

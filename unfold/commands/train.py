@@ -335,7 +335,7 @@ def check_task(task: str, config: dict) -> None:
             except UnfoldError as error:
                 raise ConfigError(f"{flag} {error}") from None
     if config["resume"] is not None:
-        check_resume(config["resume"], task)
+        check_resume(config["resume"], task, config["trainer"].get("ema_decay"))
     else:
         check_output_root(config["out"], option="--out")
     check_hardware(TrainerOptions(**config["trainer"]))

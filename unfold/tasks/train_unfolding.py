@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from inspect import signature
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,7 @@ from unfold.data.hdf5_io import open_h5
 from unfold.data.hdf5_schema import has_group, read_spanet, read_truth
 from unfold.errors import UnfoldError
 from unfold.generation.processes import PROCESSES
+from unfold.models.particle import SetLatentDiffusion
 from unfold.training.trainer import (
     RunConfig,
     build_trainer,
@@ -124,7 +126,8 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
             if options.get("detector_anchors", "auto") == "auto":
                 options["detector_anchors"] = data.four_momenta is not None
             if options.get("paired_slots", "auto") == "auto":
-                options["paired_slots"] = bool(options["detector_anchors"] and model.get("typed_counts", True))
+                typed_counts = model.get("typed_counts", signature(SetLatentDiffusion).parameters["typed_counts"].default)
+                options["paired_slots"] = bool(options["detector_anchors"] and typed_counts)
         module = module_class(
             event_file_yaml=Path(config.event_file).read_text(), model=model, freeze_encoder=config.freeze_encoder,
             encoder=encoder_options_from(source) if source is not None else config.encoder, **options, **config.optimizer,

@@ -15,10 +15,10 @@ from typing import Literal
 import lightning as L
 import torch
 import yaml
-from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_string_type
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt, restricted_string_type
 from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 
@@ -64,6 +64,9 @@ class TrainerOptions:
         patience: stop after this many epochs without a better validation metric (the one the best
             checkpoint follows); null: run every epoch. Small samples overfit early: on 9k
             all-hadronic events the best recon epoch came at 13 of 56.
+        ema_decay: validate, checkpoint and keep an exponential moving average of the weights with this
+            decay per optimiser step (Lightning's EMAWeightAveraging; 0.995 averages over about 200
+            steps, 3.5 epochs of the default data); null: the last step's weights.
     """
 
     epochs: PositiveInt = 20
@@ -75,6 +78,7 @@ class TrainerOptions:
     batch_size: PositiveInt = 256
     seed: NonNegativeInt = 0
     patience: PositiveInt | None = None
+    ema_decay: OpenUnitInterval | None = None
 
 
 def new_run_dir(root: Path, task: str) -> Path:
@@ -248,6 +252,7 @@ def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str
             EventThroughput(),
             *([KeepEarlierMetrics(earlier)] if earlier else []),
             *([EarlyStopping(monitor=monitor, mode=mode, patience=options.patience)] if options.patience else []),
+            *([EMAWeightAveraging(decay=options.ema_decay)] if options.ema_decay is not None else []),
         ],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=10,
@@ -326,10 +331,11 @@ def checkpoint_task(hyperparameters: dict) -> Literal["recon", "parton", "partic
     return "parton" if "process" in hyperparameters else "particle"
 
 
-def check_resume(path: Path, task: str) -> Path:
+def check_resume(path: Path, task: str, ema_decay: float | None = None) -> Path:
     """The checkpoint ``--resume PATH`` continues, refused when unreadable (e.g. truncated by a
-    killed run) or written by another task."""
-    _, checkpoint = resumed_run(path)
+    killed run), written by another task, or averaged (EMA) when the resumed run would not average:
+    its model weights are the average, so continuing without one would silently lose the last step's."""
+    run, checkpoint = resumed_run(path)
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises many kinds (RuntimeError, EOFError, UnpicklingError) for a bad file
@@ -338,6 +344,11 @@ def check_resume(path: Path, task: str) -> Path:
     found = checkpoint_task(dict(saved.get("hyper_parameters", {})) if isinstance(saved, dict) else {})
     if found != task:
         raise UnfoldError(f"--resume {path}: a {found or 'foreign'} checkpoint; expected a {task} run")
+    if ema_decay is None and "current_model_state" in saved:
+        config = run / "config.yaml"
+        decay = yaml.safe_load(config.read_text()).get("trainer", {}).get("ema_decay") if config.is_file() else None
+        raise UnfoldError(f"--resume {path}: {checkpoint} holds averaged (EMA) weights; pass --trainer.ema_decay "
+                          f"{decay or 'D'} to continue the run with its average")
     return checkpoint
 
 
