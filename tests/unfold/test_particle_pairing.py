@@ -13,7 +13,7 @@ from unfold.data.event_tensors import encoder_inputs
 from unfold.data.hdf5_schema import read_spanet
 from unfold.errors import UnfoldError
 from unfold.data.detector_slots import detector_slots
-from unfold.models.particle.pairing import NO_CLASS, DetectorSlots, class_ranks, pair_slots
+from unfold.models.particle.pairing import NO_CLASS, DetectorSlots, ResidualScale, class_ranks, pair_slots
 from unfold.models.particle.representation import ParticleBatch
 from unfold.models.particle.set_diffusion import SetLatentDiffusion
 
@@ -109,8 +109,8 @@ def test_a_paired_slot_is_its_detector_object_plus_the_generated_residual() -> N
     assert (sample.features[0, :, :5] != 0).any(dim=-1).all() and (sample.features[2] == 0).all()
 
 
-def test_training_encodes_the_truth_minus_its_counterpart() -> None:
-    model = make_model().train()
+def encoded_truth(model: SetLatentDiffusion) -> tuple[torch.Tensor, torch.Tensor, DetectorSlots, torch.Tensor]:
+    """The truth features of two events, the anchors, the detector slots and what the VAE encoder was given."""
     objects, mask, event, anchors, detector = make_detector()
     types = torch.tensor([[2, 1, 0, 0, 0, 0, 0, 0], [0, 0, 3, 0, 0, 0, 0, 0], [0] * SLOTS])  # hardest first in class
     truth_mask = torch.arange(SLOTS) < torch.tensor([[4], [3], [0]])
@@ -120,13 +120,68 @@ def test_training_encodes_the_truth_minus_its_counterpart() -> None:
     encode = model.particle_vae.encode
     model.particle_vae.encode = lambda *args: seen.append(args[0]) or encode(*args)
     model.loss(batch, objects, mask, event, anchors=anchors, detector_slots=detector, generator=torch.Generator().manual_seed(3))
-    residual = seen[0]
+    return features, anchors, detector, seen[0]
+
+
+def test_training_encodes_the_truth_minus_its_counterpart() -> None:
+    features, anchors, _, residual = encoded_truth(make_model(scaled_residuals=False).train())
     # event 0: lepton -> object 2, b jet rank 0 -> object 1, light jets rank 0, 1 -> objects 3, 5
     for slot, index in enumerate((2, 1, 3, 5)):
         torch.testing.assert_close(residual[0, slot], features[0, slot] - anchors[0, index])
     # event 1: light rank 0 -> object 0, light rank 1 -> none, lepton -> object 1
     torch.testing.assert_close(residual[1, :3], torch.stack([features[1, 0] - anchors[1, 0], features[1, 1],
                                                               features[1, 2] - anchors[1, 1]]))
+
+
+def test_the_residual_scale_follows_each_class_rms_of_the_paired_slots() -> None:
+    scale = ResidualScale(3, 2, momentum=0.25)
+    residuals = torch.tensor([[3.0, 0.1], [-3.0, 0.1], [100.0, 100.0], [0.5, -0.2]])
+    classes = torch.tensor([LEPTON, LEPTON, LEPTON, B_JET])
+    paired = torch.tensor([True, True, False, True])  # the third has no counterpart: not a residual
+    scale.update(residuals, classes, paired)
+    torch.testing.assert_close(scale.rms, torch.tensor([[3.0, 0.1], [0.5, 0.2], [0.0, 0.0]]))
+    scale.update(torch.tensor([[1.0, 0.3]]), torch.tensor([LEPTON]), torch.tensor([True]))
+    torch.testing.assert_close(scale.rms[LEPTON], torch.tensor([0.75 * 3.0 + 0.25 * 1.0, 0.75 * 0.1 + 0.25 * 0.3]))
+    divisors = scale(torch.tensor([[B_JET, LIGHT_JET, B_JET]]), torch.tensor([[True, True, False]]))
+    torch.testing.assert_close(divisors, torch.tensor([[[0.5, 0.2], [1.0, 1.0], [1.0, 1.0]]]))  # unseen, unpaired: one
+
+
+def test_training_divides_each_paired_residual_by_its_class_rms() -> None:
+    """In training the VAE sees unit-size residuals of every class; evaluation leaves the running RMS alone."""
+    model = make_model().train()
+    features, anchors, detector, encoded = encoded_truth(model)
+    rms = model.residual_scale.rms.clone()
+    # event 0: lepton -> object 2, b jet rank 0 -> object 1, light jets -> objects 3, 5; event 1: light -> 0,
+    # an unpaired light jet, lepton -> 1
+    residuals = torch.stack([features[0, slot] - anchors[0, index] for slot, index in enumerate((2, 1, 3, 5))]
+                            + [features[1, 0] - anchors[1, 0], features[1, 2] - anchors[1, 1]])
+    classes = torch.tensor([LEPTON, B_JET, LIGHT_JET, LIGHT_JET, LIGHT_JET, LEPTON])
+    for index in range(3):
+        torch.testing.assert_close(rms[index], residuals[classes == index].pow(2).mean(0).sqrt())
+    torch.testing.assert_close(encoded[0, :4], residuals[:4] / rms[classes[:4]])
+    torch.testing.assert_close(encoded[1, :3], torch.stack([residuals[4] / rms[LIGHT_JET], features[1, 1],
+                                                            residuals[5] / rms[LEPTON]]))
+    encoded_truth(model.eval())
+    torch.testing.assert_close(model.residual_scale.rms, rms)
+
+
+def test_sampling_multiplies_the_decoded_residual_back_by_its_class_rms() -> None:
+    model = make_model()
+    objects, mask, event, anchors, detector = make_detector()
+    with torch.no_grad():
+        model.residual_scale.rms.copy_(torch.tensor([0.01, 0.1, 0.2]).unsqueeze(-1).expand(3, FEATURES))
+        last = model.particle_vae.decoder[-1]
+        last.weight[:FEATURES].zero_()
+        last.bias[:FEATURES].fill_(1.0)  # every decoded residual is one RMS
+        for head, count in zip(model.multiplicity.heads, (1, 2, 2), strict=True):
+            head.network[-1].weight.zero_()
+            head.network[-1].bias.copy_(torch.where(torch.arange(SLOTS + 1) == count, 50.0, -50.0))
+    sample = model.sample(objects, mask, event, 2, steps=2, anchors=anchors, detector_slots=detector,
+                          generator=torch.Generator().manual_seed(2))
+    # event 1 (a lepton and a light jet measured): lepton -> object 1, b jets none, light jet rank 0 -> object 0
+    expected = torch.stack([anchors[1, 1] + 0.01, torch.ones(FEATURES), torch.ones(FEATURES),
+                            anchors[1, 0] + 0.2, torch.ones(FEATURES)])
+    torch.testing.assert_close(sample.features[1, :, :5], expected.expand(2, -1, -1))
 
 
 def test_pairing_refuses_what_it_cannot_pair() -> None:

@@ -241,9 +241,9 @@ class ParticleModule(ConditionedModule):
     # A checkpoint saved before the anchors conditions on the encoder's embeddings only, one saved before
     # the kinematics option has cartesian features, one saved before one-way attention lets its
     # detector tokens read the particles, one saved before the typed counts draws one multiplicity, and one
-    # saved before the pairing generates every slot as it is.
+    # saved before the pairing generates every slot as it is, one saved before the residual scale pairs unscaled.
     OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False, "kinematics": "cartesian", "paired_slots": False}
-    MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"detector_reads_particles": True, "typed_counts": False}
+    MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"detector_reads_particles": True, "typed_counts": False, "scaled_residuals": False}
 
     def __init__(
         self,

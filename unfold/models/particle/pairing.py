@@ -18,12 +18,21 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from unfold.errors import UnfoldError
 from unfold.models.particle.representation import SLOT_CLASS_NAMES
 
-__all__ = ["B_JET_CLASS", "LEPTON_CLASS", "LIGHT_JET_CLASS", "NO_CLASS", "DetectorSlots", "class_ranks", "pair_slots"]
+__all__ = [
+    "B_JET_CLASS",
+    "LEPTON_CLASS",
+    "LIGHT_JET_CLASS",
+    "NO_CLASS",
+    "DetectorSlots",
+    "ResidualScale",
+    "class_ranks",
+    "pair_slots",
+]
 
 NO_CLASS = -1  # a padded detector object, or a slot without class
 LEPTON_CLASS, B_JET_CLASS, LIGHT_JET_CLASS = (SLOT_CLASS_NAMES.index(name) for name in ("lepton", "b jet", "light jet"))
@@ -74,3 +83,40 @@ def pair_slots(anchors: Tensor, detector: DetectorSlots, slot_classes: Tensor, s
              & (slot_ranks.unsqueeze(-1) == detector.ranks.unsqueeze(-2))
              & (detector.classes != NO_CLASS).unsqueeze(-2) & slot_mask.bool().unsqueeze(-1))
     return match.to(anchors.dtype) @ anchors, match.any(dim=-1)
+
+
+class ResidualScale(nn.Module):
+    """Each class's running root mean square of the paired residuals (particle minus counterpart), per feature.
+
+    The detector measures a lepton to about 1 % and a jet to about 10 %, so in the representation's units a
+    lepton's residual is a tenth of a jet's and below the VAE's reconstruction error: the VAE handed back the
+    counterpart unchanged and the lepton's per-event posterior came out too narrow (68 / 95 % coverage 57-64
+    / 85-91). Divided by its class's RMS every paired residual is of unit size. Like BatchNorm's running
+    statistics the RMS follows the training batches (``momentum`` per batch, unweighted: a scale, not a
+    distribution) and is fixed in evaluation; a class never seen divides by one.
+
+    Args:
+        num_classes: slot classes C.
+        num_features: features F per slot.
+        momentum: weight of each training batch in the running RMS.
+    """
+
+    def __init__(self, num_classes: int, num_features: int, *, momentum: float = 0.01) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("rms", torch.zeros(num_classes, num_features))
+
+    @torch.no_grad()
+    def update(self, residuals: Tensor, classes: Tensor, paired: Tensor) -> None:
+        """Fold a training batch in: residuals (S, F), classes (S,) and paired (S,) bool of its real slots."""
+        for index in range(self.rms.shape[0]):
+            rows = paired & (classes == index)
+            if rows.any():
+                batch = residuals[rows].pow(2).mean(dim=0).sqrt()
+                seen = self.rms[index].any()
+                self.rms[index] = torch.lerp(self.rms[index], batch, self.momentum) if seen else batch
+
+    def forward(self, classes: Tensor, paired: Tensor) -> Tensor:
+        """(..., F) divisor of each slot: its class's RMS where it has a counterpart, one elsewhere."""
+        rms = torch.where(self.rms > 0, self.rms, torch.ones_like(self.rms))[classes.clamp(min=0)]
+        return torch.where(paired.unsqueeze(-1), rms, torch.ones_like(rms))
