@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -174,6 +175,16 @@ def test_resume_continues_the_run_and_keeps_its_statistics(parton_run, semilepto
     assert after["epoch"] == before["epoch"] + 1
     for key in ("vld.representation.mean", "vld.representation.scale"):
         assert torch.equal(after["state_dict"][key], before["state_dict"][key])
+
+
+def test_validation_draws_the_same_noise_every_epoch(semileptonic_files, tmp_path):
+    """A model that does not change scores the same validation loss at every epoch: the best checkpoint
+    follows the model, not the draws of timesteps and noise."""
+    run = _train("parton", semileptonic_files, tmp_path / "runs", "--epochs", "3", "--limit", "300",
+                 "--learning-rate", "0", "--optimizer.weight_decay", "0")
+    rows = [row for row in csv.DictReader((run / "metrics" / "metrics.csv").open()) if row.get("val_loss")]
+    assert len(rows) == 3 and len({row["val_loss"] for row in rows}) == 1
+    assert len({row["val_diffusion"] for row in rows}) == 1
 
 
 def test_ema_weights_are_checkpointed_sampled_and_resumed(semileptonic_files, tmp_path, capsys):
