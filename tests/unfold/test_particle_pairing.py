@@ -134,16 +134,17 @@ def test_training_encodes_the_truth_minus_its_counterpart() -> None:
 
 
 def test_the_residual_scale_follows_each_class_rms_of_the_paired_slots() -> None:
-    scale = ResidualScale(3, 2, momentum=0.25)
-    residuals = torch.tensor([[3.0, 0.1], [-3.0, 0.1], [100.0, 100.0], [0.5, -0.2]])
+    scale = ResidualScale(3, 2, momentum=0.25, floor=0.05)
+    residuals = torch.tensor([[3.0, 0.1], [-3.0, 0.1], [100.0, 100.0], [0.5, -0.01]])
     classes = torch.tensor([LEPTON, LEPTON, LEPTON, B_JET])
     paired = torch.tensor([True, True, False, True])  # the third has no counterpart: not a residual
     scale.update(residuals, classes, paired)
-    torch.testing.assert_close(scale.rms, torch.tensor([[3.0, 0.1], [0.5, 0.2], [0.0, 0.0]]))
+    torch.testing.assert_close(scale.rms, torch.tensor([[3.0, 0.1], [0.5, 0.01], [0.0, 0.0]]))
     scale.update(torch.tensor([[1.0, 0.3]]), torch.tensor([LEPTON]), torch.tensor([True]))
     torch.testing.assert_close(scale.rms[LEPTON], torch.tensor([0.75 * 3.0 + 0.25 * 1.0, 0.75 * 0.1 + 0.25 * 0.3]))
     divisors = scale(torch.tensor([[B_JET, LIGHT_JET, B_JET]]), torch.tensor([[True, True, False]]))
-    torch.testing.assert_close(divisors, torch.tensor([[[0.5, 0.2], [1.0, 1.0], [1.0, 1.0]]]))  # unseen, unpaired: one
+    # the floor; a class never seen and a slot without a counterpart: one
+    torch.testing.assert_close(divisors, torch.tensor([[[0.5, 0.05], [1.0, 1.0], [1.0, 1.0]]]))
 
 
 def test_training_divides_each_paired_residual_by_its_class_rms() -> None:

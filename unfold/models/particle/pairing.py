@@ -93,17 +93,21 @@ class ResidualScale(nn.Module):
     counterpart unchanged and the lepton's per-event posterior came out too narrow (68 / 95 % coverage 57-64
     / 85-91). Divided by its class's RMS every paired residual is of unit size. Like BatchNorm's running
     statistics the RMS follows the training batches (``momentum`` per batch, unweighted: a scale, not a
-    distribution) and is fixed in evaluation; a class never seen divides by one.
+    distribution) and is fixed in evaluation; a class never seen divides by one. The RMS is floored at
+    ``floor`` of the feature's standardised spread: the detector keeps the lepton's direction (residual RMS
+    5e-8), and dividing by that would hand the VAE float rounding blown up to unit size.
 
     Args:
         num_classes: slot classes C.
         num_features: features F per slot.
         momentum: weight of each training batch in the running RMS.
+        floor: the smallest divisor.
     """
 
-    def __init__(self, num_classes: int, num_features: int, *, momentum: float = 0.01) -> None:
+    def __init__(self, num_classes: int, num_features: int, *, momentum: float = 0.01, floor: float = 1e-3) -> None:
         super().__init__()
         self.momentum = momentum
+        self.floor = floor
         self.register_buffer("rms", torch.zeros(num_classes, num_features))
 
     @torch.no_grad()
@@ -118,5 +122,5 @@ class ResidualScale(nn.Module):
 
     def forward(self, classes: Tensor, paired: Tensor) -> Tensor:
         """(..., F) divisor of each slot: its class's RMS where it has a counterpart, one elsewhere."""
-        rms = torch.where(self.rms > 0, self.rms, torch.ones_like(self.rms))[classes.clamp(min=0)]
+        rms = torch.where(self.rms > 0, self.rms.clamp(min=self.floor), torch.ones_like(self.rms))[classes.clamp(min=0)]
         return torch.where(paired.unsqueeze(-1), rms, torch.ones_like(rms))
