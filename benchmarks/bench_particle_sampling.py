@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 
-from unfold.models.diffusion.sampler import SAMPLERS, resolve_sampler
+from unfold.models.diffusion.sampler import SAMPLERS
 from unfold.models.particle import SetLatentDiffusion
+from unfold.training.unfolding_modules import ParticleModule
 
-DEFAULT_STEPS = 25  # unfold sample --steps
 # Events of data/ttbar_semileptonic_test.h5 with k = 0, 1, ... detector objects (INPUTS/Momenta/MASK)
 # and with k particle-level jets + lepton (PARTICLES/jets/MASK + PARTICLES/lepton/MASK).
 DETECTOR_OBJECTS = [0, 0, 0, 0, 0, 2170, 1166, 463, 144, 39, 11, 5, 2]
@@ -150,16 +150,16 @@ def main() -> None:
         )
     else:
         model, representation, condition, levels, detector_slots = trained_condition(args.run, args.data, args.events)
-    default = resolve_sampler(model.objective, None)
+    default, default_steps = ParticleModule.DEFAULT_SAMPLING[model.objective]  # unfold sample's
     rows_total = args.events * args.draws
     about = f"run {args.run}" if args.run else f"untrained model, width {args.width}, depth {args.depth}"
     print(f"E={args.events} events x n={args.draws} draws; {about}", flush=True)
     results: dict = {"events": args.events, "draws": args.draws, "default": {}, "table": []}
-    print(f"\ndefault sampler {default}, {DEFAULT_STEPS} steps (unfoldings/s)")
+    print(f"\ndefault sampler {default}, {default_steps} steps (unfoldings/s)")
     print(f"{'threads':>7} {'padded':>9} {'compact':>9} {'ratio':>6}")
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        old, new, _ = measure(model, condition, args.draws, default, DEFAULT_STEPS, args.repeat, detector_slots)
+        old, new, _ = measure(model, condition, args.draws, default, default_steps, args.repeat, detector_slots)
         results["default"][threads] = {"padded": old, "compact": new}
         print(f"{threads:>7} {old:>9.1f} {new:>9.1f} {new / old:>6.2f}", flush=True)
 

@@ -136,5 +136,6 @@ def test_library_and_cli_share_one_default_sampler():
     assert resolve_sampler("flow-matching", DEFAULT_SAMPLER) == "euler"
     assert sample.DEFAULT_SAMPLER is DEFAULT_SAMPLER
     assert build_parser().parse_args(["sample"]).sampler is DEFAULT_SAMPLER
+    assert build_parser().parse_args(["sample"]).steps is None  # the run's own (module.sampling())
     for function in (denoise, VariationalLatentDiffusion.sample, SetLatentDiffusion.sample, sample.sample_unfoldings):
         assert inspect.signature(function).parameters["sampler"].default == DEFAULT_SAMPLER, function

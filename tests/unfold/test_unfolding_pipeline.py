@@ -129,6 +129,24 @@ def test_training_data_without_partons_is_refused(spanet_example, tmp_path, caps
     assert "missing group 'PARTONS'" in capsys.readouterr().err
 
 
+def test_each_run_samples_with_its_own_default_sampler_and_steps(parton_run, particle_run, semileptonic_files, tmp_path):
+    """Parton runs DDPM with 25 steps, particle diffusion runs DPM-Solver with 10; a choice applies to every run."""
+    from unfold.errors import UnfoldError
+    from unfold.tasks.sample import sample_unfoldings
+
+    runs = {"parton": parton_run, "particle": particle_run}
+    options = {"n": 2, "limit": 8, "devices": "cpu"}
+    out = sample_unfoldings(runs, semileptonic_files[1], tmp_path / "default.h5", **options)
+    with h5py.File(out) as file:
+        assert (file.attrs["sampler"], file.attrs["steps"]) == ("parton: ddpm, particle: dpm-solver", "parton: 25, particle: 10")
+    out = sample_unfoldings(runs, semileptonic_files[1], tmp_path / "chosen.h5", sampler="ddim", steps=3, **options)
+    with h5py.File(out) as file:
+        assert (file.attrs["sampler"], file.attrs["steps"]) == ("ddim", 3)
+    with pytest.raises(UnfoldError, match="sampler 'euler' does not apply to a diffusion run"):
+        sample_unfoldings(runs, semileptonic_files[1], tmp_path / "bad.h5", sampler="euler", **options)
+    assert not (tmp_path / "bad.h5").exists()
+
+
 def test_particle_samples_have_exactly_the_sampled_multiplicity(particle_run, semileptonic_files, tmp_path):
     out = tmp_path / "samples.h5"
     assert _sample(particle_run, semileptonic_files, out, "particle") == 0

@@ -27,10 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="run folder or .ckpt of a parton or particle run (the task is read from it)")
     parser.add_argument("--data", type=Path, default=None, help="detector-level file (default: the default test file)")
     parser.add_argument("--out", type=Path, default=Path("samples.h5"), help="output samples file")
-    parser.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="denoising steps (default: the run's, 25 for parton runs, 10 for particle diffusion runs)")
     parser.add_argument("--sampler", choices=get_args(SamplerName), default=DEFAULT_SAMPLER,
-                        help="diffusers sampler: ddpm, ddim or dpm-solver for a diffusion run (default ddpm, measured "
-                        "best at 25 steps for both levels); euler for a flow-matching run (its only one and default)")
+                        help="diffusers sampler: ddpm, ddim or dpm-solver for a diffusion run (default: ddpm for parton "
+                        "runs, dpm-solver for particle runs, each measured closest to the truth at its default steps); "
+                        "euler for a flow-matching run (its only one and default)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="events per batch")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the draws (same seed and batch size, same samples on any devices)")

@@ -34,7 +34,7 @@ from unfold.data.hdf5_schema import (
 )
 from unfold.data.recon_data import detector_events
 from unfold.errors import UnfoldError
-from unfold.models.diffusion.sampler import DEFAULT_SAMPLER, sampler_attribute
+from unfold.models.diffusion.sampler import DEFAULT_SAMPLER
 from unfold.tasks.assignment_model import AssignmentModel
 from unfold.tasks.evaluate_recon import fit_chi_square
 from unfold.tasks.references import assigned_partons, particle_reference, parton_reference
@@ -64,7 +64,7 @@ def sample_unfoldings(
     *,
     n: int = 33,
     sampler: str | None = DEFAULT_SAMPLER,
-    steps: int = 25,
+    steps: int | None = None,
     batch_size: int = 256,
     seed: int = 0,
     devices: str = "auto",
@@ -75,7 +75,8 @@ def sample_unfoldings(
     chunk_size: int = 4096,
 ) -> Path:
     """Draw n unfoldings of every event of ``data_path`` (the first ``limit``) with each trained task and
-    write them, with the truth, detector-level references and inputs, to ``out`` (atomically).
+    write them, with the truth, detector-level references and inputs, to ``out`` (atomically). Each run
+    samples with ``sampler`` and ``steps``, or for None with its own defaults (``module.sampling()``).
 
     The file needs only the detector inputs: truth (``PARTONS``, ``PARTICLES``) and the truth-matched
     jets (``TARGETS``) are copied where present, and the root attribute ``truth`` lists what was
@@ -102,7 +103,8 @@ def sample_unfoldings(
     targets = parse_devices(devices)
     copies = {task: [_load(task, path, target) for target in targets] for task, path in checkpoints.items()}
     modules = {task: models[0] for task, models in copies.items()}
-    samplers = sampler_attribute({task: module.objective for task, module in modules.items()}, sampler)
+    sampling = {task: module.sampling(sampler, steps) for task, module in modules.items()}
+    samplers, steps_used = (_shared_or_each({task: used[part] for task, used in sampling.items()}) for part in (0, 1))
     topology = next(iter(modules.values())).topology
     process = process_of(data_path, topology)
     for task, module in modules.items():
@@ -125,12 +127,12 @@ def sample_unfoldings(
         assign, method = reconstruction(data_path, topology, recon=recon, fit_data=fit_data, batch_size=batch_size)
         partons = modules["parton"].representation.daughters
         tally = _ReferenceTally(partons)
-    attrs: dict[str, object] = {"n": n, "sampler": samplers, "steps": steps, "seed": seed, "batch_size": batch_size,
+    attrs: dict[str, object] = {"n": n, "sampler": samplers, "steps": steps_used, "seed": seed, "batch_size": batch_size,
                                 "inputs": str(data_path), "devices": ",".join(map(str, targets)),
                                 "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()}),
                                 "truth": ", ".join(truth_groups) or "none: the input file holds no PARTONS or PARTICLES",
                                 **_collision_energy(data_path), **_generated_luminosity(data_path, total / in_file)}
-    description = f"sample {'+'.join(copies)} (n={n}, {samplers}, {steps} steps, {attrs['devices']})"
+    description = f"sample {'+'.join(copies)} (n={n}, {samplers}, {steps_used} steps, {attrs['devices']})"
     with (tqdm(total=-(-total // batch_size) * len(copies), desc=description, unit="batch") as progress,
           atomic_output(out) as partial, h5py.File(partial, "w") as file):
         for events in chunks:
@@ -139,8 +141,8 @@ def sample_unfoldings(
             batches = list(torch.arange(data.n_events).split(batch_size))
             arrays: dict[str, np.ndarray] = {}
             for task, models in copies.items():
-                draw = functools.partial(_draw, task, inputs, batches, n=n, sampler=sampler, steps=steps, seed=seed,
-                                         first=events.start // batch_size)
+                draw = functools.partial(_draw, task, inputs, batches, n=n, sampler=sampling[task][0],
+                                         steps=sampling[task][1], seed=seed, first=events.start // batch_size)
                 parts = _round_robin(draw, models, len(batches), progress)
                 truth = None
                 if _TRUTH[task] in truth_groups:
@@ -244,7 +246,14 @@ def batch_generator(seed: int, task: str, index: int, device: torch.device) -> t
     return torch.Generator(device=device).manual_seed(int(stream.generate_state(1, np.uint64)[0]))
 
 
-def _draw(task: str, inputs, batches: list[torch.Tensor], module, index: int, *, n: int, sampler: str | None, steps: int,
+def _shared_or_each(values: dict[str, object]) -> object:
+    """The value every task shares, else ``task: value`` for each, as one text (a samples file attribute)."""
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{task}: {value}" for task, value in values.items())
+
+
+def _draw(task: str, inputs, batches: list[torch.Tensor], module, index: int, *, n: int, sampler: str, steps: int,
           seed: int, first: int):
     """The draws of a chunk's batch ``index`` (batch ``first + index`` of the file) with ``module`` on its
     device, moved to the CPU: parton -> name -> feature -> (E, n); particle -> ((E, n) multiplicities,

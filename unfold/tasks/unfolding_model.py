@@ -60,13 +60,14 @@ class UnfoldingModel:
         n: int = 33,
         *,
         sampler: str | None = DEFAULT_SAMPLER,
-        steps: int = 25,
+        steps: int | None = None,
         batch_size: int = 256,
         seed: int = 0,
         limit: int | None = None,
         progress: bool = False,
     ) -> dict[str, dict[str, np.ndarray] | np.ndarray]:
-        """n unfoldings of every event of ``data`` (a SpanetData or a SPANet-layout file; only the inputs are read).
+        """n unfoldings of every event of ``data`` (a SpanetData or a SPANet-layout file; only the inputs are read),
+        with ``sampler`` and ``steps``, or for None the run's defaults (``module.sampling()``).
 
         Returns:
             parton: parton name -> feature (pt, eta, phi, mass) -> (E, n) arrays (GeV).

@@ -22,7 +22,7 @@ from recon.event_topology import EventTopology
 from unfold.data.detector_slots import detector_slots
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
-from unfold.models.diffusion import Objective
+from unfold.models.diffusion import Objective, SamplerName, resolve_sampler
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
 from unfold.models.particle.pairing import DetectorSlots
 from unfold.models.particle.representation import Kinematics
@@ -74,6 +74,8 @@ class ConditionedModule(L.LightningModule):
     # the module's own, and the generative model's (under ``model``).
     OPTIONS_BEFORE_THEY_EXISTED: dict[str, object] = {}
     MODEL_OPTIONS_BEFORE_THEY_EXISTED: dict[str, object] = {}
+    # The sampler and number of steps a run of each objective samples with unless told otherwise.
+    DEFAULT_SAMPLING: dict[Objective, tuple[SamplerName, int]] = {"diffusion": ("ddpm", 25), "flow-matching": ("euler", 25)}
 
     def __init__(self, *, event_file_yaml: str, encoder: dict, freeze_encoder: bool) -> None:
         super().__init__()
@@ -113,6 +115,15 @@ class ConditionedModule(L.LightningModule):
         optimizer = torch.optim.AdamW(parameters, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
         schedule = budget_cosine_schedule(optimizer, self.trainer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def sampling(self, sampler: SamplerName | None = None, steps: int | None = None) -> tuple[SamplerName, int]:
+        """The sampler and steps this run samples with: the given ones, else its :attr:`DEFAULT_SAMPLING`.
+
+        Raises:
+            UnfoldError: If ``sampler`` does not apply to the run's objective.
+        """
+        default_sampler, default_steps = self.DEFAULT_SAMPLING[self.objective]
+        return resolve_sampler(self.objective, sampler or default_sampler), steps or default_steps
 
     def validation_draws(self, batch_idx: int) -> torch.Generator:
         """The noise, timesteps and VAE samples of a validation batch, the same at every epoch: a diffusion
@@ -220,8 +231,10 @@ class PartonModule(ConditionedModule):
 
     @torch.no_grad()
     def sample(self, inputs: EncoderInputs, n: int, **options) -> dict[str, dict[str, Tensor]]:
-        """n unfoldings per event: parton name -> feature (pt, eta, phi, mass) -> (E, n)."""
-        draws = self.vld.sample(self.condition(inputs), n, **options)
+        """n unfoldings per event: parton name -> feature (pt, eta, phi, mass) -> (E, n); ``sampler`` and
+        ``steps`` default to :meth:`sampling`'s."""
+        sampler, steps = self.sampling(options.pop("sampler", None), options.pop("steps", None))
+        draws = self.vld.sample(self.condition(inputs), n, sampler=sampler, steps=steps, **options)
         return self.representation.decode(draws)
 
 
@@ -252,6 +265,9 @@ class ParticleModule(ConditionedModule):
     # saved before the pairing generates every slot as it is, one saved before the residual scale pairs unscaled.
     OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False, "kinematics": "cartesian", "paired_slots": False}
     MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"detector_reads_particles": True, "typed_counts": False, "scaled_residuals": False}
+    # DPM-Solver++ 10 steps: on paired runs closer to the truth than DDPM 25 (leading jet W1 1.97 against 3.35 GeV,
+    # second jet 0.76 against 0.98; EMA run, seed 0) at half the time (README, particle table).
+    DEFAULT_SAMPLING = {**ConditionedModule.DEFAULT_SAMPLING, "diffusion": ("dpm-solver", 10)}
 
     def __init__(
         self,
@@ -312,9 +328,11 @@ class ParticleModule(ConditionedModule):
 
     @torch.no_grad()
     def sample(self, inputs: EncoderInputs, n: int, **options):
-        """n unfoldings per event, decoded to collections: name -> feature -> (E, n, M) (global: (E, n))."""
+        """n unfoldings per event, decoded to collections: name -> feature -> (E, n, M) (global: (E, n));
+        ``sampler`` and ``steps`` default to :meth:`sampling`'s."""
+        sampler, steps = self.sampling(options.pop("sampler", None), options.pop("steps", None))
         encoded = self.encoder(inputs)
         draws = self.diffusion.sample(encoded.objects, encoded.object_mask, encoded.event, n,
                                       anchors=self.anchors(inputs, encoded.object_mask),
-                                      detector_slots=self.detector_slots(inputs), **options)
+                                      detector_slots=self.detector_slots(inputs), sampler=sampler, steps=steps, **options)
         return draws, self.representation.decode(draws.features, draws.types, draws.mask, draws.event_features)

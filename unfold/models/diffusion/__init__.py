@@ -16,7 +16,6 @@ from unfold.models.diffusion.sampler import (
     make_training_scheduler,
     objective_of,
     resolve_sampler,
-    sampler_attribute,
     training_target,
 )
 
@@ -36,6 +35,5 @@ __all__ = [
     "make_training_scheduler",
     "objective_of",
     "resolve_sampler",
-    "sampler_attribute",
     "training_target",
 ]

@@ -48,7 +48,6 @@ __all__ = [
     "make_training_scheduler",
     "objective_of",
     "resolve_sampler",
-    "sampler_attribute",
     "training_target",
 ]
 
@@ -57,9 +56,9 @@ OBJECTIVES: tuple[str, ...] = get_args(Objective)
 DEFAULT_OBJECTIVE: Objective = "diffusion"
 DiffusionSampler = Literal["ddpm", "ddim", "dpm-solver"]
 SamplerName = Literal[DiffusionSampler, "euler"]
-# The samplers of each objective, its default first. DDPM for diffusion: on the trained models it
-# beat DPM-Solver at 25 steps on all parton observables but the lepton pT (W1 of m(ttbar) 14.8 vs
-# 37.7 GeV) and on every particle-level kinematic one (MET 5.3 vs 31 GeV); the deterministic
+# The samplers of each objective, its default first (the unfolding runs choose their own:
+# ConditionedModule.DEFAULT_SAMPLING). DDPM for diffusion: on the parton models it beat DPM-Solver at
+# 25 steps on all observables but the lepton pT (W1 of m(ttbar) 14.8 vs 37.7 GeV); the deterministic
 # solvers follow the learned score's errors exactly. Flow matching has one: the Euler ODE step.
 SAMPLERS: dict[str, tuple[str, ...]] = {"diffusion": get_args(DiffusionSampler), "flow-matching": ("euler",)}
 # The diffusion samplers (the speed-fidelity table's rows).
@@ -141,15 +140,6 @@ def resolve_sampler(objective: Objective, sampler: SamplerName | None) -> Sample
         raise UnfoldError(f"sampler {sampler!r} does not apply to a {objective} run; choose one of "
                           f"{', '.join(SAMPLERS[objective])} (default {SAMPLERS[objective][0]})")
     raise UnfoldError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS[objective])}")
-
-
-def sampler_attribute(objectives: dict[str, Objective], sampler: SamplerName | None) -> str:
-    """The samplers that runs of ``objectives`` (name -> objective) use, as one text: the sampler
-    if they share one, else ``name: sampler`` for each. Raises as :func:`resolve_sampler`."""
-    resolved = {name: resolve_sampler(objective, sampler) for name, objective in objectives.items()}
-    if len(set(resolved.values())) == 1:
-        return next(iter(resolved.values()))
-    return ", ".join(f"{name}: {used}" for name, used in resolved.items())
 
 
 def make_sampling_scheduler(training: TrainingScheduler, sampler: SamplerName | None) -> SchedulerMixin:
