@@ -48,9 +48,10 @@ def test_print_config_gives_todays_defaults(capsys):
     assert recon["trainer"]["batch_size"] == 256
     assert recon["encoder"]["pair_bias"] == "auto"
     assert recon["optimizer"] == {"learning_rate": 1e-3, "weight_decay": 1e-4}
-    for task in ("parton", "particle"):
+    assert recon["trainer"]["ema_decay"] is None
+    for task, epochs, ema_decay in (("parton", 20, None), ("particle", 35, 0.995)):
         unfolding = _printed(capsys, task)
-        assert unfolding["trainer"]["epochs"] == 20
+        assert (unfolding["trainer"]["epochs"], unfolding["trainer"]["ema_decay"]) == (epochs, ema_decay)
         assert unfolding["optimizer"] == {"learning_rate": 1e-3, "weight_decay": 1e-5}
         assert unfolding["encoder"] == recon["encoder"] | {"pair_bias": False}
     assert _printed(capsys, "parton")["model"]["representation"] == "decay-chain"

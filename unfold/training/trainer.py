@@ -18,7 +18,7 @@ import yaml
 from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt, restricted_string_type
 from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 
@@ -65,7 +65,7 @@ class TrainerOptions:
             checkpoint follows); null: run every epoch. Small samples overfit early: on 9k
             all-hadronic events the best recon epoch came at 13 of 56.
         ema_decay: validate, checkpoint and keep an exponential moving average of the weights with this
-            decay per optimiser step (Lightning's EMAWeightAveraging; 0.995 averages over about 200
+            decay per optimiser step (Lightning's WeightAveraging; 0.995 averages over about 200
             steps, 3.5 epochs of the default data); null: the last step's weights.
     """
 
@@ -236,6 +236,17 @@ def _make_trainer(options: TrainerOptions, **arguments) -> L.Trainer:
                     devices=devices, strategy=strategy, precision=precision, **arguments)
 
 
+def _exponential_average(decay: float) -> WeightAveraging:
+    """Lightning's weight averaging as an exponential moving average of the parameters after every step;
+    the buffers (normalisation and running statistics) follow the model. The update is the lerp
+    ``averaged + (1 - decay) (current - averaged)``, exact for weights that do not change, so a frozen
+    encoder keeps its weights bit for bit (Lightning's ``decay * averaged + (1 - decay) * current`` rounds them)."""
+    def update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        return torch.lerp(averaged, current, 1.0 - decay)
+
+    return WeightAveraging(use_buffers=False, avg_fn=update)
+
+
 def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str) -> L.Trainer:
     """Trainer writing checkpoints (every epoch's last, and the best by ``monitor``), CSV and
     TensorBoard metrics into ``run``; a resumed run keeps its earlier metrics rows."""
@@ -252,7 +263,7 @@ def build_trainer(run: Path, options: TrainerOptions, *, monitor: str, mode: str
             EventThroughput(),
             *([KeepEarlierMetrics(earlier)] if earlier else []),
             *([EarlyStopping(monitor=monitor, mode=mode, patience=options.patience)] if options.patience else []),
-            *([EMAWeightAveraging(decay=options.ema_decay)] if options.ema_decay is not None else []),
+            *([_exponential_average(options.ema_decay)] if options.ema_decay is not None else []),
         ],
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=10,
