@@ -112,13 +112,14 @@ class ResidualScale(nn.Module):
 
     @torch.no_grad()
     def update(self, residuals: Tensor, classes: Tensor, paired: Tensor) -> None:
-        """Fold a training batch in: residuals (S, F), classes (S,) and paired (S,) bool of its real slots."""
-        for index in range(self.rms.shape[0]):
-            rows = paired & (classes == index)
-            if rows.any():
-                batch = residuals[rows].pow(2).mean(dim=0).sqrt()
-                seen = self.rms[index].any()
-                self.rms[index] = torch.lerp(self.rms[index], batch, self.momentum) if seen else batch
+        """Fold a training batch in: residuals (S, F), classes (S,) and paired (S,) bool of its real slots.
+        All classes at once, without a host synchronisation (it runs at every training step)."""
+        classes, squares = classes[paired], residuals[paired].pow(2)
+        counts = torch.zeros_like(self.rms[:, 0]).index_add_(0, classes, torch.ones_like(squares[:, 0]))
+        batch = (torch.zeros_like(self.rms).index_add_(0, classes, squares) / counts.clamp(min=1).unsqueeze(-1)).sqrt()
+        seen = self.rms.any(dim=-1, keepdim=True)
+        updated = torch.where(seen, torch.lerp(self.rms, batch, self.momentum), batch)
+        self.rms.copy_(torch.where((counts > 0).unsqueeze(-1), updated, self.rms))
 
     def forward(self, classes: Tensor, paired: Tensor) -> Tensor:
         """(..., F) divisor of each slot: its class's RMS where it has a counterpart, one elsewhere."""
