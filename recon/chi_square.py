@@ -41,11 +41,13 @@ __all__ = [
     "Channel",
     "ChiSquareBaseline",
     "DetectorEvents",
+    "SemileptonicCandidates",
     "central_half_width",
     "channel_of",
     "check_inputs",
     "four_vector_mass",
     "neutrino_pz_solutions",
+    "semileptonic_candidates",
 ]
 
 # PDG 2024 (Review of Particle Physics, Phys. Rev. D 110, 030001): top-quark mass from direct
@@ -534,44 +536,94 @@ class ChiSquareBaseline:
         self, events: DetectorEvents, channel: Channel, tuples: np.ndarray
     ) -> np.ndarray:
         """(e, 6 or 4) slots of each event's minimum chi-square jet tuple (T, 6 or 4), -1 if none."""
-        order, valid = _leading_jets(events.pt, events.is_jet, self.n_leading_jets)
-        p4 = np.take_along_axis(events.four_momenta(), order[:, :, None], axis=1)
-        gram = _minkowski(p4[:, :, None, :], p4[:, None, :, :])
+        order, p4, gram, allowed = _leading_jet_products(events, channel, tuples, self.n_leading_jets, self.use_btag)
         if channel == "allhadronic":
-            b_slots = tuples[:, [0, 3]]
-            chi2 = self._hadronic_top_chi2(gram, *tuples[:, 0:3].T)
-            chi2 += self._hadronic_top_chi2(gram, *tuples[:, 3:6].T)
+            chi2 = self._hadronic_top_chi2(*_hadronic_masses(gram, *tuples[:, 0:3].T))
+            chi2 += self._hadronic_top_chi2(*_hadronic_masses(gram, *tuples[:, 3:6].T))
         else:
-            b_slots = tuples[:, [0, 1]]
-            leptonic_w = (events.lepton_momentum() + events.neutrino())[:, None, :]
-            m2_leptonic_top = (
-                gram.diagonal(axis1=1, axis2=2)
-                + _minkowski(leptonic_w, leptonic_w)
-                + 2 * _minkowski(p4, leptonic_w)
-            )
-            m_leptonic_top = np.sqrt(np.maximum(m2_leptonic_top, 0.0))[:, tuples[:, 0]]
+            m_w, m_top, m_leptonic_top = _semileptonic_masses(events, p4, gram, tuples)
             chi2 = ((m_leptonic_top - self.m_t) / self.sigma_t_lep) ** 2
-            chi2 += self._hadronic_top_chi2(gram, *tuples[:, 1:4].T)
-            valid = valid & (events.leading_lepton() >= 0)[:, None]
-        allowed = valid[:, tuples].all(axis=-1)
-        if self.use_btag:
-            tagged = np.take_along_axis(events.btag, order, axis=1) & valid
-            wanted = np.minimum(tagged.sum(axis=1), 2)
-            allowed &= tagged[:, b_slots].sum(axis=-1) == wanted[:, None]
+            chi2 += self._hadronic_top_chi2(m_w, m_top)
         chi2 = np.where(allowed, chi2, np.inf)
         best = np.argmin(chi2, axis=1)
         found = np.isfinite(np.take_along_axis(chi2, best[:, None], axis=1)[:, 0])
         slots = np.take_along_axis(order, tuples[best], axis=1)
         return np.where(found[:, None], slots, -1)
 
-    def _hadronic_top_chi2(
-        self, gram: np.ndarray, b: np.ndarray, q1: np.ndarray, q2: np.ndarray
-    ) -> np.ndarray:
-        """(e, T) top and W chi-square terms of the (b, q1, q2) tuples, from the (e, n, n) products."""
-        m2_w = gram[:, q1, q1] + gram[:, q2, q2] + 2 * gram[:, q1, q2]
-        m2_top = m2_w + gram[:, b, b] + 2 * (gram[:, b, q1] + gram[:, b, q2])
-        m_w, m_top = np.sqrt(np.maximum(m2_w, 0.0)), np.sqrt(np.maximum(m2_top, 0.0))
+    def _hadronic_top_chi2(self, m_w: np.ndarray, m_top: np.ndarray) -> np.ndarray:
+        """(e, T) top and W chi-square terms of hadronic tops of these masses."""
         return ((m_top - self.m_t) / self.sigma_t) ** 2 + ((m_w - self.m_W) / self.sigma_W) ** 2
+
+
+@dataclass(frozen=True)
+class SemileptonicCandidates:
+    """Every assignment (b_lep, b_had, q1, q2) of e events' leading jets, T per event, and its masses.
+
+    Attributes:
+        slots: (e, T, 4) the jets' slots in the events.
+        allowed: (e, T) four real jets, a lepton, and the b-tag rule of :class:`ChiSquareBaseline`.
+        W_had, t_had, t_lep: (e, T) m(q1 q2), m(b_had q1 q2) and m(b_lep l nu) [GeV], the neutrino's
+            pz from the W mass (:meth:`DetectorEvents.neutrino`).
+    """
+
+    slots: np.ndarray
+    allowed: np.ndarray
+    W_had: np.ndarray
+    t_had: np.ndarray
+    t_lep: np.ndarray
+
+
+def semileptonic_candidates(
+    events: DetectorEvents, n_leading_jets: int = 6, use_btag: bool = True
+) -> SemileptonicCandidates:
+    """Every jet assignment of semi-leptonic ttbar among the ``n_leading_jets`` leading jets and its
+    masses, for scores other than the chi-square's (memory: about 60 bytes per event and tuple)."""
+    tuples = _jet_tuples("semileptonic", n_leading_jets)
+    order, p4, gram, allowed = _leading_jet_products(events, "semileptonic", tuples, n_leading_jets, use_btag)
+    return SemileptonicCandidates(order[:, tuples], allowed, *_semileptonic_masses(events, p4, gram, tuples))
+
+
+def _leading_jet_products(
+    events: DetectorEvents, channel: Channel, tuples: np.ndarray, n: int, use_btag: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(e, n) slots of the n leading jets, (e, n, 4) their four-momenta, (e, n, n) their Minkowski products, and
+    (e, T) whether each tuple is allowed: real jets, a lepton (semi-leptonic), and with ``use_btag``
+    as many b-tagged jets in the b slots (the first two of each tuple's b's) as the leading jets
+    offer, up to two."""
+    order, valid = _leading_jets(events.pt, events.is_jet, n)
+    p4 = np.take_along_axis(events.four_momenta(), order[:, :, None], axis=1)
+    gram = _minkowski(p4[:, :, None, :], p4[:, None, :, :])
+    allowed = valid[:, tuples].all(axis=-1)
+    b_slots = tuples[:, [0, 3]] if channel == "allhadronic" else tuples[:, [0, 1]]
+    if channel == "semileptonic":
+        allowed &= (events.leading_lepton() >= 0)[:, None]
+    if use_btag:
+        tagged = np.take_along_axis(events.btag, order, axis=1) & valid
+        wanted = np.minimum(tagged.sum(axis=1), 2)
+        allowed &= tagged[:, b_slots].sum(axis=-1) == wanted[:, None]
+    return order, p4, gram, allowed
+
+
+def _hadronic_masses(
+    gram: np.ndarray, b: np.ndarray, q1: np.ndarray, q2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(e, T) W and top masses of the (b, q1, q2) tuples, from the (e, n, n) products."""
+    m2_w = gram[:, q1, q1] + gram[:, q2, q2] + 2 * gram[:, q1, q2]
+    m2_top = m2_w + gram[:, b, b] + 2 * (gram[:, b, q1] + gram[:, b, q2])
+    return np.sqrt(np.maximum(m2_w, 0.0)), np.sqrt(np.maximum(m2_top, 0.0))
+
+
+def _semileptonic_masses(
+    events: DetectorEvents, p4: np.ndarray, gram: np.ndarray, tuples: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(e, T) m(q1 q2), m(b_had q1 q2) and m(b_lep l nu) of the (b_lep, b_had, q1, q2) tuples, from the
+    leading jets' (e, n, 4) four-momenta and (e, n, n) products."""
+    leptonic_w = (events.lepton_momentum() + events.neutrino())[:, None, :]
+    m2_leptonic_top = (
+        gram.diagonal(axis1=1, axis2=2) + _minkowski(leptonic_w, leptonic_w) + 2 * _minkowski(p4, leptonic_w)
+    )
+    m_leptonic_top = np.sqrt(np.maximum(m2_leptonic_top, 0.0))[:, tuples[:, 0]]
+    return (*_hadronic_masses(gram, *tuples[:, 1:4].T), m_leptonic_top)
 
 
 @cache

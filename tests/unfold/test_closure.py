@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 
@@ -189,16 +190,20 @@ def test_closure_unbiases_each_file_with_a_fitted_prior(parton_run, semileptonic
     train, test = semileptonic_files
     heavier = tmp_path / "heavier.h5"
     assert main(["reweight", str(test), "--out", str(heavier), "--top-mass", "175.5"]) == 0
+    broad = tmp_path / "broad-part.h5"  # the test events, labelled as a second run at 175.5 GeV
+    shutil.copy(test, broad)
+    with h5py.File(broad, "a") as file:
+        file.attrs["pythia_settings"] = str([*ast.literal_eval(file.attrs["pythia_settings"]), "6:m0 = 175.5"])
     out = tmp_path / "closure"
     assert _closure(parton_run, test, heavier, out, "--labels", "nominal,heavier", "--unbias", str(train),
-                    "--unbias-parameters", "top_mass") == 0
+                    str(broad)) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["unbiasing_method"]["parameters"] == ["top_mass", "top_pt_slope"]  # several masses: both
     fits = metrics["unbiasing"]
     assert set(fits) == {"nominal", "heavier"}
     for fit in fits.values():
-        assert 169.0 <= fit["parameters"]["top_mass"] <= 177.0  # within the fit's bounds around 173 GeV
-        assert fit["parameters"]["top_pt_slope"] == 0.0
-        assert fit["errors"]["top_pt_slope"] == 0.0
+        assert 169.0 <= fit["parameters"]["top_mass"] <= 179.5  # within the fit's bounds around 173-175.5 GeV
+        assert fit["free"] == ["top_mass", "top_pt_slope"] and fit["errors"]["top_mass"] > 0
         assert 0 < fit["effective_draws"] <= fit["draws"] == 60 * 2
     # The same events, weighted toward a heavier top: unweighted, the truth shift would be exactly 0.
     mass = metrics["observables"]["parton/t_had/mass"]["shifts"]
@@ -218,7 +223,7 @@ def test_unfold_unbias_resamples_each_events_draws_under_the_fitted_prior(parton
     assert "fitted prior: top_pt_slope" in capsys.readouterr().out
     with h5py.File(samples) as before, h5py.File(out) as after:
         fit = json.loads(after.attrs["unbiasing"])
-        assert fit["free"] == ["top_pt_slope"]  # the default: the top mass is opt-in
+        assert fit["free"] == ["top_pt_slope"]  # one generated top mass: the slope alone
         old = np.stack([before[f"SAMPLES/PARTONS/b_had/{f}"][()] for f in ("pt", "eta", "phi")], axis=-1)
         new = np.stack([after[f"SAMPLES/PARTONS/b_had/{f}"][()] for f in ("pt", "eta", "phi")], axis=-1)
         # Every new draw is one of the same event's old draws, whole (all its features together).

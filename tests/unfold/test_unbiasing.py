@@ -13,13 +13,16 @@ from scipy.integrate import quad
 from evaluation.metrics import effective_events
 from unfold.cli import main
 from unfold.data.hdf5_schema import SPANET_WEIGHTS
+from recon.chi_square import DetectorEvents, four_vector_mass
 from unfold.errors import UnfoldError
 from unfold.tasks.unbias import systematic_resample
+from unfold.unbiasing.detector_observables import equal_mass_tops
 from unfold.unbiasing.draw_weights import draw_weights
 from unfold.unbiasing.template_fit import (
-    DEFAULT_PARAMETERS,
     FREE_PARAMETERS,
     DetectorSample,
+    _Binned,
+    _MassMorphing,
     fit_prior,
 )
 from unfold.unbiasing.top_prior import (
@@ -148,6 +151,29 @@ def test_the_generated_prior_is_read_from_the_files(tmp_path):
         GeneratedPrior.of_files([bare])
 
 
+def test_the_equal_mass_assignment_finds_the_hadronic_top_of_parton_level_events(semileptonic_files):
+    """Detector objects that are the generated top daughters, plus a spurious jet: the W mass and
+    equal-mass terms must pick b_had q1 q2 for the hadronic top in most events (a random choice of the
+    two b jets: half; the swapped b's can also give equal masses, and the neutrino's pz is a guess)."""
+    with h5py.File(semileptonic_files[0]) as file:
+        daughters = {name: {f: file[f"PARTONS/{name}/{f}"][()] for f in ("pt", "eta", "phi", "mass")}
+                     for name in ("b_lep", "b_had", "q1", "q2", "lepton", "neutrino")}
+    spurious = {**daughters["q1"], "phi": daughters["q1"]["phi"] + np.pi, "pt": 0.5 * daughters["q1"]["pt"]}
+    slots = [daughters[name] for name in ("b_lep", "b_had", "q1", "q2")] + [spurious, daughters["lepton"]]
+    n = len(daughters["b_had"]["pt"])
+    column = np.zeros((n, len(slots)), bool)
+    events = DetectorEvents.from_arrays(
+        **{f: np.stack([slot[f] for slot in slots], axis=1) for f in ("pt", "eta", "phi", "mass")},
+        btag=column | (np.arange(len(slots)) < 2), is_jet=column | (np.arange(len(slots)) < 5),
+        is_lepton=column | (np.arange(len(slots)) == 5),
+        met=daughters["neutrino"]["pt"], met_phi=daughters["neutrino"]["phi"])
+    p4 = events.four_momenta()
+    true_hadronic = four_vector_mass(p4[:, 1] + p4[:, 2] + p4[:, 3])
+    tops = equal_mass_tops(events)
+    assert np.mean(np.abs(tops["t_had"] - true_hadronic) < 0.01) > 0.75  # 0.81 on these 300 events
+    assert np.median(np.abs(tops["t_lep"] - true_hadronic)) < 5.0  # the neutrino's pz from the W mass
+
+
 @pytest.fixture(scope="module")
 def broad_simulation() -> DetectorSample:
     """A smeared simulation generated at 170, 173 and 176 GeV."""
@@ -168,6 +194,26 @@ def test_the_template_fit_finds_the_mass_and_slope_of_smeared_data(broad_simulat
     assert fit.parameters.top_mass == pytest.approx(pole, abs=3 * fit.errors["top_mass"])
     assert fit.parameters.top_pt_slope == pytest.approx(slope, abs=3 * fit.errors["top_pt_slope"])
     assert fit.chi2 < 2 * fit.ndf
+
+
+def test_morphed_templates_match_a_sample_generated_between_the_simulated_masses(broad_simulation):
+    """The morphing's template at 174.5 GeV (no run there) against 40k events generated at 174.5 GeV."""
+    binned = _Binned(broad_simulation.observables)
+    n_bins = {name: len(edges) + 2 for name, edges in binned.edges.items()}
+    morphing = _MassMorphing(binned.indices(broad_simulation.observables), n_bins, broad_simulation.tops,
+                             (166.0, 180.0))
+    rng = np.random.default_rng(17)
+    direct = binned.indices(_detector(rng, _tops(rng, 174.5, 40_000)))
+    regression = morphing.regress(broad_simulation.weights)
+    for pole, expect_agreement in ((174.5, True), (173.0, False)):
+        chi2 = 0.0
+        for name, (shares, variances) in morphing.templates(regression, pole).items():
+            assert shares.sum() == pytest.approx(1.0)
+            counts = np.bincount(direct[name], minlength=n_bins[name])
+            chi2 += np.sum((counts - 40_000 * shares) ** 2 / (40_000 * shares + 40_000**2 * variances))
+        ndf = sum(n_bins.values()) - len(n_bins)
+        # t_had/mass alone moves by ~0.7 sigma per bin and GeV here: 1.5 GeV off is far outside.
+        assert (chi2 < ndf + 4 * np.sqrt(2 * ndf)) == expect_agreement, (pole, chi2, ndf)
 
 
 def test_a_fixed_parameter_stays_at_the_simulations(broad_simulation, rng):
@@ -294,14 +340,24 @@ def test_unfold_merge_refuses_what_cannot_be_concatenated_in_one_line(semilepton
     assert not (tmp_path / "merged.h5").exists()
 
 
-def test_by_default_only_the_top_pt_slope_is_fitted(broad_simulation):
+def test_by_default_the_slope_is_fitted_and_the_mass_where_the_simulation_has_several(broad_simulation):
     rng = np.random.default_rng(101)
     data = DetectorSample(_detector(rng, _tops(rng, 173.0, 4000, 1.0)), np.ones(4000))
     fit = fit_prior(data, broad_simulation, resamples=6)
-    assert fit.free == DEFAULT_PARAMETERS == ("top_pt_slope",)
-    assert fit.parameters.top_mass == pytest.approx(173.0)  # the broad simulation's mean mass, not fitted
-    assert 0 < fit.errors["top_pt_slope"] < 0.4
+    assert fit.free == FREE_PARAMETERS
     assert fit.parameters.top_pt_slope == pytest.approx(1.0, abs=3 * fit.errors["top_pt_slope"])
+    one_mass = broad_simulation.tops["t_had"]["mass"] < 171.5  # the run at 170 GeV alone
+    narrow = DetectorSample({k: v[one_mass] for k, v in broad_simulation.observables.items()},
+                            broad_simulation.weights[one_mass],
+                            {t: {q: v[one_mass] for q, v in top.items()} for t, top in broad_simulation.tops.items()},
+                            GeneratedPrior((170.0,), (1.0,), (1.0,)))
+    fit = fit_prior(data, narrow, resamples=6)
+    assert fit.free == ("top_pt_slope",)
+    assert fit.parameters.top_mass == pytest.approx(170.0)  # the simulation's own, not fitted
+    assert 0 < fit.errors["top_pt_slope"] < 0.6  # a third of the simulation
+    assert fit.parameters.top_pt_slope == pytest.approx(1.0, abs=3 * fit.errors["top_pt_slope"])
+    with pytest.raises(UnfoldError, match=r"generated at one top mass \(170.0 GeV\); fitting the top mass needs several"):
+        fit_prior(data, narrow, free=("top_mass",))
 
 
 def test_systematic_resampling_gives_each_draw_its_share_of_the_n_picks(rng):

@@ -9,8 +9,6 @@ from unfold.commands import DefaultsHelpFormatter, comma_list, non_negative_int,
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS
-
     parser = subparsers.add_parser(
         "closure", help="prior-dependence test: unfolded vs truth shift between a nominal and alternative files",
         description="Unfold a nominal file and one or more alternatives (another top mass, a reweighted spectrum, "
@@ -45,12 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="file on whose truth-matched events the chi-square baseline fits its resolutions "
                         "(default: the nominal file)")
     parser.add_argument("--unbias", type=Path, nargs="+", default=(), metavar="SIMULATION.h5",
-                        help="also unbias every file's unfolding: fit the prior's top-pT slope (--unbias-parameters) to "
+                        help="also unbias every file's unfolding: fit the prior's top-pT slope and, with several top masses, the top mass to "
                         "its detector level with these simulation files (generated with `unfold generate`; several "
                         "--pythia '6:m0 = ...' top masses make a broad prior) and reweight the draws (parton runs); by default no unbiasing")
-    parser.add_argument("--unbias-parameters", type=comma_list, default=",".join(DEFAULT_PARAMETERS),
-                        help="comma-separated prior parameters the unbiasing fits: top_pt_slope and/or top_mass (opt-in, see "
-                        "unfold unbias --help)")
+    parser.add_argument("--unbias-parameters", type=comma_list, default=None,
+                        help="comma-separated prior parameters the unbiasing fits: top_pt_slope and/or top_mass (default: "
+                        "top_pt_slope, and top_mass too where the simulation holds several top masses)")
     parser.add_argument("--training-data", type=Path, nargs="+", default=None,
                         help="the files the run was trained on, whose prior the unbiasing replaces (default: the "
                         "run's config.yaml data)")

@@ -9,13 +9,11 @@ from unfold.commands import DefaultsHelpFormatter, comma_list, non_negative_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS
-
     parser = subparsers.add_parser(
-        "unbias", help="fit the prior's top-pT slope (and top mass) to the data, resample the draws under it",
+        "unbias", help="fit the prior's top-pT slope and top mass to the data, resample the draws under it",
         description="A generative unfolding returns its training simulation's prior wherever the detector "
-        "resolves less than the prior's features (the top line shape). This fits the prior's top-pT slope (and, on "
-        "request, the top mass) to the data of a parton `unfold sample` file at detector level, by the template "
+        "resolves less than the prior's features (the top line shape). This fits the prior's top-pT slope (and, "
+        "with a simulation of several top masses, the top mass) to the data of a parton `unfold sample` file at detector level, by the template "
         "method on simulation reweighted from the top masses it was generated with (for the mass a broad prior: "
         "generate several with --pythia '6:m0 = ...', arXiv 2501.12363), then resamples every event's draws in proportion to the ratio "
         "of the fitted prior to the training prior (Bayes' theorem, no retraining). Writes a samples file that "
@@ -27,9 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="simulation files written by unfold generate, one or several top masses")
     parser.add_argument("--out", type=Path, default=None,
                         help="the unbiased samples file (default: <samples stem>_unbiased.h5 beside it)")
-    parser.add_argument("--parameters", type=comma_list, default=",".join(DEFAULT_PARAMETERS),
-                        help="comma-separated prior parameters to fit: top_pt_slope and/or top_mass (the top mass is opt-in: on "
-                        "8k events it came out within 2-2.5 GeV, no better than the shifts it should find)")
+    parser.add_argument("--parameters", type=comma_list, default=None,
+                        help="comma-separated prior parameters to fit: top_pt_slope and/or top_mass (default: top_pt_slope, "
+                        "and top_mass too where the simulation holds several top masses)")
     parser.add_argument("--training-data", type=Path, nargs="+", default=None,
                         help="the files the run was trained on (default: the run's config.yaml data)")
     parser.add_argument("--recon", type=Path, default=None,

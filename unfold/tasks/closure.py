@@ -36,7 +36,7 @@ from unfold.tasks.sample import reconstruction
 from unfold.tasks.train_unfolding import process_of
 from unfold.tasks.unbias import METHOD, data_sample, simulation_sample, training_prior, unbias_draws
 from unfold.tasks.unfolding_model import UnfoldingModel
-from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS
+from unfold.unbiasing.template_fit import default_parameters
 from unfold.unbiasing.top_prior import top_names
 
 __all__ = ["ClosureResult", "run_closure"]
@@ -142,7 +142,7 @@ def run_closure(
     fit_data: Path | None = None,
     limit: int | None = None,
     unbias: Sequence[Path] = (),
-    unbias_parameters: Sequence[str] = DEFAULT_PARAMETERS,
+    unbias_parameters: Sequence[str] | None = None,
     training_data: Sequence[Path] | None = None,
 ) -> ClosureResult:
     """Unfold ``nominal`` and each of ``alternatives`` with ``run`` and write the closure report to ``out``.
@@ -155,7 +155,8 @@ def run_closure(
         limit: use only the first N events of each file.
         unbias: simulation files (with truth; several top masses make a broad prior): also unbias
             every file's unfolding (:mod:`unfold.tasks.unbias`) and report its shifts beside.
-        unbias_parameters: the prior parameters the unbiasing fits.
+        unbias_parameters: the prior parameters the unbiasing fits (default: the top-pT slope, and the
+            top mass with a simulation of several top masses).
         training_data: the files the run was trained on (default: its config.yaml's ``data``).
     """
     files = [Path(nominal), *map(Path, alternatives)]
@@ -200,7 +201,8 @@ def run_closure(
     if simulation is not None:
         metrics["unbiasing_method"] = {
             "simulation": [str(p) for p in unbias], "simulation_top_masses": list(simulation.generated.masses),
-            "trained_top_masses": list(trained.masses), "parameters": list(unbias_parameters), "method": METHOD}
+            "trained_top_masses": list(trained.masses),
+            "parameters": list(unbias_parameters or default_parameters(simulation.generated)), "method": METHOD}
     rows, headline, plots = [], [], []
     unbiased: list[dict[str, ClosureSample]] = []
     for label, observables, (_, data), sample in zip(names, per_file, outcomes, samples, strict=True):

@@ -30,9 +30,9 @@ from unfold.tasks.sample import reconstruction
 from unfold.tasks.train_unfolding import process_of
 from unfold.tasks.unfolding_model import UnfoldingModel
 from unfold.training.trainer import find_checkpoint
-from unfold.unbiasing.detector_observables import m3, min_lepton_b_mass
+from unfold.unbiasing.detector_observables import equal_mass_tops, m3, min_lepton_b_mass
 from unfold.unbiasing.draw_weights import draw_weights, top_kinematics
-from unfold.unbiasing.template_fit import DEFAULT_PARAMETERS, DetectorSample, PriorFit, fit_prior
+from unfold.unbiasing.template_fit import DetectorSample, PriorFit, fit_prior
 from unfold.unbiasing.top_prior import GeneratedPrior, top_names
 
 __all__ = ["METHOD", "Unbiasing", "data_sample", "simulation_sample", "systematic_resample", "template_observables",
@@ -43,13 +43,15 @@ Assign = Callable[[SpanetData], dict[str, np.ndarray]]
 
 def template_observables(data: SpanetData, topology: EventTopology, process: str, assign: Assign) -> dict[str, np.ndarray]:
     """The fit's detector-level observables: the mass-hypothesis-free M3 and (with a lepton)
-    m_lb^min (:mod:`unfold.unbiasing.detector_observables`), and every top's pT as the jet
-    assignment reconstructs it ("t_had/pt", ...)."""
+    m_lb^min and the equal-mass top masses ("equal_mass/t_had", "equal_mass/t_lep";
+    :mod:`unfold.unbiasing.detector_observables`), and every top's pT as the jet assignment
+    reconstructs it ("t_had/pt", ...)."""
     events = detector_events(data, topology)
     reference = parton_reference(data, topology, process, assign(data))
     out = {"m3": m3(events)}
     if get_process(process).leptons:
         out["mlb_min"] = min_lepton_b_mass(events)
+        out.update({f"equal_mass/{top}": mass for top, mass in equal_mass_tops(events).items()})
     out.update({f"{top}/pt": values["pt"] for top, values in top_kinematics(reference, process).items()})
     return out
 
@@ -125,7 +127,7 @@ class Unbiasing:
 
 
 def unbias_draws(detector: DetectorSample, simulation: DetectorSample, draw_tops: Mapping[str, Mapping[str, np.ndarray]],
-                 trained: GeneratedPrior, *, free: Sequence[str] = DEFAULT_PARAMETERS, resamples: int = 30) -> Unbiasing:
+                 trained: GeneratedPrior, *, free: Sequence[str] | None = None, resamples: int = 30) -> Unbiasing:
     """Fit the prior to ``detector`` (the data's observables and weights) with ``simulation`` and weight
     the draws, whose tops are ``draw_tops`` (top -> {"mass", "pt"} (E, n)), from the ``trained`` prior to it."""
     fit = fit_prior(detector, simulation, free=free, resamples=resamples)
@@ -142,7 +144,7 @@ def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.nda
 
 
 def unbias_samples(samples: Path, out: Path, simulation: Sequence[Path], *,
-                   free: Sequence[str] = DEFAULT_PARAMETERS, training_data: Sequence[Path] | None = None,
+                   free: Sequence[str] | None = None, training_data: Sequence[Path] | None = None,
                    recon: Path | None = None, fit_data: Path | None = None, resamples: int = 30,
                    seed: int = 0) -> Unbiasing:
     """Fit the prior to the detector level of a parton ``unfold sample`` file and write ``out``: the same
