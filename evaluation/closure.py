@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from html import escape
 from pathlib import Path
 
@@ -104,9 +104,11 @@ class Shift:
         truth: shift of the truth; truth_bootstrap its bootstrap standard deviation.
         unfolded: shift of the pooled draws; draws_error the spread of the per-draw shifts over
             sqrt(n) (None for one draw); bootstrap_error its bootstrap standard deviation;
-            error both in quadrature.
+            fit_error, for draws weighted by a fit to the data, the standard deviation of the shift
+            over the fit's refits (None otherwise); error all three in quadrature.
         fraction: unfolded / truth; fraction_error from the bootstrap of the ratio (half its
-            16-84 % range) and the draws (draws_error / |truth|) in quadrature.
+            16-84 % range), the draws (draws_error / |truth|) and the fit (fit_error / |truth|) in
+            quadrature.
         detector: shift at detector level (None without one), detector_fraction = detector / truth.
         per_draw: the shift of each draw.
     """
@@ -116,6 +118,7 @@ class Shift:
     unfolded: float
     draws_error: float | None
     bootstrap_error: float
+    fit_error: float | None
     error: float
     fraction: float
     fraction_error: float
@@ -195,6 +198,7 @@ def shift_statistics(
     *,
     resamples: int = 50,
     seed: int = BOOTSTRAP_SEED,
+    refits: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> dict[str, Shift]:
     """The shift (alternative - nominal) of each of :data:`STATISTICS` in truth, unfoldings and detector level.
 
@@ -203,6 +207,9 @@ def shift_statistics(
         window: (low, high) of the windowed mean, in the observable's unit.
         resamples: bootstrap resamples of the events of both samples (at least 2).
         seed: of the bootstrap (the same resamples for every statistic).
+        refits: where the draws are weighted by a fit to the data (an unbiasing), the (nominal,
+            alternative) draw weights of each of the fit's bootstrap refits: their spread of the
+            unfolded shift is the fit's error (at least 2 refits).
     """
     if resamples < 2:
         raise ReportError(f"--bootstrap {resamples}: expected at least 2 resamples for a bootstrap error")
@@ -242,10 +249,16 @@ def shift_statistics(
         per_draw = per_draw_statistics(alternative) - per_draw_statistics(nominal)
         draws_error = _std(per_draw) / np.sqrt(n) if n > 1 else None
         bootstrap_error = _std(unfolded_boot)
+        def reweighted(s, draw_weights, statistic=statistic):
+            return _statistic(statistic, s.draws, window, replace(s, draw_weights=draw_weights).unfolded_weights())
+
+        fit_error = _std(np.array([reweighted(alternative, weights) - reweighted(nominal, nominal_weights)
+                                   for nominal_weights, weights in refits])) if len(refits) > 1 else None
         with np.errstate(invalid="ignore", divide="ignore"):
             fraction = unfolded / truth
             fraction_boot = _half_width(unfolded_boot / truth_boot)
             fraction_draws = (draws_error or 0.0) / abs(truth)
+            fraction_fit = (fit_error or 0.0) / abs(truth)
         detector = detector_boot = None
         if with_detector:
             detector = float(shift(detector_of, ones))
@@ -256,9 +269,10 @@ def shift_statistics(
             unfolded=float(unfolded),
             draws_error=None if draws_error is None else float(draws_error),
             bootstrap_error=bootstrap_error,
-            error=float(np.hypot(draws_error or 0.0, bootstrap_error)),
+            fit_error=fit_error,
+            error=float(np.sqrt((draws_error or 0.0) ** 2 + bootstrap_error**2 + (fit_error or 0.0) ** 2)),
             fraction=float(fraction),
-            fraction_error=float(np.hypot(fraction_boot, fraction_draws)),
+            fraction_error=float(np.sqrt(fraction_boot**2 + fraction_draws**2 + fraction_fit**2)),
             detector=detector,
             detector_bootstrap=detector_boot,
             detector_fraction=None if detector is None else float(detector / truth) if truth else float("nan"),
@@ -358,7 +372,7 @@ def closure_page(
         images: (file name, caption) of each plot.
     """
     header = ["observable", "alternative", "statistic", "window", "truth shift", "unfolded shift",
-              "± draws", "± bootstrap", "fraction followed", "detector shift", "detector / truth"]
+              "± draws", "± bootstrap", "± fit", "fraction followed", "detector shift", "detector / truth"]
     cells = []
     for name, unit, alternative, window, shifts in rows:
         for statistic, shift in shifts.items():
@@ -367,12 +381,14 @@ def closure_page(
                 (escape(name), "name"), (escape(alternative), "name"), (STATISTIC_NAMES[statistic], ""),
                 (escape(window_text), ""), (_number(shift.truth, shift.truth_bootstrap), ""),
                 (_number(shift.unfolded, shift.error), ""), (_number(shift.draws_error), ""),
-                (_number(shift.bootstrap_error), ""), (_number(shift.fraction, shift.fraction_error), ""),
+                (_number(shift.bootstrap_error), ""), (_number(shift.fit_error), ""),
+                (_number(shift.fraction, shift.fraction_error), ""),
                 (_number(shift.detector, shift.detector_bootstrap), "ref"), (_number(shift.detector_fraction), "ref"),
             ])
     explanation = (
         "<p>Shift = alternative minus nominal, in the observable's unit. Unfolded shift: of the pooled draws, "
-        "&plusmn; the draws' and the bootstrap errors in quadrature. Fraction followed = unfolded shift / truth "
+        "&plusmn; the draws', the bootstrap's and (unbiased rows) the prior fit's errors in quadrature, the fit's "
+        "the spread of the shift over the fit's bootstrap refits. Fraction followed = unfolded shift / truth "
         "shift (1: the unfolding follows the data; 0: it returns the training prior). Windows: masses of tops "
         f"{MASS_WINDOWS['t'][0]:g}-{MASS_WINDOWS['t'][1]:g} GeV and W bosons {MASS_WINDOWS['W'][0]:g}-"
         f"{MASS_WINDOWS['W'][1]:g} GeV; any other observable the central 98 % of the nominal truth. Detector level: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -77,6 +78,32 @@ def test_the_draws_spread_is_the_error_of_their_pooled_shift(rng):
     shift = _followed(rng, lambda truth: truth[:, None] + offsets * (truth[:, None] > TOP_MASS + 1.0))["window_mean"]
     assert shift.draws_error == pytest.approx(np.std(shift.per_draw, ddof=1) / np.sqrt(DRAWS))
     assert shift.error == pytest.approx(np.hypot(shift.draws_error, shift.bootstrap_error))
+
+
+def test_a_fitted_reweighting_adds_the_spread_over_its_refits_to_the_error(rng):
+    """Draws from a flat prior, reweighted toward fitted masses: each refit's masses move the
+    unfolded shift, and that spread is the fit's error."""
+    nominal, alternative = (_sample(rng, mass, lambda truth: rng.uniform(165.0, 180.0, (len(truth), DRAWS)))
+                            for mass in (TOP_MASS, SHIFTED_MASS))
+
+    def toward(sample, mass):  # a narrow prior around the fitted mass, as the unbiasing's weights
+        return np.exp(-0.5 * ((sample.draws - mass) / 2.0) ** 2)
+
+    fitted = [(TOP_MASS + a, SHIFTED_MASS + b) for a, b in rng.normal(0.0, 0.5, (8, 2))]
+    refits = [(toward(nominal, m0), toward(alternative, m1)) for m0, m1 in fitted]
+    weighted = [replace(s, draw_weights=toward(s, m)) for s, m in ((nominal, TOP_MASS), (alternative, SHIFTED_MASS))]
+    shift = shift_statistics(*weighted, (165.0, 180.0), resamples=10, refits=refits)["window_mean"]
+    by_hand = [_window_mean(alternative, w1) - _window_mean(nominal, w0) for w0, w1 in refits]
+    assert shift.fit_error == pytest.approx(np.std(by_hand, ddof=1))
+    assert 0.3 < shift.fit_error < 1.5  # the fitted masses' spread, 0.7 GeV on the difference
+    assert shift.error == pytest.approx(np.sqrt(shift.draws_error**2 + shift.bootstrap_error**2 + shift.fit_error**2))
+    assert shift_statistics(*weighted, (165.0, 180.0), resamples=10)["window_mean"].fit_error is None
+
+
+def _window_mean(sample: ClosureSample, draw_weights: np.ndarray) -> float:
+    """The pooled draws' mean in 165-180 GeV under these draw weights."""
+    inside = (sample.draws >= 165.0) & (sample.draws <= 180.0)
+    return float(np.sum(sample.draws * draw_weights * inside) / np.sum(draw_weights * inside))
 
 
 def test_windows_are_fixed_for_top_and_w_masses_and_central_otherwise(rng):
@@ -209,6 +236,13 @@ def test_closure_unbiases_each_file_with_a_fitted_prior(parton_run, semileptonic
     mass = metrics["observables"]["parton/t_had/mass"]["shifts"]
     assert mass["heavier"]["window_mean"]["truth"] > 0.3
     assert set(mass) == {"heavier", "heavier, unbiased"}
+    assert mass["heavier"]["window_mean"]["fit_error"] is None
+    unbiased = mass["heavier, unbiased"]["window_mean"]
+    assert unbiased["fit_error"] > 0  # five refits of each file's fit move the unbiased shift
+    assert unbiased["error"] >= unbiased["fit_error"]
+    locations = metrics["observables"]["parton/t_had/mass"]["locations"]
+    assert set(locations) == {"nominal", "heavier", "nominal, unbiased", "heavier, unbiased"}
+    assert locations["nominal, unbiased"]["median"]["truth"] == locations["nominal"]["median"]["truth"]
     assert mass["heavier, unbiased"]["window_mean"]["truth"] == mass["heavier"]["window_mean"]["truth"]
     assert "heavier, unbiased" in (out / "index.html").read_text()
 

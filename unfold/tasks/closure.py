@@ -36,6 +36,7 @@ from unfold.tasks.sample import reconstruction
 from unfold.tasks.train_unfolding import process_of
 from unfold.tasks.unbias import METHOD, data_sample, simulation_sample, training_prior, unbias_draws
 from unfold.tasks.unfolding_model import UnfoldingModel
+from unfold.unbiasing.draw_weights import draw_weights
 from unfold.unbiasing.template_fit import default_parameters
 from unfold.unbiasing.top_prior import top_names
 
@@ -205,6 +206,7 @@ def run_closure(
             "parameters": list(unbias_parameters or default_parameters(simulation.generated)), "method": METHOD}
     rows, headline, plots = [], [], []
     unbiased: list[dict[str, ClosureSample]] = []
+    refit_weights: list[list[np.ndarray]] = []  # per file, the draws' weights under each bootstrap refit of its fit
     for label, observables, (_, data), sample in zip(names, per_file, outcomes, samples, strict=True):
         if simulation is None:
             break
@@ -213,21 +215,25 @@ def run_closure(
         unbiasing = unbias_draws(data_sample(data, model.topology, model.process, assign), simulation, tops, trained,
                                  free=unbias_parameters, resamples=resamples)
         unbiased.append({name: replace(s, draw_weights=unbiasing.weights) for name, s in sample.items()})
+        refit_weights.append([draw_weights(tops, refit, trained) for refit in unbiasing.fit.bootstrap])
         metrics["unbiasing"][label] = unbiasing.summary()
         headline.append(f"unbiasing fit, {label}: {unbiasing.fit.summary()}, draws n_eff "
                         f"{unbiasing.effective_draws:.0f} of {unbiasing.weights.size}")
     for index, (name, observable) in enumerate(per_file[0].items()):
         low, high, rule = peak_window(name, observable.truth)
         entry: dict = {"label": observable.label, "unit": observable.unit, "window": [low, high], "window_rule": rule,
-                       "locations": {label: location(s[name], (low, high)) for label, s in zip(names, samples, strict=True)},
+                       "locations": {label: location(s[name], (low, high)) for label, s in zip(names, samples, strict=True)}
+                       | {f"{label}, unbiased": location(s[name], (low, high))
+                          for label, s in zip(names, unbiased, strict=False)},
                        "shifts": {}}
         for label, alternative in zip(names[1:], samples[1:], strict=True):
             shifts = shift_statistics(samples[0][name], alternative[name], (low, high), resamples=resamples)
             entry["shifts"][label] = {statistic: shift.as_json() for statistic, shift in shifts.items()}
             rows.append((name, observable.unit, label, (low, high, rule), shifts))
             headline.append(_headline(name, label, shifts["window_mean"]))
-        for label, alternative in zip(names[1:], unbiased[1:], strict=False):
-            shifts = shift_statistics(unbiased[0][name], alternative[name], (low, high), resamples=resamples)
+        for label, alternative, refits in zip(names[1:], unbiased[1:], refit_weights[1:], strict=False):
+            shifts = shift_statistics(unbiased[0][name], alternative[name], (low, high), resamples=resamples,
+                                      refits=list(zip(refit_weights[0], refits, strict=True)))
             entry["shifts"][f"{label}, unbiased"] = {statistic: shift.as_json() for statistic, shift in shifts.items()}
             rows.append((name, observable.unit, f"{label}, unbiased", (low, high, rule), shifts))
             headline.append(_headline(name, f"{label}, unbiased", shifts["window_mean"]))
