@@ -131,6 +131,7 @@ class _MassMorphing:
         self.simulation_bins, self.n_bins = simulation_bins, n_bins
 
     def _row(self, mass: np.ndarray | float) -> np.ndarray:
+        """(..., 3) the design (1, m, m^2) with m from the centre of the mass range."""
         x = np.asarray(mass, np.float64) - self.centre
         return np.stack([np.ones_like(x), x, x**2], axis=-1)
 
@@ -145,6 +146,7 @@ class _MassMorphing:
         return coefficients, covariance
 
     def templates(self, regression: tuple[dict[str, np.ndarray], np.ndarray], top_mass: float) -> Templates:
+        """Every observable's template at the pole ``top_mass`` from a :meth:`regress` result."""
         coefficients, covariance = regression
         row = self._row(top_mass)
         spread = float(row @ covariance @ row)
