@@ -30,8 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", type=positive_int, default=50, help="bootstrap resamples of the events")
     parser.add_argument("--out", type=Path, default=None,
                         help="report folder, new or a previous report (default: reports/closure-<run name>)")
-    parser.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
-    parser.add_argument("--sampler", default=None, help="sampler of the draws (default: the run's own, ddpm for diffusion, euler for flow matching)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="denoising steps (default: the run's, as unfold sample: 25 for parton runs, 10 for particle "
+                        "diffusion runs)")
+    parser.add_argument("--sampler", default=None,
+                        help="sampler of the draws (default: the run's, as unfold sample: ddpm for parton runs, dpm-solver "
+                        "for particle runs, euler for flow matching)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="events per batch")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws")
     parser.add_argument("--device", default="auto", help="torch device, auto: cuda if there is a GPU, else cpu")

@@ -67,7 +67,7 @@ def _check_file(path: Path, task: str, model: UnfoldingModel) -> None:
             raise UnfoldError(f"{path}: holds {process} events, but the run was trained for {model.process}")
 
 
-def _observables(model: UnfoldingModel, path: Path, *, n: int, seed: int, steps: int, sampler: str | None,
+def _observables(model: UnfoldingModel, path: Path, *, n: int, seed: int, steps: int | None, sampler: str | None,
                  batch_size: int, assign: Callable[[SpanetData], dict[str, np.ndarray]] | None,
                  limit: int | None) -> tuple[list[Observable], SpanetData]:
     """Unfold every event of ``path`` n times and derive the report's observables (truth, draws and
@@ -135,7 +135,7 @@ def run_closure(
     n: int = 33,
     resamples: int = 50,
     seed: int = 0,
-    steps: int = 25,
+    steps: int | None = None,
     sampler: str | None = None,
     batch_size: int = 256,
     device: str = "cpu",
@@ -191,8 +191,8 @@ def run_closure(
     samples = [{name: ClosureSample(o.truth, o.draws, o.reference, weights=data.event_weights)
                 for name, o in observables.items()} for observables, (_, data) in zip(per_file, outcomes, strict=True)]
     metrics: dict = {
-        "run": str(run), "task": model.task, "n_draws": n, "bootstrap": resamples, "seed": seed, "steps": steps,
-        "detector_level": method,
+        "run": str(run), "task": model.task, "n_draws": n, "bootstrap": resamples, "seed": seed,
+        **dict(zip(("sampler", "steps"), model.module.sampling(sampler, steps), strict=True)), "detector_level": method,
         "files": {label: {"path": str(path), "events": len(next(iter(s.values())).truth)}
                   for label, path, s in zip(names, files, samples, strict=True)},
         "statistics": {"window_mean": "mean of the values inside the window", "median": "median of all values"},
@@ -246,7 +246,8 @@ def run_closure(
                          + [(f"{label}, unbiased", s[name]) for label, s in zip(names, unbiased, strict=False)],
                          window=window)
         (temporary / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, allow_nan=False, default=str) + "\n")
-        meta = {"run": run, "task": model.task, "draws per event": n, "bootstrap resamples": resamples,
+        meta = {"run": run, "task": model.task, "draws per event": n,
+                "sampler": f"{metrics['sampler']}, {metrics['steps']} steps", "bootstrap resamples": resamples,
                 "detector level": method, **{f"file: {label}": f"{path} ({metrics['files'][label]['events']} events)"
                                              for label, path in zip(names, files, strict=True)}}
         images = [(file_name, f"{name}: truth (dashed) and unfolded (solid), window edges dotted")
