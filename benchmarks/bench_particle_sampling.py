@@ -1,4 +1,5 @@
-"""Particle-level unfoldings per second, compact sampler against the padded one, and the speed-fidelity table.
+"""Particle-level unfoldings per second, compact sampler against the padded one, the denoiser in bfloat16 against
+float32, and the speed-fidelity table.
 
 One unfolding is one sampled particle-level event. Both paths run in the same process on the same
 condition: ``padded`` is the sampler before the compact path (every draw repeats its event's
@@ -122,6 +123,24 @@ def measure(model, condition, draws: int, sampler: str, steps: int, repeat: int,
     return rates[padded], rates[compact], result
 
 
+def precision_rates(model, condition, draws: int, sampler: str, steps: int, repeat: int,
+                    detector_slots=None) -> dict[str, tuple[float, object]]:
+    """Unfoldings per second of the compact path with the denoiser in float32 and in bfloat16 (after a
+    two-step warm-up of each), the best of ``repeat`` alternating calls, and the draws of each."""
+    out = {}
+    for precision in ("float32", "bfloat16"):
+        compact(model, *condition, draws, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(1),
+                detector_slots=detector_slots, precision=precision)
+    for _ in range(repeat):
+        for precision in ("float32", "bfloat16"):
+            start = time.perf_counter()
+            result = compact(model, *condition, draws, sampler=sampler, steps=steps, precision=precision,
+                             generator=torch.Generator().manual_seed(0), detector_slots=detector_slots)
+            rate = condition[0].shape[0] * draws / (time.perf_counter() - start)
+            out[precision] = (max(rate, out.get(precision, (0.0,))[0]), result)
+    return out
+
+
 def compact(model, objects, object_mask, event, anchors, draws, **options):
     """The compact path: ``SetLatentDiffusion.sample``."""
     return model.sample(objects, object_mask, event, draws, anchors=anchors, **options)
@@ -166,6 +185,21 @@ def main() -> None:
     names = ["n_jets", "jet1_pt", "lepton_pt", "met"]
     if levels is not None:
         truth = observables(levels["truth"])
+    print(f"\ndenoiser arithmetic, {default} {default_steps} steps, compact path (unfoldings/s"
+          + ("; W1 to truth" if levels else "") + ")")
+    print(f"{'threads':>7} {'float32':>9} {'bfloat16':>9} {'ratio':>6}" + ("".join(f"{n:>10}" for n in names) if levels else ""))
+    results["precision"] = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rates = precision_rates(model, condition, args.draws, default, default_steps, args.repeat, detector_slots)
+        results["precision"][threads] = {precision: rate for precision, (rate, _) in rates.items()}
+        line = f"{threads:>7} {rates['float32'][0]:>9.1f} {rates['bfloat16'][0]:>9.1f} {rates['bfloat16'][0] / rates['float32'][0]:>6.2f}"
+        if levels is not None and threads == 2:
+            for precision, (_, draws) in rates.items():
+                sampled = observables(representation.decode(draws.features, draws.types, draws.mask, draws.event_features))
+                results["precision"][f"w1_{precision}"] = {name: w1(sampled[name], truth[name]) for name in names}
+                line += f"\n{precision:>27}" + "".join(f"{w1(sampled[n], truth[n]):>10.3f}" for n in names)
+        print(line, flush=True)
     header = f"{'sampler':<11} {'steps':>5} {'padded/s':>9} {'compact/s':>9} {'ratio':>6}"
     print("\nspeed-fidelity table, 2 threads" + (" (W1 to truth; GeV but n_jets)" if levels else ""))
     print(header + ("".join(f"{name:>10}" for name in names) if levels else ""))

@@ -111,6 +111,29 @@ def test_sampling_is_reproducible_with_a_seed(sampler):
     assert not torch.allclose(draw(1), draw(2))
 
 
+def test_bfloat16_network_gives_float32_states_close_to_the_float32_draws():
+    """The network's arithmetic in bfloat16 (a linear layer that computes the Gaussian oracle's noise):
+    the states stay float32 and follow the float32 draws to bfloat16's rounding; an unknown precision is refused."""
+    training = make_training_scheduler()
+    oracle = gaussian_oracle(training)
+    projection = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.ones_(projection.weight)
+
+    def predict_noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return projection(oracle(x, t))  # autocast runs the product in bfloat16
+
+    def draw(precision: str) -> torch.Tensor:
+        return denoise(predict_noise, (4_000, 1), training_scheduler=training, sampler="dpm-solver", steps=10,
+                       generator=torch.Generator().manual_seed(0), precision=precision)
+
+    full, half = draw("float32"), draw("bfloat16")
+    assert half.dtype == torch.float32
+    assert 0 < (half - full).abs().max() < 0.05  # bfloat16 keeps 8 bits of mantissa: rounding, not a new draw
+    assert abs(half.mean().item() - full.mean().item()) < 0.005 and abs(half.std().item() / full.std().item() - 1) < 0.01
+    with pytest.raises(UnfoldError, match="precision 'float16': expected one of float32, bfloat16"):
+        denoise(predict_noise, (2, 1), training_scheduler=training, precision="float16")
+
+
 def test_predict_noise_receives_one_timestep_per_row():
     training = make_training_scheduler()
     seen = []

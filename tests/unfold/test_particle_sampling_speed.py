@@ -108,6 +108,22 @@ def test_compact_sampling_gives_the_padded_draws(objective: str, sampler: str, r
     assert (compact.types == reference.types).float().mean() > 0.99  # an argmax may flip on a float tie
 
 
+def test_bfloat16_set_denoiser_keeps_the_multiplicities_and_rounds_the_features() -> None:
+    """The set denoiser in bfloat16: the multiplicities (drawn before the denoiser, in float32) are the float32
+    run's, the features differ by bfloat16's rounding only."""
+    model = make_model("diffusion", 5, True, True)
+    *condition, anchors = make_condition(5)
+    detector_slots = make_detector_slots(condition[1])
+    draws = {precision: model.sample(*condition, 4, sampler="dpm-solver", steps=6, anchors=anchors,
+                                     detector_slots=detector_slots, generator=torch.Generator().manual_seed(5),
+                                     precision=precision) for precision in ("float32", "bfloat16")}
+    full, half = draws["float32"], draws["bfloat16"]
+    torch.testing.assert_close(half.multiplicity, full.multiplicity)
+    assert half.features.dtype == torch.float32
+    difference = (half.features - full.features)[full.mask].abs()
+    assert 0 < difference.max() < 0.05 * full.features[full.mask].abs().max()
+
+
 def test_compact_sampling_masks_variable_multiplicities() -> None:
     sample = make_model().sample(*make_condition()[:3], 6, steps=3, generator=torch.Generator().manual_seed(2),
                                  rows_per_call=4)

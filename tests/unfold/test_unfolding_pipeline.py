@@ -130,7 +130,8 @@ def test_training_data_without_partons_is_refused(spanet_example, tmp_path, caps
 
 
 def test_each_run_samples_with_its_own_default_sampler_and_steps(parton_run, particle_run, semileptonic_files, tmp_path):
-    """Parton runs DDPM with 25 steps, particle diffusion runs DPM-Solver with 10; a choice applies to every run."""
+    """Parton runs DDPM with 25 steps, particle diffusion runs DPM-Solver with 10; a choice (sampler, steps, the
+    network's precision) applies to every run."""
     from unfold.errors import UnfoldError
     from unfold.tasks.sample import sample_unfoldings
 
@@ -139,9 +140,11 @@ def test_each_run_samples_with_its_own_default_sampler_and_steps(parton_run, par
     out = sample_unfoldings(runs, semileptonic_files[1], tmp_path / "default.h5", **options)
     with h5py.File(out) as file:
         assert (file.attrs["sampler"], file.attrs["steps"]) == ("parton: ddpm, particle: dpm-solver", "parton: 25, particle: 10")
-    out = sample_unfoldings(runs, semileptonic_files[1], tmp_path / "chosen.h5", sampler="ddim", steps=3, **options)
+    out = sample_unfoldings(runs, semileptonic_files[1], tmp_path / "chosen.h5", sampler="ddim", steps=3,
+                            precision="bfloat16", **options)
     with h5py.File(out) as file:
-        assert (file.attrs["sampler"], file.attrs["steps"]) == ("ddim", 3)
+        assert (file.attrs["sampler"], file.attrs["steps"], file.attrs["precision"]) == ("ddim", 3, "bfloat16")
+        assert np.isfinite(file["SAMPLES/PARTONS/b_had/pt"][...]).all()
     with pytest.raises(UnfoldError, match="sampler 'euler' does not apply to a diffusion run"):
         sample_unfoldings(runs, semileptonic_files[1], tmp_path / "bad.h5", sampler="euler", **options)
     assert not (tmp_path / "bad.h5").exists()

@@ -34,7 +34,7 @@ from unfold.data.hdf5_schema import (
 )
 from unfold.data.recon_data import detector_events
 from unfold.errors import UnfoldError
-from unfold.models.diffusion.sampler import DEFAULT_SAMPLER
+from unfold.models.diffusion.sampler import DEFAULT_SAMPLER, PRECISIONS
 from unfold.tasks.assignment_model import AssignmentModel
 from unfold.tasks.evaluate_recon import fit_chi_square
 from unfold.tasks.references import assigned_partons, particle_reference, parton_reference
@@ -73,6 +73,7 @@ def sample_unfoldings(
     fit_data: Path | None = None,
     weights: str | None = None,
     chunk_size: int = 4096,
+    precision: str = "float32",
 ) -> Path:
     """Draw n unfoldings of every event of ``data_path`` (the first ``limit``) with each trained task and
     write them, with the truth, detector-level references and inputs, to ``out`` (atomically). Each run
@@ -91,6 +92,7 @@ def sample_unfoldings(
     round-robin to ``devices`` (see :func:`parse_devices`), one model copy and thread per device; each
     batch draws from its own generator, seeded by its index in the file (:func:`batch_generator`), so
     the samples depend on ``seed`` and ``batch_size`` but not on the devices or the chunk size.
+    ``precision`` is the denoising network's arithmetic (:data:`unfold.models.diffusion.sampler.Precision`).
     """
     if n < 1:
         raise UnfoldError(f"--n must be a positive number of unfoldings per event, got {n}")
@@ -100,6 +102,8 @@ def sample_unfoldings(
         raise UnfoldError(f"--seed must be a non-negative integer, got {seed}")
     if chunk_size < 1:
         raise UnfoldError(f"--chunk-size must be positive, got {chunk_size}")
+    if precision not in PRECISIONS:
+        raise UnfoldError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     targets = parse_devices(devices)
     copies = {task: [_load(task, path, target) for target in targets] for task, path in checkpoints.items()}
     modules = {task: models[0] for task, models in copies.items()}
@@ -127,12 +131,13 @@ def sample_unfoldings(
         assign, method = reconstruction(data_path, topology, recon=recon, fit_data=fit_data, batch_size=batch_size)
         partons = modules["parton"].representation.daughters
         tally = _ReferenceTally(partons)
-    attrs: dict[str, object] = {"n": n, "sampler": samplers, "steps": steps_used, "seed": seed, "batch_size": batch_size,
+    attrs: dict[str, object] = {"n": n, "sampler": samplers, "steps": steps_used, "precision": precision, "seed": seed,
+                                "batch_size": batch_size,
                                 "inputs": str(data_path), "devices": ",".join(map(str, targets)),
                                 "checkpoints": json.dumps({k: str(v) for k, v in checkpoints.items()}),
                                 "truth": ", ".join(truth_groups) or "none: the input file holds no PARTONS or PARTICLES",
                                 **_collision_energy(data_path), **_generated_luminosity(data_path, total / in_file)}
-    description = f"sample {'+'.join(copies)} (n={n}, {samplers}, {steps_used} steps, {attrs['devices']})"
+    description = f"sample {'+'.join(copies)} (n={n}, {samplers}, {steps_used} steps, {precision}, {attrs['devices']})"
     with (tqdm(total=-(-total // batch_size) * len(copies), desc=description, unit="batch") as progress,
           atomic_output(out) as partial, h5py.File(partial, "w") as file):
         for events in chunks:
@@ -142,7 +147,8 @@ def sample_unfoldings(
             arrays: dict[str, np.ndarray] = {}
             for task, models in copies.items():
                 draw = functools.partial(_draw, task, inputs, batches, n=n, sampler=sampling[task][0],
-                                         steps=sampling[task][1], seed=seed, first=events.start // batch_size)
+                                         steps=sampling[task][1], precision=precision, seed=seed,
+                                         first=events.start // batch_size)
                 parts = _round_robin(draw, models, len(batches), progress)
                 truth = None
                 if _TRUTH[task] in truth_groups:
@@ -254,13 +260,13 @@ def _shared_or_each(values: dict[str, object]) -> object:
 
 
 def _draw(task: str, inputs, batches: list[torch.Tensor], module, index: int, *, n: int, sampler: str, steps: int,
-          seed: int, first: int):
+          precision: str, seed: int, first: int):
     """The draws of a chunk's batch ``index`` (batch ``first + index`` of the file) with ``module`` on its
     device, moved to the CPU: parton -> name -> feature -> (E, n); particle -> ((E, n) multiplicities,
     decoded collections)."""
     batch = map_tensors(lambda tensor: tensor.to(module.device), take_events(inputs, batches[index]))
     generator = batch_generator(seed, task, first + index, module.device)
-    result = module.sample(batch, n, sampler=sampler, steps=steps, generator=generator)
+    result = module.sample(batch, n, sampler=sampler, steps=steps, precision=precision, generator=generator)
     if task == "particle":
         draws, collections = result
         return draws.multiplicity.cpu(), collections

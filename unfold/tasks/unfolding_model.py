@@ -64,10 +64,12 @@ class UnfoldingModel:
         batch_size: int = 256,
         seed: int = 0,
         limit: int | None = None,
+        precision: str = "float32",
         progress: bool = False,
     ) -> dict[str, dict[str, np.ndarray] | np.ndarray]:
         """n unfoldings of every event of ``data`` (a SpanetData or a SPANet-layout file; only the inputs are read),
-        with ``sampler`` and ``steps``, or for None the run's defaults (``module.sampling()``).
+        with ``sampler`` and ``steps``, or for None the run's defaults (``module.sampling()``), the denoising
+        network in ``precision`` ("float32" or "bfloat16").
 
         Returns:
             parton: parton name -> feature (pt, eta, phi, mass) -> (E, n) arrays (GeV).
@@ -87,7 +89,8 @@ class UnfoldingModel:
                                           disable=not progress, unit="batch")):
             batch = map_tensors(lambda tensor: tensor.to(device), take_events(inputs, rows))
             generator = batch_generator(seed, self.task, index, device)
-            parts.append(self.module.sample(batch, n, sampler=sampler, steps=steps, generator=generator))
+            parts.append(self.module.sample(batch, n, sampler=sampler, steps=steps, precision=precision,
+                                            generator=generator))
         if self.task == "parton":
             return {name: {feature: torch.cat([p[name][feature] for p in parts]).cpu().float().numpy() for feature in features}
                     for name, features in parts[0].items()}

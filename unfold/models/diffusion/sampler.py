@@ -36,9 +36,11 @@ __all__ = [
     "DEFAULT_OBJECTIVE",
     "DEFAULT_SAMPLER",
     "OBJECTIVES",
+    "PRECISIONS",
     "SAMPLERS",
     "SAMPLER_NAMES",
     "Objective",
+    "Precision",
     "SamplerName",
     "TrainingScheduler",
     "add_noise",
@@ -46,6 +48,7 @@ __all__ = [
     "draw_timesteps",
     "make_sampling_scheduler",
     "make_training_scheduler",
+    "network_precision",
     "objective_of",
     "resolve_sampler",
     "training_target",
@@ -67,6 +70,19 @@ SAMPLER_NAMES: tuple[str, ...] = SAMPLERS["diffusion"]
 DEFAULT_SAMPLER: SamplerName | None = None
 
 TrainingScheduler = DDPMScheduler | FlowMatchEulerDiscreteScheduler
+
+# The arithmetic of the denoising network during sampling. "bfloat16" runs its matrix products and
+# attention in bfloat16 (torch.autocast) where the hardware has it (CPUs with AVX512-BF16 or AMX,
+# recent GPUs); the states, the scheduler's steps, the multiplicities and the decoding stay float32.
+Precision = Literal["float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def network_precision(precision: Precision, device: torch.device | str | None):
+    """The autocast context that runs the denoising network at ``precision`` on ``device``."""
+    if precision not in PRECISIONS:
+        raise UnfoldError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return torch.autocast(torch.device(device or "cpu").type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 _SCHEDULER_CLASSES: dict[str, type[SchedulerMixin]] = {
     "ddpm": DDPMScheduler,
@@ -207,6 +223,7 @@ def denoise(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    precision: Precision = "float32",
     progress: bool = False,
 ) -> Tensor:
     """Run the reverse process from Gaussian noise to clean states.
@@ -226,16 +243,19 @@ def denoise(
             makes sampling reproducible. It must live on ``device``.
         device: Where the states live.
         dtype: Floating-point type of the states.
+        precision: Arithmetic of ``predict_noise`` (:data:`Precision`); its prediction is cast back to
+            ``dtype`` before the scheduler's step.
         progress: Show a progress bar over the steps.
 
     Returns:
         The denoised states, of ``shape``.
 
     Raises:
-        UnfoldError: If ``sampler`` does not fit the objective, ``steps`` is not positive or
+        UnfoldError: If ``sampler`` does not fit the objective, ``precision`` is unknown, ``steps`` is not positive or
             exceeds the number of training timesteps, or ``shape`` is empty.
     """
     scheduler = make_sampling_scheduler(training_scheduler, sampler)
+    network = network_precision(precision, device)
     num_train = training_scheduler.config.num_train_timesteps
     if not 1 <= steps <= num_train:
         raise UnfoldError(f"steps must be between 1 and {num_train}, got {steps}")
@@ -254,6 +274,7 @@ def denoise(
         timesteps = tqdm(timesteps, desc=f"{type(scheduler).__name__} sampling", leave=False)
     for t in timesteps:
         model_input = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
-        prediction = predict_noise(model_input, t.to(x.device).repeat(shape[0]))
-        x = scheduler.step(prediction, t, x, generator=generator).prev_sample
+        with network:
+            prediction = predict_noise(model_input, t.to(x.device).repeat(shape[0]))
+        x = scheduler.step(prediction.to(x.dtype), t, x, generator=generator).prev_sample
     return x

@@ -12,11 +12,13 @@ from unfold.models.diffusion.sampler import (
     DEFAULT_OBJECTIVE,
     DEFAULT_SAMPLER,
     Objective,
+    Precision,
     SamplerName,
     add_noise,
     denoise,
     draw_timesteps,
     make_training_scheduler,
+    network_precision,
     training_target,
 )
 from unfold.models.particle.multiplicity import (
@@ -346,6 +348,7 @@ class SetLatentDiffusion(nn.Module):
         sampler: SamplerName | None = DEFAULT_SAMPLER,
         steps: int = 25,
         generator: torch.Generator | None = None,
+        precision: Precision = "float32",
         progress: bool = False,
         rows_per_call: int = ROWS_PER_CALL,
         anchors: Tensor | None = None,
@@ -362,6 +365,8 @@ class SetLatentDiffusion(nn.Module):
                 matching), None for the objective's default.
             steps: denoising steps.
             generator: seeded generator on the tensors' device for reproducible draws.
+            precision: arithmetic of the set denoiser (:data:`~unfold.models.diffusion.sampler.Precision`);
+                the multiplicities and the VAE's decoder stay float32.
             progress: show a progress bar over the steps.
             rows_per_call: draws per denoiser call, which bounds the memory of a step.
             anchors: (E, N, anchor_width) detector kinematics in the particle feature space, with
@@ -400,9 +405,10 @@ class SetLatentDiffusion(nn.Module):
             counterparts, has_pair = pair_slots(anchors[draws], DetectorSlots(*(part[draws] for part in detector_slots)),
                                                 classes, ranks, flat_mask)
             paired = self._paired_input(counterparts, has_pair)
-        predict_noise = _CompactDenoiser(
-            self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors, codes, paired
-        )
+        with network_precision(precision, event.device):  # the detector's keys and values in the denoiser's arithmetic
+            predict_noise = _CompactDenoiser(
+                self.denoiser, objects, object_mask, event, multiplicity, rows_per_call, anchors, codes, paired
+            )
         latents = denoise(
             predict_noise,
             (num_events * n, 1 + slots, width),
@@ -412,6 +418,7 @@ class SetLatentDiffusion(nn.Module):
             generator=generator,
             device=event.device,
             dtype=event.dtype,
+            precision=precision,
             progress=progress,
         )
         # Decode only the sampled objects (padding decodes to zero features and type 0).
@@ -525,8 +532,8 @@ class _CompactDenoiser:
             keep = particle_mask.unsqueeze(-1).to(states.dtype)
             output = self.denoiser.predict(state[:, 1 : 1 + slots] * keep, particle_mask, state[:, 0],
                                            time + event_condition, memory, codes, paired)
-            prediction[rows, 0] = output.event_slot
-            prediction[rows, 1 : 1 + slots] = output.particles
+            prediction[rows, 0] = output.event_slot.to(prediction.dtype)
+            prediction[rows, 1 : 1 + slots] = output.particles.to(prediction.dtype)
         return prediction
 
 

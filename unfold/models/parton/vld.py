@@ -12,6 +12,7 @@ from unfold.models.diffusion.sampler import (
     DEFAULT_OBJECTIVE,
     DEFAULT_SAMPLER,
     Objective,
+    Precision,
     SamplerName,
     add_noise,
     denoise,
@@ -217,6 +218,7 @@ class VariationalLatentDiffusion(nn.Module):
         sampler: SamplerName | None = DEFAULT_SAMPLER,
         steps: int = 25,
         generator: torch.Generator | None = None,
+        precision: Precision = "float32",
         progress: bool = False,
     ) -> Tensor:
         """Draw n unfoldings per event: standardised partons (E, n, F).
@@ -228,6 +230,8 @@ class VariationalLatentDiffusion(nn.Module):
                 matching), None for the objective's default.
             steps: Denoising steps (fewer is faster, coarser).
             generator: Seeded generator on the condition's device for reproducible draws.
+            precision: Arithmetic of the denoiser (:data:`~unfold.models.diffusion.sampler.Precision`);
+                the VAE's decoder runs in float32.
             progress: Show a progress bar over the steps.
 
         Returns:
@@ -251,6 +255,7 @@ class VariationalLatentDiffusion(nn.Module):
             generator=generator,
             device=condition.device,
             dtype=condition.dtype,
+            precision=precision,
             progress=progress,
         )
         partons = self.decode(state, repeated) if self.latent else state
