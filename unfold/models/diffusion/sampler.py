@@ -78,7 +78,7 @@ Precision = Literal["float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
-def network_precision(precision: Precision, device: torch.device | str | None):
+def network_precision(precision: Precision, device: torch.device | str | None) -> torch.autocast:
     """The autocast context that runs the denoising network at ``precision`` on ``device``."""
     if precision not in PRECISIONS:
         raise UnfoldError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
