@@ -151,8 +151,9 @@ def test_closure_reports_the_known_truth_shift_and_an_unmoved_unfolding(parton_r
                                                                       harder_partons, tmp_path):
     nominal = semileptonic_files[1]
     out = tmp_path / "closure"
-    assert _closure(parton_run, nominal, harder_partons, out, "--labels", "nominal,harder") == 0
+    assert _closure(parton_run, nominal, harder_partons, out, "--labels", "nominal,harder", "--precision", "bfloat16") == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["precision"] == "bfloat16"
     observables = metrics["observables"]
     for name in ("parton/t_had/mass", "parton/t_lep/mass", "parton/W_had/mass", "parton/t_had/pt",
                  "parton/t_lep/pt", "parton/ttbar/mass", "parton/ttbar/pt"):
@@ -165,7 +166,7 @@ def test_closure_reports_the_known_truth_shift_and_an_unmoved_unfolding(parton_r
     assert shift["truth"] == pytest.approx(
         (SCALE - 1) * observables["parton/b_had/pt"]["locations"]["nominal"]["median"]["truth"], rel=1e-4)
     assert observables["parton/b_had/pt"]["locations"]["nominal"]["median"]["truth"] in b_pt
-    # Same inputs and seed: the draws and the detector level do not move, so nothing is followed.
+    # Same inputs and seed (and precision): the draws and the detector level do not move, so nothing is followed.
     assert shift["unfolded"] == 0.0
     assert shift["fraction"] == 0.0
     assert shift["detector"] == 0.0
@@ -226,7 +227,7 @@ def test_closure_unbiases_each_file_with_a_fitted_prior(parton_run, semileptonic
                     str(broad)) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["unbiasing_method"]["parameters"] == ["top_mass", "top_pt_slope"]  # several masses: both
-    assert (metrics["sampler"], metrics["steps"]) == ("ddpm", 2)  # the parton run's sampler, the steps given
+    assert (metrics["sampler"], metrics["steps"], metrics["precision"]) == ("ddpm", 2, "float32")  # the run's, the steps given
     fits = metrics["unbiasing"]
     assert set(fits) == {"nominal", "heavier"}
     for fit in fits.values():

@@ -9,6 +9,8 @@ from unfold.commands import DefaultsHelpFormatter, comma_list, non_negative_int,
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from unfold.models.diffusion.sampler import PRECISIONS
+
     parser = subparsers.add_parser(
         "closure", help="prior-dependence test: unfolded vs truth shift between a nominal and alternative files",
         description="Unfold a nominal file and one or more alternatives (another top mass, a reweighted spectrum, "
@@ -36,6 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampler", default=None,
                         help="sampler of the draws (default: the run's, as unfold sample: ddpm for parton runs, dpm-solver "
                         "for particle runs, euler for flow matching)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="arithmetic of the denoising network, as unfold sample --precision")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="events per batch")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws")
     parser.add_argument("--device", default="auto", help="torch device, auto: cuda if there is a GPU, else cpu")
@@ -68,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / f"closure-{args.run.name}"
     result = run_closure(args.run, args.nominal, args.alternative, out, labels=args.labels, n=args.n,
                          resamples=args.bootstrap, seed=args.seed, steps=args.steps, sampler=args.sampler,
-                         batch_size=args.batch_size, device=device, recon=args.recon, fit_data=args.fit_data,
-                         limit=args.limit, unbias=args.unbias, unbias_parameters=args.unbias_parameters,
+                         precision=args.precision, batch_size=args.batch_size, device=device, recon=args.recon,
+                         fit_data=args.fit_data, limit=args.limit, unbias=args.unbias, unbias_parameters=args.unbias_parameters,
                          training_data=args.training_data)
     print(result.headline)
     print(f"\nclosure report written to {result.out / 'index.html'}")

@@ -30,6 +30,7 @@ from evaluation.report import check_report_folder, report_folder
 from evaluation.samples_file import Collection, ParticleLevel, PartonLevel, SamplesFile
 from unfold.data.hdf5_schema import SpanetData, has_group, read_spanet, read_truth
 from unfold.errors import UnfoldError
+from unfold.models.diffusion.sampler import check_precision
 from unfold.generation.processes import get_process
 from unfold.tasks.references import particle_reference, parton_reference
 from unfold.tasks.sample import reconstruction
@@ -68,13 +69,13 @@ def _check_file(path: Path, task: str, model: UnfoldingModel) -> None:
 
 
 def _observables(model: UnfoldingModel, path: Path, *, n: int, seed: int, steps: int | None, sampler: str | None,
-                 batch_size: int, assign: Callable[[SpanetData], dict[str, np.ndarray]] | None,
+                 precision: str, batch_size: int, assign: Callable[[SpanetData], dict[str, np.ndarray]] | None,
                  limit: int | None) -> tuple[list[Observable], SpanetData]:
     """Unfold every event of ``path`` n times and derive the report's observables (truth, draws and
     detector level side by side, as ``unfold report`` reads them from a samples file); also the
     file's detector-level events (their weights weight the sample)."""
     data = read_spanet(path, model.topology, limit=limit)
-    draws = model.sample(data, n=n, seed=seed, steps=steps, batch_size=batch_size, sampler=sampler)
+    draws = model.sample(data, n=n, seed=seed, steps=steps, batch_size=batch_size, sampler=sampler, precision=precision)
     truth = read_truth(path, TRUTH_GROUP[model.task], limit=data.n_events)
     partons = particles = None
     composites: dict[str, tuple[str, ...]] = {}
@@ -137,6 +138,7 @@ def run_closure(
     seed: int = 0,
     steps: int | None = None,
     sampler: str | None = None,
+    precision: str = "float32",
     batch_size: int = 256,
     device: str = "cpu",
     recon: Path | None = None,
@@ -151,6 +153,7 @@ def run_closure(
     Args:
         labels: one per file, the nominal's first (default: "nominal" and the alternatives' stems).
         n: unfoldings per event; resamples: bootstrap resamples of the events.
+        precision: arithmetic of the denoising network, as ``unfold sample --precision``.
         recon: recon run whose assignments reconstruct the detector level (default: the chi-square
             baseline fitted on the truth-matched events of ``fit_data``, default the nominal file).
         limit: use only the first N events of each file.
@@ -171,6 +174,7 @@ def run_closure(
         raise UnfoldError(f"--n {n}: expected a positive number of unfoldings per event")
     if resamples < 2:
         raise UnfoldError(f"--bootstrap {resamples}: expected at least 2 resamples for a bootstrap error")
+    check_precision(precision)
     out = Path(out)
     check_report_folder(out, files)
     model = UnfoldingModel.load(run, map_location=device)
@@ -185,14 +189,16 @@ def run_closure(
         raise UnfoldError("--unbias: the prior family is one of top masses and top pT; give a parton run")
     trained = training_prior(run, training_data) if unbias else None
     simulation = simulation_sample(unbias, model.topology, model.process, assign) if unbias else None
-    outcomes = [_observables(model, path, n=n, seed=seed, steps=steps, sampler=sampler, batch_size=batch_size,
+    outcomes = [_observables(model, path, n=n, seed=seed, steps=steps, sampler=sampler, precision=precision,
+                             batch_size=batch_size,
                              assign=assign, limit=limit) for path in files]
     per_file = [{o.name: o for o in observables} for observables, _ in outcomes]
     samples = [{name: ClosureSample(o.truth, o.draws, o.reference, weights=data.event_weights)
                 for name, o in observables.items()} for observables, (_, data) in zip(per_file, outcomes, strict=True)]
     metrics: dict = {
         "run": str(run), "task": model.task, "n_draws": n, "bootstrap": resamples, "seed": seed,
-        **dict(zip(("sampler", "steps"), model.module.sampling(sampler, steps), strict=True)), "detector_level": method,
+        **dict(zip(("sampler", "steps"), model.module.sampling(sampler, steps), strict=True)), "precision": precision,
+        "detector_level": method,
         "files": {label: {"path": str(path), "events": len(next(iter(s.values())).truth)}
                   for label, path, s in zip(names, files, samples, strict=True)},
         "statistics": {"window_mean": "mean of the values inside the window", "median": "median of all values"},

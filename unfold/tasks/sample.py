@@ -34,7 +34,7 @@ from unfold.data.hdf5_schema import (
 )
 from unfold.data.recon_data import detector_events
 from unfold.errors import UnfoldError
-from unfold.models.diffusion.sampler import DEFAULT_SAMPLER, PRECISIONS
+from unfold.models.diffusion.sampler import DEFAULT_SAMPLER, check_precision
 from unfold.tasks.assignment_model import AssignmentModel
 from unfold.tasks.evaluate_recon import fit_chi_square
 from unfold.tasks.references import assigned_partons, particle_reference, parton_reference
@@ -102,8 +102,7 @@ def sample_unfoldings(
         raise UnfoldError(f"--seed must be a non-negative integer, got {seed}")
     if chunk_size < 1:
         raise UnfoldError(f"--chunk-size must be positive, got {chunk_size}")
-    if precision not in PRECISIONS:
-        raise UnfoldError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     targets = parse_devices(devices)
     copies = {task: [_load(task, path, target) for target in targets] for task, path in checkpoints.items()}
     modules = {task: models[0] for task, models in copies.items()}

@@ -44,6 +44,7 @@ __all__ = [
     "SamplerName",
     "TrainingScheduler",
     "add_noise",
+    "check_precision",
     "denoise",
     "draw_timesteps",
     "make_sampling_scheduler",
@@ -78,10 +79,15 @@ Precision = Literal["float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
-def network_precision(precision: Precision, device: torch.device | str | None) -> torch.autocast:
-    """The autocast context that runs the denoising network at ``precision`` on ``device``."""
+def check_precision(precision: str) -> None:
+    """Refuse, in one line, a precision that is not one of :data:`PRECISIONS`."""
     if precision not in PRECISIONS:
         raise UnfoldError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+
+
+def network_precision(precision: Precision, device: torch.device | str | None) -> torch.autocast:
+    """The autocast context that runs the denoising network at ``precision`` on ``device``."""
+    check_precision(precision)
     return torch.autocast(torch.device(device or "cpu").type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 _SCHEDULER_CLASSES: dict[str, type[SchedulerMixin]] = {
