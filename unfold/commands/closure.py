@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_closure(args.run, args.nominal, args.alternative, out, labels=args.labels, n=args.n,
                          resamples=args.bootstrap, seed=args.seed, steps=args.steps, sampler=args.sampler,
                          precision=args.precision, batch_size=args.batch_size, device=device, recon=args.recon,
-                         fit_data=args.fit_data, limit=args.limit, unbias=args.unbias, unbias_parameters=args.unbias_parameters,
-                         training_data=args.training_data)
+                         fit_data=args.fit_data, limit=args.limit, unbias=args.unbias,
+                         unbias_parameters=args.unbias_parameters, training_data=args.training_data)
     print(result.headline)
     print(f"\nclosure report written to {result.out / 'index.html'}")
     return 0

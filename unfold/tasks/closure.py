@@ -30,8 +30,8 @@ from evaluation.report import check_report_folder, report_folder
 from evaluation.samples_file import Collection, ParticleLevel, PartonLevel, SamplesFile
 from unfold.data.hdf5_schema import SpanetData, has_group, read_spanet, read_truth
 from unfold.errors import UnfoldError
-from unfold.models.diffusion.sampler import check_precision
 from unfold.generation.processes import get_process
+from unfold.models.diffusion.sampler import check_precision
 from unfold.tasks.references import particle_reference, parton_reference
 from unfold.tasks.sample import reconstruction
 from unfold.tasks.train_unfolding import process_of
@@ -190,8 +190,7 @@ def run_closure(
     trained = training_prior(run, training_data) if unbias else None
     simulation = simulation_sample(unbias, model.topology, model.process, assign) if unbias else None
     outcomes = [_observables(model, path, n=n, seed=seed, steps=steps, sampler=sampler, precision=precision,
-                             batch_size=batch_size,
-                             assign=assign, limit=limit) for path in files]
+                             batch_size=batch_size, assign=assign, limit=limit) for path in files]
     per_file = [{o.name: o for o in observables} for observables, _ in outcomes]
     samples = [{name: ClosureSample(o.truth, o.draws, o.reference, weights=data.event_weights)
                 for name, o in observables.items()} for observables, (_, data) in zip(per_file, outcomes, strict=True)]
