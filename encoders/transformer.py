@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from encoders.attention import set_attention
 from encoders.errors import EncoderError
 
 __all__ = ["TransformerBlock"]
@@ -57,14 +57,8 @@ class TransformerBlock(nn.Module):
             batch, length, 3, self.heads, width // self.heads
         )
         query, key, value = qkv.permute(2, 0, 3, 1, 4)
-        if attention_mask.is_floating_point():
-            attention_mask = attention_mask.to(query.dtype)
-        attended = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            dropout_p=self.dropout if self.training else 0.0,
+        attended = set_attention(
+            query, (key,), (value,), attention_mask, dropout=self.dropout if self.training else 0.0
         )
         x = x + self.residual_dropout(
             self.out(attended.transpose(1, 2).reshape(batch, length, width))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from encoders.attention import set_attention
 from unfold.errors import UnfoldError
 from unfold.models.particle.layers import TimestepEmbedding
 
@@ -206,7 +207,7 @@ class SetDenoiser(nn.Module):
             keys.append(key)
             values.append(value)
             if index + 1 < len(self.transformer.layers):  # the last layer's detector update is never read
-                hidden = self._residual_block(layer, hidden, query, key, value, attend)
+                hidden = self._residual_block(layer, hidden, query, (key,), (value,), attend)
         return DetectorMemory(object_mask, None, tuple(keys), tuple(values)), self.event_condition(event)
 
     def predict(
@@ -258,8 +259,9 @@ class SetDenoiser(nn.Module):
                 self.transformer.layers, memory.keys, memory.values, strict=True
             ):
                 query, key, value = self._heads(layer, layer.norm1(hidden))
-                key, value = torch.cat([key, detector_keys], dim=2), torch.cat([value, detector_values], dim=2)
-                hidden = self._residual_block(layer, hidden, query, key, value, attend)
+                hidden = self._residual_block(
+                    layer, hidden, query, (key, detector_keys), (value, detector_values), attend
+                )
         hidden = self.output_norm(hidden)
         keep = particle_mask.unsqueeze(-1).to(hidden.dtype)
         return SetNoisePrediction(
@@ -273,14 +275,19 @@ class SetDenoiser(nn.Module):
         return tuple(part.unflatten(-1, (self.heads, -1)).transpose(1, 2) for part in projected.chunk(3, dim=-1))
 
     def _residual_block(
-        self, layer: nn.TransformerEncoderLayer, hidden: Tensor, query: Tensor, key: Tensor, value: Tensor, attend: Tensor
+        self,
+        layer: nn.TransformerEncoderLayer,
+        hidden: Tensor,
+        query: Tensor,
+        keys: tuple[Tensor, ...],
+        values: tuple[Tensor, ...],
+        attend: Tensor,
     ) -> Tensor:
         """One pre-norm layer (the weights of ``nn.TransformerEncoderLayer``) for queries of ``hidden``
-        (B, T, width) over the given keys and values; ``attend`` (B, K) marks the keys that take part."""
+        (B, T, width) over the key and value blocks (:func:`~encoders.attention.set_attention`); ``attend``
+        (B, K) marks the keys, all blocks together, that take part."""
         dropout = layer.self_attn.dropout if self.training else 0.0
-        attended = nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=attend[:, None, None, :], dropout_p=dropout
-        )
+        attended = set_attention(query, keys, values, attend[:, None, None, :], dropout=dropout)
         hidden = hidden + layer.dropout1(layer.self_attn.out_proj(attended.transpose(1, 2).flatten(-2)))
         feedforward = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(hidden)))))
         return hidden + layer.dropout2(feedforward)
