@@ -68,6 +68,24 @@ def test_probabilities_are_symmetric_exactly_under_the_daughter_group(
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_tuple_scores_are_the_written_out_sum(case: str, rng: np.random.Generator) -> None:
+    """O_{j1..jK} = sum S_{i1..iK} x_{j1 i1} ... x_{jK iK}, against an explicit loop over every tuple."""
+    order, generators = CASES[case]
+    attention = build(order, generators).double()
+    objects, _ = random_objects(rng, events=2, count=4)
+    weight = attention.symmetric_weight().detach()
+    projected = attention.project(objects).detach()
+    scores = attention.tuple_scores(weight, projected)
+    assert scores.shape == (2,) + (4,) * order
+    for event in range(2):
+        for objects_of_tuple in itertools.product(range(4), repeat=order):
+            expected = weight
+            for index in objects_of_tuple:  # contract the leading weight axis with each object in turn
+                expected = torch.tensordot(projected[event, index], expected, dims=([0], [0]))
+            torch.testing.assert_close(scores[(event, *objects_of_tuple)], expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_forbidden_tuples_get_no_probability_and_the_rest_sums_to_one(
     case: str, rng: np.random.Generator
 ) -> None:
