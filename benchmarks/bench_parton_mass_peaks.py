@@ -1,4 +1,4 @@
-"""W and top mass peaks of a parton VLD trained for a wall-clock budget on fresh Pythia events,
+"""W and top mass peaks of the shipped parton model trained for a wall-clock budget on fresh Pythia events,
 beside the truth and the detector-level reconstruction (the heavy version of
 ``tests/unfold/test_parton_mass_peaks.py``; its outcome depends on the machine's speed).
 

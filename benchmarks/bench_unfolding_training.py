@@ -23,7 +23,7 @@ from pathlib import Path
 CONFIGURATIONS = (
     ("recon", ()),
     ("parton", ()),
-    ("parton", ("--plain",)),
+    ("parton", ("--latent",)),
     ("parton", ("--model.objective", "flow-matching")),
     ("particle", ()),
     ("particle", ("--model.objective", "flow-matching")),

@@ -76,11 +76,12 @@ def test_shipped_configs_equal_the_constructors_defaults(capsys, task, module, c
 
 
 def test_a_shipped_variant_is_chosen_by_name_and_the_command_line_wins(capsys):
-    small = _printed(capsys, "parton", "--config", "small", "--encoder.depth", "3", "--plain")
+    small = _printed(capsys, "parton", "--config", "small", "--encoder.depth", "3", "--latent")
     assert small["encoder"]["width"] == 32
     assert small["encoder"]["depth"] == 3
     assert small["model"]["width"] == 64
-    assert small["model"]["latent"] is False
+    assert small["model"]["latent"] is True  # the shipped default is the plain diffusion
+    assert _printed(capsys, "parton", "--latent", "--plain")["model"]["latent"] is False  # the last switch wins
     assert _printed(capsys, "particle", "--config", "particle_large")["model"]["heads"] == 8
 
 

@@ -28,7 +28,7 @@ from unfold.training.trainer import TrainerOptions
 
 # A small encoder and VLD: 6 epochs of 300 events in batches of 32 (60 optimiser steps).
 SMALL_ENCODER = {"width": 32, "depth": 2, "heads": 4}
-SMALL_VLD = {"width": 64, "depth": 2, "latent_width": 16}
+SMALL_VLD = {"latent": True, "width": 64, "depth": 2, "latent_width": 16}
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def test_gradients_reach_every_parameter_and_the_condition(latent):
 def test_consistency_term_is_used_with_a_representation(rng):
     representation = ObjectRepresentation.for_process(get_process("ttbar-allhadronic"))
     model = VariationalLatentDiffusion(
-        features=55, condition_width=5, representation=representation, **SMALL
+        features=55, condition_width=5, latent=True, representation=representation, **SMALL
     )
     loss = model(torch.randn(8, 55), torch.randn(8, 5))
     assert loss.consistency > 0

@@ -223,7 +223,7 @@ def test_the_vld_loss_with_weights_two_matches_the_subset_duplicated_on_average(
     """The VLD's terms are random (timesteps, noise); averaged over draws, weight 2 = two copies.
     The doubled events are far from the others, so ignoring the weights is visibly different."""
     torch.manual_seed(1)
-    model = VariationalLatentDiffusion(features=4, condition_width=3, latent_width=4, width=16, depth=1)
+    model = VariationalLatentDiffusion(features=4, condition_width=3, latent=True, latent_width=4, width=16, depth=1)
     events = 24
     x, condition = torch.randn(events, 4), torch.randn(events, 3)
     subset = torch.arange(events) < 6
@@ -288,7 +288,7 @@ def spanet_layout_train(semileptonic_files, tmp_path_factory) -> Path:
 def parton_run(spanet_layout_train, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("parton_runs")
     assert main(["train", "parton", "--config", "small", "--data", str(spanet_layout_train), "--out", str(out),
-                 "--epochs", "1", "--batch-size", "64", "--accelerator", "cpu", "--model.object_queries", "true"]) == 0
+                 "--epochs", "1", "--batch-size", "64", "--accelerator", "cpu", "--model.object_queries", "true", "--latent"]) == 0
     (run,) = (out / "parton").iterdir()
     return run
 

@@ -107,7 +107,7 @@ def _train_vld(x: torch.Tensor, condition: torch.Tensor, ids: torch.Tensor, weig
     timestep, diffusion noise) are tied to each event's id in fixed per-step tables, so that a
     duplicated event draws exactly what its original draws."""
     torch.manual_seed(5)
-    model = VariationalLatentDiffusion(features=x.shape[1], condition_width=condition.shape[1], latent_width=4,
+    model = VariationalLatentDiffusion(features=x.shape[1], condition_width=condition.shape[1], latent=True, latent_width=4,
                                        width=16, depth=1)
     table = torch.Generator().manual_seed(9)
     noise = torch.randn(STEPS, 2, int(ids.max()) + 1, 4, generator=table)

@@ -26,7 +26,7 @@ __all__ = ["TASKS", "add_parser", "build_task_parser", "parse_task", "run_task",
 
 TASKS = {
     "recon": "jet-parton assignment (SPANet-style symmetric tensor attention)",
-    "parton": "parton-level unfolding: latent variational diffusion (VLD) conditioned on the event vector",
+    "parton": "parton-level unfolding: conditional diffusion (or, with --latent, the latent VLD) conditioned on the event vector",
     "particle": "particle-level unfolding: multiplicity predictor + set denoiser for variable-length events",
 }
 DEFAULT_EVENT_FILE = Path(__file__).resolve().parents[2] / "configs" / "events" / "ttbar_semileptonic.yaml"
@@ -42,6 +42,7 @@ ALIASES = {
 # Value-less switches kept from before; each stands for one key=value.
 SWITCHES = {
     "--plain": "--model.latent=false",
+    "--latent": "--model.latent=true",
     "--pair-bias": "--encoder.pair_bias=true",
     "--no-pair-bias": "--encoder.pair_bias=false",
     "--freeze-encoder": "--freeze_encoder=true",
