@@ -19,11 +19,10 @@ def set_attention(
 
     The same result as ``F.scaled_dot_product_attention`` on the concatenated keys and values, but for the
     sets of a collider event (tens of tokens) 2-4x faster on CPU: torch's fused kernel tiles for long
-    sequences, and at these lengths its overhead outweighs the products (``benchmarks/bench_recon_model.py``,
-    ``benchmarks/bench_particle_sampling.py``). The key blocks are never concatenated, so a block that is
-    fixed between calls (the detector's keys and values of the set denoiser) is not copied at every call;
-    only the (Q, K) scores are. The softmax runs in float32 also under bfloat16 autocast, as the fused kernel's does,
-and is written out too (:func:`_softmax`).
+    sequences, and at these lengths its overhead outweighs the products (``benchmarks/bench_attention.py``).
+    The key blocks are never concatenated, so a block that is fixed between calls (the detector's keys and
+    values of the set denoiser) is not copied at every call; only the (Q, K) scores are. The softmax runs in
+    float32 also under bfloat16 autocast, as the fused kernel's does, and is written out too (:func:`_softmax`).
 
     Args:
         query: (B, H, Q, d) queries.
