@@ -38,11 +38,11 @@ def synthetic_truth(rng: np.random.Generator) -> Callable[..., dict]:
     """Maker of random decay products ``name -> {pt, eta, phi, mass}`` (GeV) for ``events`` events.
 
     Defaults to the six semi-leptonic ttbar daughters, each with its Pythia mass (0.33 GeV for
-    other names).
+    other names). As in generated truth, a W's ``...q1`` is the harder of its two quarks.
     """
 
     def make(events: int, names: Sequence[str] = tuple(SEMILEPTONIC_MASSES)) -> dict:
-        return {
+        truth = {
             name: {
                 "pt": rng.exponential(60.0, events) + 20.0,
                 "eta": rng.normal(0.0, 1.5, events),
@@ -51,5 +51,14 @@ def synthetic_truth(rng: np.random.Generator) -> Callable[..., dict]:
             }
             for name in names
         }
+        for harder in [name for name in names if name.endswith("q1") and name[:-1] + "2" in truth]:
+            first, second = truth[harder], truth[harder[:-1] + "2"]
+            swap = first["pt"] < second["pt"]
+            for feature in first:
+                first[feature], second[feature] = (
+                    np.where(swap, second[feature], first[feature]),
+                    np.where(swap, first[feature], second[feature]),
+                )
+        return truth
 
     return make

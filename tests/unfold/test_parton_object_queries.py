@@ -79,3 +79,27 @@ def test_auto_queries_follow_the_latent_step_and_are_saved_resolved(event_files,
     module = PartonModule(event_file_yaml=event_files["ttbar-semileptonic"].read_text(), model={"latent": latent})
     assert (module.parton_queries is not None) is latent
     assert module.hparams.object_queries is latent
+
+
+@pytest.mark.parametrize("random_pair_labels", [True, False])
+def test_training_batches_label_the_w_quarks_at_random_when_asked(event_files, synthetic_truth, random_pair_labels):
+    """Under ``random_pair_labels`` about half the events of a batch have q1 and q2 exchanged, differently in each
+    training batch and the same in every validation pass; otherwise the batch is left as it is."""
+    from unfold.training.unfolding_modules import PartonModule
+
+    module = PartonModule(
+        event_file_yaml=event_files["ttbar-semileptonic"].read_text(), random_pair_labels=random_pair_labels
+    )
+    truth = synthetic_truth(400)
+    module.representation.fit(truth)
+    partons = module.representation.encode(truth)
+    labelled = module._labelled(partons, generator=None)
+    exchanged = (labelled - partons).abs().amax(dim=1) > 1e-4
+    if not random_pair_labels:
+        assert not exchanged.any()
+        return
+    assert 120 < int(exchanged.sum()) < 280
+    torch.testing.assert_close(module.representation.relabel(partons, exchanged[:, None]), labelled)
+    assert not torch.equal(module._labelled(partons, generator=None), labelled)
+    validation = [module._labelled(partons, generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    torch.testing.assert_close(*validation)

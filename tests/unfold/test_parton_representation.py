@@ -9,7 +9,7 @@ import vector
 
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
-from unfold.models.parton import ObjectRepresentation
+from unfold.models.parton import DecayChainRepresentation, ObjectRepresentation
 
 
 @pytest.fixture
@@ -133,3 +133,70 @@ def test_wrong_tensor_width_is_reported(representation):
 def test_composite_of_unknown_daughters_is_rejected():
     with pytest.raises(UnfoldError, match="W"):
         ObjectRepresentation(daughters=["a", "b"], composites={"W": ["a", "c"]})
+
+
+@pytest.mark.parametrize(
+    ("process", "pairs"),
+    [
+        ("ttbar-semileptonic", (("q1", "q2"),)),
+        ("ttbar-allhadronic", (("t1_q1", "t1_q2"), ("t2_q1", "t2_q2"))),
+    ],
+)
+def test_each_w_quark_pair_is_ordered_by_pt(process, pairs):
+    assert ObjectRepresentation.for_process(get_process(process)).pt_ordered == pairs
+
+
+@pytest.mark.parametrize("representation_class", [ObjectRepresentation, DecayChainRepresentation])
+def test_decoding_swaps_a_pair_generated_softer_first(representation_class, synthetic_truth):
+    """Labels follow truth's convention (q1 the harder); the W, the tops and the other partons do not move."""
+    module = representation_class.for_process(get_process("ttbar-semileptonic"))
+    truth = synthetic_truth(200)
+    module.fit(truth)
+    unordered = representation_class(daughters=module.daughters, composites=module.composites)
+    unordered.load_state_dict(module.state_dict())
+    x = module.encode(truth).double()
+    x = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
+    generated, ordered = unordered.decode(x), module.decode(x)
+    swapped = generated["q1"]["pt"] < generated["q2"]["pt"]
+    assert 0 < int(swapped.sum()) < len(swapped)
+    assert bool((ordered["q1"]["pt"] >= ordered["q2"]["pt"]).all())
+    for feature in ("pt", "eta", "phi", "mass"):
+        torch.testing.assert_close(ordered["q1"][feature], torch.where(swapped, generated["q2"][feature], generated["q1"][feature]))
+        torch.testing.assert_close(ordered["q2"][feature], torch.where(swapped, generated["q1"][feature], generated["q2"][feature]))
+        for name in ("b_had", "b_lep", "lepton", "neutrino"):
+            torch.testing.assert_close(ordered[name][feature], generated[name][feature])
+
+
+@pytest.mark.parametrize("pairs", [[("q1", "x")], [("q1", "q1")], [("q1",)]])
+def test_pt_ordered_pairs_must_be_two_different_daughters(pairs):
+    with pytest.raises(UnfoldError, match="pt_ordered"):
+        ObjectRepresentation(daughters=["q1", "q2"], composites={"W": ["q1", "q2"]}, pt_ordered=pairs)
+
+
+@pytest.mark.parametrize("representation_class", [ObjectRepresentation, DecayChainRepresentation])
+def test_relabelling_is_the_encoding_of_the_exchanged_quarks(representation_class, synthetic_truth):
+    """relabel() names the same event's W quarks the other way round: the encoding of truth with q1 and q2
+    exchanged, undone by a second relabelling, and invisible after decoding (which orders the pair again)."""
+    module = representation_class.for_process(get_process("ttbar-semileptonic"))
+    truth = synthetic_truth(300)
+    module.fit(truth)
+    swap = torch.from_numpy(np.random.default_rng(4).random((300, 1)) < 0.5)
+    exchanged = {name: dict(features) for name, features in truth.items()}
+    for feature in truth["q1"]:
+        exchanged["q1"][feature] = np.where(swap[:, 0].numpy(), truth["q2"][feature], truth["q1"][feature])
+        exchanged["q2"][feature] = np.where(swap[:, 0].numpy(), truth["q1"][feature], truth["q2"][feature])
+    x = module.encode(truth)
+    relabelled = module.relabel(x, swap)
+    torch.testing.assert_close(relabelled, module.encode(exchanged), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(module.relabel(relabelled, swap), x, atol=2e-5, rtol=1e-5)
+    for name, features in module.decode(relabelled.double()).items():
+        for feature, value in features.items():
+            torch.testing.assert_close(value, module.decode(x.double())[name][feature], atol=1e-3, rtol=1e-4)
+
+
+def test_decay_chain_pairs_must_be_the_children_of_one_decay():
+    process = get_process("ttbar-semileptonic")
+    with pytest.raises(UnfoldError, match="children of one decay"):
+        DecayChainRepresentation(
+            daughters=[slot.name for slot in process.partons], composites=process.composites, pt_ordered=[("q1", "b_had")]
+        )

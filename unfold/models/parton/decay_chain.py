@@ -64,11 +64,19 @@ class DecayChainRepresentation(PartonRepresentation):
 
     Raises:
         UnfoldError: If a composite does not split into exactly two children (composites or
-            daughters).
+            daughters), or a ``pt_ordered`` pair is not the two children of one decay.
     """
 
-    def __init__(self, *, daughters: Sequence[str], composites: Mapping[str, Sequence[str]]) -> None:
-        super().__init__(daughters=daughters, composites=composites)
+    def __init__(
+        self,
+        *,
+        daughters: Sequence[str],
+        composites: Mapping[str, Sequence[str]],
+        pt_ordered: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(daughters=daughters, composites=composites, pt_ordered=pt_ordered)
+        for pair in self.pt_ordered:
+            self._decay_of(*pair)
         self.register_buffer("pole_mass_squared", torch.zeros(len(self.resonances), dtype=torch.float64))
         self.register_buffer("pole_width_term", torch.ones(len(self.resonances), dtype=torch.float64))
         limits = torch.tensor([-math.inf, math.inf], dtype=torch.float64).repeat(len(self.resonances), 1)
@@ -218,7 +226,25 @@ class DecayChainRepresentation(PartonRepresentation):
             nodes.setdefault(name, sum(nodes[part] for part in parts))
         return nodes
 
-    def decode(self, x: Tensor) -> DecodedPartons:
+    def _exchange(self, physical: Tensor, first: str, second: str) -> Tensor:
+        """In the parent's rest frame the second child flies opposite to the first: the stored direction flips
+        and the two masses trade places."""
+        decay = self._decay_of(first, second)
+        direction = [self.feature_names.index(f"{decay.first}_in_{decay.parent}:direction_{axis}") for axis in _DIRECTION]
+        masses = [self.feature_names.index(self._mass_feature(name)) for name in (decay.first, decay.second)]
+        exchanged = physical.clone()
+        exchanged[..., direction] = -physical[..., direction]
+        exchanged[..., masses] = physical[..., masses[::-1]]
+        return exchanged
+
+    def _decay_of(self, first: str, second: str) -> TwoBodyDecay:
+        """The decay whose two children are ``first`` and ``second``."""
+        for decay in self.decays:
+            if {decay.first, decay.second} == {first, second}:
+                return decay
+        raise UnfoldError(f"{first!r} and {second!r} are not the two children of one decay of {list(self.decays)}")
+
+    def _decode_daughters(self, x: Tensor) -> DecodedPartons:
         """The decay products ``name -> {pt, eta, phi, mass}`` (dtype of x) of their decoded four-momenta."""
         nodes = self.decode_four_momenta(x)
         return {

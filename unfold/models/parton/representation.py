@@ -52,10 +52,17 @@ class PartonRepresentation(nn.Module, ABC):
         daughters: Names of the K decay products, e.g. ``("b_had", "q1", "q2", "b_lep",
             "lepton", "neutrino")``; their truth is read from ``PARTONS/<name>/{pt,eta,phi,mass}``.
         composites: Name -> daughters summed into it, e.g. ``{"W_had": ("q1", "q2"), ...}``.
+        pt_ordered: pairs of daughters that truth labels by transverse momentum, the harder first
+            (a W's two quarks, ``("q1", "q2")``). A generated pair may come out in the other order;
+            :meth:`decode` then swaps it, so each label means what it means in truth.
     """
 
     def __init__(
-        self, *, daughters: Sequence[str], composites: Mapping[str, Sequence[str]]
+        self,
+        *,
+        daughters: Sequence[str],
+        composites: Mapping[str, Sequence[str]],
+        pt_ordered: Sequence[tuple[str, str]] = (),
     ) -> None:
         super().__init__()
         if len(daughters) == 0 or len(set(daughters)) != len(daughters):
@@ -67,6 +74,12 @@ class PartonRepresentation(nn.Module, ABC):
                     f"composite {name!r} must sum at least two of the daughters {list(daughters)}, got {list(parts)}"
                 )
         self.daughters: tuple[str, ...] = tuple(daughters)
+        unknown = sorted({name for pair in pt_ordered for name in pair} - set(daughters))
+        if unknown or any(len(pair) != 2 or pair[0] == pair[1] for pair in pt_ordered):
+            raise UnfoldError(
+                f"pt_ordered must pair two different daughters of {list(daughters)}, got {[list(p) for p in pt_ordered]}"
+            )
+        self.pt_ordered: tuple[tuple[str, str], ...] = tuple((first, second) for first, second in pt_ordered)
         self.composites: dict[str, tuple[str, ...]] = {
             name: tuple(parts) for name, parts in composites.items()
         }
@@ -82,9 +95,12 @@ class PartonRepresentation(nn.Module, ABC):
     def for_process(cls, process: Process) -> PartonRepresentation:
         """The representation of a process definition, e.g. ``get_process("ttbar-semileptonic")``.
 
-        The definition is passed in, not looked up, so the models need no generation code.
+        The definition is passed in, not looked up, so the models need no generation code. Each top's
+        ``q1`` and ``q2`` (the harder and the softer quark of its W) are a :attr:`pt_ordered` pair.
         """
-        return cls(daughters=[slot.name for slot in process.partons], composites=process.composites)
+        quarks = {(slot.top, slot.role): slot.name for slot in process.partons if slot.role in ("q1", "q2")}
+        pairs = [(name, quarks[top, "q2"]) for (top, role), name in quarks.items() if role == "q1"]
+        return cls(daughters=[slot.name for slot in process.partons], composites=process.composites, pt_ordered=pairs)
 
     @property
     @abstractmethod
@@ -100,9 +116,35 @@ class PartonRepresentation(nn.Module, ABC):
     def physical_features(self, partons: PartonTruth) -> Tensor:
         """Unstandardised float64 (E, F) features of truth ``name -> feature -> (E,)``."""
 
-    @abstractmethod
     def decode(self, x: Tensor) -> DecodedPartons:
-        """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor."""
+        """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor, every
+        :attr:`pt_ordered` pair the harder first. Swapping two daughters of one parent leaves every
+        composite as it was."""
+        decoded = self._decode_daughters(x)
+        for first, second in self.pt_ordered:
+            swap = decoded[first]["pt"] < decoded[second]["pt"]
+            harder, softer = decoded[first], decoded[second]
+            decoded[first] = {key: torch.where(swap, softer[key], value) for key, value in harder.items()}
+            decoded[second] = {key: torch.where(swap, harder[key], value) for key, value in softer.items()}
+        return decoded
+
+    def relabel(self, x: Tensor, swap: Tensor) -> Tensor:
+        """Standardised (E, F) partons with the two labels of every :attr:`pt_ordered` pair exchanged where
+        ``swap`` (E, pairs) is True: the same event, its W's quarks named the other way round. Training on
+        pairs labelled at random lets a model learn the unordered pair, whose density has no edge where
+        the two quarks' transverse momenta cross; :meth:`decode` restores the order."""
+        physical = self.physical(x)
+        for pair, mask in zip(self.pt_ordered, swap.unbind(-1), strict=True):
+            physical = torch.where(mask[:, None], self._exchange(physical, *pair), physical)
+        return (physical - self.mean.to(x)) / self.scale.to(x)
+
+    @abstractmethod
+    def _exchange(self, physical: Tensor, first: str, second: str) -> Tensor:
+        """Unstandardised (E, F) features with daughters ``first`` and ``second`` exchanged."""
+
+    @abstractmethod
+    def _decode_daughters(self, x: Tensor) -> DecodedPartons:
+        """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor, as generated."""
 
     @abstractmethod
     def consistency(self, x: Tensor) -> Tensor:
@@ -207,13 +249,21 @@ class ObjectRepresentation(PartonRepresentation):
         """Physical (..., K + m, 5) object features from a standardised (..., F) tensor."""
         return self.physical(x).unflatten(-1, (len(self.objects), len(OBJECT_FEATURES)))
 
-    def decode(self, x: Tensor) -> DecodedPartons:
+    def _decode_daughters(self, x: Tensor) -> DecodedPartons:
         """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor.
 
         Momenta come from (px, py, pz); the mass is the stored mass, clipped at zero (the energy
         feature is redundant and not used).
         """
         return self._to_physical(x, self.daughters, offset=0)
+
+    def _exchange(self, physical: Tensor, first: str, second: str) -> Tensor:
+        """The two daughters' five features trade places; the composites are their sum, so stay."""
+        width = len(OBJECT_FEATURES)
+        columns = torch.arange(physical.shape[-1], device=physical.device)
+        a, b = self.objects.index(first) * width, self.objects.index(second) * width
+        columns[a : a + width], columns[b : b + width] = columns[b : b + width].clone(), columns[a : a + width].clone()
+        return physical[..., columns]
 
     def decode_composites(self, x: Tensor) -> DecodedPartons:
         """The stored composites ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor."""
