@@ -125,3 +125,15 @@ def test_entropy_of_uniform_and_certain_distributions() -> None:
     torch.testing.assert_close(
         assignment_entropy(torch.cat([uniform, certain])), torch.tensor([math.log(4), 0.0])
     )
+
+
+def test_entropy_matches_its_definition_on_masked_tuple_distributions() -> None:
+    """-sum p ln p over the allowed tuples, forbidden ones (-inf) and vanishing ones (p ~ e^-120) adding nothing."""
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, 12, 12, 12, generator=generator) * 3
+    logits[:, 0, 1, 2] -= 120.0
+    allowed = torch.rand(64, 12, 12, 12, generator=generator) < 0.6
+    log_probs = torch.log_softmax(logits.masked_fill(~allowed, float("-inf")).reshape(64, -1), 1).reshape(logits.shape)
+    probabilities = log_probs.double().exp().reshape(64, -1)
+    expected = -(probabilities * torch.where(probabilities > 0, probabilities.log(), 0.0)).sum(1)
+    torch.testing.assert_close(assignment_entropy(log_probs).double(), expected, rtol=1e-5, atol=1e-5)
