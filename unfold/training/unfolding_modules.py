@@ -166,7 +166,8 @@ class PartonModule(ConditionedModule):
 
     MODEL_OPTIONS = ("representation", "object_queries", "random_pair_labels")
     SUPPLIED_MODEL_OPTIONS = frozenset({"features", "condition_width", "representation"})
-    # A checkpoint saved before the object queries conditions on the event vector only.
+    # A checkpoint saved before the object queries conditions on the event vector only, and one saved before the
+    # random pair labels was trained on the quarks as truth orders them.
     OPTIONS_BEFORE_THEY_EXISTED = {"object_queries": False, "random_pair_labels": False}
 
     def __init__(
@@ -194,8 +195,8 @@ class PartonModule(ConditionedModule):
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "process": process, "representation": representation,
-            "object_queries": object_queries, "random_pair_labels": random_pair_labels, "encoder": encoder, "model": model, "learning_rate": learning_rate,
-            "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
+            "object_queries": object_queries, "random_pair_labels": random_pair_labels, "encoder": encoder,
+            "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
         })
         parton_features = REPRESENTATIONS[representation].for_process(get_process(process))
         self.parton_queries = (
