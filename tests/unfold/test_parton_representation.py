@@ -148,7 +148,7 @@ def test_each_w_quark_pair_is_ordered_by_pt(process, pairs):
 
 @pytest.mark.parametrize("representation_class", [ObjectRepresentation, DecayChainRepresentation])
 def test_decoding_swaps_a_pair_generated_softer_first(representation_class, synthetic_truth):
-    """Labels follow truth's convention (q1 the harder); the W, the tops and the other partons do not move."""
+    """Labels follow truth's convention (q1 the harder); the other partons do not move, nor their sums (W, tops)."""
     module = representation_class.for_process(get_process("ttbar-semileptonic"))
     truth = synthetic_truth(200)
     module.fit(truth)
