@@ -231,6 +231,7 @@ class PartonModule(ConditionedModule):
 
     def validation_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> None:
         inputs, partons, weights = batch
+        # The same labels at every epoch, from a stream apart from the batch's noise draws (seeded by batch_idx).
         partons = self._labelled(partons, generator=self.validation_draws(-1 - batch_idx))
         loss = self.vld(partons, self.condition(inputs), weights=weights, generator=self.validation_draws(batch_idx))
         self._log_terms("val", loss, len(partons))
