@@ -6,7 +6,7 @@ run on the same random detector events (:func:`bench_recon_model.random_inputs`,
 batch 1024, network forward only (decoding excluded), with the same number of intra-op threads
 in torch and onnxruntime.
 
-    python benchmarks/bench_onnx_recon.py [--objects 12] [--threads 1] [--pair-bias] [--events 4096]
+    python benchmarks/bench_onnx_recon.py [--objects 12] [--threads 1] [--pair-bias] [--mass-prior] [--events 4096]
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of both (default 1)")
     parser.add_argument("--events", type=int, default=1024, help="events per batch (default 1024)")
     parser.add_argument("--pair-bias", action="store_true", help="with the Lorentz-invariant pair bias")
+    parser.add_argument("--mass-prior", action="store_true", help="with the tuple mass prior (the default network has both)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    network = build_model(args.pair_bias, torch.device("cpu"))
+    network = build_model({"pair_bias": args.pair_bias, "mass_prior": args.mass_prior}, torch.device("cpu"))
     inputs = random_inputs(args.events, args.objects, torch.device("cpu"))
     wrapper = OnnxAssignmentNetwork(network).eval()
     tensors = [*inputs.sequential_features, *inputs.sequential_masks, *inputs.global_features]
-    tensors += [inputs.four_momenta] if args.pair_bias else []
+    tensors += [inputs.four_momenta] if wrapper.four_momenta else []
     feeds = {name: t.numpy() for name, t in zip(wrapper.input_names, tensors, strict=True)}
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = args.threads

@@ -18,6 +18,9 @@ call compiles and is not timed) beside eager, each batch size in its own process
 ``--width 32 --depth 2 --attention-width 16`` is ``--config recon_small``.
 
 ``--pair-bias --mass-prior`` is what ``unfold train recon`` builds by default on inputs with four-momenta.
+
+``--members 3`` times the ensemble of three such networks (``recon.ensemble.AssignmentEnsemble``, what
+``unfold evaluate recon --checkpoint A --checkpoint B --checkpoint C`` runs); training stays one network's.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from recon import (
 )
 from recon.assignment_loss import assignment_loss
 from recon.chi_square import ChiSquareBaseline, DetectorEvents
+from recon.ensemble import AssignmentEnsemble
 
 BATCH_SIZES = (1, 256, 1024)  # SPANet measured here at 256 (issue 16: 726 events/s, 2 threads)
 
@@ -75,11 +79,15 @@ def random_inputs(batch: int, objects: int, device: torch.device) -> EncoderInpu
     )
 
 
-def build_model(options: dict, device: torch.device) -> AssignmentNetwork:
-    """The default network with ``options`` (pair_bias, mass_prior, width, depth, attention_width) on the semi-leptonic topology."""
+def build_model(options: dict, device: torch.device, members: int = 1) -> AssignmentNetwork | AssignmentEnsemble:
+    """The default network with ``options`` (pair_bias, mass_prior, width, depth, attention_width) on the
+    semi-leptonic topology, or the ensemble of ``members`` such networks."""
     topology = EventTopology.from_yaml(files("configs") / "events" / "ttbar_semileptonic.yaml")
-    torch.manual_seed(0)
-    return AssignmentNetwork(topology=topology, **options).to(device).eval()
+    networks = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        networks.append(AssignmentNetwork(topology=topology, **options).to(device).eval())
+    return networks[0] if members == 1 else AssignmentEnsemble(networks).eval()
 
 
 def time_inference(
@@ -101,12 +109,12 @@ def time_inference(
 
 
 def measure_cpu(
-    batch: int, objects: int, threads: int, options: dict, seconds: float, compiled: bool = False
+    batch: int, objects: int, threads: int, options: dict, seconds: float, compiled: bool = False, members: int = 1
 ) -> Measurement:
     """Run in a fresh process, so ru_maxrss growth is this batch size's inference memory alone."""
     torch.set_num_threads(threads)
     device = torch.device("cpu")
-    model = build_model(options, device)
+    model = build_model(options, device, members)
     if compiled:
         model = torch.compile(model, dynamic=False)
     inputs = random_inputs(batch, objects, device)
@@ -116,9 +124,9 @@ def measure_cpu(
     return Measurement("cpu+c" if compiled else "cpu", batch, rate, (after - before) / 1024)
 
 
-def measure_gpu(batch: int, objects: int, options: dict, seconds: float) -> Measurement:
+def measure_gpu(batch: int, objects: int, options: dict, seconds: float, members: int = 1) -> Measurement:
     device = torch.device("cuda")
-    model = build_model(options, device)
+    model = build_model(options, device, members)
     inputs = random_inputs(batch, objects, device)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -181,6 +189,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=4, help="encoder transformer blocks (default 4)")
     parser.add_argument("--attention-width", type=int, default=32, help="D_a of the tensor attentions (default 32)")
     parser.add_argument("--compile", action="store_true", help="also time the network under torch.compile (cpu+c)")
+    parser.add_argument("--members", type=int, default=1, help="time the ensemble of this many networks (default 1)")
     args = parser.parse_args()
     options = {"pair_bias": args.pair_bias, "mass_prior": args.mass_prior, "width": args.width, "depth": args.depth,
                "attention_width": args.attention_width}
@@ -191,16 +200,16 @@ def main() -> None:
         for batch in BATCH_SIZES:
             with context.Pool(1) as pool:
                 measurements.append(
-                    pool.apply(measure_cpu, (batch, args.objects, args.threads, options, args.seconds, compiled))
+                    pool.apply(measure_cpu, (batch, args.objects, args.threads, options, args.seconds, compiled, args.members))
                 )
     if torch.cuda.is_available():
         measurements += [
-            measure_gpu(b, args.objects, options, args.seconds) for b in BATCH_SIZES
+            measure_gpu(b, args.objects, options, args.seconds, args.members) for b in BATCH_SIZES
         ]
 
     print(
         f"AssignmentNetwork defaults, semi-leptonic ttbar, N={args.objects}, "
-        f"{options}, CPU threads={args.threads}; forward + decoding"
+        f"{options}, CPU threads={args.threads}, members={args.members}; forward + decoding"
     )
     chi2 = chi_square_rate(random_inputs(1024, args.objects, torch.device("cpu")), args.seconds)
     print(f"{'device':>6} {'batch':>6} {'events/s':>12} {'x chi-square':>13} {'peak memory MB':>15}")

@@ -1,4 +1,4 @@
-"""AssignmentNetwork contract: shapes, equivariance, padding, gradients, the real ttH file, overfitting."""
+"""AssignmentNetwork contract: shapes, equivariance, padding, gradients, the real ttH file, overfitting; ensembles."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from recon import (
 )
 from recon.assignment_loss import assignment_loss
 from recon.efficiency import event_correctness
+from recon.ensemble import AssignmentEnsemble, mix_outputs
 
 SEMILEPTONIC = EventTopology.from_yaml(files("configs") / "events" / "ttbar_semileptonic.yaml")
 COUNT = 10
@@ -342,3 +343,67 @@ def test_tiny_model_learns_synthetic_assignments() -> None:
             if accuracy >= 0.98:
                 break
     assert accuracy >= 0.98
+
+
+# ---- ensembles: several networks' mixture (recon/ensemble.py)
+
+def members(count: int) -> list[AssignmentNetwork]:
+    networks = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        networks.append(AssignmentNetwork(topology=SEMILEPTONIC, width=32, depth=2, heads=4, attention_width=8).eval())
+    return networks
+
+
+@torch.no_grad()
+def test_an_ensemble_of_one_network_predicts_what_it_does(rng: np.random.Generator) -> None:
+    network, inputs = build().eval(), random_inputs(rng)
+    alone, mixed = network(inputs), AssignmentEnsemble([network])(inputs)
+    for single, mixture in zip(alone.log_probs, mixed.log_probs, strict=True):
+        torch.testing.assert_close(mixture, single)
+    torch.testing.assert_close(mixed.detection_logits, alone.detection_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mixed.regression_mean, alone.regression_mean)
+    torch.testing.assert_close(mixed.regression_log_scale, alone.regression_log_scale)
+
+
+@torch.no_grad()
+def test_the_mixture_is_the_mean_probability_of_its_members(rng: np.random.Generator) -> None:
+    networks, inputs = members(3), random_inputs(rng)
+    outputs = [network(inputs) for network in networks]
+    mixed = AssignmentEnsemble(networks)(inputs)
+    for r, mixture in enumerate(mixed.log_probs):
+        expected = torch.stack([o.log_probs[r].exp() for o in outputs]).mean(0)
+        torch.testing.assert_close(mixture.exp(), expected)
+        torch.testing.assert_close(mixture.exp().flatten(1).sum(1), torch.ones(len(mixture)))
+        # a tuple every member forbids (a repeated or padded object) stays forbidden
+        assert torch.equal(torch.isinf(mixture), torch.isinf(outputs[0].log_probs[r]))
+    detection = torch.stack([o.detection_logits.sigmoid() for o in outputs]).mean(0)
+    torch.testing.assert_close(mixed.detection_logits.sigmoid(), detection)
+    assert not torch.allclose(outputs[0].log_probs[1], outputs[1].log_probs[1])  # the members differ
+
+
+@pytest.mark.parametrize(("distribution", "factor"), [("gaussian", 1.0), ("laplacian", 2.0)])
+def test_the_mixture_regression_spread_is_the_law_of_total_variance(distribution: str, factor: float) -> None:
+    """Two members predicting 0 and 2 with scale 1: mixture mean 1; variance factor * 1 + 1 (the spread of the
+    means), so its scale is sqrt(1 + 1 / factor) in the family's own units."""
+    template = members(1)[0](random_inputs(np.random.default_rng(0)))
+    ones = torch.ones_like(template.regression_mean)
+    outputs = [template._replace(regression_mean=value * ones, regression_log_scale=0 * ones) for value in (0.0, 2.0)]
+    mixed = mix_outputs(outputs, distribution)
+    torch.testing.assert_close(mixed.regression_mean, ones)
+    torch.testing.assert_close(mixed.regression_log_scale.exp(), (1 + 1 / factor) ** 0.5 * ones)
+
+
+def test_an_unknown_regression_distribution_is_refused() -> None:
+    output = members(1)[0](random_inputs(np.random.default_rng(0)))
+    with pytest.raises(ReconError, match="unknown regression distribution 'cauchy'"):
+        mix_outputs([output], "cauchy")
+
+
+def test_members_of_other_event_files_are_refused() -> None:
+    hadronic = EventTopology.from_yaml(files("configs") / "events" / "ttbar_allhadronic.yaml")
+    other = AssignmentNetwork(topology=hadronic, width=32, depth=2, heads=4, attention_width=8)
+    with pytest.raises(ReconError, match=r"ensemble member 2 predicts .* every member needs the same event file"):
+        AssignmentEnsemble([build(), other])
+    with pytest.raises(ReconError, match="at least one"):
+        AssignmentEnsemble([])

@@ -71,6 +71,29 @@ def test_predict_writes_assignments_and_probabilities(recon_run, semileptonic_fi
         assert correct[reconstructable].mean() == pytest.approx(json.loads(file.attrs["efficiency"])["model"]["all"]["ht"])
 
 
+def test_evaluate_and_predict_take_an_ensemble_of_runs(recon_run, semileptonic_files, tmp_path, capsys):
+    """Repeating --checkpoint predicts with the runs' mixture; a run mixed with itself predicts as it does alone."""
+    train, test = semileptonic_files
+    tables = {}
+    for label, runs in (("one", [recon_run]), ("two", [recon_run, recon_run / "checkpoints" / "best.ckpt"])):
+        out = tmp_path / f"{label}.json"
+        options = [item for run in runs for item in ("--checkpoint", str(run))]
+        assert main(["evaluate", "recon", *options, "--data", str(test), "--train", str(train), "--limit", "300",
+                     "--json", str(out)]) == 0
+        tables[label] = json.loads(out.read_text())
+    assert "the ensemble of 2 runs" in capsys.readouterr().out
+    assert tables["two"] == tables["one"]
+    out = tmp_path / "predictions.h5"
+    assert main(["predict", "recon", "--checkpoint", str(recon_run), "--checkpoint", str(recon_run), "--data", str(test),
+                 "--out", str(out), "--limit", "50"]) == 0
+    with h5py.File(out) as file:
+        assert file.attrs["checkpoint"] == f"{recon_run}, {recon_run}"
+    assert main(["predict", "recon", "--checkpoint", str(recon_run), "--checkpoint", str(recon_run), "--data", str(test),
+                 "--out", str(tmp_path / "embedded.h5"), "--embeddings", "--limit", "50"]) == 2
+    assert "ask for embeddings with one run" in capsys.readouterr().err
+    assert not (tmp_path / "embedded.h5").exists()
+
+
 def test_the_python_api_needs_only_the_checkpoint(recon_run, semileptonic_files, tmp_path, monkeypatch):
     moved = tmp_path / "elsewhere"
     shutil.copytree(recon_run, moved)

@@ -83,6 +83,11 @@ def test_a_recon_run_reconstructs_the_reference(events, semileptonic_files, tmp_
     assert reference["lepton"]["pt"] == pytest.approx(
         np.take_along_axis(lepton[..., topology.sequential[0].features.index("pt")],
                            assignments["lt"][:, 1:2], axis=1)[:, 0])
+    # several runs reconstruct as their ensemble (`--recon A --recon B`); a run mixed with itself assigns as alone
+    assign_both, method_both = reconstruction(path, topology, recon=[run, run / "checkpoints" / "best.ckpt"], fit_data=None)
+    assert method_both.count(str(run)) == 2
+    for resonance, indices in assign_both(data).items():
+        assert np.array_equal(indices, assignments[resonance]), resonance
 
 
 def test_without_a_train_file_beside_the_data_the_user_is_told_what_to_pass(tmp_path):

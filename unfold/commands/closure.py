@@ -44,9 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws")
     parser.add_argument("--device", default="auto", help="torch device, auto: cuda if there is a GPU, else cpu")
     parser.add_argument("--limit", type=positive_int, default=None, help="use only the first N events of each file")
-    parser.add_argument("--recon", type=Path, default=None,
+    parser.add_argument("--recon", type=Path, action="append", default=None,
                         help="recon run whose assignments reconstruct the parton-level detector reference "
-                        "(default: the chi-square baseline)")
+                        "(default: the chi-square baseline); repeat it for the ensemble of several runs")
     parser.add_argument("--fit-data", type=Path, default=None,
                         help="file on whose truth-matched events the chi-square baseline fits its resolutions "
                         "(default: the nominal file)")

@@ -19,7 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "and the chi-square baseline (resolutions fitted on the training file).",
         formatter_class=DefaultsHelpFormatter,
     )
-    recon.add_argument("--checkpoint", type=Path, default=None, help="run folder or .ckpt (default: the newest recon run)")
+    recon.add_argument("--checkpoint", type=Path, action="append", default=None,
+                       help="run folder or .ckpt (default: the newest recon run); repeat it to evaluate the ensemble "
+                       "of several runs (their mean tuple probabilities)")
     recon.add_argument("--data", type=Path, default=None, help="file to evaluate (default: the default test file)")
     recon.add_argument("--train", type=Path, default=None, help="file the chi-square resolutions are fitted on (default: the default train file)")
     recon.add_argument("--event-file", type=Path, default=None,
@@ -44,20 +46,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         check_output_file(args.json, option="--json", kind="json",
-                          inputs=(args.checkpoint, args.data, args.train, args.event_file))
-    checkpoint = args.checkpoint or newest_run(Path("runs"), "recon")
+                          inputs=(*(args.checkpoint or ()), args.data, args.train, args.event_file))
+    checkpoints = args.checkpoint or [newest_run(Path("runs"), "recon")]
     if args.data is None:
         train, test = ensure_default_data()
         data, train = test, args.train or train
     else:
         data, train = args.data, args.train
     if args.event_file is not None:
-        expected = AssignmentModel.load(checkpoint).topology
+        expected = AssignmentModel.load(*checkpoints).topology
         given = EventTopology.from_yaml(args.event_file)
         if given.resonances != expected.resonances or given.sources != expected.sources:
             raise UnfoldError(f"{args.event_file}: does not match the checkpoint's event file ({expected.resonance_names})")
     bins = tuple(b.strip() for b in args.bins.split(",")) if args.bins else None
-    tables, text = evaluate_recon(checkpoint, data, train, bins=bins, limit=args.limit, weights=args.weights)
+    tables, text = evaluate_recon(checkpoints, data, train, bins=bins, limit=args.limit, weights=args.weights)
     print(text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

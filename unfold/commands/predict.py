@@ -25,7 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "The input is streamed in chunks; nothing is written unless the whole file is.",
         formatter_class=DefaultsHelpFormatter,
     )
-    recon.add_argument("--checkpoint", type=Path, default=None, help="run folder or .ckpt (default: the newest recon run)")
+    recon.add_argument("--checkpoint", type=Path, action="append", default=None,
+                       help="run folder or .ckpt (default: the newest recon run); repeat it to predict with the ensemble "
+                       "of several runs (their mean tuple probabilities)")
     recon.add_argument("--data", type=Path, default=None, help="input file (default: the default test file)")
     recon.add_argument("--train", type=Path, default=None, help="file for the chi-square baseline's resolutions (optional)")
     recon.add_argument("--out", type=Path, default=None, help="output file (default: <data stem>_predictions.h5 beside the inputs)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from unfold.tasks.predict_recon import NO_TARGETS, predict_recon
     from unfold.training.trainer import newest_run
 
-    checkpoint = args.checkpoint or newest_run(Path("runs"), "recon")
+    checkpoints = args.checkpoint or [newest_run(Path("runs"), "recon")]
     train = args.train
     if args.data is None:
         default_train, data = ensure_default_data()
@@ -52,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         data = args.data
     out = args.out or data.with_name(f"{data.stem}_predictions.h5")
-    check_output_file(out, option="--out", kind="predictions", inputs=(data, train, checkpoint))
-    out = predict_recon(checkpoint, data, out, train_path=train, weights=args.weights, embeddings=args.embeddings,
+    check_output_file(out, option="--out", kind="predictions", inputs=(data, train, *checkpoints))
+    out = predict_recon(checkpoints, data, out, train_path=train, weights=args.weights, embeddings=args.embeddings,
                         limit=args.limit, chunk_size=args.chunk_size)
     import h5py
 

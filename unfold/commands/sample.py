@@ -47,9 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk-size", type=positive_int, default=4096,
                         help="events read, sampled and written at a time (rounded up to a multiple of --batch-size; "
                         "memory holds one chunk whatever the file's length, and the draws do not depend on it)")
-    parser.add_argument("--recon", type=Path, default=None,
+    parser.add_argument("--recon", type=Path, action="append", default=None,
                         help="recon run (folder or .ckpt) whose jet-parton assignment reconstructs every event for "
-                        "the parton-level detector reference (default: the chi-square baseline)")
+                        "the parton-level detector reference (default: the chi-square baseline); repeat it for the ensemble of several runs")
     parser.add_argument("--fit-data", type=Path, default=None,
                         help="training file on whose truth-matched events the chi-square reference fits its mass "
                         "resolutions (default: the *_train.h5 beside a *_test.h5 --data)")
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from unfold.tasks.sample import checkpoint_task, sample_unfoldings
     from unfold.training.trainer import newest_run
 
-    given = (args.data, args.checkpoint, args.recon, args.fit_data)
+    given = (args.data, args.checkpoint, *(args.recon or ()), args.fit_data)
     check_output_file(args.out, option="--out", kind="samples", inputs=given)
     if args.checkpoint is not None:
         task = checkpoint_task(args.checkpoint)

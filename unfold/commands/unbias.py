@@ -30,8 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "and top_mass too where the simulation holds several top masses)")
     parser.add_argument("--training-data", type=Path, nargs="+", default=None,
                         help="the files the run was trained on (default: the run's config.yaml data)")
-    parser.add_argument("--recon", type=Path, default=None,
-                        help="recon run whose assignments reconstruct the tops' pT (default: the chi-square baseline)")
+    parser.add_argument("--recon", type=Path, action="append", default=None,
+                        help="recon run whose assignments reconstruct the tops' pT (default: the chi-square baseline); repeat it for the ensemble of several runs")
     parser.add_argument("--fit-data", type=Path, default=None,
                         help="file whose truth-matched events fit the chi-square (default: the *_train.h5 beside "
                         "the samples' inputs)")

@@ -1,4 +1,4 @@
-"""A trained assignment network as a Python object: load a checkpoint, predict on arrays."""
+"""A trained assignment network as a Python object: load a checkpoint (or several, as an ensemble), predict on arrays."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import torch
 from tqdm import tqdm
 
 from recon.decoding import decode_assignments
+from recon.ensemble import AssignmentEnsemble
+from recon.errors import ReconError
 from unfold.data.hdf5_schema import SpanetData, read_spanet
 from unfold.data.recon_data import assignment_tensors
 from unfold.errors import UnfoldError
@@ -29,19 +31,36 @@ class AssignmentModel:
     >>> result["ht"]["indices"]                 # (E, 3) jet indices of the hadronic top
     >>> heads = model.predict_all("my_events.h5", embeddings=True)
     >>> heads["REGRESSIONS"]["neutrino_pz"]     # {"value": (E,), "uncertainty": (E,)} in GeV
+    >>> ensemble = AssignmentModel.load("runs/recon/a", "runs/recon/b", "runs/recon/c")
+
+    Several runs of one event file predict as their mixture (:class:`recon.ensemble.AssignmentEnsemble`):
+    networks trained from different seeds on a small sample err apart, and their mean is surer than each.
+    ``module`` is the first run's.
     """
 
-    def __init__(self, module: ReconModule) -> None:
+    def __init__(self, module: ReconModule, *others: ReconModule) -> None:
         self.module = module.eval()
         self.topology = module.topology
+        self.members = 1 + len(others)
+        networks = [module.network, *(other.eval().network for other in others)]
+        try:
+            self.network = networks[0] if not others else AssignmentEnsemble(networks, module.hparams.regression_distribution)
+        except ReconError as error:
+            raise UnfoldError(str(error)) from None
 
     @classmethod
-    def load(cls, run_or_checkpoint: str | Path, map_location: str = "cpu") -> AssignmentModel:
-        checkpoint = find_checkpoint(Path(run_or_checkpoint))
-        try:
-            return cls(ReconModule.load_from_checkpoint(checkpoint, map_location=map_location))
-        except (KeyError, RuntimeError) as error:
-            raise UnfoldError(f"{checkpoint}: not a recon checkpoint ({str(error).splitlines()[0]})") from None
+    def load(cls, *runs_or_checkpoints: str | Path, map_location: str = "cpu") -> AssignmentModel:
+        """The model of one run (folder or ``.ckpt``), or the ensemble of several."""
+        if not runs_or_checkpoints:
+            raise UnfoldError("no recon run given; expected at least one run folder or checkpoint")
+        modules = []
+        for run in runs_or_checkpoints:
+            checkpoint = find_checkpoint(Path(run))
+            try:
+                modules.append(ReconModule.load_from_checkpoint(checkpoint, map_location=map_location))
+            except (KeyError, RuntimeError) as error:
+                raise UnfoldError(f"{checkpoint}: not a recon checkpoint ({str(error).splitlines()[0]})") from None
+        return cls(*modules)
 
     def predict(self, data: SpanetData | str | Path, batch_size: int = 1024, progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
         """The assignments: per resonance ``indices`` (E, K), ``assignment_probability``,
@@ -63,10 +82,13 @@ class AssignmentModel:
             regression head; ``CLASSIFICATIONS``: target -> (E, C) class probabilities; with
             ``embeddings``, ``EMBEDDING``: (E, D) the encoder's event vector.
         """
+        if embeddings and self.members > 1:
+            raise UnfoldError(f"the event embedding is one run's encoder output; this ensemble has {self.members} "
+                              "runs: ask for embeddings with one run")
         if not isinstance(data, SpanetData):
             data = read_spanet(data, self.topology)
         tensors = assignment_tensors(data, self.topology)
-        network = self.module.network
+        network = self.network
         decoded, regression_mean, regression_scale, classes, events = [], [], [], [], []
         for start in tqdm(range(0, len(tensors), batch_size), desc="predict", disable=not progress, unit="batch"):
             batch = tensors.collate(list(range(start, min(start + batch_size, len(tensors)))))
@@ -76,7 +98,7 @@ class AssignmentModel:
             regression_scale.append(output.regression_log_scale.float().exp())
             classes.append([logits.float().softmax(dim=-1) for logits in output.classification_logits])
             if embeddings:
-                events.append(network.encoder(batch.inputs).event.float())
+                events.append(self.module.network.encoder(batch.inputs).event.float())
         result: dict = {}
         for r, name in enumerate(self.topology.resonance_names):
             result[name] = {

@@ -141,7 +141,7 @@ def run_closure(
     precision: str = "float32",
     batch_size: int = 256,
     device: str = "cpu",
-    recon: Path | None = None,
+    recon: Path | Sequence[Path] | None = None,
     fit_data: Path | None = None,
     limit: int | None = None,
     unbias: Sequence[Path] = (),

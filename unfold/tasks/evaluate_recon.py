@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -63,24 +64,25 @@ def chi_square_assignments(train_path: Path, data: SpanetData, topology: EventTo
 
 
 def evaluate_recon(
-    checkpoint: Path, data_path: Path, train_path: Path | None, *, bins: tuple[str, ...] | None = None,
+    checkpoint: Path | Sequence[Path], data_path: Path, train_path: Path | None, *, bins: tuple[str, ...] | None = None,
     limit: int | None = None, weights: str | None = None,
 ) -> tuple[dict, str]:
-    """Efficiency tables of the model and of the chi-square baseline (fitted on ``train_path``),
-    weighted by the events' weights (``weights`` dataset, else SPANet's WEIGHTS/weight)."""
-    model = AssignmentModel.load(checkpoint)
+    """Efficiency tables of the model (of one run, or the ensemble of several) and of the chi-square baseline
+    (fitted on ``train_path``), weighted by the events' weights (``weights`` dataset, else SPANet's WEIGHTS/weight)."""
+    runs = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
+    model = AssignmentModel.load(*runs)
     topology = model.topology
     data = read_spanet(data_path, topology, limit=limit, weights=weights, require_targets=True)
     bins = bins or default_jet_bins(topology)
     predicted = {name: r["indices"] for name, r in model.predict(data, progress=True).items()}
     n_jets = jet_multiplicity(data, topology)
     tables = {"model": efficiency_table(predicted, data.targets, topology, n_jets, bins, data.event_weights)}
-    note = ""
+    note = f"\nmodel: the ensemble of {len(runs)} runs (their mean tuple probabilities)" if len(runs) > 1 else ""
     if train_path is not None:
         try:
             check_inputs(topology)
         except ReconError as unsupported:  # e.g. ttH, or inputs without four-momenta
-            note = f"\nnote: chi-square baseline skipped: {unsupported}"
+            note += f"\nnote: chi-square baseline skipped: {unsupported}"
         else:
             chi2 = chi_square_assignments(train_path, data, topology)
             tables["chi-square"] = efficiency_table(chi2, data.targets, topology, n_jets, bins, data.event_weights)

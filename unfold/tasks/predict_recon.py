@@ -13,6 +13,7 @@ file is streamed in chunks, so memory does not grow with its length.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -34,7 +35,7 @@ SOURCE_ATTRS = ("process", "seed", "detector_card")
 
 
 def predict_recon(
-    checkpoint: Path,
+    checkpoint: Path | Sequence[Path],
     data_path: Path,
     out: Path,
     *,
@@ -46,9 +47,11 @@ def predict_recon(
 ) -> Path:
     """Write the predictions of every event of ``data_path`` (the first ``limit``) to ``out``, atomically.
 
+    ``checkpoint`` is one recon run, or several predicting as their ensemble (:meth:`AssignmentModel.load`).
     Returns ``out``; the root attribute ``note`` says when the file had no targets.
     """
-    model = AssignmentModel.load(checkpoint)
+    runs = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
+    model = AssignmentModel.load(*runs)
     topology = model.topology
     total = count_events(data_path, topology)
     total = total if limit is None else min(limit, total)
@@ -80,7 +83,7 @@ def predict_recon(
             append_arrays(file, arrays)
         with open_h5(data_path) as source_file:
             source_attrs = {k: source_file.attrs[k] for k in SOURCE_ATTRS if k in source_file.attrs}
-        attrs = {"checkpoint": str(checkpoint), "inputs": str(data_path), "event_file_yaml": model.module.hparams.event_file_yaml,
+        attrs = {"checkpoint": ", ".join(map(str, runs)), "inputs": str(data_path), "event_file_yaml": model.module.hparams.event_file_yaml,
                  "weights": data.weights_key or "none (all 1)", **source_attrs}
         if has_targets:
             attrs["efficiency"] = json.dumps(_efficiency(kept, topology, baseline is not None))

@@ -145,7 +145,7 @@ def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.nda
 
 def unbias_samples(samples: Path, out: Path, simulation: Sequence[Path], *,
                    free: Sequence[str] | None = None, training_data: Sequence[Path] | None = None,
-                   recon: Path | None = None, fit_data: Path | None = None, resamples: int = 30,
+                   recon: Path | Sequence[Path] | None = None, fit_data: Path | None = None, resamples: int = 30,
                    seed: int = 0) -> Unbiasing:
     """Fit the prior to the detector level of a parton ``unfold sample`` file and write ``out``: the same
     file with every event's draws resampled in proportion to their prior ratio (so ``unfold report``,
