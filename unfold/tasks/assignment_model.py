@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,15 @@ from unfold.errors import UnfoldError
 from unfold.training.recon_module import ReconModule
 from unfold.training.trainer import find_checkpoint
 
-__all__ = ["PROBABILITIES", "AssignmentModel"]
+__all__ = ["PROBABILITIES", "AssignmentModel", "run_list"]
 
 # Per-resonance scores of a decoded assignment (recon.decoding.DecodedAssignments).
 PROBABILITIES = ("assignment_probability", "detection_probability", "marginal_probability", "entropy")
+
+
+def run_list(runs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One recon run (folder or checkpoint) or several, as a list: what an ensemble is loaded from."""
+    return [Path(runs)] if isinstance(runs, str | Path) else [Path(run) for run in runs]
 
 
 class AssignmentModel:

@@ -16,7 +16,7 @@ from unfold.data.hdf5_io import open_h5
 from unfold.data.hdf5_schema import SPANET_WEIGHTS, SpanetData, has_group, read_spanet
 from unfold.data.recon_data import detector_events, jet_multiplicity
 from unfold.generation.inspection import generator_masses
-from unfold.tasks.assignment_model import AssignmentModel
+from unfold.tasks.assignment_model import AssignmentModel, run_list
 
 __all__ = ["chi_square_assignments", "default_jet_bins", "evaluate_recon", "fit_chi_square", "training_table"]
 
@@ -69,7 +69,7 @@ def evaluate_recon(
 ) -> tuple[dict, str]:
     """Efficiency tables of the model (of one run, or the ensemble of several) and of the chi-square baseline
     (fitted on ``train_path``), weighted by the events' weights (``weights`` dataset, else SPANet's WEIGHTS/weight)."""
-    runs = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
+    runs = run_list(checkpoint)
     model = AssignmentModel.load(*runs)
     topology = model.topology
     data = read_spanet(data_path, topology, limit=limit, weights=weights, require_targets=True)

@@ -24,7 +24,7 @@ from unfold.data.hdf5_io import append_arrays, atomic_output, event_chunks, open
 from unfold.data.hdf5_schema import count_events, read_spanet
 from unfold.data.recon_data import detector_events, jet_multiplicity
 from unfold.errors import UnfoldError
-from unfold.tasks.assignment_model import PROBABILITIES, AssignmentModel
+from unfold.tasks.assignment_model import PROBABILITIES, AssignmentModel, run_list
 from unfold.tasks.evaluate_recon import default_jet_bins, fit_chi_square
 
 __all__ = ["NO_TARGETS", "predict_recon"]
@@ -50,7 +50,7 @@ def predict_recon(
     ``checkpoint`` is one recon run, or several predicting as their ensemble (:meth:`AssignmentModel.load`).
     Returns ``out``; the root attribute ``note`` says when the file had no targets.
     """
-    runs = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
+    runs = run_list(checkpoint)
     model = AssignmentModel.load(*runs)
     topology = model.topology
     total = count_events(data_path, topology)
