@@ -361,7 +361,7 @@ class SetLatentDiffusion(nn.Module):
             object_mask: (E, N) bool real detector objects.
             event: (E, D) detector event vector.
             n: draws per event.
-            sampler: ``"ddpm"``, ``"ddim"`` or ``"dpm-solver"`` (diffusion), ``"euler"`` (flow
+            sampler: ``"ddpm"``, ``"ddim"``, ``"dpm-solver"`` or ``"ddpm-large"`` (diffusion), ``"euler"`` (flow
                 matching), None for the objective's default.
             steps: denoising steps.
             generator: seeded generator on the tensors' device for reproducible draws.

@@ -227,7 +227,7 @@ class VariationalLatentDiffusion(nn.Module):
         Args:
             condition: Conditions (E, C).
             n: Draws per event.
-            sampler: ``"ddpm"``, ``"ddim"`` or ``"dpm-solver"`` (diffusion), ``"euler"`` (flow
+            sampler: ``"ddpm"``, ``"ddim"``, ``"dpm-solver"`` or ``"ddpm-large"`` (diffusion), ``"euler"`` (flow
                 matching), None for the objective's default.
             steps: Denoising steps (fewer is faster, coarser).
             generator: Seeded generator on the condition's device for reproducible draws.
