@@ -40,6 +40,9 @@ def mix_outputs(outputs: Sequence[AssignmentOutput], regression_distribution: st
     """
     if not outputs:
         raise ReconError("an ensemble needs at least one member's output")
+    if regression_distribution not in _VARIANCE_PER_SQUARED_SCALE:
+        raise ReconError(f"unknown regression distribution {regression_distribution!r}; expected one of "
+                         f"{list(_VARIANCE_PER_SQUARED_SCALE)}")
     members = len(outputs)
     log_probs = tuple(
         torch.logsumexp(torch.stack(tuples), 0) - math.log(members) for tuples in zip(*(o.log_probs for o in outputs), strict=True)
@@ -49,9 +52,6 @@ def mix_outputs(outputs: Sequence[AssignmentOutput], regression_distribution: st
         _mean([logits.softmax(-1) for logits in member]).clamp_min(1e-12).log()
         for member in zip(*(o.classification_logits for o in outputs), strict=True)
     )
-    if regression_distribution not in _VARIANCE_PER_SQUARED_SCALE:
-        raise ReconError(f"unknown regression distribution {regression_distribution!r}; expected one of "
-                         f"{list(_VARIANCE_PER_SQUARED_SCALE)}")
     factor = _VARIANCE_PER_SQUARED_SCALE[regression_distribution]
     means = torch.stack([o.regression_mean for o in outputs])
     squared_scale = (2 * torch.stack([o.regression_log_scale for o in outputs])).exp().mean(0)

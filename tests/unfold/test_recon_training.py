@@ -94,6 +94,20 @@ def test_evaluate_and_predict_take_an_ensemble_of_runs(recon_run, semileptonic_f
     assert not (tmp_path / "embedded.h5").exists()
 
 
+def test_an_ensemble_refuses_members_of_another_regression_likelihood():
+    from importlib.resources import files
+
+    from unfold.training.recon_module import ReconModule
+
+    event_file = (files("configs") / "events" / "ttbar_semileptonic.yaml").read_text()
+    encoder = {"width": 16, "depth": 1, "heads": 2}
+    gaussian, laplacian = (ReconModule(event_file_yaml=event_file, encoder=encoder, regression_distribution=family)
+                           for family in ("gaussian", "laplacian"))
+    with pytest.raises(UnfoldError, match="member 2 regresses with a laplacian likelihood, member 1 with a gaussian"):
+        AssignmentModel(gaussian, laplacian)
+    assert AssignmentModel(gaussian, gaussian).members == 2
+
+
 def test_the_python_api_needs_only_the_checkpoint(recon_run, semileptonic_files, tmp_path, monkeypatch):
     moved = tmp_path / "elsewhere"
     shutil.copytree(recon_run, moved)

@@ -48,9 +48,14 @@ class AssignmentModel:
         self.module = module.eval()
         self.topology = module.topology
         self.members = 1 + len(others)
+        distribution = module.hparams.regression_distribution
+        for index, other in enumerate(others, start=2):
+            if other.hparams.regression_distribution != distribution:
+                raise UnfoldError(f"ensemble member {index} regresses with a {other.hparams.regression_distribution} "
+                                  f"likelihood, member 1 with a {distribution} one; every member needs the same")
         networks = [module.network, *(other.eval().network for other in others)]
         try:
-            self.network = networks[0] if not others else AssignmentEnsemble(networks, module.hparams.regression_distribution)
+            self.network = networks[0] if not others else AssignmentEnsemble(networks, distribution)
         except ReconError as error:
             raise UnfoldError(str(error)) from None
 
