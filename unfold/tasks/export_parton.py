@@ -12,7 +12,8 @@ A diffusion sampler is a loop, so the network is exported in the pieces the loop
 
 A deployment runs any diffusers scheduler over the denoiser (as
 :func:`unfold.models.diffusion.sampler.denoise` does), decodes, and maps the standardised
-features to momenta with the checkpoint's representation (``PartonModule.representation.decode``).
+features to momenta with the checkpoint's representation (``PartonModule.representation.decode``, given
+``PartonModule.anchors(inputs)`` where the representation generates the lepton relative to its measurement).
 """
 
 from __future__ import annotations

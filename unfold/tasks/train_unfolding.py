@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from encoders import EncoderInputs
 from recon.event_topology import EventTopology
 from unfold.data.datamodule import EventDataModule, split_rows
 from unfold.data.event_tensors import IndexedTensors, encoder_inputs, take_events
@@ -85,16 +86,24 @@ def process_of(path: Path, topology: EventTopology | None = None) -> str:
     )
 
 
-def _truth_tensors(module, task: Task, path: Path, rows: list[int] | None, limit: int | None, weights: np.ndarray):
+def _truth_tensors(module, task: Task, path: Path, rows: list[int] | None, limit: int | None, weights: np.ndarray,
+                   inputs: EncoderInputs):
     """Encode every event's truth, first fitting the representation on the training ``rows``
-    weighted by their event ``weights`` (None keeps the statistics a resumed checkpoint brought)."""
+    weighted by their event ``weights`` (None keeps the statistics a resumed checkpoint brought).
+    A parton representation that generates a parton relative to its measurement reads it from ``inputs``."""
     group = "PARTONS" if task == "parton" else "PARTICLES"
     truth = read_truth(path, group, limit=limit)
+    if task == "particle":
+        if rows is not None:
+            module.representation.fit({name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()},
+                                      weights[rows])
+        encoded = module.representation.encode(truth)
+        return encoded.features, encoded.types, encoded.mask, encoded.event_features
+    anchors = module.anchors(inputs)
     if rows is not None:
         module.representation.fit({name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()},
-                                  torch.from_numpy(weights[rows]) if task == "parton" else weights[rows])
-    encoded = module.representation.encode(truth)
-    return encoded if task == "parton" else (encoded.features, encoded.types, encoded.mask, encoded.event_features)
+                                  torch.from_numpy(weights[rows]), {name: a[rows] for name, a in anchors.items()})
+    return module.representation.encode(truth, anchors)
 
 
 def train_unfolding(config: UnfoldingConfig) -> Path:
@@ -138,7 +147,7 @@ def train_unfolding(config: UnfoldingConfig) -> Path:
             module.encoder.fit_normalization(take_events(inputs, torch.as_tensor(train_rows)),
                                              torch.from_numpy(data.event_weights[train_rows]))
     truth = _truth_tensors(module, config.task, config.data, None if checkpoint else train_rows, config.limit,
-                           data.event_weights)
+                           data.event_weights, inputs)
     dataset = IndexedTensors((inputs, truth, torch.from_numpy(data.event_weights)), data.n_events)
     data_module = EventDataModule(
         dataset, batch_size=config.trainer.batch_size, validation_fraction=config.validation_fraction, seed=config.trainer.seed

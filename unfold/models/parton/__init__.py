@@ -1,6 +1,7 @@
-"""Parton-level unfolding: the parton representations (decay chain, objects), the consistency term, the
+"""Parton-level unfolding: the parton representations (decay chain, lepton-anchored chain, objects), the consistency term, the
 per-parton object queries and the VLD."""
 
+from unfold.models.parton.anchored_chain import AnchoredDecayChainRepresentation
 from unfold.models.parton.consistency import squared_mass_consistency
 from unfold.models.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
 from unfold.models.parton.object_queries import PartonQueries
@@ -15,6 +16,7 @@ from unfold.models.parton.vld import VariationalLatentDiffusion, VLDLoss
 # The parton representations a model can be trained on, by their config name.
 REPRESENTATIONS: dict[str, type[PartonRepresentation]] = {
     "decay-chain": DecayChainRepresentation,
+    "lepton-anchored": AnchoredDecayChainRepresentation,
     "objects": ObjectRepresentation,
 }
 
@@ -22,6 +24,7 @@ __all__ = [
     "OBJECT_FEATURES",
     "PHYSICAL_FEATURES",
     "REPRESENTATIONS",
+    "AnchoredDecayChainRepresentation",
     "DecayChainRepresentation",
     "ObjectRepresentation",
     "PartonQueries",

@@ -31,7 +31,12 @@ from torch import Tensor
 
 from encoders.kinematics import invariant_mass, lorentz_boost, to_cylindrical
 from unfold.errors import UnfoldError
-from unfold.models.parton.representation import DecodedPartons, PartonRepresentation, PartonTruth
+from unfold.models.parton.representation import (
+    Anchors,
+    DecodedPartons,
+    PartonRepresentation,
+    PartonTruth,
+)
 
 __all__ = ["DecayChainRepresentation", "TwoBodyDecay"]
 
@@ -53,6 +58,28 @@ class TwoBodyDecay:
 def _kallen(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     """Källén function lambda(a, b, c) = a^2 + b^2 + c^2 - 2ab - 2ac - 2bc."""
     return a**2 + b**2 + c**2 - 2 * (a * b + a * c + b * c)
+
+
+def _unit(vectors: Tensor) -> Tensor:
+    """Vectors (..., 3) scaled to unit length (a zero vector stays zero)."""
+    return vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _decay_in_flight(parent: Tensor, direction: Tensor, first_mass: Tensor, second_mass: Tensor) -> tuple[Tensor, Tensor]:
+    """Both children (..., 4) of a parent decaying with the first child along the rest-frame unit ``direction``.
+
+    The first child gets the two-body momentum sqrt(lambda(M^2, m_1^2, m_2^2)) / 2M and is boosted
+    back to the lab; the second is the parent minus the first. Children heavier together than the
+    parent are scaled to half its mass.
+    """
+    parent_mass = invariant_mass(parent).clamp_min(_MIN_COMPOSITE_MASS)
+    children_mass = first_mass + second_mass
+    shrink = torch.where(children_mass >= parent_mass, 0.5 * parent_mass / children_mass.clamp_min(1e-12), 1.0)
+    first_mass, second_mass = first_mass * shrink, second_mass * shrink
+    rest_momentum = torch.sqrt(_kallen(parent_mass**2, first_mass**2, second_mass**2).clamp_min(0.0)) / (2 * parent_mass)
+    first_at_rest = torch.cat([torch.sqrt(rest_momentum**2 + first_mass**2)[..., None], rest_momentum[..., None] * direction], -1)
+    first = lorentz_boost(first_at_rest, -parent[..., 1:] / parent[..., :1])
+    return first, parent - first
 
 
 class DecayChainRepresentation(PartonRepresentation):
@@ -126,16 +153,22 @@ class DecayChainRepresentation(PartonRepresentation):
         return tuple(name for name in (*self.roots, *self.massive_nodes) if name in self.composites)
 
     @cached_property
+    def lab_roots(self) -> tuple[str, ...]:
+        """The roots whose lab momenta are features: all of them here."""
+        return self.roots
+
+    @cached_property
+    def rest_frame_decays(self) -> tuple[TwoBodyDecay, ...]:
+        """The decays stored as the first child's direction in the parent's rest frame: all of them here."""
+        return self.decays
+
+    @cached_property
     def feature_names(self) -> tuple[str, ...]:
-        roots = tuple(
-            feature for name in self.roots for feature in (f"{name}:px", f"{name}:py", f"{name}:pz", self._mass_feature(name))
-        )
-        directions = tuple(
-            f"{decay.first}_in_{decay.parent}:direction_{axis}" for decay in self.decays for axis in _DIRECTION
-        )
+        roots = tuple(feature for name in self.lab_roots for feature in self._root_feature_names(name))
+        directions = tuple(name for decay in self.rest_frame_decays for name in self._direction_names(decay))
         return roots + directions + tuple(self._mass_feature(name) for name in self.massive_nodes)
 
-    def fit(self, partons: PartonTruth, weights: Tensor | None = None) -> None:
+    def fit(self, partons: PartonTruth, weights: Tensor | None = None, anchors: Anchors | None = None) -> None:
         """Fit each resonance's Breit-Wigner location and width, then the standardisation.
 
         For a Breit-Wigner in :math:`m^2` (a Cauchy distribution) the median is :math:`M^2` and
@@ -153,20 +186,27 @@ class DecayChainRepresentation(PartonRepresentation):
             self.pole_width_term[index] = ((high - low) / 2).clamp_min(1e-6)
             coordinates = self._breit_wigner_coordinate(name, mass)
             self.coordinate_limits[index] = torch.stack([coordinates.min(), coordinates.max()])
-        super().fit(partons, weights)
+        super().fit(partons, weights, anchors)
 
-    def physical_features(self, partons: PartonTruth) -> Tensor:
+    def physical_features(self, partons: PartonTruth, anchors: Anchors | None = None) -> Tensor:
         """Float64 (E, F): root momenta and masses, decay directions, decay products' masses."""
-        four_momenta = self.node_four_momenta(partons)
-        masses = dict(zip(self.daughters, self.daughter_masses(partons).unbind(1), strict=True))
-        masses.update({name: self._breit_wigner_coordinate(name, invariant_mass(four_momenta[name])) for name in self.resonances})
-        roots = [torch.cat([four_momenta[name][:, 1:], masses[name][:, None]], 1) for name in self.roots]
-        directions = []
-        for decay in self.decays:
-            parent = four_momenta[decay.parent]
-            momentum = lorentz_boost(four_momenta[decay.first], parent[:, 1:] / parent[:, :1])[:, 1:]
-            directions.append(momentum / momentum.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        nodes = self.node_four_momenta(partons)
+        masses = self._mass_features(partons, nodes)
+        roots = [torch.cat([nodes[name][:, 1:], masses[name][:, None]], 1) for name in self.lab_roots]
+        directions = [self._rest_frame_direction(nodes, decay) for decay in self.rest_frame_decays]
         return torch.cat([*roots, *directions, torch.stack([masses[n] for n in self.massive_nodes], 1)], dim=1)
+
+    def _mass_features(self, partons: PartonTruth, nodes: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Every daughter's truth mass and every resonance's Breit-Wigner coordinate, (E,) each."""
+        masses = dict(zip(self.daughters, self.daughter_masses(partons).unbind(1), strict=True))
+        masses.update({name: self._breit_wigner_coordinate(name, invariant_mass(nodes[name])) for name in self.resonances})
+        return masses
+
+    @staticmethod
+    def _rest_frame_direction(nodes: Mapping[str, Tensor], decay: TwoBodyDecay) -> Tensor:
+        """(E, 3) unit vector of the first child's momentum in its parent's rest frame (pure boost, lab axes)."""
+        parent = nodes[decay.parent]
+        return _unit(lorentz_boost(nodes[decay.first], parent[:, 1:] / parent[:, :1])[:, 1:])
 
     def node_masses(self, x: Tensor) -> dict[str, Tensor]:
         """Float64 masses (GeV) of the roots and decay products of a standardised (..., F) tensor.
@@ -190,7 +230,7 @@ class DecayChainRepresentation(PartonRepresentation):
         nodes.update(zip(self.composites, composites.unbind(1), strict=True))
         return nodes
 
-    def decode_four_momenta(self, x: Tensor) -> dict[str, Tensor]:
+    def decode_four_momenta(self, x: Tensor, anchors: Anchors | None = None) -> dict[str, Tensor]:
         """Float64 (..., 4) four-momenta of every node of a standardised (..., F) tensor.
 
         Masses are those of :meth:`node_masses`. Where a parent is lighter than its children's
@@ -200,37 +240,40 @@ class DecayChainRepresentation(PartonRepresentation):
         """
         features = self.physical(x.double())
         masses = self._node_masses(features)
-        nodes = {}
-        for index, name in enumerate(self.roots):
-            momentum = features[..., 4 * index : 4 * index + 3]
-            energy = torch.sqrt(masses[name] ** 2 + (momentum**2).sum(-1))
-            nodes[name] = torch.cat([energy[..., None], momentum], -1)
-        offset = 4 * len(self.roots)
-        for index, decay in enumerate(self.decays):
-            parent = nodes[decay.parent]
-            direction = features[..., offset + 3 * index : offset + 3 * index + 3]
-            direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            parent_mass = invariant_mass(parent).clamp_min(_MIN_COMPOSITE_MASS)
-            children_mass = masses[decay.first] + masses[decay.second]
-            closed = children_mass >= parent_mass
-            shrink = torch.where(closed, 0.5 * parent_mass / children_mass.clamp_min(1e-12), 1.0)
-            first_mass, second_mass = masses[decay.first] * shrink, masses[decay.second] * shrink
-            squared = _kallen(parent_mass**2, first_mass**2, second_mass**2).clamp_min(0.0)
-            rest_momentum = torch.sqrt(squared) / (2 * parent_mass)
-            first_at_rest = torch.cat(
-                [torch.sqrt(rest_momentum**2 + first_mass**2)[..., None], rest_momentum[..., None] * direction], -1
+        nodes = self._lab_nodes(features, masses, anchors)
+        for decay in self.rest_frame_decays:
+            direction = _unit(self._columns(features, self._direction_names(decay)))
+            nodes[decay.first], nodes[decay.second] = _decay_in_flight(
+                nodes[decay.parent], direction, masses[decay.first], masses[decay.second]
             )
-            nodes[decay.first] = lorentz_boost(first_at_rest, -parent[..., 1:] / parent[..., :1])
-            nodes[decay.second] = parent - nodes[decay.first]
         for name, parts in self.composites.items():
             nodes.setdefault(name, sum(nodes[part] for part in parts))
         return nodes
+
+    def _lab_nodes(self, features: Tensor, masses: Mapping[str, Tensor], anchors: Anchors | None) -> dict[str, Tensor]:
+        """The nodes generated in the lab, before the rest-frame decays: the roots here."""
+        nodes = {}
+        for name in self.lab_roots:
+            momentum = self._columns(features, self._root_feature_names(name)[:3])
+            nodes[name] = torch.cat([torch.sqrt(masses[name] ** 2 + (momentum**2).sum(-1))[..., None], momentum], -1)
+        return nodes
+
+    def _columns(self, features: Tensor, names: Sequence[str]) -> Tensor:
+        """The (..., len(names)) features of those names."""
+        return features[..., [self.feature_names.index(name) for name in names]]
+
+    def _root_feature_names(self, name: str) -> tuple[str, ...]:
+        return (f"{name}:px", f"{name}:py", f"{name}:pz", self._mass_feature(name))
+
+    @staticmethod
+    def _direction_names(decay: TwoBodyDecay) -> tuple[str, ...]:
+        return tuple(f"{decay.first}_in_{decay.parent}:direction_{axis}" for axis in _DIRECTION)
 
     def _exchange(self, physical: Tensor, first: str, second: str) -> Tensor:
         """In the parent's rest frame the second child flies opposite to the first: the stored direction flips
         and the two masses trade places."""
         decay = self._decay_of(first, second)
-        direction = [self.feature_names.index(f"{decay.first}_in_{decay.parent}:direction_{axis}") for axis in _DIRECTION]
+        direction = [self.feature_names.index(name) for name in self._direction_names(decay)]
         masses = [self.feature_names.index(self._mass_feature(name)) for name in (decay.first, decay.second)]
         exchanged = physical.clone()
         exchanged[..., direction] = -physical[..., direction]
@@ -244,9 +287,9 @@ class DecayChainRepresentation(PartonRepresentation):
                 return decay
         raise UnfoldError(f"{first!r} and {second!r} are not the two children of one decay of {list(self.decays)}")
 
-    def _decode_daughters(self, x: Tensor) -> DecodedPartons:
+    def _decode_daughters(self, x: Tensor, anchors: Anchors | None = None) -> DecodedPartons:
         """The decay products ``name -> {pt, eta, phi, mass}`` (dtype of x) of their decoded four-momenta."""
-        nodes = self.decode_four_momenta(x)
+        nodes = self.decode_four_momenta(x, anchors)
         return {
             name: dict(zip(("pt", "eta", "phi", "mass"), (v.to(x.dtype) for v in to_cylindrical(nodes[name])), strict=True))
             for name in self.daughters

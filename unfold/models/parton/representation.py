@@ -30,7 +30,7 @@ from unfold.models.parton.consistency import squared_mass_consistency
 if TYPE_CHECKING:
     from unfold.generation.processes import Process
 
-__all__ = ["OBJECT_FEATURES", "PHYSICAL_FEATURES", "ObjectRepresentation", "PartonRepresentation"]
+__all__ = ["OBJECT_FEATURES", "PHYSICAL_FEATURES", "Anchors", "ObjectRepresentation", "PartonRepresentation"]
 
 OBJECT_FEATURES: tuple[str, ...] = ("px", "py", "pz", "log_energy", "mass")
 PHYSICAL_FEATURES: tuple[str, ...] = ("pt", "eta", "phi", "mass")
@@ -39,6 +39,8 @@ _MAX_LOG_ENERGY = 12.0
 
 PartonTruth = Mapping[str, Mapping[str, np.ndarray | Tensor]]
 DecodedPartons = dict[str, dict[str, Tensor]]
+# Daughter name -> (E, 4) = (E, px, py, pz) of the detector object it is generated relative to.
+Anchors = Mapping[str, Tensor]
 
 
 class PartonRepresentation(nn.Module, ABC):
@@ -46,7 +48,9 @@ class PartonRepresentation(nn.Module, ABC):
 
     Subclasses name their F features (:attr:`feature_names`), compute them from truth
     (:meth:`physical_features`) and turn a standardised tensor back into decay products
-    (:meth:`decode`).
+    (:meth:`decode`). A representation may generate some daughters relative to a measured
+    detector object (:attr:`anchored`); it then needs each event's anchors wherever it meets truth
+    or draws.
 
     Args:
         daughters: Names of the K decay products, e.g. ``("b_had", "q1", "q2", "b_lep",
@@ -112,15 +116,38 @@ class PartonRepresentation(nn.Module, ABC):
         """Width F of the standardised tensor."""
         return len(self.feature_names)
 
+    @property
+    def anchored(self) -> tuple[str, ...]:
+        """Daughters generated relative to a measured detector object: none unless a subclass says so."""
+        return ()
+
+    def check_anchors(self, anchors: Anchors | None, events: int) -> dict[str, Tensor]:
+        """The float64 (E, 4) anchor of every :attr:`anchored` daughter.
+
+        Raises:
+            UnfoldError: If one is missing or is not (``events``, 4).
+        """
+        anchors = anchors or {}
+        checked = {}
+        for name in self.anchored:
+            if name not in anchors:
+                raise UnfoldError(f"this parton representation generates {name!r} relative to the measured detector "
+                                  f"object; expected its (E, 4) anchor, got anchors for {sorted(anchors)}")
+            anchor = torch.as_tensor(anchors[name]).double()
+            if tuple(anchor.shape) != (events, 4):
+                raise UnfoldError(f"anchor of {name!r}: expected shape ({events}, 4), got {tuple(anchor.shape)}")
+            checked[name] = anchor
+        return checked
+
     @abstractmethod
-    def physical_features(self, partons: PartonTruth) -> Tensor:
+    def physical_features(self, partons: PartonTruth, anchors: Anchors | None = None) -> Tensor:
         """Unstandardised float64 (E, F) features of truth ``name -> feature -> (E,)``."""
 
-    def decode(self, x: Tensor) -> DecodedPartons:
-        """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor, every
+    def decode(self, x: Tensor, anchors: Anchors | None = None) -> DecodedPartons:
+        """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (E, ..., F) tensor, every
         :attr:`pt_ordered` pair the harder first. Swapping two daughters of one parent leaves every
-        composite as it was."""
-        decoded = self._decode_daughters(x)
+        composite as it was. ``anchors`` (E, 4) serve every draw of an event."""
+        decoded = self._decode_daughters(x, anchors)
         for first, second in self.pt_ordered:
             swap = decoded[first]["pt"] < decoded[second]["pt"]
             harder, softer = decoded[first], decoded[second]
@@ -143,17 +170,17 @@ class PartonRepresentation(nn.Module, ABC):
         """Unstandardised (E, F) features with daughters ``first`` and ``second`` exchanged."""
 
     @abstractmethod
-    def _decode_daughters(self, x: Tensor) -> DecodedPartons:
+    def _decode_daughters(self, x: Tensor, anchors: Anchors | None = None) -> DecodedPartons:
         """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor, as generated."""
 
     @abstractmethod
     def consistency(self, x: Tensor) -> Tensor:
         """Physics-consistency terms (..., m) of a standardised (..., F) tensor; zero when consistent."""
 
-    def fit(self, partons: PartonTruth, weights: Tensor | None = None) -> None:
+    def fit(self, partons: PartonTruth, weights: Tensor | None = None, anchors: Anchors | None = None) -> None:
         """Fit the per-feature mean and width on training truth (:func:`encoders.normalization.fit_standardisation`),
         weighted by the (E,) event weights when given."""
-        flat = self.physical_features(partons)
+        flat = self.physical_features(partons, anchors)
         if flat.shape[0] < 2:
             raise UnfoldError(
                 f"fitting the parton standardisation needs at least 2 events, got {flat.shape[0]}"
@@ -162,9 +189,9 @@ class PartonRepresentation(nn.Module, ABC):
         self.mean.copy_(mean.to(self.mean))
         self.scale.copy_(scale.to(self.scale))
 
-    def encode(self, partons: PartonTruth) -> Tensor:
+    def encode(self, partons: PartonTruth, anchors: Anchors | None = None) -> Tensor:
         """Standardised float32 (E, F) tensor from truth ``name -> feature -> (E,)``."""
-        flat = self.physical_features(partons)
+        flat = self.physical_features(partons, anchors)
         return ((flat - self.mean.double()) / self.scale.double()).to(torch.float32)
 
     def physical(self, x: Tensor) -> Tensor:
@@ -233,7 +260,7 @@ class ObjectRepresentation(PartonRepresentation):
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f"{name}:{feature}" for name in self.objects for feature in OBJECT_FEATURES)
 
-    def physical_features(self, partons: PartonTruth) -> Tensor:
+    def physical_features(self, partons: PartonTruth, anchors: Anchors | None = None) -> Tensor:
         """Float64 (E, 5 (K + m)): each object's (px, py, pz, log(E + 1), m)."""
         four_momenta = self.daughter_four_momenta(partons)
         composite_four_momenta = torch.einsum(
@@ -249,7 +276,7 @@ class ObjectRepresentation(PartonRepresentation):
         """Physical (..., K + m, 5) object features from a standardised (..., F) tensor."""
         return self.physical(x).unflatten(-1, (len(self.objects), len(OBJECT_FEATURES)))
 
-    def _decode_daughters(self, x: Tensor) -> DecodedPartons:
+    def _decode_daughters(self, x: Tensor, anchors: Anchors | None = None) -> DecodedPartons:
         """The decay products ``name -> {pt, eta, phi, mass}`` of a standardised (..., F) tensor.
 
         Momenta come from (px, py, pz); the mass is the stored mass, clipped at zero (the energy
