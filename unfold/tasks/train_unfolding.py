@@ -93,16 +93,15 @@ def _truth_tensors(module, task: Task, path: Path, rows: list[int] | None, limit
     A parton representation that generates a parton relative to its measurement reads it from ``inputs``."""
     group = "PARTONS" if task == "parton" else "PARTICLES"
     truth = read_truth(path, group, limit=limit)
+    training = None if rows is None else {name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()}
     if task == "particle":
-        if rows is not None:
-            module.representation.fit({name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()},
-                                      weights[rows])
+        if training is not None:
+            module.representation.fit(training, weights[rows])
         encoded = module.representation.encode(truth)
         return encoded.features, encoded.types, encoded.mask, encoded.event_features
     anchors = module.anchors(inputs)
-    if rows is not None:
-        module.representation.fit({name: {f: np.asarray(v)[rows] for f, v in fs.items()} for name, fs in truth.items()},
-                                  torch.from_numpy(weights[rows]), {name: a[rows] for name, a in anchors.items()})
+    if training is not None:
+        module.representation.fit(training, torch.from_numpy(weights[rows]), {name: a[rows] for name, a in anchors.items()})
     return module.representation.encode(truth, anchors)
 
 

@@ -140,11 +140,10 @@ class AnchoredDecayChainRepresentation(DecayChainRepresentation):
     @cached_property
     def feature_names(self) -> tuple[str, ...]:
         roots = tuple(feature for name in self.lab_roots for feature in self._root_feature_names(name))
-        anchor = tuple(f"{self._anchored}:{feature}" for feature in _ANCHOR_FEATURES)
         directions = tuple(name for decay in self.rest_frame_decays for name in self._direction_names(decay))
         built = tuple(name for step in self.upward_decays for name in self._built_names(step))
         masses = tuple(self._mass_feature(name) for name in (*self.massive_nodes, self.branch_root))
-        return roots + anchor + directions + built + masses
+        return roots + self._anchor_names + directions + built + masses
 
     def physical_features(self, partons: PartonTruth, anchors: Anchors | None = None) -> Tensor:
         """Float64 (E, F) features of truth, the anchored daughter relative to its (E, 4) anchor."""
@@ -156,7 +155,7 @@ class AnchoredDecayChainRepresentation(DecayChainRepresentation):
         pt_measured, eta_measured, phi_measured, _ = to_cylindrical(measured)
         anchor = torch.stack([torch.log(pt / pt_measured), eta - eta_measured, _wrapped(phi - phi_measured)], 1)
         directions = [self._rest_frame_direction(nodes, decay) for decay in self.rest_frame_decays]
-        built = [torch.stack([*nodes[step.built][:, 1:3].unbind(1), _rapidity(nodes[step.built]) - _rapidity(nodes[step.known])], 1)
+        built = [torch.cat([nodes[step.built][:, 1:3], (_rapidity(nodes[step.built]) - _rapidity(nodes[step.known]))[:, None]], 1)
                  for step in self.upward_decays]
         mass_columns = torch.stack([masses[name] for name in (*self.massive_nodes, self.branch_root)], 1)
         return torch.cat([*roots, anchor, *directions, *built, mass_columns], dim=1)
