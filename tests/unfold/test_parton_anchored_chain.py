@@ -199,7 +199,8 @@ def test_an_anchored_run_trains_and_unfolds_the_lepton_at_its_measurement(semile
     with h5py.File(out) as file:
         lepton = file["SAMPLES/PARTONS/lepton/pt"][...]
         truth = file["PARTONS/lepton/pt"][...]
-    # one epoch from noise: the draws' lepton pT stays within the truth's spread around the measurement
+    # one epoch from noise: every draw's lepton pT stays within 6 times the truth's largest log deviation from the
+    # measurement (0.51 against 6 x 0.17 here); the plain decay chain after one epoch strays to 4.5
     ratio = lepton / measured.numpy()[:, None]
     spread = np.abs(np.log(truth / measured.numpy())).max()
     assert np.all(np.abs(np.log(ratio)) < 6 * spread), np.abs(np.log(ratio)).max()
