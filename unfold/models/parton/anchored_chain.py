@@ -24,7 +24,6 @@ closes their parent, so the leptonic top is softer than in the plain chain.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,7 +31,15 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from encoders.kinematics import invariant_mass_squared, to_cartesian, to_cylindrical
+from encoders.kinematics import (
+    azimuth,
+    delta_phi,
+    invariant_mass_squared,
+    rapidity,
+    to_cartesian,
+    to_cylindrical,
+    transverse_momentum,
+)
 from unfold.errors import UnfoldError
 from unfold.models.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
 from unfold.models.parton.representation import Anchors, PartonTruth
@@ -69,7 +76,7 @@ def sibling_momentum(known: Tensor, parent_mass: Tensor, mass: Tensor, transvers
     known_mass = invariant_mass_squared(known).clamp_min(0.0).sqrt()
     known_mt = (known[..., 0] ** 2 - known[..., 3] ** 2).clamp_min(1e-12).sqrt()
     phi = torch.atan2(transverse[..., 1], transverse[..., 0])
-    k = torch.hypot(known[..., 1], known[..., 2]) * torch.cos(phi - torch.atan2(known[..., 2], known[..., 1]))
+    k = transverse_momentum(known) * torch.cos(phi - azimuth(known))
     spread = (known_mt**2 - k**2).clamp_min(1e-12)
     c = (parent_mass**2 - known_mass**2 - mass**2) / 2
     mass = torch.where((c > 0) & (c**2 >= mass**2 * spread) & ((k > 0) | (c >= known_mt * mass)), mass, 0.0)
@@ -79,8 +86,8 @@ def sibling_momentum(known: Tensor, parent_mass: Tensor, mass: Tensor, transvers
     pt = torch.hypot(transverse[..., 0], transverse[..., 1]).clamp(low, high).clamp_min(0.0)
     mt = (pt**2 + mass**2).sqrt()
     cosh = ((c + k * pt) / (known_mt * mt).clamp_min(1e-12)).clamp_min(1.0)
-    rapidity = _rapidity(known) + torch.where(side < 0, -1.0, 1.0) * torch.acosh(cosh)
-    return torch.stack([mt * torch.cosh(rapidity), pt * torch.cos(phi), pt * torch.sin(phi), mt * torch.sinh(rapidity)], -1)
+    y = rapidity(known) + torch.where(side < 0, -1.0, 1.0) * torch.acosh(cosh)
+    return torch.stack([mt * torch.cosh(y), pt * torch.cos(phi), pt * torch.sin(phi), mt * torch.sinh(y)], -1)
 
 
 class AnchoredDecayChainRepresentation(DecayChainRepresentation):
@@ -153,9 +160,9 @@ class AnchoredDecayChainRepresentation(DecayChainRepresentation):
         roots = [torch.cat([nodes[name][:, 1:], masses[name][:, None]], 1) for name in self.lab_roots]
         pt, eta, phi, _ = to_cylindrical(nodes[self._anchored])
         pt_measured, eta_measured, phi_measured, _ = to_cylindrical(measured)
-        anchor = torch.stack([torch.log(pt / pt_measured), eta - eta_measured, _wrapped(phi - phi_measured)], 1)
+        anchor = torch.stack([torch.log(pt / pt_measured), eta - eta_measured, delta_phi(phi, phi_measured)], 1)
         directions = [self._rest_frame_direction(nodes, decay) for decay in self.rest_frame_decays]
-        built = [torch.cat([nodes[step.built][:, 1:3], (_rapidity(nodes[step.built]) - _rapidity(nodes[step.known]))[:, None]], 1)
+        built = [torch.cat([nodes[step.built][:, 1:3], (rapidity(nodes[step.built]) - rapidity(nodes[step.known]))[:, None]], 1)
                  for step in self.upward_decays]
         mass_columns = torch.stack([masses[name] for name in (*self.massive_nodes, self.branch_root)], 1)
         return torch.cat([*roots, anchor, *directions, *built, mass_columns], dim=1)
@@ -166,8 +173,8 @@ class AnchoredDecayChainRepresentation(DecayChainRepresentation):
         measured = self.check_anchors(anchors, features.shape[0])[self._anchored]
         measured = measured.to(features.device).reshape(-1, *([1] * (features.ndim - 2)), 4)
         pt, eta, phi, _ = to_cylindrical(measured)
-        log_ratio, delta_eta, delta_phi = self._columns(features, self._anchor_names).unbind(-1)
-        nodes[self._anchored] = to_cartesian(pt * torch.exp(log_ratio), eta + delta_eta, phi + delta_phi,
+        log_ratio, eta_offset, phi_offset = self._columns(features, self._anchor_names).unbind(-1)
+        nodes[self._anchored] = to_cartesian(pt * torch.exp(log_ratio), eta + eta_offset, phi + phi_offset,
                                              masses[self._anchored])
         for step in self.upward_decays:
             columns = self._columns(features, self._built_names(step))
@@ -183,13 +190,3 @@ class AnchoredDecayChainRepresentation(DecayChainRepresentation):
     @cached_property
     def _anchor_names(self) -> tuple[str, ...]:
         return tuple(f"{self._anchored}:{feature}" for feature in _ANCHOR_FEATURES)
-
-
-def _rapidity(four_momenta: Tensor) -> Tensor:
-    """Rapidity y = asinh(pz / mT) of (..., 4) four-momenta."""
-    return torch.asinh(four_momenta[..., 3] / (four_momenta[..., 0] ** 2 - four_momenta[..., 3] ** 2).clamp_min(1e-12).sqrt())
-
-
-def _wrapped(angle: Tensor) -> Tensor:
-    """An azimuth difference in [-pi, pi)."""
-    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
