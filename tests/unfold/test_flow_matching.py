@@ -35,9 +35,9 @@ def test_flow_state_and_target_at_a_known_time():
     t = torch.tensor([0.25, 0.5, 1.0]) * T
     expected = torch.stack([0.75 * x0[0] + 0.25 * noise[0], 0.5 * x0[1] + 0.5 * noise[1], noise[2]])
     torch.testing.assert_close(add_noise(scheduler, x0, noise, t), expected)
-    torch.testing.assert_close(training_target(scheduler, x0, noise), noise - x0)
+    torch.testing.assert_close(training_target(scheduler, x0, noise, t), noise - x0)
     # diffusion keeps epsilon prediction
-    torch.testing.assert_close(training_target(make_training_scheduler(T), x0, noise), noise)
+    torch.testing.assert_close(training_target(make_training_scheduler(T), x0, noise, t.long()), noise)
 
 
 def test_flow_times_are_continuous_and_span_the_path():

@@ -37,10 +37,12 @@ __all__ = [
     "DEFAULT_SAMPLER",
     "OBJECTIVES",
     "PRECISIONS",
+    "PREDICTION_TYPES",
     "SAMPLERS",
     "SAMPLER_NAMES",
     "Objective",
     "Precision",
+    "PredictionType",
     "SamplerName",
     "TrainingScheduler",
     "add_noise",
@@ -71,6 +73,9 @@ SAMPLER_NAMES: tuple[str, ...] = SAMPLERS["diffusion"]
 DEFAULT_SAMPLER: SamplerName | None = None
 
 TrainingScheduler = DDPMScheduler | FlowMatchEulerDiscreteScheduler
+# What a diffusion denoiser predicts (diffusers' names): the noise, the clean state, or v.
+PredictionType = Literal["epsilon", "sample", "v_prediction"]
+PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
 # The arithmetic of the denoising network during sampling. "bfloat16" runs its matrix products and
 # attention in bfloat16 (torch.autocast) where the hardware has it (CPUs with AVX512-BF16 or AMX,
@@ -107,7 +112,7 @@ _SCHEDULER_SETTINGS: dict[str, dict[str, str]] = {"ddpm-large": {"variance_type"
 def make_training_scheduler(
     num_train_timesteps: int = 1000,
     beta_schedule: str = "squaredcos_cap_v2",
-    prediction_type: str = "epsilon",
+    prediction_type: PredictionType = "epsilon",
     objective: Objective = DEFAULT_OBJECTIVE,
 ) -> TrainingScheduler:
     """The training schedule of an objective, and the template of every sampler.
@@ -119,6 +124,9 @@ def make_training_scheduler(
     (~1e3) and diverge; leading spacing starts at t = T - T / steps (sqrt(abar) ~ 0.06 for 25 of
     1000 steps). The price: starting from pure noise there drops that fraction of the data's
     mean, a bias of a few percent of the mean in standardised units that shrinks with more steps.
+    A denoiser that predicts v or the clean state reads x_0 off the noisiest state without that
+    amplification, so its samplers start at t = T - 1 (``"trailing"``, Lin et al., arXiv 2305.08891,
+    section 3.3): from pure noise where the schedule has no signal left, without the bias.
 
     Flow matching: the linear path of :class:`diffusers.FlowMatchEulerDiscreteScheduler` without
     shift; ``num_train_timesteps`` only scales the time the network sees (t T), and
@@ -137,15 +145,20 @@ def make_training_scheduler(
     if num_train_timesteps < 2:
         raise UnfoldError(f"num_train_timesteps must be at least 2, got {num_train_timesteps}")
     if objective == "flow-matching":
+        if prediction_type != "epsilon":
+            raise UnfoldError(f"prediction_type {prediction_type!r} does not apply to flow matching, which predicts "
+                              "the velocity; leave it at 'epsilon'")
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=1.0)
     if objective != "diffusion":
         raise UnfoldError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if prediction_type not in PREDICTION_TYPES:
+        raise UnfoldError(f"unknown prediction_type {prediction_type!r}; choose one of {', '.join(PREDICTION_TYPES)}")
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
         beta_schedule=beta_schedule,
         prediction_type=prediction_type,
         clip_sample=False,
-        timestep_spacing="leading",
+        timestep_spacing="leading" if prediction_type == "epsilon" else "trailing",
     )
 
 
@@ -220,10 +233,17 @@ def add_noise(scheduler: TrainingScheduler, x0: Tensor, noise: Tensor, t: Tensor
     return scheduler.add_noise(x0, noise, t)
 
 
-def training_target(scheduler: TrainingScheduler, x0: Tensor, noise: Tensor) -> Tensor:
-    """What the network learns to predict: the noise (diffusion, epsilon prediction) or the
-    velocity d x_t / dt = noise - x_0 (flow matching)."""
-    return noise - x0 if objective_of(scheduler) == "flow-matching" else noise
+def training_target(scheduler: TrainingScheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """What the network learns to predict at times t (E,): for flow matching the velocity
+    d x_t / dt = noise - x_0; for diffusion what the scheduler's ``prediction_type`` names, the noise
+    (epsilon), the clean state (sample) or v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0 (v_prediction,
+    Salimans & Ho, arXiv 2202.00512)."""
+    if objective_of(scheduler) == "flow-matching":
+        return noise - x0
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    return x0 if prediction_type == "sample" else noise
 
 
 def denoise(

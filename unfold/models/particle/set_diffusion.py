@@ -13,6 +13,7 @@ from unfold.models.diffusion.sampler import (
     DEFAULT_SAMPLER,
     Objective,
     Precision,
+    PredictionType,
     SamplerName,
     add_noise,
     denoise,
@@ -116,6 +117,8 @@ class SetLatentDiffusion(nn.Module):
         multiplicity_depth: hidden layers of the multiplicity MLP.
         num_train_timesteps: diffusion steps T of the training schedule.
         beta_schedule: ``diffusers`` beta schedule (diffusion only).
+        prediction_type: What the diffusion denoiser predicts: ``"epsilon"`` (the noise), ``"sample"``
+            or ``"v_prediction"`` (diffusion only).
         objective: ``"diffusion"`` (DDPM, epsilon prediction) or ``"flow-matching"`` (velocity of
             the linear path; sampled with diffusers' FlowMatchEulerDiscreteScheduler).
         dropout: dropout in the denoiser.
@@ -159,6 +162,7 @@ class SetLatentDiffusion(nn.Module):
         multiplicity_depth: int = 2,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
+        prediction_type: PredictionType = "epsilon",
         objective: Objective = DEFAULT_OBJECTIVE,
         dropout: float = 0.0,
         multiplicity_weight: float = 1.0,
@@ -224,7 +228,9 @@ class SetLatentDiffusion(nn.Module):
             num_slot_classes=len(SLOT_CLASS_NAMES) * max(ranked_slots, 1) if typed_counts else 0,
             paired_width=anchor_width + 1 if paired_slots else 0,
         )
-        self.training_scheduler = make_training_scheduler(num_train_timesteps, beta_schedule, objective=objective)
+        self.training_scheduler = make_training_scheduler(
+            num_train_timesteps, beta_schedule, prediction_type=prediction_type, objective=objective
+        )
 
     def loss(
         self,
@@ -308,7 +314,7 @@ class SetLatentDiffusion(nn.Module):
         noise = _randn_like(clean, generator) * keep_all
         timesteps = draw_timesteps(self.training_scheduler, num_events, generator=generator, device=event.device)
         noisy = add_noise(self.training_scheduler, clean, noise, timesteps) * keep_all
-        target = training_target(self.training_scheduler, clean, noise)
+        target = training_target(self.training_scheduler, clean, noise, timesteps)
         prediction = self.denoiser(
             noisy[:, 1:], mask, noisy[:, 0], timesteps, objects, object_mask, event, anchors, codes, paired
         )

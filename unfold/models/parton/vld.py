@@ -13,6 +13,7 @@ from unfold.models.diffusion.sampler import (
     DEFAULT_SAMPLER,
     Objective,
     Precision,
+    PredictionType,
     SamplerName,
     add_noise,
     denoise,
@@ -82,10 +83,15 @@ class VariationalLatentDiffusion(nn.Module):
         time_embedding_width: Width of the sinusoidal timestep features.
         num_train_timesteps: Number T of DDPM steps.
         beta_schedule: ``diffusers`` beta schedule (diffusion only).
+        prediction_type: What the diffusion denoiser predicts: ``"epsilon"`` (the noise), ``"sample"``
+            or ``"v_prediction"`` (diffusion only).
         objective: ``"diffusion"`` (DDPM, epsilon prediction) or ``"flow-matching"`` (velocity of
             the linear path; sampled with diffusers' FlowMatchEulerDiscreteScheduler).
         kl_weight: beta, the KL weight.
         consistency_weight: lambda, the consistency weight (used when ``representation`` is given).
+        noise_draws: Diffusion terms per event and training step, each at its own time and noise: the
+            denoiser's loss is averaged over them, so one pass of the condition (the encoder) trains it
+            on as many noisy states.
         representation: The parton representation (its statistics are saved with the model);
             required for the consistency term and for decoding to physical units.
     """
@@ -102,9 +108,11 @@ class VariationalLatentDiffusion(nn.Module):
         time_embedding_width: int = 64,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
+        prediction_type: PredictionType = "epsilon",
         objective: Objective = DEFAULT_OBJECTIVE,
         kl_weight: float = 1e-3,
         consistency_weight: float = 0.1,
+        noise_draws: int = 1,
         representation: PartonRepresentation | None = None,
     ) -> None:
         super().__init__()
@@ -115,18 +123,22 @@ class VariationalLatentDiffusion(nn.Module):
         if (
             min(features, condition_width, latent_width, width, time_embedding_width) < 1
             or depth < 0
+            or noise_draws < 1
         ):
             raise UnfoldError(
-                "features, condition_width and the network widths must be positive, depth non-negative"
+                "features, condition_width, the network widths and noise_draws must be positive, depth non-negative"
             )
         self.features = features
         self.condition_width = condition_width
         self.latent = latent
         self.kl_weight = kl_weight
         self.consistency_weight = consistency_weight
+        self.noise_draws = noise_draws
         self.representation = representation
         self.objective = objective
-        self.scheduler = make_training_scheduler(num_train_timesteps, beta_schedule, objective=objective)
+        self.scheduler = make_training_scheduler(
+            num_train_timesteps, beta_schedule, prediction_type=prediction_type, objective=objective
+        )
         self.diffused_width = latent_width if latent else features
         mlp = {"width": width, "depth": depth}
         if latent:
@@ -194,11 +206,7 @@ class VariationalLatentDiffusion(nn.Module):
             clean = z.detach()
         else:
             clean = x
-        t = draw_timesteps(self.scheduler, x.shape[0], generator=generator, device=x.device)
-        noise = self._randn(clean, generator)
-        noisy = add_noise(self.scheduler, clean, noise, t)
-        target = training_target(self.scheduler, clean, noise)
-        diffusion = weighted_mean((self.predict_noise(noisy, t, condition) - target).pow(2).mean(-1), weights)
+        diffusion = self._diffusion_loss(clean, condition, generator, weights)
         kl = self.kl_weight * kl
         consistency = self.consistency_weight * consistency
         total = reconstruction + kl + diffusion + consistency
@@ -209,6 +217,19 @@ class VariationalLatentDiffusion(nn.Module):
             consistency=consistency,
             total=total,
         )
+
+    def _diffusion_loss(
+        self, clean: Tensor, condition: Tensor, generator: torch.Generator | None, weights: Tensor | None
+    ) -> Tensor:
+        """The denoiser's regression loss on ``noise_draws`` noisy states of every clean state (E, W)."""
+        draws = self.noise_draws
+        clean, condition = clean.repeat_interleave(draws, dim=0), condition.repeat_interleave(draws, dim=0)
+        weights = None if weights is None else weights.repeat_interleave(draws)
+        t = draw_timesteps(self.scheduler, clean.shape[0], generator=generator, device=clean.device)
+        noise = self._randn(clean, generator)
+        noisy = add_noise(self.scheduler, clean, noise, t)
+        target = training_target(self.scheduler, clean, noise, t)
+        return weighted_mean((self.predict_noise(noisy, t, condition) - target).pow(2).mean(-1), weights)
 
     @torch.no_grad()
     def sample(
