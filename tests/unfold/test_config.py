@@ -208,6 +208,9 @@ def test_checkpoints_written_before_the_configuration_system_still_load(recon_ru
     old_parton = PartonModule.load_from_checkpoint(tmp_path / "parton.ckpt")
     assert old_parton.vld.denoiser.input.out_features == 256
     assert old_parton.parton_queries is None, "saved before the object queries: the event vector only, whatever the default"
+    assert old_parton.vld.scheduler.config.prediction_type == "epsilon", "saved before v prediction: the noise"
+    assert old_parton.vld.noise_draws == 1
+    assert old_parton.sampling() == ("ddpm", 25), "an epsilon run samples as it always did"
 
 
 def test_particle_runs_anchor_on_the_detector_objects_and_old_checkpoints_load_as_saved(particle_run, tmp_path):
@@ -219,7 +222,9 @@ def test_particle_runs_anchor_on_the_detector_objects_and_old_checkpoints_load_a
     assert saved.pop("paired_slots") is True, "auto: with the anchors and the counts by class"
     assert saved["model"]["detector_reads_particles"] is False, "one-way attention is today's default"
     assert saved["model"]["typed_counts"] is True, "counts by class are today's default"
-    saved["model"] = {k: v for k, v in saved["model"].items() if k not in ("detector_reads_particles", "typed_counts")}
+    assert saved["model"]["prediction_type"] == "v_prediction", "v is today's default"
+    saved["model"] = {k: v for k, v in saved["model"].items()
+                      if k not in ("detector_reads_particles", "typed_counts", "prediction_type")}
     before = {**saved, "model": {**saved["model"], "typed_counts": False}}
     checkpoint["state_dict"] = ParticleModule(**before, detector_anchors=False).state_dict()  # weights from before them
     checkpoint["hyper_parameters"] = saved
@@ -229,6 +234,7 @@ def test_particle_runs_anchor_on_the_detector_objects_and_old_checkpoints_load_a
     assert old.diffusion.denoiser.detector_reads_particles, "saved before one-way attention: two-way"
     assert not old.diffusion.typed_counts, "saved before the typed counts: one multiplicity"
     assert not old.diffusion.paired_slots, "saved before the pairing: every slot generated as it is"
+    assert old.diffusion.training_scheduler.config.prediction_type == "epsilon", "saved before v prediction: the noise"
 
 
 def test_an_anchored_particle_model_needs_four_momenta(particle_run, semileptonic_files):

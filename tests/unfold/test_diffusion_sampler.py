@@ -125,8 +125,8 @@ def test_each_prediction_type_has_its_target():
         torch.testing.assert_close(training_target(make_training_scheduler(prediction_type=prediction_type), x0, noise, t), target)
     with pytest.raises(UnfoldError, match="unknown prediction_type 'score'; choose one of epsilon, sample, v_prediction"):
         make_training_scheduler(prediction_type="score")
-    with pytest.raises(UnfoldError, match="does not apply to flow matching"):
-        make_training_scheduler(prediction_type="v_prediction", objective="flow-matching")
+    flow = make_training_scheduler(prediction_type="v_prediction", objective="flow-matching")  # the velocity, always
+    torch.testing.assert_close(training_target(flow, x0, noise, t.float()), noise - x0)
 
 
 @pytest.mark.parametrize("sampler", ["dpm-solver", "ddim"])

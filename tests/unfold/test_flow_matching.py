@@ -55,7 +55,7 @@ def test_the_vld_regresses_the_velocity_at_a_known_time(monkeypatch):
     import unfold.models.parton.vld as vld_module
 
     model = VariationalLatentDiffusion(features=3, condition_width=2, latent=False, width=8, depth=1,
-                                       time_embedding_width=4, objective="flow-matching")
+                                       time_embedding_width=4, objective="flow-matching", noise_draws=1)
     monkeypatch.setattr(vld_module, "draw_timesteps", lambda scheduler, count, **_: torch.full((count,), T / 2))
     seen = {}
 

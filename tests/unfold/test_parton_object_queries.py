@@ -76,7 +76,8 @@ def test_a_parton_module_conditions_on_the_queries_when_asked(event_files):
 def test_auto_queries_follow_the_latent_step_and_are_saved_resolved(event_files, latent):
     from unfold.training.unfolding_modules import PartonModule
 
-    module = PartonModule(event_file_yaml=event_files["ttbar-semileptonic"].read_text(), model={"latent": latent})
+    module = PartonModule(event_file_yaml=event_files["ttbar-semileptonic"].read_text(), object_queries="auto",
+                          model={"latent": latent})
     assert (module.parton_queries is not None) is latent
     assert module.hparams.object_queries is latent
 

@@ -97,12 +97,12 @@ def test_noise_draws_train_on_as_many_noisy_states_of_each_event():
     """noise_draws = k is the loss of every event repeated k times, each at its own time and noise."""
     x, condition, weights = torch.randn(6, 3), torch.randn(6, 5), torch.rand(6)
     drawn = small_model(False, noise_draws=4)(x, condition, weights=weights, generator=torch.Generator().manual_seed(5))
-    repeated = small_model(False)(
+    repeated = small_model(False, noise_draws=1)(
         x.repeat_interleave(4, 0), condition.repeat_interleave(4, 0), weights=weights.repeat_interleave(4),
         generator=torch.Generator().manual_seed(5),
     )
     torch.testing.assert_close(drawn.diffusion, repeated.diffusion)
-    single = small_model(False)(x, condition, weights=weights, generator=torch.Generator().manual_seed(5))
+    single = small_model(False, noise_draws=1)(x, condition, weights=weights, generator=torch.Generator().manual_seed(5))
     assert not torch.allclose(drawn.diffusion, single.diffusion)
     with pytest.raises(UnfoldError, match="noise_draws must be positive"):
         small_model(False, noise_draws=0)

@@ -57,7 +57,7 @@ def test_parton_samples_follow_the_schema(parton_run, semileptonic_files, tmp_pa
         assert (file["SAMPLES/PARTONS/q1/pt"][...] >= 0).all()
         assert file["INPUTS/Momenta/MASK"].shape[0] == 40
         assert json.loads(file.attrs["composites"])["t_had"] == ["b_had", "q1", "q2"]
-        assert file.attrs["sampler"] == "ddpm"  # the default
+        assert file.attrs["sampler"] == "dpm-solver"  # the default of a v run
         truth_lepton = file["PARTONS/lepton/pt"][...]
         reference_lepton = file["REFERENCE/PARTONS/lepton/pt"][...]
         # the detector-level lepton is the truth lepton smeared by a few percent
@@ -130,8 +130,8 @@ def test_training_data_without_partons_is_refused(spanet_example, tmp_path, caps
 
 
 def test_each_run_samples_with_its_own_default_sampler_and_steps(parton_run, particle_run, semileptonic_files, tmp_path):
-    """Parton runs DDPM with 25 steps, particle diffusion runs DPM-Solver with 10; a choice (sampler, steps, the
-    network's precision) applies to every run."""
+    """Parton runs (predicting v) DPM-Solver with 25 steps, particle diffusion runs DPM-Solver with 10; a choice
+    (sampler, steps, the network's precision) applies to every run."""
     from unfold.errors import UnfoldError
     from unfold.tasks.sample import sample_unfoldings
 
@@ -139,7 +139,7 @@ def test_each_run_samples_with_its_own_default_sampler_and_steps(parton_run, par
     options = {"n": 2, "limit": 8, "devices": "cpu"}
     out = sample_unfoldings(runs, semileptonic_files[1], tmp_path / "default.h5", **options)
     with h5py.File(out) as file:
-        assert (file.attrs["sampler"], file.attrs["steps"]) == ("parton: ddpm, particle: dpm-solver", "parton: 25, particle: 10")
+        assert (file.attrs["sampler"], file.attrs["steps"]) == ("dpm-solver", "parton: 25, particle: 10")
     out = sample_unfoldings(runs, semileptonic_files[1], tmp_path / "chosen.h5", sampler="ddim", steps=3,
                             precision="bfloat16", **options)
     with h5py.File(out) as file:
@@ -148,6 +148,18 @@ def test_each_run_samples_with_its_own_default_sampler_and_steps(parton_run, par
     with pytest.raises(UnfoldError, match="sampler 'euler' does not apply to a diffusion run"):
         sample_unfoldings(runs, semileptonic_files[1], tmp_path / "bad.h5", sampler="euler", **options)
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_a_run_predicting_v_samples_with_dpm_solver_unless_told(event_files):
+    """Epsilon runs: DDPM 25; v runs: DPM-Solver 25 (DDPM narrows their posteriors); a choice still wins."""
+    from unfold.training.unfolding_modules import PartonModule
+
+    event_file = event_files["ttbar-semileptonic"].read_text()
+    assert PartonModule(event_file_yaml=event_file, model={"prediction_type": "epsilon"}).sampling() == ("ddpm", 25)
+    v_run = PartonModule(event_file_yaml=event_file, model={"prediction_type": "v_prediction"})
+    assert v_run.sampling() == ("dpm-solver", 25)
+    assert v_run.sampling(steps=10) == ("dpm-solver", 10)
+    assert v_run.sampling("ddpm") == ("ddpm", 25)
 
 
 def test_particle_samples_have_exactly_the_sampled_multiplicity(particle_run, semileptonic_files, tmp_path):

@@ -108,7 +108,7 @@ def _train_vld(x: torch.Tensor, condition: torch.Tensor, ids: torch.Tensor, weig
     duplicated event draws exactly what its original draws."""
     torch.manual_seed(5)
     model = VariationalLatentDiffusion(features=x.shape[1], condition_width=condition.shape[1], latent=True, latent_width=4,
-                                       width=16, depth=1)
+                                       width=16, depth=1, noise_draws=1)  # the tables hold one draw per event
     table = torch.Generator().manual_seed(9)
     noise = torch.randn(STEPS, 2, int(ids.max()) + 1, 4, generator=table)
     timesteps = torch.randint(0, model.scheduler.config.num_train_timesteps, (STEPS, int(ids.max()) + 1),

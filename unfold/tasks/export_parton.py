@@ -6,14 +6,16 @@ A diffusion sampler is a loop, so the network is exported in the pieces the loop
   ``condition`` (E, C), the encoder's event vector (and the per-parton object summaries),
   computed once per event;
 - ``<out>.denoiser.onnx``: ``state`` (B, W), ``timestep`` (B,) int64 and ``condition`` (B, C) ->
-  ``noise`` (B, W), the predicted noise of one denoising step;
+  ``prediction`` (B, W) of one denoising step: v, the noise or the clean state, as the run's
+  ``prediction_type`` says;
 - ``<out>.decoder.onnx`` (latent VLD only): ``latent`` (B, W) and ``condition`` -> ``partons``
   (B, F), the standardised parton features.
 
-A deployment runs any diffusers scheduler over the denoiser (as
-:func:`unfold.models.diffusion.sampler.denoise` does), decodes, and maps the standardised
-features to momenta with the checkpoint's representation (``PartonModule.representation.decode``, given
-``PartonModule.anchors(inputs)`` where the representation generates the lepton relative to its measurement).
+A deployment runs any diffusers scheduler built from the run's ``vld.scheduler.config`` (its
+prediction type and timestep spacing) over the denoiser (as :func:`unfold.models.diffusion.sampler.denoise`
+does), decodes, and maps the standardised features to momenta with the checkpoint's representation
+(``PartonModule.representation.decode``, given ``PartonModule.anchors(inputs)`` where the
+representation generates the lepton relative to its measurement).
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ def _graphs(module, feeds: dict[str, np.ndarray]):
     timestep = torch.tensor([999, 500, 10, 0])
     graphs = [
         ("condition", condition, example, names, "condition", {**axes, "condition": {0: "events"}}),
-        ("denoiser", _Denoiser(vld).eval(), (state, timestep, context), ["state", "timestep", "condition"], "noise",
-         {"state": {0: "rows"}, "timestep": {0: "rows"}, "condition": {0: "rows"}, "noise": {0: "rows"}}),
+        ("denoiser", _Denoiser(vld).eval(), (state, timestep, context), ["state", "timestep", "condition"], "prediction",
+         {"state": {0: "rows"}, "timestep": {0: "rows"}, "condition": {0: "rows"}, "prediction": {0: "rows"}}),
     ]
     if vld.latent:
         graphs.append(("decoder", _Decoder(vld).eval(), (state, context), ["latent", "condition"], "partons",

@@ -63,9 +63,10 @@ DEFAULT_OBJECTIVE: Objective = "diffusion"
 DiffusionSampler = Literal["ddpm", "ddim", "dpm-solver", "ddpm-large"]
 SamplerName = Literal[DiffusionSampler, "euler"]
 # The samplers of each objective, its default first (the unfolding runs choose their own:
-# ConditionedModule.DEFAULT_SAMPLING). DDPM for diffusion: on the parton models it beat DPM-Solver at
+# ConditionedModule.DEFAULT_SAMPLING). DDPM for diffusion: on the epsilon parton models it beat DPM-Solver at
 # 25 steps on all observables but the lepton pT (W1 of m(ttbar) 14.8 vs 37.7 GeV); the deterministic
-# solvers follow the learned score's errors exactly. Flow matching has one: the Euler ODE step.
+# solvers follow the learned score's errors exactly. Parton runs that predict v take DPM-Solver
+# (PartonModule.CLEAN_STATE_SAMPLING). Flow matching has one: the Euler ODE step.
 SAMPLERS: dict[str, tuple[str, ...]] = {"diffusion": get_args(DiffusionSampler), "flow-matching": ("euler",)}
 # The diffusion samplers (the speed-fidelity table's rows).
 SAMPLER_NAMES: tuple[str, ...] = SAMPLERS["diffusion"]
@@ -145,9 +146,6 @@ def make_training_scheduler(
     if num_train_timesteps < 2:
         raise UnfoldError(f"num_train_timesteps must be at least 2, got {num_train_timesteps}")
     if objective == "flow-matching":
-        if prediction_type != "epsilon":
-            raise UnfoldError(f"prediction_type {prediction_type!r} does not apply to flow matching, which predicts "
-                              "the velocity; leave it at 'epsilon'")
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=1.0)
     if objective != "diffusion":
         raise UnfoldError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")

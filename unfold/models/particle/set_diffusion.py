@@ -117,8 +117,9 @@ class SetLatentDiffusion(nn.Module):
         multiplicity_depth: hidden layers of the multiplicity MLP.
         num_train_timesteps: diffusion steps T of the training schedule.
         beta_schedule: ``diffusers`` beta schedule (diffusion only).
-        prediction_type: What the diffusion denoiser predicts: ``"epsilon"`` (the noise), ``"sample"``
-            or ``"v_prediction"`` (diffusion only).
+        prediction_type: What the diffusion denoiser predicts: ``"v_prediction"`` (the default: MET W1
+            2.8-3.0 GeV in two seeds against 4.0-4.4 for the noise, README), ``"epsilon"`` (the noise) or
+            ``"sample"``; diffusion only.
         objective: ``"diffusion"`` (DDPM, epsilon prediction) or ``"flow-matching"`` (velocity of
             the linear path; sampled with diffusers' FlowMatchEulerDiscreteScheduler).
         dropout: dropout in the denoiser.
@@ -162,7 +163,7 @@ class SetLatentDiffusion(nn.Module):
         multiplicity_depth: int = 2,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
-        prediction_type: PredictionType = "epsilon",
+        prediction_type: PredictionType = "v_prediction",
         objective: Objective = DEFAULT_OBJECTIVE,
         dropout: float = 0.0,
         multiplicity_weight: float = 1.0,

@@ -59,7 +59,9 @@ class VariationalLatentDiffusion(nn.Module):
     collapsed the latent scale within a few hundred steps). The published model prevents that
     instead by tying the posterior to the first step of a learned continuous-time schedule;
     here the prior KL to N(0, 1) with a small beta keeps the latent at the noise's scale.
-    C is the physics-consistency term of ``representation``.
+    C is the physics-consistency term of ``representation``. The diffusion term is written for
+    epsilon prediction; by default the denoiser predicts v = sqrt(abar_t) eps - sqrt(1 - abar_t) z
+    instead (``prediction_type``, arXiv 2202.00512), on ``noise_draws`` noisy states of each z.
 
     With ``objective="flow-matching"`` the same denoiser learns the velocity of conditional flow
     matching instead (arXiv 2210.02747): its term is ||(noise - z) - v_theta(z_t, t, c)||^2 with
@@ -83,15 +85,15 @@ class VariationalLatentDiffusion(nn.Module):
         time_embedding_width: Width of the sinusoidal timestep features.
         num_train_timesteps: Number T of DDPM steps.
         beta_schedule: ``diffusers`` beta schedule (diffusion only).
-        prediction_type: What the diffusion denoiser predicts: ``"epsilon"`` (the noise), ``"sample"``
-            or ``"v_prediction"`` (diffusion only).
-        objective: ``"diffusion"`` (DDPM, epsilon prediction) or ``"flow-matching"`` (velocity of
+        prediction_type: What the diffusion denoiser predicts: ``"v_prediction"`` (v = sqrt(abar) noise -
+            sqrt(1 - abar) x, the default: README), ``"epsilon"`` (the noise) or ``"sample"``; diffusion only.
+        objective: ``"diffusion"`` (DDPM) or ``"flow-matching"`` (velocity of
             the linear path; sampled with diffusers' FlowMatchEulerDiscreteScheduler).
         kl_weight: beta, the KL weight.
         consistency_weight: lambda, the consistency weight (used when ``representation`` is given).
         noise_draws: Diffusion terms per event and training step, each at its own time and noise: the
             denoiser's loss is averaged over them, so one pass of the condition (the encoder) trains it
-            on as many noisy states.
+            on as many noisy states (8 by default: README).
         representation: The parton representation (its statistics are saved with the model);
             required for the consistency term and for decoding to physical units.
     """
@@ -108,11 +110,11 @@ class VariationalLatentDiffusion(nn.Module):
         time_embedding_width: int = 64,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
-        prediction_type: PredictionType = "epsilon",
+        prediction_type: PredictionType = "v_prediction",
         objective: Objective = DEFAULT_OBJECTIVE,
         kl_weight: float = 1e-3,
         consistency_weight: float = 0.1,
-        noise_draws: int = 1,
+        noise_draws: int = 8,
         representation: PartonRepresentation | None = None,
     ) -> None:
         super().__init__()
