@@ -120,7 +120,7 @@ class SetLatentDiffusion(nn.Module):
         prediction_type: What the diffusion denoiser predicts: ``"v_prediction"`` (the default: MET W1
             2.8-3.0 GeV in two seeds against 4.0-4.4 for the noise, README), ``"epsilon"`` (the noise) or
             ``"sample"``; diffusion only.
-        objective: ``"diffusion"`` (DDPM, epsilon prediction) or ``"flow-matching"`` (velocity of
+        objective: ``"diffusion"`` (DDPM) or ``"flow-matching"`` (velocity of
             the linear path; sampled with diffusers' FlowMatchEulerDiscreteScheduler).
         dropout: dropout in the denoiser.
         multiplicity_weight: weight of the multiplicity NLL.

@@ -169,8 +169,9 @@ class VariationalLatentDiffusion(nn.Module):
         return self.decoder(z, condition)
 
     def predict_noise(self, state: Tensor, t: Tensor, condition: Tensor) -> Tensor:
-        """The denoiser's prediction (E, W) (noise, or velocity for flow matching) of noisy states
-        (E, W) at times (E,) (integer timesteps, or t T for flow matching) given (E, C)."""
+        """The denoiser's prediction (E, W) (v, noise or clean state as ``prediction_type`` says, or the velocity
+        for flow matching) of noisy states (E, W) at times (E,) (integer timesteps, or t T for flow matching)
+        given (E, C)."""
         return self.denoiser(state, torch.cat([condition, self.time_embedding(t)], dim=-1))
 
     def forward(
