@@ -24,9 +24,11 @@ __all__ = [
     "pair_mass_squared",
     "pseudorapidity",
     "rapidity",
+    "rest_frame_direction",
     "to_cartesian",
     "to_cylindrical",
     "transverse_momentum",
+    "unit_vector",
     "wrap_phi",
 ]
 
@@ -112,6 +114,17 @@ def lorentz_boost(p4: Tensor, velocity: Tensor) -> Tensor:
     coefficient = gamma**2 / (gamma + 1.0) * beta_dot_p - gamma * energy
     boosted_momentum = momentum + coefficient[..., None] * velocity
     return torch.cat([boosted_energy[..., None], boosted_momentum], dim=-1)
+
+
+def unit_vector(vectors: Tensor) -> Tensor:
+    """Vectors (..., 3) scaled to unit length (a zero vector stays zero)."""
+    return vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def rest_frame_direction(p4: Tensor, frame: Tensor) -> Tensor:
+    """Unit vector (..., 3) of a four-momentum's direction in the rest frame of ``frame`` (..., 4), reached from
+    the lab by a pure boost (lab axes)."""
+    return unit_vector(lorentz_boost(p4, frame[..., 1:] / frame[..., :1])[..., 1:])
 
 
 def to_cylindrical(p4: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -98,7 +98,10 @@ class ConditionedModule(L.LightningModule):
         model = kwargs.get("model", saved.get("model") or {})
         if any(key not in model for key in cls.MODEL_OPTIONS_BEFORE_THEY_EXISTED):
             kwargs["model"] = cls.MODEL_OPTIONS_BEFORE_THEY_EXISTED | model
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+        try:
+            return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+        except UnfoldError as error:  # raised by on_load_checkpoint, which does not know the file
+            raise UnfoldError(f"{checkpoint_path}: {error}") from None
 
     def load_encoder(self, checkpoint: Path) -> None:
         """Start the encoder from another run (recon, parton or particle) of the same inputs."""
@@ -230,6 +233,22 @@ class PartonModule(ConditionedModule):
         if sampler is None and self.vld.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
             sampler, steps = self.CLEAN_STATE_SAMPLING[0], steps or self.CLEAN_STATE_SAMPLING[1]
         return super().sampling(sampler, steps)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["representation_features"] = list(self.representation.feature_names)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint whose generated features the representation no longer reads: a lepton-anchored run
+        from before 2026-12-07 (saved without its feature names) stored the b beside its W as (px, py, Delta y)."""
+        features = list(self.representation.feature_names)
+        saved = checkpoint.get("representation_features")
+        if saved is None and self.representation.anchored:
+            saved = ["b_lep:px", "b_lep:py", "b_lep:delta_rapidity"]
+        if saved is not None and saved != features:
+            raise UnfoldError(
+                f"its parton features {saved[:3]}... are not those the {type(self.representation).__name__} reads now "
+                f"({features[:3]}...): it was written by an earlier version; retrain it with `unfold train parton`"
+            )
 
     def condition(self, inputs: EncoderInputs) -> Tensor:
         """The VLD's condition (E, C): the encoder's event vector, then the parton queries' summaries."""

@@ -29,7 +29,13 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from encoders.kinematics import invariant_mass, lorentz_boost, to_cylindrical
+from encoders.kinematics import (
+    invariant_mass,
+    lorentz_boost,
+    rest_frame_direction,
+    to_cylindrical,
+    unit_vector,
+)
 from unfold.errors import UnfoldError
 from unfold.models.parton.representation import (
     Anchors,
@@ -58,11 +64,6 @@ class TwoBodyDecay:
 def _kallen(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     """Källén function lambda(a, b, c) = a^2 + b^2 + c^2 - 2ab - 2ac - 2bc."""
     return a**2 + b**2 + c**2 - 2 * (a * b + a * c + b * c)
-
-
-def _unit(vectors: Tensor) -> Tensor:
-    """Vectors (..., 3) scaled to unit length (a zero vector stays zero)."""
-    return vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _decay_in_flight(parent: Tensor, direction: Tensor, first_mass: Tensor, second_mass: Tensor) -> tuple[Tensor, Tensor]:
@@ -205,8 +206,7 @@ class DecayChainRepresentation(PartonRepresentation):
     @staticmethod
     def _rest_frame_direction(nodes: Mapping[str, Tensor], decay: TwoBodyDecay) -> Tensor:
         """(E, 3) unit vector of the first child's momentum in its parent's rest frame (pure boost, lab axes)."""
-        parent = nodes[decay.parent]
-        return _unit(lorentz_boost(nodes[decay.first], parent[:, 1:] / parent[:, :1])[:, 1:])
+        return rest_frame_direction(nodes[decay.first], nodes[decay.parent])
 
     def node_masses(self, x: Tensor) -> dict[str, Tensor]:
         """Float64 masses (GeV) of the roots and decay products of a standardised (..., F) tensor.
@@ -242,7 +242,7 @@ class DecayChainRepresentation(PartonRepresentation):
         masses = self._node_masses(features)
         nodes = self._lab_nodes(features, masses, anchors)
         for decay in self.rest_frame_decays:
-            direction = _unit(self._columns(features, self._direction_names(decay)))
+            direction = unit_vector(self._columns(features, self._direction_names(decay)))
             nodes[decay.first], nodes[decay.second] = _decay_in_flight(
                 nodes[decay.parent], direction, masses[decay.first], masses[decay.second]
             )
