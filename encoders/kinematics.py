@@ -10,6 +10,7 @@ components are named; the tests check these functions against it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ __all__ = [
     "pseudorapidity",
     "rapidity",
     "rest_frame_direction",
+    "rotate_and_reflect",
     "to_cartesian",
     "to_cylindrical",
     "transverse_momentum",
@@ -125,6 +127,32 @@ def rest_frame_direction(p4: Tensor, frame: Tensor) -> Tensor:
     """Unit vector (..., 3) of a four-momentum's direction in the rest frame of ``frame`` (..., 4), reached from
     the lab by a pure boost (lab axes)."""
     return unit_vector(lorentz_boost(p4, frame[..., 1:] / frame[..., :1])[..., 1:])
+
+
+def rotate_and_reflect(
+    x: Tensor,
+    angle: Tensor,
+    sign: Tensor,
+    *,
+    azimuths: Sequence[int] = (),
+    xy_pairs: Sequence[tuple[int, int]] = (),
+    reflected: Sequence[int] = (),
+) -> Tensor:
+    """Features ``x`` (E, ..., F) of events rotated about the beam by ``angle`` (E,) and reflected z -> -z where
+    ``sign`` (E,) is -1: the ``azimuths`` columns shifted (and wrapped), the ``xy_pairs`` of columns rotated as
+    (x, y) components, the ``reflected`` columns (z components, rapidities) multiplied by the sign."""
+    shape = (-1,) + (1,) * (x.dim() - 2)
+    angle = angle.to(x.dtype).view(shape)
+    cos, sin, sign = torch.cos(angle), torch.sin(angle), sign.to(x.dtype).view(shape)
+    y = x.clone()
+    for c in azimuths:
+        y[..., c] = wrap_phi(x[..., c] + angle)
+    for cx, cy in xy_pairs:
+        y[..., cx] = x[..., cx] * cos - x[..., cy] * sin
+        y[..., cy] = x[..., cx] * sin + x[..., cy] * cos
+    for c in reflected:
+        y[..., c] = x[..., c] * sign
+    return y
 
 
 def to_cylindrical(p4: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -18,6 +18,7 @@ from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 from unfold.models.parton import AnchoredDecayChainRepresentation, TwoBodyDecay
 from unfold.models.parton.anchored_chain import UpwardDecay, sibling_at_rest, sibling_momentum
+from unfold.training.options import saved_hyperparameters
 
 
 def _smeared_leptons(truth: dict, rng: np.random.Generator) -> torch.Tensor:
@@ -214,8 +215,10 @@ def test_an_anchored_run_trains_and_unfolds_the_lepton_at_its_measurement(semile
                                                                            capsys):
     train, test = semileptonic_files
     assert main(["train", "parton", "--representation", "lepton-anchored", "--epochs", "1", "--data", str(train),
-                 "--out", str(tmp_path / "runs"), "--accelerator", "cpu"]) == 0
+                 "--out", str(tmp_path / "runs"), "--accelerator", "cpu", "--model.augment", "auto"]) == 0
     (run,) = (tmp_path / "runs" / "parton").iterdir()
+    checkpoint = next(run.glob("checkpoints/*.ckpt"))
+    assert saved_hyperparameters(checkpoint)["augment"] == ["rotate_phi", "reflect_eta"]  # trained on turned events
     out = tmp_path / "samples.h5"
     assert main(["sample", "parton", "--n", "3", "--checkpoint", str(run), "--data", str(test), "--out", str(out),
                  "--steps", "5"]) == 0
@@ -230,7 +233,6 @@ def test_an_anchored_run_trains_and_unfolds_the_lepton_at_its_measurement(semile
     spread = np.abs(np.log(truth / measured.numpy())).max()
     assert np.all(np.abs(np.log(ratio)) < 6 * spread), np.abs(np.log(ratio)).max()
     # a lepton-anchored checkpoint from before the b was stored in its W's frame (no feature names saved) is refused
-    checkpoint = next(run.glob("checkpoints/*.ckpt"))
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     del state["representation_features"]
     old = tmp_path / "old.ckpt"
@@ -239,6 +241,8 @@ def test_an_anchored_run_trains_and_unfolds_the_lepton_at_its_measurement(semile
     assert main(["sample", "parton", "--n", "1", "--checkpoint", str(old), "--data", str(test),
                  "--out", str(tmp_path / "old.h5"), "--steps", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "old.ckpt: its parton features ['b_lep:px'" in err and "retrain" in err
+    assert err.count("\n") == 1
+    assert "old.ckpt: its parton features ['b_lep:px'" in err
+    assert "retrain" in err
     assert not (tmp_path / "old.h5").exists()
 

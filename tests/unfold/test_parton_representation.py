@@ -7,9 +7,10 @@ import pytest
 import torch
 import vector
 
+from encoders.kinematics import rotate_and_reflect, to_cartesian
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
-from unfold.models.parton import DecayChainRepresentation, ObjectRepresentation
+from unfold.models.parton import REPRESENTATIONS, DecayChainRepresentation, ObjectRepresentation
 
 
 @pytest.fixture
@@ -200,3 +201,30 @@ def test_decay_chain_pairs_must_be_the_children_of_one_decay():
         DecayChainRepresentation(
             daughters=[slot.name for slot in process.partons], composites=process.composites, pt_ordered=[("q1", "b_had")]
         )
+
+
+@pytest.mark.parametrize("name", ["decay-chain", "lepton-anchored", "objects"])
+def test_turning_the_encoded_partons_is_encoding_the_turned_event(name, synthetic_truth):
+    """rotated_and_reflected() is the detector's symmetries acting on the features: a rotation by angle about the beam
+    and a reflection z -> -z of the encoded truth (and of the measured lepton it may be anchored to) equal the
+    encoding of the event with every azimuth shifted and every eta flipped."""
+    events = 300
+    rng = np.random.default_rng(8)
+    module = REPRESENTATIONS[name].for_process(get_process("ttbar-semileptonic"))
+    truth = synthetic_truth(events)
+    measured = {"lepton": to_cartesian(*(torch.as_tensor(truth["lepton"][key]) for key in ("pt", "eta", "phi", "mass")))}
+    measured["lepton"][:, 1:3] *= 1.02  # the detector's lepton a little off the parton's
+    anchors = measured if module.anchored else None
+    module.fit(truth, anchors=anchors)
+    angle = torch.as_tensor(rng.uniform(0, 2 * np.pi, events))
+    sign = torch.as_tensor(np.where(rng.random(events) < 0.5, -1.0, 1.0))
+    turned = {part: {"pt": f["pt"], "mass": f["mass"], "eta": f["eta"] * sign.numpy(),
+                     "phi": np.angle(np.exp(1j * (f["phi"] + angle.numpy())))} for part, f in truth.items()}
+    turned_anchors = None
+    if anchors is not None:
+        lepton = rotate_and_reflect(measured["lepton"], angle, sign, xy_pairs=((1, 2),), reflected=(3,))
+        turned_anchors = {"lepton": lepton}
+    x = module.encode(truth, anchors).double()
+    expected = module.encode(turned, turned_anchors).double()
+    torch.testing.assert_close(module.rotated_and_reflected(x, angle, sign), expected, atol=2e-4, rtol=1e-4)
+    assert not torch.allclose(x, expected, atol=1e-2)  # the turn changed the features

@@ -1,4 +1,4 @@
-"""Data augmentation with the detector's symmetries, for jet-parton assignment training.
+"""Data augmentation with the detector's symmetries, for jet-parton assignment and unfolding training.
 
 A collider detector is (to a good approximation) symmetric under a rotation about the beam axis
 and under the reflection z -> -z, and so are the pp -> ttbar cross section and the assignment: a
@@ -20,7 +20,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from encoders.kinematics import wrap_phi
+from encoders.event_encoder import EncoderInputs
+from encoders.kinematics import rotate_and_reflect
 from recon.event_topology import EventTopology
 from unfold.data.recon_data import AssignmentBatch
 from unfold.errors import UnfoldError
@@ -124,48 +125,46 @@ class DetectorSymmetries:
         self.regressions = columns(topology.regressions, "REGRESSIONS/EVENT")
         self.four_momenta = _Columns(xy_pairs=((1, 2),) if self.rotate else (), reflected=(3,) if self.reflect else ())
 
-    def __call__(self, batch: AssignmentBatch, generator: torch.Generator | None = None) -> AssignmentBatch:
-        """The batch with every event rotated and/or reflected by its own random draw."""
-        inputs = batch.inputs
-        events = inputs.sequential_masks[0].shape[0]
-        device = inputs.sequential_masks[0].device
+    def draw(self, events: int, device: torch.device, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Each event's rotation angle (uniform in [0, 2 pi), or 0) and reflection sign (+-1 at even odds, or +1)."""
         angle = torch.zeros(events, dtype=torch.float64)
         sign = torch.ones(events, dtype=torch.float64)
         if self.rotate:
             angle = torch.rand(events, generator=generator, dtype=torch.float64) * (2 * math.pi)
         if self.reflect:
             sign = torch.where(torch.rand(events, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0)
-        angle, sign = angle.to(device), sign.to(device)
+        return angle.to(device), sign.to(device)
+
+    def transform_inputs(self, inputs: EncoderInputs, angle: Tensor, sign: Tensor) -> EncoderInputs:
+        """The detector inputs of every event rotated by its ``angle`` and reflected by its ``sign`` (E,)."""
 
         def transform(x: Tensor | None, columns: _Columns, mask: Tensor | None = None) -> Tensor | None:
             return None if x is None else _transform(x, columns, angle, sign, mask)
 
-        inputs = inputs._replace(
+        return inputs._replace(
             sequential_features=tuple(
                 transform(x, c, m) for x, c, m in zip(inputs.sequential_features, self.sequential, inputs.sequential_masks, strict=True)
             ),
             global_features=tuple(transform(x, c) for x, c in zip(inputs.global_features, self.globals, strict=True)),
             four_momenta=transform(inputs.four_momenta, self.four_momenta, torch.cat(inputs.sequential_masks, dim=1)),
         )
-        targets = batch.targets._replace(regressions=transform(batch.targets.regressions, self.regressions))
-        return batch._replace(inputs=inputs, targets=targets)
+
+    def __call__(self, batch: AssignmentBatch, generator: torch.Generator | None = None) -> AssignmentBatch:
+        """The batch with every event rotated and/or reflected by its own random draw."""
+        inputs = batch.inputs
+        angle, sign = self.draw(inputs.sequential_masks[0].shape[0], inputs.sequential_masks[0].device, generator)
+        regressions = batch.targets.regressions
+        if regressions is not None:
+            regressions = _transform(regressions, self.regressions, angle, sign, None)
+        return batch._replace(inputs=self.transform_inputs(inputs, angle, sign),
+                              targets=batch.targets._replace(regressions=regressions))
 
 
 def _transform(x: Tensor, columns: _Columns, angle: Tensor, sign: Tensor, mask: Tensor | None) -> Tensor:
     """``x`` (E, N, F) or (E, F) with its columns rotated by ``angle`` (E,) and reflected by ``sign`` (E,)."""
     if columns.empty:
         return x
-    shape = (-1,) + (1,) * (x.dim() - 2)
-    angle = angle.to(x.dtype).view(shape)
-    cos, sin, sign = torch.cos(angle), torch.sin(angle), sign.to(x.dtype).view(shape)
-    y = x.clone()
-    for c in columns.azimuths:
-        y[..., c] = wrap_phi(x[..., c] + angle)
-    for cx, cy in columns.xy_pairs:
-        y[..., cx] = x[..., cx] * cos - x[..., cy] * sin
-        y[..., cy] = x[..., cx] * sin + x[..., cy] * cos
-    for c in columns.reflected:
-        y[..., c] = x[..., c] * sign
+    y = rotate_and_reflect(x, angle, sign, azimuths=columns.azimuths, xy_pairs=columns.xy_pairs, reflected=columns.reflected)
     return y if mask is None else torch.where(mask[..., None], y, x)
 
 

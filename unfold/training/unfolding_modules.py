@@ -9,6 +9,7 @@ objective of ``model.objective``: diffusion or conditional flow matching (same n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,7 @@ from torch import Tensor
 
 from encoders import EncoderInputs, EventEncoder
 from recon.event_topology import EventTopology
+from unfold.data.augmentation import Augmentation, DetectorSymmetries, allowed_augmentations
 from unfold.data.detector_slots import detector_slots, measured_leptons
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
@@ -26,7 +28,12 @@ from unfold.models.diffusion import Objective, SamplerName, resolve_sampler
 from unfold.models.particle import ParticleBatch, ParticleRepresentation, SetLatentDiffusion
 from unfold.models.particle.pairing import DetectorSlots
 from unfold.models.particle.representation import Kinematics
-from unfold.models.parton import REPRESENTATIONS, PartonQueries, PartonRepresentation, VariationalLatentDiffusion
+from unfold.models.parton import (
+    REPRESENTATIONS,
+    PartonQueries,
+    PartonRepresentation,
+    VariationalLatentDiffusion,
+)
 from unfold.training.options import RENAMED, complete_options, saved_hyperparameters
 from unfold.training.schedules import budget_cosine_schedule
 
@@ -158,6 +165,10 @@ class PartonModule(ConditionedModule):
             (the earlier default). Saved resolved.
         random_pair_labels: train on each W's two quarks labelled at random instead of by transverse
             momentum (:meth:`PartonRepresentation.relabel`); sampled pairs are ordered again on decoding.
+        augment: the detector's symmetries drawn per event and training batch, applied alike to the detector
+            inputs and the partons (:class:`~unfold.data.augmentation.DetectorSymmetries`,
+            :meth:`PartonRepresentation.rotated_and_reflected`); ``"auto"``: every one the inputs allow; None: none.
+            Saved resolved.
         encoder: EventEncoder keywords (width, depth, heads, pair_bias, ...).
         model: VariationalLatentDiffusion keywords (latent, latent_width, width, depth, objective, ...);
             a checkpoint saved before ``objective`` existed loads as diffusion, its default.
@@ -169,11 +180,11 @@ class PartonModule(ConditionedModule):
     change of a default never rebuilds a saved model differently.
     """
 
-    MODEL_OPTIONS = ("representation", "object_queries", "random_pair_labels")
+    MODEL_OPTIONS = ("representation", "object_queries", "random_pair_labels", "augment")
     SUPPLIED_MODEL_OPTIONS = frozenset({"features", "condition_width", "representation"})
-    # A checkpoint saved before the object queries conditions on the event vector only, and one saved before the
-    # random pair labels was trained on the quarks as truth orders them.
-    OPTIONS_BEFORE_THEY_EXISTED = {"object_queries": False, "random_pair_labels": False}
+    # A checkpoint saved before the object queries conditions on the event vector only, one saved before the
+    # random pair labels was trained on the quarks as truth orders them, one saved before augment without it.
+    OPTIONS_BEFORE_THEY_EXISTED = {"object_queries": False, "random_pair_labels": False, "augment": None}
     # A checkpoint saved before them predicts the noise and trained on one noisy state per event.
     MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"prediction_type": "epsilon", "noise_draws": 1}
     # DPM-Solver++ 25 steps for runs that predict v: DDPM 25 narrows their posteriors (README: pT(t_had) W1 8.9 against
@@ -188,6 +199,7 @@ class PartonModule(ConditionedModule):
         representation: Literal["decay-chain", "lepton-anchored", "objects"] = "decay-chain",
         object_queries: bool | Literal["auto"] = True,
         random_pair_labels: bool = True,
+        augment: Sequence[Augmentation] | Literal["auto"] | None = None,
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
@@ -203,9 +215,13 @@ class PartonModule(ConditionedModule):
         if object_queries == "auto":
             object_queries = model["latent"]
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
+        if augment == "auto":
+            augment = allowed_augmentations(self.topology)
+        self.symmetries = DetectorSymmetries(self.topology, augment) if augment else None
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "process": process, "representation": representation,
-            "object_queries": object_queries, "random_pair_labels": random_pair_labels, "encoder": encoder,
+            "object_queries": object_queries, "random_pair_labels": random_pair_labels,
+            "augment": list(augment) if augment else None, "encoder": encoder,
             "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
         })
         parton_features = REPRESENTATIONS[representation].for_process(get_process(process))
@@ -260,6 +276,10 @@ class PartonModule(ConditionedModule):
     def training_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, partons, weights = batch
         partons = self._labelled(partons, generator=None)
+        if self.symmetries is not None:
+            angle, sign = self.symmetries.draw(len(partons), partons.device)
+            inputs = self.symmetries.transform_inputs(inputs, angle, sign)
+            partons = self.representation.rotated_and_reflected(partons, angle, sign)
         return self._log_terms("train", self.vld(partons, self.condition(inputs), weights=weights), len(partons))
 
     def validation_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from encoders.kinematics import to_cartesian, to_cylindrical
+from encoders.kinematics import rotate_and_reflect, to_cartesian, to_cylindrical
 from encoders.normalization import fit_standardisation
 from unfold.errors import UnfoldError
 from unfold.models.parton.consistency import squared_mass_consistency
@@ -34,6 +34,12 @@ __all__ = ["OBJECT_FEATURES", "PHYSICAL_FEATURES", "Anchors", "ObjectRepresentat
 
 OBJECT_FEATURES: tuple[str, ...] = ("px", "py", "pz", "log_energy", "mass")
 PHYSICAL_FEATURES: tuple[str, ...] = ("pt", "eta", "phi", "mass")
+# How each feature (by its quantity, the name after ":") changes under the detector's symmetries: the (x, y)
+# components that turn with a rotation about the beam, the z components and rapidity differences that flip under
+# z -> -z, and the quantities neither changes (masses, energies, azimuth differences, transverse momentum ratios).
+_XY_QUANTITIES = (("px", "py"), ("direction_x", "direction_y"))
+_REFLECTED_QUANTITIES = ("pz", "direction_z", "delta_eta", "delta_rapidity")
+_INVARIANT_QUANTITIES = ("mass", "breit_wigner_coordinate", "log_energy", "log_pt_ratio", "delta_phi")
 # exp(12) - 1 ~ 160 TeV: far above any parton energy at 13 TeV, so only runaway values are clamped.
 _MAX_LOG_ENERGY = 12.0
 
@@ -164,6 +170,33 @@ class PartonRepresentation(nn.Module, ABC):
         for pair, mask in zip(self.pt_ordered, swap.unbind(-1), strict=True):
             physical = torch.where(mask[:, None], self._exchange(physical, *pair), physical)
         return (physical - self.mean.to(x)) / self.scale.to(x)
+
+    def rotated_and_reflected(self, x: Tensor, angle: Tensor, sign: Tensor) -> Tensor:
+        """Standardised (E, F) partons of the same events turned about the beam by ``angle`` (E,) and reflected
+        z -> -z where ``sign`` (E,) is -1: with the same draw applied to the detector inputs
+        (:class:`unfold.data.augmentation.DetectorSymmetries`), another event the detector and the pp -> ttbar
+        cross section make as likely."""
+        physical = rotate_and_reflect(self.physical(x), angle, sign, **self._symmetry_columns)
+        return (physical - self.mean.to(x)) / self.scale.to(x)
+
+    @cached_property
+    def _symmetry_columns(self) -> dict[str, tuple]:
+        """The (x, y) column pairs and the reflected columns of :meth:`rotated_and_reflected`.
+
+        Raises:
+            UnfoldError: If a feature's quantity is in none of the three classes (a new feature must say how it
+                transforms).
+        """
+        index = {name: i for i, name in enumerate(self.feature_names)}
+        pairs, reflected = [], []
+        for name in self.feature_names:
+            node, _, quantity = name.rpartition(":")
+            pairs += [(index[name], index[f"{node}:{y}"]) for x, y in _XY_QUANTITIES if quantity == x]
+            if quantity in _REFLECTED_QUANTITIES:
+                reflected.append(index[name])
+            elif quantity not in (*_INVARIANT_QUANTITIES, *(q for pair in _XY_QUANTITIES for q in pair)):
+                raise UnfoldError(f"parton feature {name!r}: no rule for how {quantity!r} turns with the detector's symmetries")
+        return {"xy_pairs": tuple(pairs), "reflected": tuple(reflected)}
 
     @abstractmethod
     def _exchange(self, physical: Tensor, first: str, second: str) -> Tensor:
