@@ -254,16 +254,15 @@ class PartonModule(ConditionedModule):
         checkpoint["representation_features"] = list(self.representation.feature_names)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Refuse a checkpoint whose generated features the representation no longer reads: a lepton-anchored run
-        from before 2026-12-07 (saved without its feature names) stored the b beside its W as (px, py, Delta y)."""
+        """Refuse a checkpoint whose generated features the representation reads otherwise now (checkpoints saved
+        before the features were stored are not checked)."""
         features = list(self.representation.feature_names)
-        saved = checkpoint.get("representation_features")
-        if saved is None and self.representation.anchored:
-            saved = ["b_lep:px", "b_lep:py", "b_lep:delta_rapidity"]
-        if saved is not None and saved != features:
+        saved = checkpoint.get("representation_features", features)
+        if saved != features:
+            changed = [name for name in saved if name not in features] or saved
             raise UnfoldError(
-                f"its parton features {saved[:3]}... are not those the {type(self.representation).__name__} reads now "
-                f"({features[:3]}...): it was written by an earlier version; retrain it with `unfold train parton`"
+                f"its parton features {changed[:3]}... are not those the {type(self.representation).__name__} reads "
+                f"now: it was written by another version; retrain it with `unfold train parton`"
             )
 
     def condition(self, inputs: EncoderInputs) -> Tensor:

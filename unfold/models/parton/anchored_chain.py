@@ -9,20 +9,17 @@ gets its mass and part of its momentum from the model and the rest from the pare
 
 .. math::  (p_{known} + p_{built})^2 = M^2,
 
-so the W and the top keep their generated Breit-Wigner masses exactly, as in the plain chain.
+so the W and the top keep their generated Breit-Wigner masses exactly, as in the plain chain. The
+built sibling (the neutrino beside its lepton, the b beside its W) is stored as its transverse
+momentum and the side of its known sibling's rapidity it lies on: the rapidity difference is the
+solution of the parent mass (for the neutrino, the longitudinal solution of lepton+jets analyses),
+the model choosing the root. A transverse momentum too large for any rapidity to close the parent
+is brought down to the largest that does. The other top and its decays are generated top-down as
+in the plain chain.
 
-* Beside a massless known child (the neutrino beside its lepton) the built child is stored as its
-  transverse momentum and the side of its sibling's rapidity it lies on: the rapidity difference
-  solves the parent mass (the longitudinal neutrino solution of lepton+jets analyses), the model
-  choosing the root. A transverse momentum too large for any rapidity to close the parent (a
-  transverse mass above the W's) is brought down to the largest that does.
-* Beside a massive known child (the b beside its W) the built child is stored as its direction in
-  the known child's rest frame, where the parent mass fixes its energy,
-  :math:`E^* = (M^2 - m_{known}^2 - m^2) / 2 m_{known}`: every direction closes the parent, so the
-  model never draws outside the physical region (a b stored as its (px, py) fell outside in about a
-  quarter of the draws and came out far too soft).
-
-The other top and its decays are generated top-down as in the plain chain.
+Measured (README, "Parton representations"): the lepton comes out as sharp as it went in, but about
+a quarter of the generated neutrinos and b quarks lie beyond the largest transverse momentum that
+closes their parent, so the leptonic top is softer than in the plain chain.
 """
 
 from __future__ import annotations
@@ -38,33 +35,28 @@ from encoders.kinematics import (
     azimuth,
     delta_phi,
     invariant_mass_squared,
-    lorentz_boost,
     rapidity,
-    rest_frame_direction,
     to_cartesian,
     to_cylindrical,
     transverse_momentum,
-    unit_vector,
 )
 from unfold.errors import UnfoldError
 from unfold.models.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
 from unfold.models.parton.representation import Anchors, PartonTruth
 
-__all__ = ["AnchoredDecayChainRepresentation", "UpwardDecay", "sibling_at_rest", "sibling_momentum"]
+__all__ = ["AnchoredDecayChainRepresentation", "UpwardDecay", "sibling_momentum"]
 
 _ANCHOR_FEATURES = ("log_pt_ratio", "delta_eta", "delta_phi")
 
 
 @dataclass(frozen=True)
 class UpwardDecay:
-    """A decay of ``decay.parent`` built from its ``known`` child. The ``built`` child is stored as its (px, py)
-    and rapidity difference to the known one, or, where the known child is a resonance (``at_rest``), as its
-    direction in the known child's rest frame."""
+    """A decay of ``decay.parent`` built from its ``known`` child: the ``built`` child's (px, py) and rapidity
+    difference to the known one are stored."""
 
     decay: TwoBodyDecay
     known: str
     built: str
-    at_rest: bool = False
 
 
 def sibling_momentum(known: Tensor, parent_mass: Tensor, mass: Tensor, transverse: Tensor, side: Tensor) -> Tensor:
@@ -98,30 +90,13 @@ def sibling_momentum(known: Tensor, parent_mass: Tensor, mass: Tensor, transvers
     return torch.stack([mt * torch.cosh(y), pt * torch.cos(phi), pt * torch.sin(phi), mt * torch.sinh(y)], -1)
 
 
-def sibling_at_rest(known: Tensor, parent_mass: Tensor, mass: Tensor, direction: Tensor) -> Tensor:
-    r"""Four-momentum (..., 4) of the child of ``mass`` flying along the unit ``direction`` (lab axes) in the rest
-    frame of its massive ``known`` sibling (..., 4), which makes with it a parent of ``parent_mass``:
-
-    .. math::  E^* = (M^2 - m_k^2 - m^2) / 2 m_k, \qquad p^* = \sqrt{E^{*2} - m^2},
-
-    boosted to the lab with the sibling's velocity. A parent lighter than its children is raised to their
-    threshold (the child at rest beside its sibling).
-    """
-    known_mass = invariant_mass_squared(known).clamp_min(1e-12).sqrt()
-    energy = ((parent_mass**2 - known_mass**2 - mass**2) / (2 * known_mass)).clamp_min(mass)
-    momentum = (energy**2 - mass**2).clamp_min(0.0).sqrt()
-    at_rest = torch.cat([energy[..., None], momentum[..., None] * direction], -1)
-    return lorentz_boost(at_rest, -known[..., 1:] / known[..., :1])
-
-
 class AnchoredDecayChainRepresentation(DecayChainRepresentation):
     """The decay chain with ``anchored`` (the lepton) generated relative to its detector object.
 
     Features: the lab momentum and mass of every other root; the anchored daughter's
     ``log(pT / pT_measured)``, ``eta - eta_measured`` and ``phi - phi_measured`` (wrapped); the
-    rest-frame directions of the decays off its branch; each sibling built on its branch, as its (px, py) and
-    rapidity minus its known sibling's (:func:`sibling_momentum`) or as its direction in the rest frame of a
-    massive known sibling (:func:`sibling_at_rest`); the masses
+    rest-frame directions of the decays off its branch; the (px, py) of each sibling built on its
+    branch and its rapidity minus its known sibling's (:func:`sibling_momentum`); the masses
     of every decay product and of the branch's root. Encoding, fitting and decoding take the (E, 4)
     anchor of the anchored daughter.
 
@@ -151,8 +126,7 @@ class AnchoredDecayChainRepresentation(DecayChainRepresentation):
         """The decays from the anchored daughter up to its root, each built from the child below."""
         upward, node = [], self._anchored
         while (decay := next((d for d in self.decays if node in (d.first, d.second)), None)) is not None:
-            built = decay.second if node == decay.first else decay.first
-            upward.append(UpwardDecay(decay, node, built, at_rest=node in self.composites))
+            upward.append(UpwardDecay(decay, node, decay.second if node == decay.first else decay.first))
             node = decay.parent
         return tuple(upward)
 
@@ -188,7 +162,8 @@ class AnchoredDecayChainRepresentation(DecayChainRepresentation):
         pt_measured, eta_measured, phi_measured, _ = to_cylindrical(measured)
         anchor = torch.stack([torch.log(pt / pt_measured), eta - eta_measured, delta_phi(phi, phi_measured)], 1)
         directions = [self._rest_frame_direction(nodes, decay) for decay in self.rest_frame_decays]
-        built = [self._built_features(nodes, step) for step in self.upward_decays]
+        built = [torch.cat([nodes[step.built][:, 1:3], (rapidity(nodes[step.built]) - rapidity(nodes[step.known]))[:, None]], 1)
+                 for step in self.upward_decays]
         mass_columns = torch.stack([masses[name] for name in (*self.massive_nodes, self.branch_root)], 1)
         return torch.cat([*roots, anchor, *directions, *built, mass_columns], dim=1)
 
@@ -203,25 +178,13 @@ class AnchoredDecayChainRepresentation(DecayChainRepresentation):
                                              masses[self._anchored])
         for step in self.upward_decays:
             columns = self._columns(features, self._built_names(step))
-            known, parent_mass, mass = nodes[step.known], masses[step.decay.parent], masses[step.built]
-            nodes[step.built] = (sibling_at_rest(known, parent_mass, mass, unit_vector(columns)) if step.at_rest
-                                 else sibling_momentum(known, parent_mass, mass, columns[..., :2], columns[..., 2]))
-            nodes[step.decay.parent] = known + nodes[step.built]
+            nodes[step.built] = sibling_momentum(nodes[step.known], masses[step.decay.parent], masses[step.built],
+                                                 columns[..., :2], columns[..., 2])
+            nodes[step.decay.parent] = nodes[step.known] + nodes[step.built]
         return nodes
 
     @staticmethod
-    def _built_features(nodes: Mapping[str, Tensor], step: UpwardDecay) -> Tensor:
-        """(E, 3) stored features of a built child: its direction in its sibling's rest frame, or its (px, py)
-        and rapidity difference to the sibling."""
-        built, known = nodes[step.built], nodes[step.known]
-        if step.at_rest:
-            return rest_frame_direction(built, known)
-        return torch.cat([built[:, 1:3], (rapidity(built) - rapidity(known))[:, None]], 1)
-
-    @staticmethod
     def _built_names(step: UpwardDecay) -> tuple[str, ...]:
-        if step.at_rest:
-            return tuple(f"{step.built}_in_{step.known}:direction_{axis}" for axis in "xyz")
         return f"{step.built}:px", f"{step.built}:py", f"{step.built}:delta_rapidity"
 
     @cached_property
