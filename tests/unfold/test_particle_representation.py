@@ -240,3 +240,26 @@ def test_detector_features_refuse_bad_shapes(rng: np.random.Generator) -> None:
         representation.detector_features(torch.zeros(2, 3, 5), torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(UnfoldError, match="not fitted"):
         ParticleRepresentation().detector_features(torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("kinematics", ["cartesian", "log-pt"])
+def test_turning_an_encoded_batch_is_encoding_the_turned_event(rng: np.random.Generator, kinematics: str) -> None:
+    """rotated_and_reflected() is the detector's symmetries on the particle set: the encoding of the events with every
+    azimuth (objects and missing pT) shifted by the event's angle and every eta flipped where its sign is -1."""
+    particles = make_particles(rng)
+    representation = ParticleRepresentation(max_particles=12, kinematics=kinematics).fit(particles)
+    angle = torch.as_tensor(rng.uniform(0, 2 * np.pi, 200))
+    sign = torch.as_tensor(np.where(rng.random(200) < 0.5, -1.0, 1.0))
+    turned = {name: dict(group) for name, group in particles.items()}
+    for name in ("jets", "lepton"):
+        turned[name]["eta"] = particles[name]["eta"] * sign.numpy()[:, None]
+        turned[name]["phi"] = np.angle(np.exp(1j * (particles[name]["phi"] + angle.numpy()[:, None])))
+    turned["met"]["phi"] = np.angle(np.exp(1j * (particles["met"]["phi"] + angle.numpy())))
+    batch, expected = representation.encode(particles), representation.encode(turned)
+    result = representation.rotated_and_reflected(batch, angle.float(), sign.float())
+    torch.testing.assert_close(result.features, expected.features, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(result.event_features, expected.event_features, atol=1e-4, rtol=1e-4)
+    assert torch.equal(result.types, expected.types)
+    assert torch.equal(result.mask, expected.mask)
+    assert (result.features[~result.mask] == 0).all()
+    assert not torch.allclose(batch.features, expected.features, atol=1e-2)

@@ -26,6 +26,7 @@ from unfold.tasks.predict_recon import NO_TARGETS
 from unfold.tasks.train_recon import ReconConfig, train_recon
 from unfold.tasks.train_unfolding import process_of
 from unfold.tasks.unfolding_model import UnfoldingModel
+from unfold.training.options import saved_hyperparameters
 from unfold.training.trainer import TrainerOptions
 
 EVENT_FILE = Path(__file__).resolve().parents[2] / "configs" / "events" / "ttbar_semileptonic.yaml"
@@ -436,14 +437,16 @@ def test_the_parton_onnx_graphs_reproduce_torch_sampling(parton_run, semileptoni
 
 @pytest.fixture(scope="module")
 def particle_run(semileptonic_files, tmp_path_factory) -> Path:
-    """A weighted particle run: weights from an arbitrary dataset, negative ones included."""
+    """A weighted particle run trained on turned events: weights from an arbitrary dataset, negative ones included."""
     with h5py.File(semileptonic_files[0]) as file:
         n = len(file["INPUTS/Momenta/MASK"])
     folder = tmp_path_factory.mktemp("particle")
     data = stripped_copy(semileptonic_files[0], folder / "weighted.h5", extra={"my/w": np.linspace(-0.5, 2.0, n)})
     assert main(["train", "particle", "--config", "small", "--data", str(data), "--out", str(folder / "runs"),
-                 "--epochs", "1", "--batch-size", "64", "--accelerator", "cpu", "--weights", "my/w", "--limit", "120"]) == 0
+                 "--epochs", "1", "--batch-size", "64", "--accelerator", "cpu", "--weights", "my/w", "--limit", "120",
+                 "--model.augment", "[rotate_phi]"]) == 0
     (run,) = (folder / "runs" / "particle").iterdir()
+    assert saved_hyperparameters(next(run.glob("checkpoints/*.ckpt")))["augment"] == ["rotate_phi"]
     return run
 
 

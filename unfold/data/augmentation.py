@@ -113,6 +113,7 @@ class DetectorSymmetries:
             raise UnfoldError(f"model.augment: unknown {unknown}; expected some of {list(AUGMENTATIONS)}")
         self.rotate = "rotate_phi" in augmentations
         self.reflect = "reflect_eta" in augmentations
+        self.augmentations = [a for a in AUGMENTATIONS if a in augmentations]
         where = f"{topology.path}: model.augment"
         for augmentation in dict.fromkeys(augmentations):
             _check(topology, augmentation, where)

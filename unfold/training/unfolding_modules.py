@@ -110,6 +110,12 @@ class ConditionedModule(L.LightningModule):
         except UnfoldError as error:  # raised by on_load_checkpoint, which does not know the file
             raise UnfoldError(f"{checkpoint_path}: {error}") from None
 
+    def _symmetries(self, augment: Sequence[Augmentation] | Literal["auto"] | None) -> DetectorSymmetries | None:
+        """The detector symmetries drawn per training event (``"auto"``: every one the inputs allow), or None."""
+        if augment == "auto":
+            augment = allowed_augmentations(self.topology)
+        return DetectorSymmetries(self.topology, augment) if augment else None
+
     def load_encoder(self, checkpoint: Path) -> None:
         """Start the encoder from another run (recon, parton or particle) of the same inputs."""
         state = encoder_state_from(checkpoint)
@@ -215,13 +221,11 @@ class PartonModule(ConditionedModule):
         if object_queries == "auto":
             object_queries = model["latent"]
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
-        if augment == "auto":
-            augment = allowed_augmentations(self.topology)
-        self.symmetries = DetectorSymmetries(self.topology, augment) if augment else None
+        self.symmetries = self._symmetries(augment)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "process": process, "representation": representation,
             "object_queries": object_queries, "random_pair_labels": random_pair_labels,
-            "augment": list(augment) if augment else None, "encoder": encoder,
+            "augment": self.symmetries.augmentations if self.symmetries else None, "encoder": encoder,
             "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
         })
         parton_features = REPRESENTATIONS[representation].for_process(get_process(process))
@@ -331,13 +335,14 @@ class ParticleModule(ConditionedModule):
             jets and the lepton; latent_width, width, depth, heads, multiplicity_distribution, objective, ...).
     """
 
-    MODEL_OPTIONS = ("detector_anchors", "kinematics", "paired_slots")
+    MODEL_OPTIONS = ("detector_anchors", "kinematics", "paired_slots", "augment")
     SUPPLIED_MODEL_OPTIONS = frozenset({"condition_width", "anchor_width", "paired_slots"})
     # A checkpoint saved before the anchors conditions on the encoder's embeddings only, one saved before
     # the kinematics option has cartesian features, one saved before one-way attention lets its
     # detector tokens read the particles, one saved before the typed counts draws one multiplicity, and one
     # saved before the pairing generates every slot as it is, one saved before the residual scale pairs unscaled.
-    OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False, "kinematics": "cartesian", "paired_slots": False}
+    OPTIONS_BEFORE_THEY_EXISTED = {"detector_anchors": False, "kinematics": "cartesian", "paired_slots": False,
+                                   "augment": None}
     MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"detector_reads_particles": True, "typed_counts": False, "scaled_residuals": False,
                                          "prediction_type": "epsilon"}
     # DPM-Solver++ 10 steps: on paired runs closer to the truth than DDPM 25 in all four comparisons (leading jet W1
@@ -351,6 +356,7 @@ class ParticleModule(ConditionedModule):
         detector_anchors: bool = True,
         kinematics: Kinematics = "log-pt",
         paired_slots: bool = False,
+        augment: Sequence[Augmentation] | Literal["auto"] | None = None,
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
@@ -360,9 +366,11 @@ class ParticleModule(ConditionedModule):
         encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
         model = complete_options(SetLatentDiffusion, model, skip=self.SUPPLIED_MODEL_OPTIONS, where="model")
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
+        self.symmetries = self._symmetries(augment)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "detector_anchors": detector_anchors, "kinematics": kinematics,
-            "paired_slots": paired_slots, "encoder": encoder,
+            "paired_slots": paired_slots, "augment": self.symmetries.augmentations if self.symmetries else None,
+            "encoder": encoder,
             "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
         })
         self.representation = ParticleRepresentation(max_particles=model["max_particles"], kinematics=kinematics)
@@ -388,18 +396,25 @@ class ParticleModule(ConditionedModule):
         """The detector objects' classes and pT ranks that the slots pair with, None without ``paired_slots``."""
         return detector_slots(inputs, self.topology) if self.hparams.paired_slots else None
 
-    def _loss(self, batch, generator: torch.Generator | None = None):
-        inputs, truth, weights = batch
+    def _loss(self, inputs: EncoderInputs, truth: ParticleBatch, weights: Tensor, generator: torch.Generator | None = None):
         encoded = self.encoder(inputs)
-        return self.diffusion.loss(ParticleBatch(*truth), encoded.objects, encoded.object_mask, encoded.event,
+        return self.diffusion.loss(truth, encoded.objects, encoded.object_mask, encoded.event,
                                    weights=weights, anchors=self.anchors(inputs, encoded.object_mask),
                                    detector_slots=self.detector_slots(inputs), generator=generator)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        return self._log_terms("train", self._loss(batch), len(batch[1][0]))
+        inputs, truth, weights = batch
+        truth = ParticleBatch(*truth)
+        if self.symmetries is not None:
+            angle, sign = self.symmetries.draw(len(weights), weights.device)
+            inputs = self.symmetries.transform_inputs(inputs, angle, sign)
+            truth = self.representation.rotated_and_reflected(truth, angle, sign)
+        return self._log_terms("train", self._loss(inputs, truth, weights), len(weights))
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._log_terms("val", self._loss(batch, self.validation_draws(batch_idx)), len(batch[1][0]))
+        inputs, truth, weights = batch
+        loss = self._loss(inputs, ParticleBatch(*truth), weights, self.validation_draws(batch_idx))
+        self._log_terms("val", loss, len(weights))
 
     @torch.no_grad()
     def sample(self, inputs: EncoderInputs, n: int, **options):

@@ -34,6 +34,7 @@ import torch
 import vector
 from torch import Tensor, nn
 
+from encoders.kinematics import rotate_and_reflect
 from encoders.normalization import fit_standardisation
 from unfold.errors import UnfoldError
 
@@ -199,6 +200,21 @@ class ParticleRepresentation(nn.Module):
                 ((event_features - event_mean) / event_std).astype(np.float32)
             ),
         )
+
+    def rotated_and_reflected(self, batch: ParticleBatch, angle: Tensor, sign: Tensor) -> ParticleBatch:
+        """The same standardised events turned about the beam by ``angle`` (E,) and reflected z -> -z where ``sign``
+        (E,) is -1: every object's azimuth ((cos phi, sin phi) or (px, py)) and the missing pT turned, every eta (or
+        pz) flipped; with the same draw applied to the detector inputs
+        (:class:`unfold.data.augmentation.DetectorSymmetries`), another event as likely."""
+        columns = {"xy_pairs": ((2, 3),), "reflected": (1,)} if self.kinematics == "log-pt" else \
+            {"xy_pairs": ((0, 1),), "reflected": (2,)}
+        keep = batch.mask.unsqueeze(-1).to(batch.features.dtype)
+        mean, std = self.feature_mean.to(batch.features), self.feature_std.to(batch.features)
+        physical = rotate_and_reflect(batch.features * std + mean, angle, sign, **columns)
+        event_mean, event_std = self.event_mean.to(batch.event_features), self.event_std.to(batch.event_features)
+        missing = rotate_and_reflect(batch.event_features * event_std + event_mean, angle, sign, xy_pairs=((0, 1),))
+        return ParticleBatch(features=(physical - mean) / std * keep, types=batch.types, mask=batch.mask,
+                             event_features=(missing - event_mean) / event_std)
 
     def detector_features(self, four_momenta: Tensor, mask: Tensor) -> Tensor:
         """Detector objects in the standardised particle feature space: the anchors of the set denoiser.
