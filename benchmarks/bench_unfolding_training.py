@@ -25,7 +25,8 @@ CONFIGURATIONS = (
     ("parton", ()),
     ("parton", ("--latent",)),
     ("parton", ("--model.objective", "flow-matching")),
-    ("parton", ("--model.prediction_type", "epsilon", "--model.noise_draws", "1", "--model.object_queries", "false")),
+    ("parton", ("--model.prediction_type", "epsilon", "--model.noise_draws", "1", "--model.object_queries", "false",
+                "--model.augment", "null")),
     ("particle", ()),
     ("particle", ("--model.objective", "flow-matching")),
 )

@@ -173,7 +173,8 @@ class PartonModule(ConditionedModule):
             momentum (:meth:`PartonRepresentation.relabel`); sampled pairs are ordered again on decoding.
         augment: the detector's symmetries drawn per event and training batch, applied alike to the detector
             inputs and the partons (:class:`~unfold.data.augmentation.DetectorSymmetries`,
-            :meth:`PartonRepresentation.rotated_and_reflected`); ``"auto"``: every one the inputs allow; None: none.
+            :meth:`PartonRepresentation.rotated_and_reflected`); ``"auto"`` (default): every one the inputs allow
+            (three seeds: pT(t_had) W1 0.26-0.29 of the detector's against 0.30-0.43 without, README); None: none.
             Saved resolved.
         encoder: EventEncoder keywords (width, depth, heads, pair_bias, ...).
         model: VariationalLatentDiffusion keywords (latent, latent_width, width, depth, objective, ...);
@@ -205,7 +206,7 @@ class PartonModule(ConditionedModule):
         representation: Literal["decay-chain", "lepton-anchored", "objects"] = "decay-chain",
         object_queries: bool | Literal["auto"] = True,
         random_pair_labels: bool = True,
-        augment: Sequence[Augmentation] | Literal["auto"] | None = None,
+        augment: Sequence[Augmentation] | Literal["auto"] | None = "auto",
         encoder: dict | None = None,
         model: dict | None = None,
         learning_rate: float = 1e-3,
