@@ -332,6 +332,8 @@ class ParticleModule(ConditionedModule):
         kinematics: the particle objects' features, ``"log-pt"`` or ``"cartesian"``
             (:mod:`unfold.models.particle.representation`); log-pt, where a momentum's error is
             relative, took the leading-jet pT W1 from 14.1 to 2.6 GeV (40 epochs, the detector's: 0.95).
+        augment: the detector's symmetries drawn per event and training batch, applied alike to the detector inputs
+            and the particle set (:meth:`ParticleRepresentation.rotated_and_reflected`); as :class:`PartonModule`'s.
         model: SetLatentDiffusion keywords (max_particles, M_max, the slots of the unfolded set of
             jets and the lepton; latent_width, width, depth, heads, multiplicity_distribution, objective, ...).
     """
