@@ -26,7 +26,7 @@ from recon.event_topology import EventTopology
 from unfold.data.recon_data import AssignmentBatch
 from unfold.errors import UnfoldError
 
-__all__ = ["AUGMENTATIONS", "Augmentation", "DetectorSymmetries", "allowed_augmentations"]
+__all__ = ["AUGMENTATIONS", "Augmentation", "DetectorSymmetries", "allowed_augmentations", "detector_symmetries"]
 
 Augmentation = Literal["rotate_phi", "reflect_eta"]
 AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
@@ -198,3 +198,14 @@ def allowed_augmentations(topology: EventTopology) -> list[str]:
             continue
         allowed.append(augmentation)
     return allowed
+
+
+def detector_symmetries(
+    topology: EventTopology, augment: Sequence[Augmentation] | Literal["auto"] | None
+) -> DetectorSymmetries | None:
+    """The symmetries a model's ``augment`` option asks for: ``"auto"`` every one the inputs allow
+    (:func:`allowed_augmentations`), a list those, None or empty none."""
+    if augment == "auto":
+        augment = allowed_augmentations(topology)
+    return DetectorSymmetries(topology, augment) if augment else None
+

@@ -17,7 +17,7 @@ from recon.assignment_network import AssignmentNetwork
 from recon.decoding import decode_assignments
 from recon.efficiency import event_correctness
 from recon.event_topology import EventTopology
-from unfold.data.augmentation import Augmentation, DetectorSymmetries, allowed_augmentations
+from unfold.data.augmentation import Augmentation, detector_symmetries
 from unfold.data.recon_data import AssignmentBatch
 from unfold.training.options import complete_options, saved_hyperparameters
 from unfold.training.schedules import budget_cosine_schedule
@@ -64,20 +64,18 @@ class ReconModule(L.LightningModule):
         """
         super().__init__()
         self.topology = EventTopology.from_dict(yaml.safe_load(event_file_yaml), origin="the checkpoint's event file")
-        if augment == "auto":
-            augment = allowed_augmentations(self.topology)
+        self.symmetries = detector_symmetries(self.topology, augment)
         # Complete values, not overrides: a later change of a default never rebuilds this model differently.
         encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
         model = complete_options(AssignmentNetwork, model, skip={"topology", *encoder}, where="model")
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "encoder": encoder, "model": model,
             "regression_distribution": regression_distribution, "balance_patterns": balance_patterns,
-            "augment": list(augment) if augment else None,
+            "augment": self.symmetries.augmentations if self.symmetries else None,
             "learning_rate": learning_rate, "weight_decay": weight_decay,
         })
         self.network = AssignmentNetwork(topology=self.topology, **encoder, **model)
         self.register_buffer("pattern_weights", torch.ones(2 ** len(self.topology.resonances)))
-        self.symmetries = DetectorSymmetries(self.topology, augment) if augment else None
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs) -> ReconModule:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from encoders import EncoderInputs, EventEncoder
 from recon.event_topology import EventTopology
-from unfold.data.augmentation import Augmentation, DetectorSymmetries, allowed_augmentations
+from unfold.data.augmentation import Augmentation, detector_symmetries
 from unfold.data.detector_slots import detector_slots, measured_leptons
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
@@ -110,11 +110,14 @@ class ConditionedModule(L.LightningModule):
         except UnfoldError as error:  # raised by on_load_checkpoint, which does not know the file
             raise UnfoldError(f"{checkpoint_path}: {error}") from None
 
-    def _symmetries(self, augment: Sequence[Augmentation] | Literal["auto"] | None) -> DetectorSymmetries | None:
-        """The detector symmetries drawn per training event (``"auto"``: every one the inputs allow), or None."""
-        if augment == "auto":
-            augment = allowed_augmentations(self.topology)
-        return DetectorSymmetries(self.topology, augment) if augment else None
+    def _turned(self, inputs: EncoderInputs, truth, events: int, device: torch.device):
+        """A training batch's detector inputs and truth, each event turned by its own draw of the detector's
+        symmetries (``self.symmetries``), the same draw for both; unchanged without symmetries."""
+        if self.symmetries is None:
+            return inputs, truth
+        angle, sign = self.symmetries.draw(events, device)
+        return (self.symmetries.transform_inputs(inputs, angle, sign),
+                self.representation.rotated_and_reflected(truth, angle, sign))
 
     def load_encoder(self, checkpoint: Path) -> None:
         """Start the encoder from another run (recon, parton or particle) of the same inputs."""
@@ -222,7 +225,7 @@ class PartonModule(ConditionedModule):
         if object_queries == "auto":
             object_queries = model["latent"]
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
-        self.symmetries = self._symmetries(augment)
+        self.symmetries = detector_symmetries(self.topology, augment)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "process": process, "representation": representation,
             "object_queries": object_queries, "random_pair_labels": random_pair_labels,
@@ -279,11 +282,7 @@ class PartonModule(ConditionedModule):
 
     def training_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, partons, weights = batch
-        partons = self._labelled(partons, generator=None)
-        if self.symmetries is not None:
-            angle, sign = self.symmetries.draw(len(partons), partons.device)
-            inputs = self.symmetries.transform_inputs(inputs, angle, sign)
-            partons = self.representation.rotated_and_reflected(partons, angle, sign)
+        inputs, partons = self._turned(inputs, self._labelled(partons, generator=None), len(partons), partons.device)
         return self._log_terms("train", self.vld(partons, self.condition(inputs), weights=weights), len(partons))
 
     def validation_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> None:
@@ -369,7 +368,7 @@ class ParticleModule(ConditionedModule):
         encoder = complete_options(EventEncoder, encoder, skip={"sources"}, where="encoder")
         model = complete_options(SetLatentDiffusion, model, skip=self.SUPPLIED_MODEL_OPTIONS, where="model")
         super().__init__(event_file_yaml=event_file_yaml, encoder=encoder, freeze_encoder=freeze_encoder)
-        self.symmetries = self._symmetries(augment)
+        self.symmetries = detector_symmetries(self.topology, augment)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "detector_anchors": detector_anchors, "kinematics": kinematics,
             "paired_slots": paired_slots, "augment": self.symmetries.augmentations if self.symmetries else None,
@@ -407,11 +406,7 @@ class ParticleModule(ConditionedModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         inputs, truth, weights = batch
-        truth = ParticleBatch(*truth)
-        if self.symmetries is not None:
-            angle, sign = self.symmetries.draw(len(weights), weights.device)
-            inputs = self.symmetries.transform_inputs(inputs, angle, sign)
-            truth = self.representation.rotated_and_reflected(truth, angle, sign)
+        inputs, truth = self._turned(inputs, ParticleBatch(*truth), len(weights), weights.device)
         return self._log_terms("train", self._loss(inputs, truth, weights), len(weights))
 
     def validation_step(self, batch, batch_idx: int) -> None:

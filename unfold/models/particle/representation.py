@@ -206,8 +206,9 @@ class ParticleRepresentation(nn.Module):
         (E,) is -1: every object's azimuth ((cos phi, sin phi) or (px, py)) and the missing pT turned, every eta (or
         pz) flipped; with the same draw applied to the detector inputs
         (:class:`unfold.data.augmentation.DetectorSymmetries`), another event as likely."""
-        columns = {"xy_pairs": ((2, 3),), "reflected": (1,)} if self.kinematics == "log-pt" else \
-            {"xy_pairs": ((0, 1),), "reflected": (2,)}
+        names = OBJECT_FEATURE_NAMES[self.kinematics]
+        x, y, z = ("cos_phi", "sin_phi", "eta") if self.kinematics == "log-pt" else ("px", "py", "pz")
+        columns = {"xy_pairs": ((names.index(x), names.index(y)),), "reflected": (names.index(z),)}
         keep = batch.mask.unsqueeze(-1).to(batch.features.dtype)
         mean, std = self.feature_mean.to(batch.features), self.feature_std.to(batch.features)
         physical = rotate_and_reflect(batch.features * std + mean, angle, sign, **columns)
