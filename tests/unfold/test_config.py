@@ -210,6 +210,7 @@ def test_checkpoints_written_before_the_configuration_system_still_load(recon_ru
     assert old_parton.parton_queries is None, "saved before the object queries: the event vector only, whatever the default"
     assert old_parton.vld.scheduler.config.prediction_type == "epsilon", "saved before v prediction: the noise"
     assert old_parton.vld.noise_draws == 1
+    assert old_parton.vld.denoiser.modulator is None, "saved before block conditioning: the denoiser's input only"
     assert old_parton.sampling() == ("ddpm", 25), "an epsilon run samples as it always did"
 
 

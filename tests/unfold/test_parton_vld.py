@@ -108,6 +108,37 @@ def test_noise_draws_train_on_as_many_noisy_states_of_each_event():
         small_model(False, noise_draws=0)
 
 
+def test_block_conditioning_starts_as_the_input_conditioned_network_and_then_reads_the_condition():
+    """FiLM's layer starts at zero (the same predictions as without it); trained, the condition moves every block."""
+    plain, modulated = small_model(False), small_model(False, block_conditioning=True)
+    modulated.load_state_dict(plain.state_dict(), strict=False)
+    state, t, condition = torch.randn(6, 3), torch.randint(0, 1000, (6,)), torch.randn(6, 5)
+    with torch.no_grad():
+        for model in (plain, modulated):
+            model.denoiser.output[-1].weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(modulated.predict_noise(state, t, condition), plain.predict_noise(state, t, condition))
+        modulated.denoiser.modulator.weight.normal_(0.0, 0.3)
+        assert not torch.allclose(modulated.predict_noise(state, t, condition), plain.predict_noise(state, t, condition))
+    assert plain.denoiser.modulator is None
+
+
+def test_block_conditioning_shares_one_modulation_between_the_noisy_states_and_draws_of_an_event():
+    """The loss and the draws computed with each event's modulation repeated equal those of the repeated events."""
+    model = small_model(False, block_conditioning=True, noise_draws=4)
+    with torch.no_grad():
+        model.denoiser.output[-1].weight.normal_(0.0, 0.1)
+        model.denoiser.modulator.weight.normal_(0.0, 0.3)
+    x, condition = torch.randn(5, 3), torch.randn(5, 5)
+    drawn = model(x, condition, generator=torch.Generator().manual_seed(2)).diffusion
+    model.noise_draws = 1
+    repeated = model(x.repeat_interleave(4, 0), condition.repeat_interleave(4, 0),
+                     generator=torch.Generator().manual_seed(2)).diffusion
+    torch.testing.assert_close(drawn, repeated)
+    draws = model.eval().sample(condition, 3, steps=4, generator=torch.Generator().manual_seed(0))
+    one_by_one = model.sample(condition.repeat_interleave(3, 0), 1, steps=4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draws.reshape(15, 3), one_by_one.reshape(15, 3))
+
+
 def test_state_dict_round_trip_reproduces_samples():
     model = small_model(True).eval()
     copy = small_model(True)

@@ -36,8 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="denoising steps (default: the run's, as unfold sample: 25 for parton runs, 10 for particle "
                         "diffusion runs)")
     parser.add_argument("--sampler", default=None,
-                        help="sampler of the draws (default: the run's, as unfold sample: ddpm for parton runs, dpm-solver "
-                        "for particle runs, euler for flow matching)")
+                        help="sampler of the draws (default: the run's, as unfold sample: dpm-solver for runs predicting "
+                        "v, ddpm for parton runs predicting the noise, euler for flow matching)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="arithmetic of the denoising network, as unfold sample --precision")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="events per batch")

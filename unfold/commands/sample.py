@@ -30,8 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="denoising steps (default: the run's, 25 for parton runs, 10 for particle diffusion runs)")
     parser.add_argument("--sampler", choices=get_args(SamplerName), default=DEFAULT_SAMPLER,
-                        help="diffusers sampler: ddpm, ddim or dpm-solver for a diffusion run (default: ddpm for parton "
-                        "runs, dpm-solver for particle runs, each measured closest to the truth at its default steps); "
+                        help="diffusers sampler: ddpm, ddim or dpm-solver for a diffusion run (default: the run's own, "
+                        "each measured closest to the truth at its default steps: dpm-solver for runs predicting v, "
+                        "as parton and particle runs do by default, ddpm for parton runs predicting the noise); "
                         "euler for a flow-matching run (its only one and default)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="arithmetic of the denoising network: bfloat16 is faster where the hardware has it "

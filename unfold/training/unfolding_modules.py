@@ -195,8 +195,9 @@ class PartonModule(ConditionedModule):
     # A checkpoint saved before the object queries conditions on the event vector only, one saved before the
     # random pair labels was trained on the quarks as truth orders them, one saved before augment without it.
     OPTIONS_BEFORE_THEY_EXISTED = {"object_queries": False, "random_pair_labels": False, "augment": None}
-    # A checkpoint saved before them predicts the noise and trained on one noisy state per event.
-    MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"prediction_type": "epsilon", "noise_draws": 1}
+    # A checkpoint saved before them predicts the noise, trained on one noisy state per event and conditions its
+    # denoiser at the input only.
+    MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"prediction_type": "epsilon", "noise_draws": 1, "block_conditioning": False}
     # DPM-Solver++ 25 steps for runs that predict v: DDPM 25 narrows their posteriors (README: pT(t_had) W1 8.9 against
     # 2.0 GeV on one run; the epsilon runs' DDPM 25 keeps m(ttbar), which their DPM-Solver loses).
     CLEAN_STATE_SAMPLING: tuple[SamplerName, int] = ("dpm-solver", 25)

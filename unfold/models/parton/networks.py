@@ -41,8 +41,12 @@ class _ResidualBlock(nn.Module):
             nn.Linear(width, width),
         )
 
-    def forward(self, h: Tensor) -> Tensor:
-        return h + self.layers(h)
+    def forward(self, h: Tensor, film: Tensor | None = None) -> Tensor:
+        """h + block(h); with ``film`` (E, 2 W), the normalised stream is scaled by 1 + scale and shifted first."""
+        if film is None:
+            return h + self.layers(h)
+        scale, shift = film.chunk(2, dim=-1)
+        return h + self.layers[1:](self.layers[0](h) * (1.0 + scale) + shift)
 
 
 class ConditionalMLP(nn.Module):
@@ -55,6 +59,9 @@ class ConditionalMLP(nn.Module):
         width: Width of the residual stream.
         depth: Number of residual blocks (two linear layers each).
         zero_output: Start the output layer at zero (the denoiser then starts predicting zero noise).
+        modulation_width: Width M of a second condition that scales and shifts every block's normalised stream
+            (FiLM, Perez et al. arXiv 1709.07871; per block as DiT's adaptive LayerNorm, arXiv 2212.09748), 0 for
+            none. Its layer starts at zero, so the network starts as the one conditioned at its input only.
     """
 
     def __init__(
@@ -66,10 +73,15 @@ class ConditionalMLP(nn.Module):
         width: int,
         depth: int,
         zero_output: bool = False,
+        modulation_width: int = 0,
     ) -> None:
         super().__init__()
         self.input = nn.Linear(inputs + condition_width, width)
         self.blocks = nn.Sequential(*(_ResidualBlock(width) for _ in range(depth)))
+        self.modulator = nn.Linear(modulation_width, 2 * width * depth) if modulation_width and depth else None
+        if self.modulator is not None:
+            nn.init.zeros_(self.modulator.weight)
+            nn.init.zeros_(self.modulator.bias)
         self.output = nn.Sequential(
             nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, outputs)
         )
@@ -77,6 +89,15 @@ class ConditionalMLP(nn.Module):
             nn.init.zeros_(self.output[-1].weight)
             nn.init.zeros_(self.output[-1].bias)
 
-    def forward(self, x: Tensor, condition: Tensor) -> Tensor:
-        """(E, I) input and (E, C) condition -> (E, O)."""
-        return self.output(self.blocks(self.input(torch.cat([x, condition], dim=-1))))
+    def modulation(self, condition: Tensor) -> Tensor | None:
+        """Every block's scale and shift (E, 2 W depth) from the (E, M) modulating condition; None without one.
+        Computed apart from :meth:`forward` so that rows sharing a condition (noisy states, draws) share it."""
+        return None if self.modulator is None else self.modulator(condition)
+
+    def forward(self, x: Tensor, condition: Tensor, modulation: Tensor | None = None) -> Tensor:
+        """(E, I) input and (E, C) condition (and the (E, 2 W depth) :meth:`modulation`) -> (E, O)."""
+        h = self.input(torch.cat([x, condition], dim=-1))
+        films = [None] * len(self.blocks) if modulation is None else modulation.chunk(len(self.blocks), dim=-1)
+        for block, film in zip(self.blocks, films, strict=True):
+            h = block(h, film)
+        return self.output(h)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +95,9 @@ class VariationalLatentDiffusion(nn.Module):
         noise_draws: Diffusion terms per event and training step, each at its own time and noise: the
             denoiser's loss is averaged over them, so one pass of the condition (the encoder) trains it
             on as many noisy states (8 by default: README).
+        block_conditioning: The condition also scales and shifts every residual block of the denoiser (FiLM,
+            :class:`ConditionalMLP`'s ``modulation_width``), not only its input; ``"with-time"``: so does the
+            noise level (the sum of a linear map of each, as DiT's adaptive LayerNorm, arXiv 2212.09748).
         representation: The parton representation (its statistics are saved with the model);
             required for the consistency term and for decoding to physical units.
     """
@@ -115,6 +119,7 @@ class VariationalLatentDiffusion(nn.Module):
         kl_weight: float = 1e-3,
         consistency_weight: float = 0.1,
         noise_draws: int = 8,
+        block_conditioning: bool | Literal["with-time"] = False,
         representation: PartonRepresentation | None = None,
     ) -> None:
         super().__init__()
@@ -130,6 +135,8 @@ class VariationalLatentDiffusion(nn.Module):
             raise UnfoldError(
                 "features, condition_width, the network widths and noise_draws must be positive, depth non-negative"
             )
+        if block_conditioning not in (False, True, "with-time"):
+            raise UnfoldError(f"block_conditioning must be false, true or 'with-time', got {block_conditioning!r}")
         self.features = features
         self.condition_width = condition_width
         self.latent = latent
@@ -151,11 +158,15 @@ class VariationalLatentDiffusion(nn.Module):
                 inputs=latent_width, condition_width=condition_width, outputs=features, **mlp
             )
         self.time_embedding = SinusoidalTimeEmbedding(width=time_embedding_width)
+        self.time_modulator = (
+            _zero_linear(time_embedding_width, 2 * width * depth) if block_conditioning == "with-time" and depth else None
+        )
         self.denoiser = ConditionalMLP(
             inputs=self.diffused_width,
             condition_width=condition_width + time_embedding_width,
             outputs=self.diffused_width,
             zero_output=True,
+            modulation_width=condition_width if block_conditioning else 0,
             **mlp,
         )
 
@@ -168,11 +179,19 @@ class VariationalLatentDiffusion(nn.Module):
         """Standardised partons (E, F) from latents (E, latent_width) given (E, C)."""
         return self.decoder(z, condition)
 
-    def predict_noise(self, state: Tensor, t: Tensor, condition: Tensor) -> Tensor:
+    def predict_noise(
+        self, state: Tensor, t: Tensor, condition: Tensor, modulation: Tensor | None = None
+    ) -> Tensor:
         """The denoiser's prediction (E, W) (v, noise or clean state as ``prediction_type`` says, or the velocity
         for flow matching) of noisy states (E, W) at times (E,) (integer timesteps, or t T for flow matching)
-        given (E, C)."""
-        return self.denoiser(state, torch.cat([condition, self.time_embedding(t)], dim=-1))
+        given (E, C); ``modulation``: the denoiser's :meth:`ConditionalMLP.modulation` of the condition, if
+        already computed."""
+        if modulation is None:
+            modulation = self.denoiser.modulation(condition)
+        time = self.time_embedding(t)
+        if self.time_modulator is not None:
+            modulation = modulation + self.time_modulator(time)
+        return self.denoiser(state, torch.cat([condition, time], dim=-1), modulation)
 
     def forward(
         self,
@@ -226,13 +245,14 @@ class VariationalLatentDiffusion(nn.Module):
     ) -> Tensor:
         """The denoiser's regression loss on ``noise_draws`` noisy states of every clean state (E, W)."""
         draws = self.noise_draws
+        modulation = _repeated(self.denoiser.modulation(condition), draws)
         clean, condition = clean.repeat_interleave(draws, dim=0), condition.repeat_interleave(draws, dim=0)
         weights = None if weights is None else weights.repeat_interleave(draws)
         t = draw_timesteps(self.scheduler, clean.shape[0], generator=generator, device=clean.device)
         noise = self._randn(clean, generator)
         noisy = add_noise(self.scheduler, clean, noise, t)
         target = training_target(self.scheduler, clean, noise, t)
-        return weighted_mean((self.predict_noise(noisy, t, condition) - target).pow(2).mean(-1), weights)
+        return weighted_mean((self.predict_noise(noisy, t, condition, modulation) - target).pow(2).mean(-1), weights)
 
     @torch.no_grad()
     def sample(
@@ -271,8 +291,9 @@ class VariationalLatentDiffusion(nn.Module):
         self._check_condition(condition)
         events = condition.shape[0]
         repeated = condition.repeat_interleave(n, dim=0)
+        modulation = _repeated(self.denoiser.modulation(condition), n)
         state = denoise(
-            lambda noisy, t: self.predict_noise(noisy, t, repeated),
+            lambda noisy, t: self.predict_noise(noisy, t, repeated, modulation),
             (events * n, self.diffused_width),
             training_scheduler=self.scheduler,
             sampler=sampler,
@@ -299,3 +320,16 @@ class VariationalLatentDiffusion(nn.Module):
     @staticmethod
     def _randn(like: Tensor, generator: torch.Generator | None) -> Tensor:
         return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def _repeated(rows: Tensor | None, times: int) -> Tensor | None:
+    """Each row repeated ``times`` times in place (as the conditions of several noisy states or draws)."""
+    return None if rows is None else rows.repeat_interleave(times, dim=0)
+
+
+def _zero_linear(inputs: int, outputs: int) -> nn.Linear:
+    """A linear layer that starts at zero."""
+    layer = nn.Linear(inputs, outputs)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
