@@ -10,12 +10,13 @@ from scipy import stats
 
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
-from unfold.models.parton import DecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton import DecayChainRepresentation, PolarDecayChainRepresentation, TwoBodyDecay
 
 
-@pytest.fixture
-def chain(synthetic_truth) -> DecayChainRepresentation:
-    module = DecayChainRepresentation.for_process(get_process("ttbar-semileptonic"))
+@pytest.fixture(params=[DecayChainRepresentation, PolarDecayChainRepresentation])
+def chain(request, synthetic_truth) -> DecayChainRepresentation:
+    """The chain with each top's transverse momentum as (px, py) and as (log pT, azimuth)."""
+    module = request.param.for_process(get_process("ttbar-semileptonic"))
     module.fit(synthetic_truth(500))
     return module
 

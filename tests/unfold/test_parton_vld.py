@@ -122,6 +122,24 @@ def test_block_conditioning_starts_as_the_input_conditioned_network_and_then_rea
     assert plain.denoiser.modulator is None
 
 
+def test_block_conditioning_with_time_modulates_by_the_noise_level_and_bad_values_are_refused():
+    """With ``"with-time"`` the noise level moves every block too (from zero at the start); other values refused."""
+    event_only, with_time = small_model(False, block_conditioning=True), small_model(False, block_conditioning="with-time")
+    with_time.load_state_dict(event_only.state_dict(), strict=False)
+    state, condition = torch.randn(4, 3), torch.randn(4, 5)
+    early, late = torch.full((4,), 10), torch.full((4,), 900)
+    with torch.no_grad():
+        for model in (event_only, with_time):
+            model.denoiser.output[-1].weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(with_time.predict_noise(state, late, condition), event_only.predict_noise(state, late, condition))
+        with_time.time_modulator.weight.normal_(0.0, 0.3)
+        for t in (early, late):
+            assert not torch.allclose(with_time.predict_noise(state, t, condition), event_only.predict_noise(state, t, condition))
+    assert event_only.time_modulator is None
+    with pytest.raises(UnfoldError, match="block_conditioning must be false, true or 'with-time'"):
+        small_model(False, block_conditioning="always")
+
+
 def test_block_conditioning_shares_one_modulation_between_the_noisy_states_and_draws_of_an_event():
     """The loss and the draws computed with each event's modulation repeated equal those of the repeated events."""
     model = small_model(False, block_conditioning=True, noise_draws=4)

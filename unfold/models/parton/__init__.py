@@ -3,7 +3,7 @@ per-parton object queries and the VLD."""
 
 from unfold.models.parton.anchored_chain import AnchoredDecayChainRepresentation
 from unfold.models.parton.consistency import squared_mass_consistency
-from unfold.models.parton.decay_chain import DecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton.decay_chain import DecayChainRepresentation, PolarDecayChainRepresentation, TwoBodyDecay
 from unfold.models.parton.object_queries import PartonQueries
 from unfold.models.parton.representation import (
     OBJECT_FEATURES,
@@ -16,6 +16,7 @@ from unfold.models.parton.vld import VariationalLatentDiffusion, VLDLoss
 # The parton representations a model can be trained on, by their config name.
 REPRESENTATIONS: dict[str, type[PartonRepresentation]] = {
     "decay-chain": DecayChainRepresentation,
+    "polar-decay-chain": PolarDecayChainRepresentation,
     "lepton-anchored": AnchoredDecayChainRepresentation,
     "objects": ObjectRepresentation,
 }
@@ -28,6 +29,7 @@ __all__ = [
     "DecayChainRepresentation",
     "ObjectRepresentation",
     "PartonQueries",
+    "PolarDecayChainRepresentation",
     "PartonRepresentation",
     "TwoBodyDecay",
     "VLDLoss",

@@ -44,12 +44,14 @@ from unfold.models.parton.representation import (
     PartonTruth,
 )
 
-__all__ = ["DecayChainRepresentation", "TwoBodyDecay"]
+__all__ = ["DecayChainRepresentation", "PolarDecayChainRepresentation", "TwoBodyDecay"]
 
 _DIRECTION = ("x", "y", "z")
 # Lightest composite mass decoded (GeV): a generated mass at or below zero still gives its
 # daughters a finite boost and non-zero momenta.
 _MIN_COMPOSITE_MASS = 1e-3
+# exp(12) GeV ~ 160 TeV: far above any top's pT at 13 TeV, so only runaway values are clamped.
+_MAX_LOG_PT = 12.0
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ class DecayChainRepresentation(PartonRepresentation):
         """Float64 (E, F): root momenta and masses, decay directions, decay products' masses."""
         nodes = self.node_four_momenta(partons)
         masses = self._mass_features(partons, nodes)
-        roots = [torch.cat([nodes[name][:, 1:], masses[name][:, None]], 1) for name in self.lab_roots]
+        roots = [torch.cat([self._root_momentum_features(nodes[name]), masses[name][:, None]], 1) for name in self.lab_roots]
         directions = [self._rest_frame_direction(nodes, decay) for decay in self.rest_frame_decays]
         return torch.cat([*roots, *directions, torch.stack([masses[n] for n in self.massive_nodes], 1)], dim=1)
 
@@ -254,9 +256,20 @@ class DecayChainRepresentation(PartonRepresentation):
         """The nodes generated in the lab, before the rest-frame decays: the roots here."""
         nodes = {}
         for name in self.lab_roots:
-            momentum = self._columns(features, self._root_feature_names(name)[:3])
+            momentum = self._root_momentum(self._columns(features, self._root_feature_names(name)[:-1]))
             nodes[name] = torch.cat([torch.sqrt(masses[name] ** 2 + (momentum**2).sum(-1))[..., None], momentum], -1)
         return nodes
+
+    @staticmethod
+    def _root_momentum_features(momentum: Tensor) -> Tensor:
+        """A root's momentum features (E, k) from its lab four-momentum (E, 4): (px, py, pz) here."""
+        return momentum[:, 1:]
+
+    @staticmethod
+    def _root_momentum(columns: Tensor) -> Tensor:
+        """A root's lab momentum (..., 3) from its momentum features (..., k): the inverse of
+        :meth:`_root_momentum_features`."""
+        return columns
 
     def _columns(self, features: Tensor, names: Sequence[str]) -> Tensor:
         """The (..., len(names)) features of those names."""
@@ -320,3 +333,31 @@ class DecayChainRepresentation(PartonRepresentation):
             coordinate.clamp(low, high)
         )
         return torch.sqrt(squared.clamp_min(_MIN_COMPOSITE_MASS**2))
+
+
+class PolarDecayChainRepresentation(DecayChainRepresentation):
+    """The decay chain with each root's transverse momentum as log pT and the unit vector of its azimuth
+    (cos phi, sin phi) instead of (px, py); F = 5 r + 3 d + (children of decays).
+
+    Where the detector leaves a top's azimuth uncertain (a jet assigned to the wrong top), its posterior in (px, py)
+    is an arc about the origin, which a denoiser fills in toward pT = 0: the cartesian chain's hadronic top came out
+    1 % soft over all, 4-7 % in the quarter of events whose draws' azimuths spread most (README). Here the size and
+    the direction of the transverse momentum are generated apart, and decoding normalises the direction.
+    """
+
+    def _root_feature_names(self, name: str) -> tuple[str, ...]:
+        return (f"{name}:log_pt", f"{name}:azimuth_x", f"{name}:azimuth_y", f"{name}:pz", self._mass_feature(name))
+
+    @staticmethod
+    def _root_momentum_features(momentum: Tensor) -> Tensor:
+        """(log pT, cos phi, sin phi, pz) of a lab four-momentum (E, 4)."""
+        pt = torch.hypot(momentum[:, 1], momentum[:, 2])
+        return torch.stack([torch.log(pt), momentum[:, 1] / pt, momentum[:, 2] / pt, momentum[:, 3]], dim=1)
+
+    @staticmethod
+    def _root_momentum(columns: Tensor) -> Tensor:
+        """(px, py, pz) of (log pT, azimuth vector, pz), the azimuth vector normalised and log pT clamped to a runaway
+        value's (exp(12) GeV)."""
+        pt = torch.exp(columns[..., 0].clamp_max(_MAX_LOG_PT))
+        direction = unit_vector(columns[..., 1:3])
+        return torch.cat([pt[..., None] * direction, columns[..., 3:4]], dim=-1)
