@@ -26,7 +26,7 @@ CONFIGURATIONS = (
     ("parton", ("--latent",)),
     ("parton", ("--model.objective", "flow-matching")),
     ("parton", ("--model.prediction_type", "epsilon", "--model.noise_draws", "1", "--model.object_queries", "false",
-                "--model.augment", "null")),
+                "--model.augment", "null", "--representation", "decay-chain", "--model.block_conditioning", "false")),
     ("particle", ()),
     ("particle", ("--model.objective", "flow-matching")),
 )

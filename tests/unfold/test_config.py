@@ -54,7 +54,8 @@ def test_print_config_gives_todays_defaults(capsys):
         assert (unfolding["trainer"]["epochs"], unfolding["trainer"]["ema_decay"]) == (epochs, ema_decay)
         assert unfolding["optimizer"] == {"learning_rate": 1e-3, "weight_decay": 1e-5}
         assert unfolding["encoder"] == recon["encoder"] | {"pair_bias": False}
-    assert _printed(capsys, "parton")["model"]["representation"] == "decay-chain"
+    assert _printed(capsys, "parton")["model"]["representation"] == "polar-decay-chain"
+    assert _printed(capsys, "parton")["model"]["block_conditioning"] == "with-time"
 
 
 @pytest.mark.parametrize(("task", "module", "constructor", "skip"), [
@@ -107,7 +108,7 @@ def test_a_bad_flag_is_one_line_naming_the_key(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "model.representation" in err
-    assert "'decay-chain', 'lepton-anchored', 'objects'" in err
+    assert "'decay-chain', 'polar-decay-chain', 'lepton-anchored', 'objects'" in err
     assert main(["train", "recon", "--encoder.widht", "8"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -199,7 +200,10 @@ def test_checkpoints_written_before_the_configuration_system_still_load(recon_ru
     assert ReconModule.load_from_checkpoint(tmp_path / "recon.ckpt").network.encoder.width == 32
     parton = torch.load(parton_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     saved = parton["hyper_parameters"]
-    parton["state_dict"] = PartonModule(**{**saved, "object_queries": False}).state_dict()  # weights from before them
+    before = {**saved, "object_queries": False, "representation": "decay-chain",
+              "model": saved["model"] | {"block_conditioning": False}}
+    parton["state_dict"] = PartonModule(**before).state_dict()  # weights from before them
+    del parton["representation_features"]  # stored since 2026-12-07
     parton["hyper_parameters"] = {"event_file_yaml": saved["event_file_yaml"], "process": saved["process"],
                                   "representation": "decay-chain", "model": {"hidden_width": 256},
                                   "encoder": {k: saved["encoder"][k] for k in ("width", "depth", "pair_bias")},

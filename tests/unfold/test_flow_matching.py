@@ -59,7 +59,7 @@ def test_the_vld_regresses_the_velocity_at_a_known_time(monkeypatch):
     monkeypatch.setattr(vld_module, "draw_timesteps", lambda scheduler, count, **_: torch.full((count,), T / 2))
     seen = {}
 
-    def predict(noisy, t, condition):
+    def predict(noisy, t, condition, modulation=None):
         seen["noisy"], seen["t"] = noisy, t
         return torch.zeros_like(noisy)
 

@@ -10,7 +10,11 @@ from scipy import stats
 
 from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
-from unfold.models.parton import DecayChainRepresentation, PolarDecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton import (
+    DecayChainRepresentation,
+    PolarDecayChainRepresentation,
+    TwoBodyDecay,
+)
 
 
 @pytest.fixture(params=[DecayChainRepresentation, PolarDecayChainRepresentation])

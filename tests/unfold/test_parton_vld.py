@@ -110,7 +110,7 @@ def test_noise_draws_train_on_as_many_noisy_states_of_each_event():
 
 def test_block_conditioning_starts_as_the_input_conditioned_network_and_then_reads_the_condition():
     """FiLM's layer starts at zero (the same predictions as without it); trained, the condition moves every block."""
-    plain, modulated = small_model(False), small_model(False, block_conditioning=True)
+    plain, modulated = small_model(False, block_conditioning=False), small_model(False, block_conditioning=True)
     modulated.load_state_dict(plain.state_dict(), strict=False)
     state, t, condition = torch.randn(6, 3), torch.randint(0, 1000, (6,)), torch.randn(6, 5)
     with torch.no_grad():

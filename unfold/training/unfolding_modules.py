@@ -163,10 +163,11 @@ class PartonModule(ConditionedModule):
     Args:
         event_file_yaml: the SPANet event file's text (the encoder's inputs).
         process: the process whose partons are unfolded (``unfold.generation.processes``).
-        representation: the parton features, ``"decay-chain"`` (masses and rest-frame decay
-            directions, consistent by construction), ``"lepton-anchored"`` (the chain with the lepton
-            generated relative to the measured one and its top built upward from it) or ``"objects"``
-            (the VLD code's 11 x 5).
+        representation: the parton features, ``"polar-decay-chain"`` (the default: masses and rest-frame decay
+            directions, consistent by construction, each top's transverse momentum as log pT and azimuth),
+            ``"decay-chain"`` (the same with each top's (px, py); the default before 2026-12-07),
+            ``"lepton-anchored"`` (the chain with the lepton generated relative to the measured one and its top
+            built upward from it) or ``"objects"`` (the VLD code's 11 x 5).
         object_queries: condition also on one attention summary of the detector objects per
             parton (:class:`~unfold.models.parton.PartonQueries`), not only on the event vector (default:
             with v prediction and eight noisy states per event, better than the detector on 11 of 15
@@ -207,7 +208,7 @@ class PartonModule(ConditionedModule):
         *,
         event_file_yaml: str,
         process: str = "ttbar-semileptonic",
-        representation: Literal["decay-chain", "polar-decay-chain", "lepton-anchored", "objects"] = "decay-chain",
+        representation: Literal["decay-chain", "polar-decay-chain", "lepton-anchored", "objects"] = "polar-decay-chain",
         object_queries: bool | Literal["auto"] = True,
         random_pair_labels: bool = True,
         augment: Sequence[Augmentation] | Literal["auto"] | None = "auto",

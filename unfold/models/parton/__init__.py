@@ -1,9 +1,13 @@
-"""Parton-level unfolding: the parton representations (decay chain, lepton-anchored chain, objects), the consistency term, the
-per-parton object queries and the VLD."""
+"""Parton-level unfolding: the parton representations (decay chain, polar decay chain, lepton-anchored chain,
+objects), the consistency term, the per-parton object queries and the VLD."""
 
 from unfold.models.parton.anchored_chain import AnchoredDecayChainRepresentation
 from unfold.models.parton.consistency import squared_mass_consistency
-from unfold.models.parton.decay_chain import DecayChainRepresentation, PolarDecayChainRepresentation, TwoBodyDecay
+from unfold.models.parton.decay_chain import (
+    DecayChainRepresentation,
+    PolarDecayChainRepresentation,
+    TwoBodyDecay,
+)
 from unfold.models.parton.object_queries import PartonQueries
 from unfold.models.parton.representation import (
     OBJECT_FEATURES,
@@ -29,8 +33,8 @@ __all__ = [
     "DecayChainRepresentation",
     "ObjectRepresentation",
     "PartonQueries",
-    "PolarDecayChainRepresentation",
     "PartonRepresentation",
+    "PolarDecayChainRepresentation",
     "TwoBodyDecay",
     "VLDLoss",
     "VariationalLatentDiffusion",

@@ -7,7 +7,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConditionalMLP", "SinusoidalTimeEmbedding"]
+__all__ = ["ConditionalMLP", "SinusoidalTimeEmbedding", "zero_linear"]
+
+
+def zero_linear(inputs: int, outputs: int) -> nn.Linear:
+    """A linear layer that starts at zero (a modulation that starts as none)."""
+    layer = nn.Linear(inputs, outputs)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -78,10 +86,7 @@ class ConditionalMLP(nn.Module):
         super().__init__()
         self.input = nn.Linear(inputs + condition_width, width)
         self.blocks = nn.Sequential(*(_ResidualBlock(width) for _ in range(depth)))
-        self.modulator = nn.Linear(modulation_width, 2 * width * depth) if modulation_width and depth else None
-        if self.modulator is not None:
-            nn.init.zeros_(self.modulator.weight)
-            nn.init.zeros_(self.modulator.bias)
+        self.modulator = zero_linear(modulation_width, 2 * width * depth) if modulation_width and depth else None
         self.output = nn.Sequential(
             nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, outputs)
         )

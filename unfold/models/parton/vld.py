@@ -22,7 +22,7 @@ from unfold.models.diffusion.sampler import (
     make_training_scheduler,
     training_target,
 )
-from unfold.models.parton.networks import ConditionalMLP, SinusoidalTimeEmbedding
+from unfold.models.parton.networks import ConditionalMLP, SinusoidalTimeEmbedding, zero_linear
 from unfold.models.parton.representation import PartonRepresentation
 from unfold.models.weighting import weighted_mean
 
@@ -96,8 +96,9 @@ class VariationalLatentDiffusion(nn.Module):
             denoiser's loss is averaged over them, so one pass of the condition (the encoder) trains it
             on as many noisy states (8 by default: README).
         block_conditioning: The condition also scales and shifts every residual block of the denoiser (FiLM,
-            :class:`ConditionalMLP`'s ``modulation_width``), not only its input; ``"with-time"``: so does the
-            noise level (the sum of a linear map of each, as DiT's adaptive LayerNorm, arXiv 2212.09748).
+            :class:`ConditionalMLP`'s ``modulation_width``), not only its input; ``"with-time"`` (the default:
+            README): so does the noise level (the sum of a linear map of each, as DiT's adaptive LayerNorm, arXiv
+            2212.09748); False: the input only (the default before 2026-12-07).
         representation: The parton representation (its statistics are saved with the model);
             required for the consistency term and for decoding to physical units.
     """
@@ -119,7 +120,7 @@ class VariationalLatentDiffusion(nn.Module):
         kl_weight: float = 1e-3,
         consistency_weight: float = 0.1,
         noise_draws: int = 8,
-        block_conditioning: bool | Literal["with-time"] = False,
+        block_conditioning: bool | Literal["with-time"] = "with-time",
         representation: PartonRepresentation | None = None,
     ) -> None:
         super().__init__()
@@ -159,7 +160,7 @@ class VariationalLatentDiffusion(nn.Module):
             )
         self.time_embedding = SinusoidalTimeEmbedding(width=time_embedding_width)
         self.time_modulator = (
-            _zero_linear(time_embedding_width, 2 * width * depth) if block_conditioning == "with-time" and depth else None
+            zero_linear(time_embedding_width, 2 * width * depth) if block_conditioning == "with-time" and depth else None
         )
         self.denoiser = ConditionalMLP(
             inputs=self.diffused_width,
@@ -325,11 +326,3 @@ class VariationalLatentDiffusion(nn.Module):
 def _repeated(rows: Tensor | None, times: int) -> Tensor | None:
     """Each row repeated ``times`` times in place (as the conditions of several noisy states or draws)."""
     return None if rows is None else rows.repeat_interleave(times, dim=0)
-
-
-def _zero_linear(inputs: int, outputs: int) -> nn.Linear:
-    """A linear layer that starts at zero."""
-    layer = nn.Linear(inputs, outputs)
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    return layer
