@@ -108,7 +108,7 @@ def test_a_bad_flag_is_one_line_naming_the_key(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "model.representation" in err
-    assert "'decay-chain', 'polar-decay-chain', 'lepton-anchored', 'objects'" in err
+    assert "'decay-chain', 'polar-decay-chain', 'hadronic-polar-decay-chain', 'lepton-anchored', 'objects'" in err
     assert main(["train", "recon", "--encoder.widht", "8"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1

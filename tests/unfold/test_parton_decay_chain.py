@@ -12,14 +12,16 @@ from unfold.errors import UnfoldError
 from unfold.generation.processes import get_process
 from unfold.models.parton import (
     DecayChainRepresentation,
+    HadronicPolarDecayChainRepresentation,
     PolarDecayChainRepresentation,
     TwoBodyDecay,
 )
 
 
-@pytest.fixture(params=[DecayChainRepresentation, PolarDecayChainRepresentation])
+@pytest.fixture(params=[DecayChainRepresentation, PolarDecayChainRepresentation, HadronicPolarDecayChainRepresentation])
 def chain(request, synthetic_truth) -> DecayChainRepresentation:
-    """The chain with each top's transverse momentum as (px, py) and as (log pT, azimuth)."""
+    """The chain with each top's transverse momentum as (px, py), as (log pT, azimuth), and as (log pT, azimuth) for
+    the hadronic top only."""
     module = request.param.for_process(get_process("ttbar-semileptonic"))
     module.fit(synthetic_truth(500))
     return module
@@ -57,6 +59,15 @@ def test_allhadronic_tree_has_the_same_shape():
     module = DecayChainRepresentation.for_process(get_process("ttbar-allhadronic"))
     assert module.roots == ("t1", "t2")
     assert module.features == 28
+
+
+def test_the_hadronic_polar_chain_keeps_px_py_for_a_top_with_a_charged_lepton():
+    semileptonic = HadronicPolarDecayChainRepresentation.for_process(get_process("ttbar-semileptonic"))
+    assert semileptonic.polar_roots == ("t_had",)
+    assert {"t_had:log_pt", "t_had:azimuth_x", "t_lep:px", "t_lep:py"} <= set(semileptonic.feature_names)
+    assert "t_lep:log_pt" not in semileptonic.feature_names
+    allhadronic = HadronicPolarDecayChainRepresentation.for_process(get_process("ttbar-allhadronic"))
+    assert allhadronic.polar_roots == allhadronic.roots
 
 
 def test_round_trip_recovers_every_decay_product(chain, synthetic_truth):

@@ -203,7 +203,8 @@ def test_decay_chain_pairs_must_be_the_children_of_one_decay():
         )
 
 
-@pytest.mark.parametrize("name", ["decay-chain", "polar-decay-chain", "lepton-anchored", "objects"])
+@pytest.mark.parametrize("name", ["decay-chain", "polar-decay-chain", "hadronic-polar-decay-chain", "lepton-anchored",
+                                  "objects"])
 def test_turning_the_encoded_partons_is_encoding_the_turned_event(name, synthetic_truth):
     """rotated_and_reflected() is the detector's symmetries acting on the features: a rotation by angle about the beam
     and a reflection z -> -z of the encoded truth (and of the measured lepton it may be anchored to) equal the

@@ -208,7 +208,7 @@ class PartonModule(ConditionedModule):
         *,
         event_file_yaml: str,
         process: str = "ttbar-semileptonic",
-        representation: Literal["decay-chain", "polar-decay-chain", "lepton-anchored", "objects"] = "polar-decay-chain",
+        representation: Literal["decay-chain", "polar-decay-chain", "hadronic-polar-decay-chain", "lepton-anchored", "objects"] = "polar-decay-chain",
         object_queries: bool | Literal["auto"] = True,
         random_pair_labels: bool = True,
         augment: Sequence[Augmentation] | Literal["auto"] | None = "auto",

@@ -5,6 +5,7 @@ from unfold.models.parton.anchored_chain import AnchoredDecayChainRepresentation
 from unfold.models.parton.consistency import squared_mass_consistency
 from unfold.models.parton.decay_chain import (
     DecayChainRepresentation,
+    HadronicPolarDecayChainRepresentation,
     PolarDecayChainRepresentation,
     TwoBodyDecay,
 )
@@ -21,6 +22,7 @@ from unfold.models.parton.vld import VariationalLatentDiffusion, VLDLoss
 REPRESENTATIONS: dict[str, type[PartonRepresentation]] = {
     "decay-chain": DecayChainRepresentation,
     "polar-decay-chain": PolarDecayChainRepresentation,
+    "hadronic-polar-decay-chain": HadronicPolarDecayChainRepresentation,
     "lepton-anchored": AnchoredDecayChainRepresentation,
     "objects": ObjectRepresentation,
 }
@@ -31,6 +33,7 @@ __all__ = [
     "REPRESENTATIONS",
     "AnchoredDecayChainRepresentation",
     "DecayChainRepresentation",
+    "HadronicPolarDecayChainRepresentation",
     "ObjectRepresentation",
     "PartonQueries",
     "PartonRepresentation",

@@ -44,7 +44,7 @@ from unfold.models.parton.representation import (
     PartonTruth,
 )
 
-__all__ = ["DecayChainRepresentation", "PolarDecayChainRepresentation", "TwoBodyDecay"]
+__all__ = ["DecayChainRepresentation", "HadronicPolarDecayChainRepresentation", "PolarDecayChainRepresentation", "TwoBodyDecay"]
 
 _DIRECTION = ("x", "y", "z")
 # Lightest composite mass decoded (GeV): a generated mass at or below zero still gives its
@@ -52,6 +52,8 @@ _DIRECTION = ("x", "y", "z")
 _MIN_COMPOSITE_MASS = 1e-3
 # exp(12) GeV ~ 160 TeV: far above any top's pT at 13 TeV, so only runaway values are clamped.
 _MAX_LOG_PT = 12.0
+# The daughter name of the charged lepton (as the lepton-anchored chain's default anchor).
+_CHARGED_LEPTON = "lepton"
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,8 @@ class DecayChainRepresentation(PartonRepresentation):
         """Float64 (E, F): root momenta and masses, decay directions, decay products' masses."""
         nodes = self.node_four_momenta(partons)
         masses = self._mass_features(partons, nodes)
-        roots = [torch.cat([self._root_momentum_features(nodes[name]), masses[name][:, None]], 1) for name in self.lab_roots]
+        roots = [torch.cat([self._root_momentum_features(name, nodes[name]), masses[name][:, None]], 1)
+                 for name in self.lab_roots]
         directions = [self._rest_frame_direction(nodes, decay) for decay in self.rest_frame_decays]
         return torch.cat([*roots, *directions, torch.stack([masses[n] for n in self.massive_nodes], 1)], dim=1)
 
@@ -256,18 +259,16 @@ class DecayChainRepresentation(PartonRepresentation):
         """The nodes generated in the lab, before the rest-frame decays: the roots here."""
         nodes = {}
         for name in self.lab_roots:
-            momentum = self._root_momentum(self._columns(features, self._root_feature_names(name)[:-1]))
+            momentum = self._root_momentum(name, self._columns(features, self._root_feature_names(name)[:-1]))
             nodes[name] = torch.cat([torch.sqrt(masses[name] ** 2 + (momentum**2).sum(-1))[..., None], momentum], -1)
         return nodes
 
-    @staticmethod
-    def _root_momentum_features(momentum: Tensor) -> Tensor:
-        """A root's momentum features (E, k) from its lab four-momentum (E, 4): (px, py, pz) here."""
+    def _root_momentum_features(self, name: str, momentum: Tensor) -> Tensor:
+        """Root ``name``'s momentum features (E, k) from its lab four-momentum (E, 4): (px, py, pz) here."""
         return momentum[:, 1:]
 
-    @staticmethod
-    def _root_momentum(columns: Tensor) -> Tensor:
-        """A root's lab momentum (..., 3) from its momentum features (..., k): the inverse of
+    def _root_momentum(self, name: str, columns: Tensor) -> Tensor:
+        """Root ``name``'s lab momentum (..., 3) from its momentum features (..., k): the inverse of
         :meth:`_root_momentum_features`."""
         return columns
 
@@ -345,19 +346,37 @@ class PolarDecayChainRepresentation(DecayChainRepresentation):
     the size and the direction of the transverse momentum are generated apart, and decoding normalises the direction.
     """
 
+    @property
+    def polar_roots(self) -> tuple[str, ...]:
+        """The roots whose transverse momentum is stored in polar coordinates: all of them here."""
+        return self.lab_roots
+
     def _root_feature_names(self, name: str) -> tuple[str, ...]:
+        if name not in self.polar_roots:
+            return super()._root_feature_names(name)
         return (f"{name}:log_pt", f"{name}:azimuth_x", f"{name}:azimuth_y", f"{name}:pz", self._mass_feature(name))
 
-    @staticmethod
-    def _root_momentum_features(momentum: Tensor) -> Tensor:
-        """(log pT, cos phi, sin phi, pz) of a lab four-momentum (E, 4)."""
+    def _root_momentum_features(self, name: str, momentum: Tensor) -> Tensor:
+        """(log pT, cos phi, sin phi, pz) of a polar root's lab four-momentum (E, 4)."""
+        if name not in self.polar_roots:
+            return super()._root_momentum_features(name, momentum)
         pt = torch.hypot(momentum[:, 1], momentum[:, 2])
         return torch.stack([torch.log(pt), momentum[:, 1] / pt, momentum[:, 2] / pt, momentum[:, 3]], dim=1)
 
-    @staticmethod
-    def _root_momentum(columns: Tensor) -> Tensor:
-        """(px, py, pz) of (log pT, azimuth vector, pz), the azimuth vector normalised and log pT clamped to a runaway
-        value's (exp(12) GeV)."""
+    def _root_momentum(self, name: str, columns: Tensor) -> Tensor:
+        """(px, py, pz) of a polar root's (log pT, azimuth vector, pz), the azimuth vector normalised and log pT
+        clamped to a runaway value's (exp(12) GeV)."""
+        if name not in self.polar_roots:
+            return super()._root_momentum(name, columns)
         pt = torch.exp(columns[..., 0].clamp_max(_MAX_LOG_PT))
         direction = unit_vector(columns[..., 1:3])
         return torch.cat([pt[..., None] * direction, columns[..., 3:4]], dim=-1)
+
+
+class HadronicPolarDecayChainRepresentation(PolarDecayChainRepresentation):
+    """The polar decay chain for the tops that decay to jets only; a top with a charged lepton among its daughters
+    keeps (px, py), which the measured lepton pins down (F = 4 or 5 per root)."""
+
+    @property
+    def polar_roots(self) -> tuple[str, ...]:
+        return tuple(name for name in self.lab_roots if _CHARGED_LEPTON not in self._contents[name])
