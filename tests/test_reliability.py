@@ -358,3 +358,33 @@ def test_generate_of_a_billion_events_stays_small_and_ends_cleanly_on_sigterm(tm
     ]
     assert list(out.iterdir()) == [], "no shard folder, no partial file"
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "the workers are ended"
+
+
+_SIGTERM_WHILE_THE_POOL_STARTS = """
+import signal, sys, threading
+from unfold.cli import _terminate
+from unfold.generation import pipeline
+
+signal.signal(signal.SIGTERM, _terminate)
+start, started = threading.Thread.start, []
+def start_then_sigterm(thread):  # the pool's constructor starts three handler threads after forking
+    start(thread)
+    started.append(thread)
+    if len(started) == int(sys.argv[1]):
+        signal.raise_signal(signal.SIGTERM)
+threading.Thread.start = start_then_sigterm
+try:
+    with pipeline._worker_pool(2, None) as pool:
+        pool.apply_async(sum, ([1],)).get(timeout=60)
+except KeyboardInterrupt:
+    sys.exit(143)
+"""
+
+
+@pytest.mark.parametrize("threads_started", [1, 2, 3])
+def test_sigterm_while_the_worker_pool_starts_ends_its_workers(threads_started):
+    """SIGTERM inside ``multiprocessing.Pool``'s constructor, after its workers are forked, must
+    still end them: unguarded, they outlive the command and hold its stderr open forever."""
+    process = subprocess.run([sys.executable, "-c", _SIGTERM_WHILE_THE_POOL_STARTS, str(threads_started)],
+                             capture_output=True, text=True, timeout=60)
+    assert (process.returncode, process.stderr) == (143, "")

@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -90,6 +91,7 @@ class _Shard:
 
 
 _counter = None  # events done, shared with worker processes
+_INTERRUPTIONS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _init_worker(counter) -> None:
@@ -98,6 +100,34 @@ def _init_worker(counter) -> None:
     _counter = counter
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTIONS)  # held by _worker_pool until now
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int, counter) -> Iterator[multiprocessing.pool.Pool]:
+    """A fork pool that Ctrl-C or SIGTERM cannot leave half-made.
+
+    ``multiprocessing.Pool`` interrupted inside its constructor, after forking its workers, never
+    ends them: they wait for work forever, holding the caller's stderr open. So interruptions are
+    held (blocked, and recorded if another thread takes them) until the pool is made and its exit
+    registered, then delivered; the workers start with them blocked and unblock in ``_init_worker``.
+    """
+    with contextlib.ExitStack() as stack:
+        if threading.current_thread() is not threading.main_thread():  # Python delivers signals to the main thread only
+            yield stack.enter_context(multiprocessing.get_context("fork").Pool(workers, _init_worker, (counter,)))
+            return
+        received: list[int] = []
+        handlers = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in _INTERRUPTIONS}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTIONS)
+        try:
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers, _init_worker, (counter,)))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            for sig in received:
+                signal.raise_signal(sig)
+        yield pool
 
 
 def _run_shard(shard: _Shard, process: Process, card: DetectorCard, max_particle_jets: int, folder: Path,
@@ -177,8 +207,8 @@ def _shard_results(config: GenerationConfig, process: Process, card: DetectorCar
     settings = pythia_settings(process, mpi=config.mpi, extra=config.pythia)
     counter = multiprocessing.Value("q", 0)
     workers = min(config.workers, n_shards)
-    bar = tqdm(total=config.events, unit="ev", desc=f"generate {config.process}", disable=not progress, smoothing=0.1)
-    with bar, multiprocessing.get_context("fork").Pool(workers, _init_worker, (counter,)) as pool:
+    with _worker_pool(workers, counter) as pool, tqdm(total=config.events, unit="ev", desc=f"generate {config.process}",
+                                                       disable=not progress, smoothing=0.1) as bar:
         pending: collections.deque = collections.deque()
         submitted = 0
         while submitted < n_shards or pending:
