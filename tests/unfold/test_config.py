@@ -49,7 +49,7 @@ def test_print_config_gives_todays_defaults(capsys):
     assert recon["encoder"]["pair_bias"] == "auto"
     assert recon["optimizer"] == {"learning_rate": 1e-3, "weight_decay": 1e-4}
     assert recon["trainer"]["ema_decay"] is None
-    for task, epochs, ema_decay in (("parton", 60, None), ("particle", 35, 0.995)):
+    for task, epochs, ema_decay in (("parton", 100, None), ("particle", 35, 0.995)):
         unfolding = _printed(capsys, task)
         assert (unfolding["trainer"]["epochs"], unfolding["trainer"]["ema_decay"]) == (epochs, ema_decay)
         assert unfolding["optimizer"] == {"learning_rate": 1e-3, "weight_decay": 1e-5}
