@@ -112,15 +112,18 @@ def _worker_pool(workers: int, counter) -> Iterator[multiprocessing.pool.Pool]:
     held (blocked, and recorded if another thread takes them) until the pool is made and its exit
     registered, then delivered; the workers start with them blocked and unblock in ``_init_worker``.
     """
+    def new_pool() -> multiprocessing.pool.Pool:
+        return multiprocessing.get_context("fork").Pool(workers, _init_worker, (counter,))
+
     with contextlib.ExitStack() as stack:
         if threading.current_thread() is not threading.main_thread():  # Python delivers signals to the main thread only
-            yield stack.enter_context(multiprocessing.get_context("fork").Pool(workers, _init_worker, (counter,)))
+            yield stack.enter_context(new_pool())
             return
         received: list[int] = []
         handlers = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in _INTERRUPTIONS}
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTIONS)
         try:
-            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers, _init_worker, (counter,)))
+            pool = stack.enter_context(new_pool())
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for sig, handler in handlers.items():

@@ -166,6 +166,7 @@ class PartonModule(ConditionedModule):
         representation: the parton features, ``"polar-decay-chain"`` (the default: masses and rest-frame decay
             directions, consistent by construction, each top's transverse momentum as log pT and azimuth),
             ``"decay-chain"`` (the same with each top's (px, py); the default before 2026-12-07),
+            ``"hadronic-polar-decay-chain"`` (polar for the tops without a charged lepton only),
             ``"lepton-anchored"`` (the chain with the lepton generated relative to the measured one and its top
             built upward from it) or ``"objects"`` (the VLD code's 11 x 5).
         object_queries: condition also on one attention summary of the detector objects per
