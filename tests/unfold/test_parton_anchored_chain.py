@@ -51,7 +51,7 @@ def test_the_lepton_branch_is_built_upward_and_the_hadronic_top_downward():
     # the plain chain's 28 features: t_lep's (px, py, pz) and two rest-frame directions give way to the anchor and
     # the neutrino's and the b's (px, py, Delta y); its mass stays
     assert module.features == 28
-    assert {"lepton:log_pt_ratio", "neutrino:delta_rapidity", "b_lep:px", "t_lep:breit_wigner_coordinate"} <= set(
+    assert {"lepton:log_pt_ratio", "neutrino:delta_rapidity", "b_lep:px", "t_lep:mass_normal_score"} <= set(
         module.feature_names
     )
     assert not {"t_lep:px", "W_lep_in_t_lep:direction_x"} & set(module.feature_names)
@@ -220,5 +220,16 @@ def test_an_anchored_run_trains_and_unfolds_the_lepton_at_its_measurement(semile
     assert err.count("\n") == 1
     assert "old.ckpt: its parton features ['neutrino:energy']" in err
     assert "retrain" in err
+    assert not (tmp_path / "old.h5").exists()
+    # so is one saved before the features were stored, whose resonance masses were Breit-Wigner coordinates
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    del state["representation_features"]
+    state["state_dict"] = {key.replace("mass_knots", "pole_mass_squared"): value for key, value in state["state_dict"].items()}
+    torch.save(state, old)
+    assert main(["sample", "parton", "--n", "1", "--checkpoint", str(old), "--data", str(test),
+                 "--out", str(tmp_path / "old.h5"), "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert ":breit_wigner_coordinate" in err and "retrain" in err
     assert not (tmp_path / "old.h5").exists()
 

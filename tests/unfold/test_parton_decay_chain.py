@@ -51,7 +51,7 @@ def test_semileptonic_tree_is_the_ttbar_decay_chain():
     # (px, py, pz, m) per top + 3 per decay + the masses of the 8 decay products
     assert module.features == 2 * 4 + 3 * 4 + 8
     assert module.resonances == ("t_had", "t_lep", "W_had", "W_lep")
-    assert "W_had:breit_wigner_coordinate" in module.feature_names
+    assert "W_had:mass_normal_score" in module.feature_names
     assert "b_had:mass" in module.feature_names
 
 
@@ -76,8 +76,8 @@ def test_round_trip_recovers_every_decay_product(chain, synthetic_truth):
     decoded = chain.decode(chain.encode(truth).double())
     assert list(decoded) == list(truth)
     for name, features in truth.items():
-        # float32 standardised features, and these random "resonances" sit far in the Breit-Wigner
-        # tails where tan() amplifies rounding: 1e-4 relative
+        # float32 standardised features, and these random "resonances" sit far apart in the mass table's
+        # tails, where a rounded normal score moves the mass most: 1e-4 relative
         np.testing.assert_allclose(decoded[name]["pt"].numpy(), features["pt"], rtol=1e-4)
         np.testing.assert_allclose(decoded[name]["eta"].numpy(), features["eta"], atol=1e-4)
         np.testing.assert_allclose(decoded[name]["phi"].numpy(), features["phi"], atol=1e-4)
@@ -130,27 +130,32 @@ def test_daughter_outside_every_composite_is_a_root_of_its_own():
     assert module.decays == (TwoBodyDecay("W", "a", "b"),)
 
 
-def test_breit_wigner_coordinates_of_a_resonance_follow_the_hyperbolic_secant_law(rng, synthetic_truth):
-    """m^2 ~ Cauchy(M^2, M Gamma), a Breit-Wigner, maps under asinh((m^2 - M^2) / M Gamma) to the
-    hyperbolic-secant law, density 1 / (pi cosh y): no heavy tails left for the model to learn."""
-    events = 4000
-    truth = synthetic_truth(events)
-    w_mass = np.sqrt(np.clip(80.4**2 + 80.4 * 2.1 * rng.standard_cauchy(events), 1.0, None))
-    # q1 and q2 back to back in the W frame, then boosted: a W of exactly that mass
-    energy = w_mass / 2
-    q1 = vector.array({"px": energy, "py": np.zeros(events), "pz": np.zeros(events), "E": energy})
-    q2 = vector.array({"px": -energy, "py": np.zeros(events), "pz": np.zeros(events), "E": energy})
-    frame = vector.array({"pt": truth["q1"]["pt"], "eta": truth["q1"]["eta"], "phi": truth["q1"]["phi"], "mass": w_mass})
-    for name, quark in (("q1", q1.boost_p4(frame)), ("q2", q2.boost_p4(frame))):
-        truth[name] = {"pt": quark.pt, "eta": quark.eta, "phi": quark.phi, "mass": np.zeros(events)}
+def test_resonance_masses_become_standard_normal_scores_and_decode_back(rng, synthetic_truth):
+    """A W line shape (a Breit-Wigner in m^2, cut at m = 1 GeV) maps to the standard normal law, the
+    diffusion's own noise, on events the table was not fitted on; and decodes back to the same masses."""
+
+    def truth_with_w_masses(events: int) -> tuple[dict, np.ndarray]:
+        truth = synthetic_truth(events)
+        w_mass = np.sqrt(np.clip(80.4**2 + 80.4 * 2.1 * rng.standard_cauchy(events), 1.0, None))
+        # q1 and q2 back to back in the W frame, then boosted: a W of exactly that mass
+        energy = w_mass / 2
+        q1 = vector.array({"px": energy, "py": np.zeros(events), "pz": np.zeros(events), "E": energy})
+        q2 = vector.array({"px": -energy, "py": np.zeros(events), "pz": np.zeros(events), "E": energy})
+        frame = vector.array({"pt": truth["q1"]["pt"], "eta": truth["q1"]["eta"], "phi": truth["q1"]["phi"], "mass": w_mass})
+        for name, quark in (("q1", q1.boost_p4(frame)), ("q2", q2.boost_p4(frame))):
+            truth[name] = {"pt": quark.pt, "eta": quark.eta, "phi": quark.phi, "mass": np.zeros(events)}
+        return truth, w_mass
+
     module = DecayChainRepresentation.for_process(get_process("ttbar-semileptonic"))
-    module.fit(truth)
-    index = module.resonances.index("W_had")
-    assert np.sqrt(module.pole_mass_squared[index].item()) == pytest.approx(80.4, abs=0.3)
-    assert module.pole_width_term[index].item() / 80.4 == pytest.approx(2.1, rel=0.1)
-    coordinates = module.physical_features(truth)[:, module.feature_names.index("W_had:breit_wigner_coordinate")]
-    assert stats.kstest(coordinates.numpy(), stats.hypsecant.cdf).pvalue > 1e-3
-    assert stats.kstest(coordinates.numpy(), stats.norm.cdf).pvalue < 1e-3  # the test can tell
+    module.fit(truth_with_w_masses(8000)[0])
+    truth, w_mass = truth_with_w_masses(4000)
+    scores = module.physical_features(truth)[:, module.feature_names.index("W_had:mass_normal_score")].numpy()
+    inside = (w_mass > module.mass_knots[module.resonances.index("W_had"), 0].item()) & (
+        w_mass < module.mass_knots[module.resonances.index("W_had"), -1].item())
+    assert stats.kstest(scores, stats.norm.cdf).pvalue > 1e-3
+    assert stats.kstest(scores, stats.hypsecant(scale=2 / np.pi).cdf).pvalue < 1e-3  # the test can tell
+    decoded = module.node_masses(module.encode(truth).double())["W_had"].numpy()
+    np.testing.assert_allclose(decoded[inside], w_mass[inside], rtol=1e-4)
 
 
 def test_generated_resonance_masses_stay_within_the_training_range(chain, synthetic_truth):
@@ -160,7 +165,7 @@ def test_generated_resonance_masses_stay_within_the_training_range(chain, synthe
     trained = {name: value.max() for name, value in chain.node_masses(chain.encode(truth).double()).items()}
     x = chain.encode(truth).double()
     for name in chain.resonances:
-        x[:, chain.feature_names.index(f"{name}:breit_wigner_coordinate")] = 50.0
+        x[:, chain.feature_names.index(f"{name}:mass_normal_score")] = 50.0
     masses = chain.node_masses(x)
     for name in chain.resonances:
         assert torch.all(masses[name] <= trained[name] * (1 + 1e-4)), name  # float32 encoding of the edge

@@ -7,9 +7,10 @@ the unfolding should put the peak back where the partons have it. The run is fix
 wall-clock time, so its outcome does not depend on the machine; the one-minute training on 5000
 events is ``benchmarks/bench_parton_mass_peaks.py``.
 
-The decay-chain representation stores resonance masses in Breit-Wigner coordinates, so even an
-untrained model puts the peaks near the generator's (measured: after one optimiser step the unfolded
-m(t_had) peak sat at 173.1 GeV for a truth of 173.3). The peak test therefore checks the
+The decay-chain representation stores resonance masses as their normal scores under the training
+truth's distribution, so even an untrained model puts the peaks near the generator's (measured with
+the Breit-Wigner coordinates before them: after one optimiser step the unfolded m(t_had) peak sat at
+173.1 GeV for a truth of 173.3). The peak test therefore checks the
 representation's decoding; learning is checked by the per-event test below, which the untrained
 model fails (rapidity correlations 0.14 and 0.28 after one step, 0.64 and 0.79 after 6 epochs).
 """

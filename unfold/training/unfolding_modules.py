@@ -266,9 +266,12 @@ class PartonModule(ConditionedModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint whose generated features the representation reads otherwise now (checkpoints saved
-        before the features were stored are not checked)."""
+        before the features were stored are checked for the Breit-Wigner coordinates of resonance masses, which the
+        normal scores replaced)."""
         features = list(self.representation.feature_names)
         saved = checkpoint.get("representation_features", features)
+        if any(key.endswith("representation.pole_mass_squared") for key in checkpoint.get("state_dict", {})):
+            saved = [name.replace(":mass_normal_score", ":breit_wigner_coordinate") for name in features]
         if saved != features:
             changed = [name for name in saved if name not in features] or saved
             raise UnfoldError(

@@ -39,7 +39,7 @@ PHYSICAL_FEATURES: tuple[str, ...] = ("pt", "eta", "phi", "mass")
 # z -> -z, and the quantities neither changes (masses, energies, azimuth differences, transverse momentum ratios).
 _XY_QUANTITIES = (("px", "py"), ("direction_x", "direction_y"), ("azimuth_x", "azimuth_y"))
 _REFLECTED_QUANTITIES = ("pz", "direction_z", "delta_eta", "delta_rapidity")
-_INVARIANT_QUANTITIES = ("mass", "breit_wigner_coordinate", "log_energy", "log_pt", "log_pt_ratio", "delta_phi")
+_INVARIANT_QUANTITIES = ("mass", "mass_normal_score", "log_energy", "log_pt", "log_pt_ratio", "delta_phi")
 # exp(12) - 1 ~ 160 TeV: far above any parton energy at 13 TeV, so only runaway values are clamped.
 _MAX_LOG_ENERGY = 12.0
 
