@@ -230,6 +230,7 @@ def test_an_anchored_run_trains_and_unfolds_the_lepton_at_its_measurement(semile
                  "--out", str(tmp_path / "old.h5"), "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert ":breit_wigner_coordinate" in err and "retrain" in err
+    assert ":breit_wigner_coordinate" in err
+    assert "retrain" in err
     assert not (tmp_path / "old.h5").exists()
 
