@@ -176,6 +176,9 @@ class PartonModule(ConditionedModule):
             (the earlier default). Saved resolved.
         random_pair_labels: train on each W's two quarks labelled at random instead of by transverse
             momentum (:meth:`PartonRepresentation.relabel`); sampled pairs are ordered again on decoding.
+        lift_directions: train on each rest-frame decay direction scaled by a random chi_3 radius
+            (:meth:`DecayChainRepresentation.lifted`), so a direction the detector leaves open is a full-dimensional
+            density rather than a shell; decoding normalises.
         augment: the detector's symmetries drawn per event and training batch, applied alike to the detector
             inputs and the partons (:class:`~unfold.data.augmentation.DetectorSymmetries`,
             :meth:`PartonRepresentation.rotated_and_reflected`); ``"auto"`` (default): every one the inputs allow
@@ -192,11 +195,13 @@ class PartonModule(ConditionedModule):
     change of a default never rebuilds a saved model differently.
     """
 
-    MODEL_OPTIONS = ("representation", "object_queries", "random_pair_labels", "augment")
+    MODEL_OPTIONS = ("representation", "object_queries", "random_pair_labels", "lift_directions", "augment")
     SUPPLIED_MODEL_OPTIONS = frozenset({"features", "condition_width", "representation"})
     # A checkpoint saved before the object queries conditions on the event vector only, one saved before the
-    # random pair labels was trained on the quarks as truth orders them, one saved before augment without it.
-    OPTIONS_BEFORE_THEY_EXISTED = {"object_queries": False, "random_pair_labels": False, "augment": None}
+    # random pair labels was trained on the quarks as truth orders them, one saved before augment without it, one
+    # saved before the lifted directions on unit vectors.
+    OPTIONS_BEFORE_THEY_EXISTED = {"object_queries": False, "random_pair_labels": False, "lift_directions": False,
+                                   "augment": None}
     # A checkpoint saved before them predicts the noise, trained on one noisy state per event and conditions its
     # denoiser at the input only.
     MODEL_OPTIONS_BEFORE_THEY_EXISTED = {"prediction_type": "epsilon", "noise_draws": 1, "block_conditioning": False}
@@ -212,6 +217,7 @@ class PartonModule(ConditionedModule):
         representation: Literal["decay-chain", "polar-decay-chain", "hadronic-polar-decay-chain", "lepton-anchored", "objects"] = "polar-decay-chain",
         object_queries: bool | Literal["auto"] = True,
         random_pair_labels: bool = True,
+        lift_directions: bool = False,
         augment: Sequence[Augmentation] | Literal["auto"] | None = "auto",
         encoder: dict | None = None,
         model: dict | None = None,
@@ -231,7 +237,7 @@ class PartonModule(ConditionedModule):
         self.symmetries = detector_symmetries(self.topology, augment)
         self.save_hyperparameters({
             "event_file_yaml": event_file_yaml, "process": process, "representation": representation,
-            "object_queries": object_queries, "random_pair_labels": random_pair_labels,
+            "object_queries": object_queries, "random_pair_labels": random_pair_labels, "lift_directions": lift_directions,
             "augment": self.symmetries.augmentations if self.symmetries else None, "encoder": encoder,
             "model": model, "learning_rate": learning_rate, "weight_decay": weight_decay, "freeze_encoder": freeze_encoder,
         })
@@ -288,13 +294,15 @@ class PartonModule(ConditionedModule):
 
     def training_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, partons, weights = batch
-        inputs, partons = self._turned(inputs, self._labelled(partons, generator=None), len(partons), partons.device)
+        partons = self._lifted(self._labelled(partons, generator=None), generator=None)
+        inputs, partons = self._turned(inputs, partons, len(partons), partons.device)
         return self._log_terms("train", self.vld(partons, self.condition(inputs), weights=weights), len(partons))
 
     def validation_step(self, batch: tuple[EncoderInputs, Tensor, Tensor], batch_idx: int) -> None:
         inputs, partons, weights = batch
         # The same labels at every epoch, from a stream apart from the batch's noise draws (seeded by batch_idx).
-        partons = self._labelled(partons, generator=self.validation_draws(-1 - batch_idx))
+        labels = self.validation_draws(-1 - batch_idx)
+        partons = self._lifted(self._labelled(partons, generator=labels), generator=labels)
         loss = self.vld(partons, self.condition(inputs), weights=weights, generator=self.validation_draws(batch_idx))
         self._log_terms("val", loss, len(partons))
 
@@ -305,6 +313,10 @@ class PartonModule(ConditionedModule):
             return partons
         swap = torch.rand(len(partons), pairs, generator=generator, device=partons.device) < 0.5
         return self.representation.relabel(partons, swap)
+
+    def _lifted(self, partons: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The batch's partons with their decay directions lifted off the unit sphere under ``lift_directions``."""
+        return self.representation.lifted(partons, generator) if self.hparams.lift_directions else partons
 
     @torch.no_grad()
     def sample(self, inputs: EncoderInputs, n: int, **options) -> dict[str, dict[str, Tensor]]:

@@ -192,6 +192,35 @@ class DecayChainRepresentation(PartonRepresentation):
             knots[[0, -1]] = torch.stack([mass.min(), mass.max()])
             self.mass_knots[index] = knots
         super().fit(partons, weights, anchors)
+        columns = self._direction_columns.flatten()
+        self.mean[columns], self.scale[columns] = 0.0, 1.0
+
+    @cached_property
+    def _direction_columns(self) -> Tensor:
+        """(d, 3) feature indices of every rest-frame decay direction."""
+        return torch.tensor([[self.feature_names.index(name) for name in self._direction_names(decay)]
+                             for decay in self.rest_frame_decays], dtype=torch.long).reshape(-1, 3)
+
+    def lifted(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Standardised (E, F) partons with each rest-frame decay direction scaled by an independent
+        :math:`\\chi_3`-distributed radius (the length of a standard normal 3-vector).
+
+        A unit vector lives on a sphere, a two-dimensional shell in the three features: where the detector
+        leaves a direction open (which jet is which quark of the hadronic W), the denoiser has to learn that
+        shell from the prior, and the defaults' hadronic directions came out blurred through it (norms 0.34 to
+        1.59 at 5-95 %) and uninformed (the quark's direction in its W as far from the truth as a random one,
+        README). Lifted, a uniform direction is exactly the standard normal vector, the diffusion's own noise,
+        and any direction law is a full-dimensional density; decoding divides the radius out. The direction
+        columns are standardised to mean 0 and scale 1 (:meth:`fit`), that normal law's.
+        """
+        columns = self._direction_columns.to(x.device)
+        if columns.numel() == 0:
+            return x
+        physical = self.physical(x)
+        radius = torch.randn((*x.shape[:-1], len(columns), 3), generator=generator, device=x.device, dtype=x.dtype)
+        lifted = physical.clone()
+        lifted[..., columns] = unit_vector(physical[..., columns]) * radius.norm(dim=-1, keepdim=True)
+        return (lifted - self.mean.to(x)) / self.scale.to(x)
 
     def physical_features(self, partons: PartonTruth, anchors: Anchors | None = None) -> Tensor:
         """Float64 (E, F): root momenta and masses, decay directions, decay products' masses."""

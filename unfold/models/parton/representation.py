@@ -171,6 +171,11 @@ class PartonRepresentation(nn.Module, ABC):
             physical = torch.where(mask[:, None], self._exchange(physical, *pair), physical)
         return (physical - self.mean.to(x)) / self.scale.to(x)
 
+    def lifted(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Standardised (E, F) partons with every stored unit vector scaled by a random radius, for training: the
+        same events (decoding normalises the vectors again). No unit vectors here: ``x`` itself."""
+        return x
+
     def rotated_and_reflected(self, x: Tensor, angle: Tensor, sign: Tensor) -> Tensor:
         """Standardised (E, F) partons of the same events turned about the beam by ``angle`` (E,) and reflected
         z -> -z where ``sign`` (E,) is -1: with the same draw applied to the detector inputs
