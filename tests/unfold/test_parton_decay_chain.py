@@ -119,6 +119,33 @@ def test_any_tensor_decodes_to_an_exactly_consistent_event(chain, synthetic_trut
     assert torch.all(chain.consistency(x) == 0)
 
 
+def test_lifted_directions_decode_to_the_same_event_with_chi3_radii(chain, synthetic_truth):
+    """lifted() scales each decay direction by a chi_3 radius and leaves every other feature alone: the same event
+    decodes, the radii follow the length of a standard normal 3-vector, and a uniform direction so lifted is the
+    standard normal vector (the direction columns are standardised to mean 0, scale 1)."""
+    truth = synthetic_truth(2000)
+    chain.fit(truth)
+    x = chain.encode(truth).double()
+    lifted = chain.lifted(x, torch.Generator().manual_seed(3))
+    columns = chain._direction_columns
+    others = torch.ones(chain.features, dtype=torch.bool)
+    others[columns.flatten()] = False
+    torch.testing.assert_close(lifted[:, others], x[:, others])
+    decoded = chain.decode_four_momenta(lifted)
+    for name, nodes in chain.decode_four_momenta(x).items():
+        # the same four-momenta to double precision relative to each node's energy
+        assert torch.all((decoded[name] - nodes).abs() <= 1e-9 * (1.0 + nodes[:, :1].abs())), name
+    radii = lifted[:, columns].norm(dim=-1)
+    assert stats.kstest(radii.flatten().numpy(), stats.chi(3).cdf).pvalue > 1e-3
+    assert not torch.equal(chain.lifted(x, torch.Generator().manual_seed(4)), lifted)
+    uniform = torch.nn.functional.normalize(torch.randn(4000, 3, generator=torch.Generator().manual_seed(5)), dim=1)
+    x_uniform = x[:1].repeat(4000, 1)
+    x_uniform[:, columns[0]] = uniform.to(x)
+    components = chain.lifted(x_uniform, torch.Generator().manual_seed(6))[:, columns[0]]
+    for component in components.T:
+        assert stats.kstest(component.numpy(), "norm").pvalue > 1e-3
+
+
 def test_composite_that_is_not_a_two_body_decay_is_rejected():
     with pytest.raises(UnfoldError, match=r"two-body.*'X'"):
         DecayChainRepresentation(daughters=["a", "b", "c", "d"], composites={"X": ["a", "b", "c"]})

@@ -104,3 +104,24 @@ def test_training_batches_label_the_w_quarks_at_random_when_asked(event_files, s
     assert not torch.equal(module._labelled(partons, generator=None), labelled)
     validation = [module._labelled(partons, generator=torch.Generator().manual_seed(5)) for _ in range(2)]
     torch.testing.assert_close(*validation)
+
+
+@pytest.mark.parametrize("lift_directions", [True, False])
+def test_training_batches_lift_the_decay_directions_when_asked(event_files, synthetic_truth, lift_directions):
+    """Under ``lift_directions`` a batch's decay directions get fresh chi_3 radii (the same in every validation pass)
+    and decode to the same events; otherwise the batch is left as it is."""
+    from unfold.training.unfolding_modules import PartonModule
+
+    module = PartonModule(event_file_yaml=event_files["ttbar-semileptonic"].read_text(), lift_directions=lift_directions)
+    truth = synthetic_truth(400)
+    module.representation.fit(truth)
+    partons = module.representation.encode(truth)
+    lifted = module._lifted(partons, generator=None)
+    if not lift_directions:
+        assert torch.equal(lifted, partons)
+        return
+    assert not torch.equal(lifted, partons)
+    assert not torch.equal(module._lifted(partons, generator=None), lifted)
+    torch.testing.assert_close(module.representation.decode(lifted)["q1"]["eta"], module.representation.decode(partons)["q1"]["eta"])
+    validation = [module._lifted(partons, generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    torch.testing.assert_close(*validation)
