@@ -32,6 +32,7 @@ QUANTITY_LABELS = {
     "mass": (r"m", "GeV"),
     "y": (r"y", ""),
     "dphi": (r"|\Delta\phi|", "rad"),
+    "cos_theta_star": (r"\cos\theta^{*}", ""),
     "dR": (r"\Delta R", ""),
     "multiplicity": (r"N", ""),
     "b_multiplicity": (r"N_{b}", ""),
@@ -175,6 +176,16 @@ def _parton_observables(
             ),
             key=True,
         )
+    for name, parts in present.items():
+        parents = [top for top in tops if set(parts) < set(present[top])]
+        if len(parts) == 2 and parents:
+            add(
+                f"parton/{name}/cos_theta_star",
+                "cos_theta_star",
+                latex_name(parts[0]),
+                lambda level, parts=parts, parent=present[parents[0]]: _decay_angle(level, parts, parent),
+                key=True,
+            )
     for parts in present.values():
         if len(parts) == 2 and all(p in partons.truth for p in parts):
             a, b = parts
@@ -199,6 +210,18 @@ def _top_separation(a: MomentumNumpy4D | None, b: MomentumNumpy4D | None) -> np.
     if a is None or b is None:
         return None
     return np.abs(np.asarray(a.deltaphi(b)))
+
+
+def _decay_angle(level: Mapping, parts: tuple[str, ...], parent: tuple[str, ...]) -> np.ndarray | None:
+    """cos theta* of a W's first daughter: the angle, in the W's rest frame, between that daughter and the W's
+    flight in its top's rest frame (the direction opposite to the top there); its distribution measures the W
+    helicity fractions, (3/8)(1 -+ cos)^2 for left- and right-handed Ws and (3/4) sin^2 for longitudinal ones."""
+    daughter, w, top = (composite_momentum(level, names) for names in ((parts[0],), parts, parent))
+    if daughter is None or w is None or top is None:
+        return None
+    a, b = daughter.boostCM_of_p4(w), top.boostCM_of_p4(w)
+    dot = a.px * b.px + a.py * b.py + a.pz * b.pz
+    return -np.asarray(dot / (a.mag * b.mag))
 
 
 def _parton_delta_r(level: Mapping, a: str, b: str) -> np.ndarray | None:

@@ -135,3 +135,36 @@ def test_non_hdf5_file_is_refused(tmp_path):
     path.write_text("not hdf5")
     with pytest.raises(ReportError, match="not a readable HDF5 file"):
         read_samples_file(path)
+
+
+def test_w_decay_angle_is_the_daughter_against_the_w_flight_in_the_top_frame(make_samples_file):
+    """A top decaying at rest to W + b, the W to q1 q2 at a known angle theta* to its flight, the whole event then
+    boosted off the axis: ``parton/W_had/cos_theta_star`` returns cos theta* (a Lorentz-invariant definition, so
+    the lab boost changes nothing)."""
+    import vector
+
+    events = 200
+    path = make_samples_file(n_events=events, n_draws=2, particles=False)
+    cos_theta = np.random.default_rng(3).uniform(-1, 1, events)
+    w_mass, top_mass, b_mass = 80.4, 173.0, 4.7
+    w_momentum = np.sqrt((top_mass**2 - (w_mass + b_mass) ** 2) * (top_mass**2 - (w_mass - b_mass) ** 2)) / (2 * top_mass)
+    flight, across = np.array([0.6, 0.0, 0.8]), np.array([0.8, 0.0, -0.6])  # the W's direction in the top frame, a normal
+    quark = (w_mass / 2) * (cos_theta[:, None] * flight + np.sqrt(1 - cos_theta**2)[:, None] * across)  # in the W frame
+
+    def momenta(px, pz, mass):
+        return vector.array({"px": px, "py": np.zeros(events), "pz": pz, "M": np.full(events, mass)})
+
+    w = momenta(np.full(events, w_momentum * flight[0]), np.full(events, w_momentum * flight[2]), w_mass)
+    partons = {"q1": momenta(quark[:, 0], quark[:, 2], 0.0).boost_p4(w),
+               "q2": momenta(-quark[:, 0], -quark[:, 2], 0.0).boost_p4(w),
+               "b_had": momenta(-w.px, -w.pz, b_mass)}
+    lab = vector.obj(px=120.0, py=-80.0, pz=300.0, M=top_mass)  # the top's momentum in the lab
+    with h5py.File(path, "a") as file:
+        for name, momentum in partons.items():
+            boosted = momentum.boost_p4(lab)
+            for key, values in (("pt", boosted.pt), ("eta", boosted.eta), ("phi", boosted.phi), ("mass", np.maximum(boosted.mass, 0))):
+                file[f"PARTONS/{name}/{key}"][...] = values.astype(np.float32)
+    observables = {o.name: o for o in compute_observables(read_samples_file(path))}
+    np.testing.assert_allclose(observables["parton/W_had/cos_theta_star"].truth, cos_theta, atol=2e-3)
+    assert observables["parton/W_had/cos_theta_star"].key
+    assert observables["parton/W_lep/cos_theta_star"].draws.shape == (events, 2)
