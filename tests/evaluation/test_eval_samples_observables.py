@@ -5,11 +5,17 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import vector
 from matplotlib import mathtext
 
 from evaluation.errors import ReportError
 from evaluation.kinematics import from_pt_eta_phi_m, invariant_mass
-from evaluation.observables import _ranked_values, compute_observables, correlation_pairs, latex_name
+from evaluation.observables import (
+    _ranked_values,
+    compute_observables,
+    correlation_pairs,
+    latex_name,
+)
 from evaluation.samples_file import Collection, read_samples_file
 
 
@@ -141,7 +147,7 @@ def test_w_decay_angle_is_the_daughter_against_the_w_flight_in_the_top_frame(mak
     """A top decaying at rest to W + b, the W to q1 q2 at a known angle theta* to its flight, the whole event then
     boosted off the axis: ``parton/W_had/cos_theta_star`` returns cos theta* (a Lorentz-invariant definition, so
     the lab boost changes nothing)."""
-    import vector
+
 
     events = 200
     path = make_samples_file(n_events=events, n_draws=2, particles=False)
