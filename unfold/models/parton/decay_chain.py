@@ -239,8 +239,10 @@ class DecayChainRepresentation(PartonRepresentation):
 
     @staticmethod
     def _rest_frame_direction(nodes: Mapping[str, Tensor], decay: TwoBodyDecay) -> Tensor:
-        """(E, 3) unit vector of the first child's momentum in its parent's rest frame (pure boost, lab axes)."""
-        return rest_frame_direction(nodes[decay.first], nodes[decay.parent])
+        """(E, 3) unit vector of the first child's momentum in its parent's rest frame (pure boost) on the parent's
+        helicity axes (:func:`_helicity_axes`): its last component is the decay's cos theta*."""
+        direction = rest_frame_direction(nodes[decay.first], nodes[decay.parent])
+        return torch.einsum("...ij,...j->...i", _helicity_axes(nodes[decay.parent]), direction)
 
     def node_masses(self, x: Tensor) -> dict[str, Tensor]:
         """Float64 masses (GeV) of the roots and decay products of a standardised (..., F) tensor.
@@ -276,7 +278,8 @@ class DecayChainRepresentation(PartonRepresentation):
         masses = self._node_masses(features)
         nodes = self._lab_nodes(features, masses, anchors)
         for decay in self.rest_frame_decays:
-            direction = unit_vector(self._columns(features, self._direction_names(decay)))
+            helicity = unit_vector(self._columns(features, self._direction_names(decay)))
+            direction = torch.einsum("...ij,...i->...j", _helicity_axes(nodes[decay.parent]), helicity)
             nodes[decay.first], nodes[decay.second] = _decay_in_flight(
                 nodes[decay.parent], direction, masses[decay.first], masses[decay.second]
             )
@@ -310,7 +313,7 @@ class DecayChainRepresentation(PartonRepresentation):
 
     @staticmethod
     def _direction_names(decay: TwoBodyDecay) -> tuple[str, ...]:
-        return tuple(f"{decay.first}_in_{decay.parent}:direction_{axis}" for axis in _DIRECTION)
+        return tuple(f"{decay.first}_in_{decay.parent}:helicity_{axis}" for axis in _DIRECTION)
 
     def _exchange(self, physical: Tensor, first: str, second: str) -> Tensor:
         """In the parent's rest frame the second child flies opposite to the first: the stored direction flips
@@ -362,6 +365,17 @@ class DecayChainRepresentation(PartonRepresentation):
     def _resonance_mass(self, name: str, score: Tensor) -> Tensor:
         index = self.resonances.index(name)
         return _interpolate(score, self.normal_score_knots[index].to(score), self.mass_knots[index].to(score))
+
+
+def _helicity_axes(parent: Tensor) -> Tensor:
+    """(..., 3, 3) rows x', y', z' of a parent's (..., 4) helicity frame in lab axes: z' along its flight, y'
+    across the beam and the flight, x' = y' x z'. A rotation about the beam turns the three with the event; the
+    reflection z -> -z keeps the components on y' and z' and flips the one on x'."""
+    flight = unit_vector(parent[..., 1:])
+    beam = torch.zeros_like(flight)
+    beam[..., 2] = 1.0
+    across = unit_vector(torch.cross(beam, flight, dim=-1))
+    return torch.stack([torch.cross(across, flight, dim=-1), across, flight], dim=-2)
 
 
 def _interpolate(x: Tensor, knots: Tensor, values: Tensor) -> Tensor:
