@@ -127,14 +127,15 @@ def test_any_tensor_decodes_to_an_exactly_consistent_event(chain, synthetic_trut
 
 
 def test_lifted_directions_decode_to_the_same_event_with_chi3_radii(chain, synthetic_truth):
-    """lifted() scales each decay direction by a chi_3 radius and leaves every other feature alone: the same event
+    """lifted() scales the hadronic top's decay directions by chi_3 radii and leaves every other feature alone: the same event
     decodes, the radii follow the length of a standard normal 3-vector, and a uniform direction so lifted is the
     standard normal vector (the direction columns are standardised to mean 0, scale 1)."""
     truth = synthetic_truth(2000)
     chain.fit(truth)
     x = chain.encode(truth).double()
     lifted = chain.lifted(x, torch.Generator().manual_seed(3))
-    columns = chain._direction_columns
+    columns = chain._lifted_columns
+    assert len(columns) == 2  # t_had -> W_had b_had and W_had -> q1 q2; the leptonic top's stay on the sphere
     others = torch.ones(chain.features, dtype=torch.bool)
     others[columns.flatten()] = False
     torch.testing.assert_close(lifted[:, others], x[:, others])
