@@ -54,7 +54,7 @@ def test_the_lepton_branch_is_built_upward_and_the_hadronic_top_downward():
     assert {"lepton:log_pt_ratio", "neutrino:delta_rapidity", "b_lep:px", "t_lep:mass_normal_score"} <= set(
         module.feature_names
     )
-    assert not {"t_lep:px", "W_lep_in_t_lep:direction_x"} & set(module.feature_names)
+    assert not {"t_lep:px", "W_lep_in_t_lep:helicity_x"} & set(module.feature_names)
 
 
 def test_round_trip_recovers_every_decay_product_whatever_the_measurement(anchored, synthetic_truth, rng):

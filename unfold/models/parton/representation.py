@@ -38,8 +38,8 @@ PHYSICAL_FEATURES: tuple[str, ...] = ("pt", "eta", "phi", "mass")
 # components that turn with a rotation about the beam, the z components and rapidity differences that flip under
 # z -> -z, and the quantities neither changes (masses, energies, azimuth differences, transverse momentum ratios).
 _XY_QUANTITIES = (("px", "py"), ("direction_x", "direction_y"), ("azimuth_x", "azimuth_y"))
-_REFLECTED_QUANTITIES = ("pz", "direction_z", "delta_eta", "delta_rapidity")
-_INVARIANT_QUANTITIES = ("mass", "mass_normal_score", "log_energy", "log_pt", "log_pt_ratio", "delta_phi")
+_REFLECTED_QUANTITIES = ("pz", "direction_z", "helicity_x", "delta_eta", "delta_rapidity")
+_INVARIANT_QUANTITIES = ("mass", "mass_normal_score", "helicity_y", "helicity_z", "log_energy", "log_pt", "log_pt_ratio", "delta_phi")
 # exp(12) - 1 ~ 160 TeV: far above any parton energy at 13 TeV, so only runaway values are clamped.
 _MAX_LOG_ENERGY = 12.0
 
