@@ -176,9 +176,10 @@ class PartonModule(ConditionedModule):
             (the earlier default). Saved resolved.
         random_pair_labels: train on each W's two quarks labelled at random instead of by transverse
             momentum (:meth:`PartonRepresentation.relabel`); sampled pairs are ordered again on decoding.
-        lift_directions: train on each rest-frame decay direction scaled by a random chi_3 radius
+        lift_directions: train on the hadronic top's rest-frame decay directions scaled by random chi_3 radii
             (:meth:`DecayChainRepresentation.lifted`), so a direction the detector leaves open is a full-dimensional
-            density rather than a shell; decoding normalises.
+            density rather than a law on a sphere; decoding normalises (default since 2026-12-07, late: the light
+            quarks' pT and the hadronic W's decay angle closer to the truth, README "Decay directions on helicity axes").
         augment: the detector's symmetries drawn per event and training batch, applied alike to the detector
             inputs and the partons (:class:`~unfold.data.augmentation.DetectorSymmetries`,
             :meth:`PartonRepresentation.rotated_and_reflected`); ``"auto"`` (default): every one the inputs allow
@@ -217,7 +218,7 @@ class PartonModule(ConditionedModule):
         representation: Literal["decay-chain", "polar-decay-chain", "hadronic-polar-decay-chain", "lepton-anchored", "objects"] = "polar-decay-chain",
         object_queries: bool | Literal["auto"] = True,
         random_pair_labels: bool = True,
-        lift_directions: bool = False,
+        lift_directions: bool = True,
         augment: Sequence[Augmentation] | Literal["auto"] | None = "auto",
         encoder: dict | None = None,
         model: dict | None = None,

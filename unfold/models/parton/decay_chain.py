@@ -6,7 +6,9 @@ An event is stored as
 * every root, a node no decay produces (the tops): its lab :math:`p_x, p_y, p_z, m`; a composite
   holding every daughter (ttbar) is their sum, not a decay, so top momenta are generated directly;
 * for every two-body decay P -> A B: the unit vector of A's momentum in P's rest frame, reached
-  from the lab by a pure boost, in lab axes (three numbers, normalised again on decoding);
+  from the lab by a pure boost, on P's helicity axes (z' along P's flight, y' across the beam and
+  the flight), so its last component is the decay's cos theta* (three numbers, normalised again on
+  decoding; the hadronic top's lifted off the sphere in training, :meth:`DecayChainRepresentation.lifted`);
 * the mass of every decay product, composites (W) and daughters alike; resonance masses (tops,
   W) as their normal score :math:`\\Phi^{-1}(F(m))`, F the training truth's distribution of that mass.
 

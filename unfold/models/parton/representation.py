@@ -35,10 +35,11 @@ __all__ = ["OBJECT_FEATURES", "PHYSICAL_FEATURES", "Anchors", "ObjectRepresentat
 OBJECT_FEATURES: tuple[str, ...] = ("px", "py", "pz", "log_energy", "mass")
 PHYSICAL_FEATURES: tuple[str, ...] = ("pt", "eta", "phi", "mass")
 # How each feature (by its quantity, the name after ":") changes under the detector's symmetries: the (x, y)
-# components that turn with a rotation about the beam, the z components and rapidity differences that flip under
-# z -> -z, and the quantities neither changes (masses, energies, azimuth differences, transverse momentum ratios).
-_XY_QUANTITIES = (("px", "py"), ("direction_x", "direction_y"), ("azimuth_x", "azimuth_y"))
-_REFLECTED_QUANTITIES = ("pz", "direction_z", "helicity_x", "delta_eta", "delta_rapidity")
+# components that turn with a rotation about the beam, the z components, rapidity differences and decay directions'
+# x' components on their parent's helicity axes that flip under z -> -z, and the quantities neither changes (masses,
+# energies, azimuth differences, transverse momentum ratios, the helicity axes' y' and z' components).
+_XY_QUANTITIES = (("px", "py"), ("azimuth_x", "azimuth_y"))
+_REFLECTED_QUANTITIES = ("pz", "helicity_x", "delta_eta", "delta_rapidity")
 _INVARIANT_QUANTITIES = ("mass", "mass_normal_score", "helicity_y", "helicity_z", "log_energy", "log_pt", "log_pt_ratio", "delta_phi")
 # exp(12) - 1 ~ 160 TeV: far above any parton energy at 13 TeV, so only runaway values are clamped.
 _MAX_LOG_ENERGY = 12.0
