@@ -200,7 +200,7 @@ class PartonModule(ConditionedModule):
     SUPPLIED_MODEL_OPTIONS = frozenset({"features", "condition_width", "representation"})
     # A checkpoint saved before the object queries conditions on the event vector only, one saved before the
     # random pair labels was trained on the quarks as truth orders them, one saved before augment without it, one
-    # saved before the lifted directions on unit vectors.
+    # saved before lift_directions on decay directions left on the unit sphere.
     OPTIONS_BEFORE_THEY_EXISTED = {"object_queries": False, "random_pair_labels": False, "lift_directions": False,
                                    "augment": None}
     # A checkpoint saved before them predicts the noise, trained on one noisy state per event and conditions its

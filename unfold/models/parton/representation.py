@@ -173,8 +173,9 @@ class PartonRepresentation(nn.Module, ABC):
         return (physical - self.mean.to(x)) / self.scale.to(x)
 
     def lifted(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Standardised (E, F) partons with every stored unit vector scaled by a random radius, for training: the
-        same events (decoding normalises the vectors again). No unit vectors here: ``x`` itself."""
+        """Standardised (E, F) partons with the unit vectors a representation lifts scaled by random radii, for
+        training: the same events, as decoding normalises (:meth:`DecayChainRepresentation.lifted`). None here:
+        ``x`` itself."""
         return x
 
     def rotated_and_reflected(self, x: Tensor, angle: Tensor, sign: Tensor) -> Tensor:
