@@ -219,9 +219,8 @@ def _decay_angle(level: Mapping, parts: tuple[str, ...], parent: tuple[str, ...]
     daughter, w, top = (composite_momentum(level, names) for names in ((parts[0],), parts, parent))
     if daughter is None or w is None or top is None:
         return None
-    a, b = daughter.boostCM_of_p4(w), top.boostCM_of_p4(w)
-    dot = a.px * b.px + a.py * b.py + a.pz * b.pz
-    return -np.asarray(dot / (a.mag * b.mag))
+    a, b = daughter.boostCM_of_p4(w).to_3D(), top.boostCM_of_p4(w).to_3D()
+    return -np.asarray(a.dot(b) / (a.mag * b.mag))
 
 
 def _parton_delta_r(level: Mapping, a: str, b: str) -> np.ndarray | None:
